@@ -1,0 +1,193 @@
+"""The cache: where artifacts live, how they are verified, how they are written.
+
+Every artifact (data tensors, kernel banks, VAE weights, checkpoints, results) is written through
+this module:
+
+- **atomically**: to a temporary file in the same folder, then ``os.replace``-d into place, so an
+  interrupted run never leaves a half-written file that a later run trusts;
+- **with a sidecar** ``<name>.json`` holding its SHA-256 and a provenance record (what made it:
+  config, seeds, data source, library and torch versions);
+- **verified on load**: a file whose hash does not match its sidecar raises
+  :class:`CorruptArtifactError`, naming the file and the fix.
+
+The cache folder is ``$DWP_CACHE`` if set, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+
+CACHE_ENV = "DWP_CACHE"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, unreadable or does not match its record."""
+
+
+class CorruptArtifactError(ArtifactError):
+    """A cached file's bytes do not match the hash recorded when it was written."""
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache folder (created on demand), or a sub-folder of it."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex MD5 of a file's bytes (the checksum published for MNIST and notMNIST)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+    )
+
+
+def environment_record() -> dict[str, str]:
+    """Versions and machine facts that go into every provenance record."""
+    return {
+        "dwp_lib": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def save_artifact(path: str | os.PathLike, obj: Any, provenance: dict | None = None) -> str:
+    """``torch.save`` ``obj`` to ``path`` atomically, with a sidecar of its hash and provenance.
+
+    Returns the SHA-256 of the written file.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(path, data)
+    record = {
+        "file": Path(path).name,
+        "sha256": digest,
+        "bytes": len(data),
+        "provenance": provenance or {},
+        "environment": environment_record(),
+    }
+    atomic_write_json(sidecar_path(path), record)
+    return digest
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """The sidecar record of an artifact (hash, provenance, environment)."""
+    side = sidecar_path(path)
+    if not side.exists():
+        raise ArtifactError(
+            f"{path}: no record {side.name} beside it; delete the file and rebuild it"
+        )
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptArtifactError(
+            f"{side}: unreadable record ({err}); delete {path} and its record, then rebuild"
+        ) from None
+
+
+def verify_artifact(path: str | os.PathLike) -> dict:
+    """Check ``path`` against its sidecar; return the record or raise :class:`CorruptArtifactError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    record = read_record(path)
+    actual = sha256_file(path)
+    if actual != record.get("sha256"):
+        raise CorruptArtifactError(
+            f"{path} is corrupted or truncated: its SHA-256 is {actual[:12]}..., the record says "
+            f"{str(record.get('sha256'))[:12]}...; delete it (and {sidecar_path(path).name}) and "
+            "rerun the stage that makes it"
+        )
+    return record
+
+
+def load_artifact(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Any, dict]:
+    """Verify and load an artifact written by :func:`save_artifact`; return ``(obj, record)``."""
+    record = verify_artifact(path)
+    obj = torch.load(path, map_location=map_location, weights_only=False)
+    return obj, record
+
+
+def is_valid_artifact(path: str | os.PathLike) -> bool:
+    """True if ``path`` exists and matches its record (no exception)."""
+    try:
+        verify_artifact(path)
+    except ArtifactError:
+        return False
+    return True

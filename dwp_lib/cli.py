@@ -1,0 +1,67 @@
+"""Command line: ``python -m dwp_lib <command>`` (also installed as ``dwp``).
+
+Commands
+--------
+``data prepare``          fetch, verify and cache MNIST and notMNIST (see :mod:`dwp_lib.data`)
+``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`)
+``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
+
+Every command takes ``--preset tiny|book|paper`` where it trains something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import PRESETS
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import data
+
+    return data.cli(args)
+
+
+def _source_nets(args: argparse.Namespace) -> int:
+    from . import source_nets
+
+    return source_nets.cli(args)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from . import experiment
+
+    return experiment.cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="prepare the data sets")
+    p.add_argument("action", choices=["prepare"], help="fetch, verify and cache every data set")
+    p.add_argument(
+        "--notmnist", default="synthetic", help="notMNIST variant: small|large|synthetic"
+    )
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
+    p.add_argument("--preset", choices=PRESETS, default="book")
+    p.add_argument("--out", default=None, help="folder for the nets and the bank (default: cache)")
+    p.set_defaults(func=_source_nets)
+
+    p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
+    p.add_argument("--preset", choices=PRESETS, default="book")
+    p.add_argument("--out", required=True, help="output folder (resumes if it exists)")
+    p.set_defaults(func=_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

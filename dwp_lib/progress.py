@@ -1,0 +1,23 @@
+"""Progress bars that work in a terminal and in a notebook (tqdm.auto).
+
+Set ``DWP_PROGRESS=0`` to silence every bar (the test harness and the book build do).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+
+def enabled() -> bool:
+    return os.environ.get("DWP_PROGRESS", "1") not in ("0", "false", "no")
+
+
+def progress(iterable: Iterable | None = None, **kwargs) -> tqdm:
+    """``tqdm.auto.tqdm`` with the course's defaults (disabled by ``DWP_PROGRESS=0``)."""
+    kwargs.setdefault("disable", not enabled())
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
