@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--notmnist", default="synthetic", help="notMNIST variant: small|large|synthetic"
     )
+    p.add_argument(
+        "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"
+    )
     p.set_defaults(func=_data)
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")

@@ -1,0 +1,134 @@
+"""``ImageSet``: a labelled set of 28x28 greyscale images with its provenance.
+
+Every loader in :mod:`dwp_lib.data` returns one. It stores the images as bytes (``uint8``, the
+form the data sets are published in) and converts to floats on demand, so a cached set is small
+and loads fast. It is a ``torch.utils.data.Dataset``: ``ds[i]`` is ``(image, label)`` with
+``image`` a float32 tensor of shape ``(1, 28, 28)`` in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+DIGITS: tuple[str, ...] = tuple("0123456789")
+LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
+
+
+@dataclass(eq=False)
+class ImageSet(Dataset):
+    """Images, labels and where they came from.
+
+    Attributes
+    ----------
+    images:     ``uint8`` tensor ``(N, 28, 28)``; 0 is background (black), 255 is ink (white).
+    labels:     ``int64`` tensor ``(N,)`` with values in ``range(len(classes))``.
+    provenance: a JSON-ready dict: ``dataset``, ``split``, ``variant``, ``source``, ``file`` or
+                ``package``, ``checksum``, ``count``... Chapters print it.
+    classes:    the class names (``"0".."9"`` for MNIST, ``"A".."J"`` for notMNIST).
+    groups:     optional ``int64`` tensor ``(N,)``: which font each image was drawn from
+                (notMNIST); train and test never share a group.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    provenance: dict = field(default_factory=dict)
+    classes: tuple[str, ...] = DIGITS
+    groups: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 3:
+            raise ValueError(
+                f"images must be a uint8 tensor (N, H, W); got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(
+                f"labels must be an int64 tensor ({len(self.images)},); got {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}"
+            )
+        if self.groups is not None and self.groups.shape != self.labels.shape:
+            raise ValueError("groups must have one entry per image")
+        self.classes = tuple(self.classes)
+
+    # --- the Dataset protocol -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i].unsqueeze(0).float().div_(255.0), int(self.labels[i])
+
+    def __repr__(self) -> str:
+        p = self.provenance
+        name = " ".join(str(p[k]) for k in ("dataset", "variant", "split") if p.get(k))
+        return f"ImageSet({name or 'images'}: {len(self)} images, classes {''.join(self.classes)})"
+
+    # --- views ---------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def float_images(self) -> torch.Tensor:
+        """All images as float32 ``(N, 1, 28, 28)`` in ``[0, 1]`` (pixel / 255)."""
+        return self.images.unsqueeze(1).float().div_(255.0)
+
+    def class_counts(self) -> torch.Tensor:
+        """Number of images of each class, ``int64 (num_classes,)``."""
+        return torch.bincount(self.labels, minlength=self.num_classes)
+
+    def subset(self, indices, **note) -> ImageSet:
+        """The images at ``indices``; ``note`` is added to the provenance under ``subset``."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        prov = dict(self.provenance, count=int(idx.numel()))
+        if note:
+            prov["subset"] = dict(note, of=len(self))
+        return dataclasses.replace(
+            self,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            provenance=prov,
+            groups=None if self.groups is None else self.groups[idx],
+        )
+
+    def describe(self) -> str:
+        """One line for a chapter to print: what, how many, from where, checksum."""
+        p = self.provenance
+        what = " ".join(str(p[k]) for k in ("dataset", "split") if p.get(k))
+        parts = [f"{what}: {len(self):,} images, {self.num_classes} classes"]
+        if p.get("variant"):
+            parts.append(f"variant {p['variant']}")
+        if p.get("source"):
+            parts.append(f"source: {p['source']}")
+        if p.get("checksum"):
+            parts.append(f"checksum {p['checksum']}")
+        return "; ".join(parts)
+
+
+def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """A class-balanced subset of ``n`` images (``n / num_classes`` of each class).
+
+    As in the paper's experiments, ``n = 50`` means 5 images per class. The choice depends only
+    on ``(seed, class)``: the same seed always gives the same subset, and for one seed the subset
+    of size ``n`` is contained in the subset of any larger size (so learning curves over ``n``
+    add data rather than redraw it).
+    """
+    c = dataset.num_classes
+    if n <= 0 or n % c:
+        raise ValueError(f"n must be a positive multiple of the number of classes ({c}); got {n}")
+    k = n // c
+    labels = dataset.labels.numpy()
+    chosen = []
+    for cls in range(c):
+        idx = np.flatnonzero(labels == cls)
+        if len(idx) < k:
+            raise ValueError(
+                f"class {dataset.classes[cls]!r} has {len(idx)} images; {k} needed for n={n}"
+            )
+        rng = np.random.default_rng([int(seed), cls])
+        chosen.append(idx[rng.permutation(len(idx))[:k]])
+    indices = np.sort(np.concatenate(chosen))
+    return dataset.subset(indices, n=n, seed=int(seed), per_class=k)

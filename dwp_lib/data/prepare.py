@@ -1,0 +1,43 @@
+"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic] [--preset P]``.
+
+Fetches, verifies and caches MNIST (both splits) and the chosen notMNIST variant (both splits),
+then prints what was used and how long each took.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..config import current_preset
+from .sources import DataUnavailableError
+
+
+def run(args) -> int:
+    from . import load_mnist, load_notmnist
+
+    if getattr(args, "action", "prepare") != "prepare":
+        raise ValueError(f"unknown data action {args.action!r}; valid actions are prepare")
+    variant = getattr(args, "notmnist", None) or "synthetic"
+    preset = getattr(args, "preset", None) or current_preset()
+    config = None
+    if variant == "synthetic":
+        from .synthetic import SyntheticConfig
+
+        config = SyntheticConfig.preset(preset)
+    failed = 0
+    jobs = [(f"MNIST {s}", lambda s=s: load_mnist(s)) for s in ("train", "test")]
+    jobs += [
+        (f"notMNIST {variant} {s}", lambda s=s: load_notmnist(s, variant=variant, config=config))
+        for s in ("train", "test")
+    ]
+    for name, job in jobs:
+        start = time.perf_counter()
+        try:
+            ds = job()
+        except DataUnavailableError as err:
+            print(f"{name}: FAILED\n{err}\n")
+            failed += 1
+            continue
+        print(f"{name}: {len(ds):,} images in {time.perf_counter() - start:.1f} s")
+        print(f"  {ds.describe()}")
+    return 1 if failed else 0

@@ -1,0 +1,197 @@
+"""Sources tried in order, verified downloads, and the cached tensor files.
+
+A loader tries its sources one after another and records each try as an :class:`Attempt`. If
+every source fails it raises :class:`DataUnavailableError`, which lists every try and the fix;
+it never falls back to a different data set.
+
+Environment variables
+---------------------
+``DWP_CACHE``             the cache folder (see :mod:`dwp_lib.artifacts`); data lives in ``data/``.
+``DWP_OFFLINE=1``         skip every download from the open internet (package registries are still
+                          used: they are how the offline routes work).
+``DWP_DOWNLOAD_TIMEOUT``  seconds a download may wait for the server (default 10), so a machine
+                          without internet fails fast and moves on to the next source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import artifacts
+from ..progress import progress
+from .imageset import ImageSet
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+class DataUnavailableError(RuntimeError):
+    """No source could provide a data set; the message lists each try and the fix."""
+
+    def __init__(self, what: str, attempts: list[Attempt], fix: str):
+        self.what, self.attempts, self.fix = what, list(attempts), fix
+        lines = [f"{what} could not be loaded. Sources tried, in order:"]
+        lines += [f"  {i}. {a.source}: {a.detail}" for i, a in enumerate(self.attempts, 1)]
+        lines.append(f"How to fix: {fix}")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Attempt:
+    """One source tried: its name and what happened."""
+
+    source: str
+    detail: str
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
+    return split
+
+
+def data_dir(*parts: str) -> Path:
+    """``<cache>/data/...`` (created on demand)."""
+    return artifacts.cache_dir("data", *parts)
+
+
+def offline() -> bool:
+    return os.environ.get("DWP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def download_timeout() -> float:
+    return float(os.environ.get("DWP_DOWNLOAD_TIMEOUT", "10"))
+
+
+def file_md5(path: Path) -> str:
+    return artifacts.md5_file(path)
+
+
+def download(url: str, dest: Path, *, md5: str | None = None, size: int | None = None) -> Path:
+    """Fetch ``url`` to ``dest`` atomically, checking its MD5 and/or size before it is kept.
+
+    Raises ``OSError`` (network, short timeout) or ``ValueError`` (wrong size or checksum).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    timeout = download_timeout()
+    with artifacts.atomic_path(dest) as tmp:
+        req = urllib.request.Request(url, headers={"User-Agent": "dwp_lib"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            h = hashlib.md5()
+            with progress(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+        got = tmp.stat().st_size
+        if size is not None and got != size:
+            raise ValueError(f"{url}: got {got:,} bytes, expected {size:,}")
+        if md5 is not None and h.hexdigest() != md5:
+            raise ValueError(f"{url}: MD5 {h.hexdigest()}, expected {md5}")
+    return dest
+
+
+def describe_error(err: BaseException) -> str:
+    """A short, readable reason for a failed try."""
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        err = err.reason if isinstance(err.reason, BaseException) else err
+    if isinstance(err, (socket.timeout, TimeoutError)):
+        return f"timed out after {download_timeout():g} s (no internet?)"
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host ({err.strerror or err}); no internet?"
+    return f"{type(err).__name__}: {err}"
+
+
+def check_cached_file(
+    path: Path, *, md5: str | None = None, sha256: str | None = None, size: int | None = None
+) -> str | None:
+    """Verify a cached source file; delete it if it fails. Returns why it failed, or None."""
+    if not path.exists():
+        return "not in the cache"
+    why = None
+    if size is not None and path.stat().st_size != size:
+        why = f"{path.stat().st_size:,} bytes, expected {size:,}"
+    elif md5 is not None and (got := file_md5(path)) != md5:
+        why = f"MD5 {got}, expected {md5}"
+    elif sha256 is not None and (got := artifacts.sha256_file(path)) != sha256:
+        why = f"SHA-256 {got}, expected {sha256}"
+    if why:
+        warnings.warn(
+            f"{path} is corrupted or truncated ({why}); deleted, fetching it again", stacklevel=3
+        )
+        path.unlink()
+        return f"cached copy was corrupted ({why}); deleted"
+    return None
+
+
+# --- the cached tensor files ------------------------------------------------------------------
+
+
+def save_imageset(path: Path, ds: ImageSet) -> None:
+    """Write ``ds`` as a verified tensor file (atomic, with a SHA-256 sidecar)."""
+    obj = {
+        "images": ds.images.contiguous(),
+        "labels": ds.labels.contiguous(),
+        "groups": None if ds.groups is None else ds.groups.contiguous(),
+        "classes": list(ds.classes),
+        "provenance": ds.provenance,
+    }
+    artifacts.save_artifact(path, obj, ds.provenance)
+
+
+def load_imageset(path: Path, expect: dict | None = None) -> ImageSet | None:
+    """Load a cached set, or ``None`` if absent. A corrupted, truncated or unexpected file
+    (hash, or a provenance entry differing from ``expect``) is deleted with a warning so that the
+    caller rebuilds it."""
+    if not path.exists():
+        return None
+    try:
+        obj, _ = artifacts.load_artifact(path)
+        ds = ImageSet(
+            images=obj["images"],
+            labels=obj["labels"],
+            provenance=obj["provenance"],
+            classes=tuple(obj["classes"]),
+            groups=obj.get("groups"),
+        )
+        for key, value in (expect or {}).items():
+            if ds.provenance.get(key) != value:
+                raise artifacts.ArtifactError(
+                    f"{path}: {key} is {ds.provenance.get(key)!r}, expected {value!r}"
+                )
+        if len(ds) != ds.provenance.get("count"):
+            raise artifacts.ArtifactError(
+                f"{path}: {len(ds)} images, the record says {ds.provenance.get('count')}"
+            )
+    except Exception as err:  # noqa: BLE001  (any unreadable file is rebuilt)
+        warnings.warn(
+            f"cached data {path} is unusable ({err}); deleting it and rebuilding", stacklevel=3
+        )
+        remove_artifact(path)
+        return None
+    return ds
+
+
+def remove_artifact(path: Path) -> None:
+    for p in (path, artifacts.sidecar_path(path)):
+        if p.exists():
+            p.unlink()
+
+
+def clear_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def as_uint8(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.uint8)
