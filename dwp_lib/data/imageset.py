@@ -32,6 +32,7 @@ class ImageSet(Dataset):
     classes:    the class names (``"0".."9"`` for MNIST, ``"A".."J"`` for notMNIST).
     groups:     optional ``int64`` tensor ``(N,)``: which font each image was drawn from
                 (notMNIST); train and test never share a group.
+    group_names: the name of each group (``group_names[groups[i]]`` is image i's font).
     """
 
     images: torch.Tensor
@@ -39,6 +40,7 @@ class ImageSet(Dataset):
     provenance: dict = field(default_factory=dict)
     classes: tuple[str, ...] = DIGITS
     groups: torch.Tensor | None = None
+    group_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 3:
@@ -54,6 +56,7 @@ class ImageSet(Dataset):
         if self.groups is not None and self.groups.shape != self.labels.shape:
             raise ValueError("groups must have one entry per image")
         self.classes = tuple(self.classes)
+        self.group_names = tuple(self.group_names)
 
     # --- the Dataset protocol -----------------------------------------------------------------
     def __len__(self) -> int:

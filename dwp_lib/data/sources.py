@@ -144,6 +144,7 @@ def save_imageset(path: Path, ds: ImageSet) -> None:
         "labels": ds.labels.contiguous(),
         "groups": None if ds.groups is None else ds.groups.contiguous(),
         "classes": list(ds.classes),
+        "group_names": list(ds.group_names),
         "provenance": ds.provenance,
     }
     artifacts.save_artifact(path, obj, ds.provenance)
@@ -163,6 +164,7 @@ def load_imageset(path: Path, expect: dict | None = None) -> ImageSet | None:
             provenance=obj["provenance"],
             classes=tuple(obj["classes"]),
             groups=obj.get("groups"),
+            group_names=tuple(obj.get("group_names", ())),
         )
         for key, value in (expect or {}).items():
             if ds.provenance.get(key) != value:

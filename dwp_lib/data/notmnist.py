@@ -1,0 +1,177 @@
+"""The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
+
+Two tarballs are published on the author's site: ``notMNIST_small.tar.gz`` (8,458,043 bytes,
+~18.7k PNGs) and ``notMNIST_large.tar.gz`` (247,336,696 bytes, ~529k PNGs), laid out as
+``notMNIST_<variant>/<letter>/<name>.png`` where ``<name>`` is the base64 of the font's file name,
+so the same name under two letters is the same font. A few PNGs are unreadable: they are skipped
+and counted in the provenance.
+
+Sources, in order: the cache's tensor files; the tarball in ``<cache>/data/downloads`` (put
+there by hand, or by an earlier run); the canonical download. Both are size-checked (the author
+publishes sizes, not checksums; the MD5 of the tarball used is recorded). There is no offline
+route: without internet, use the notMNIST-style synthetic set, which says so in its name.
+
+No official train/test split exists; we split by font (a hash of the file name decides, 15% to
+test), so train and test share no font.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .imageset import LETTERS, ImageSet
+from .sources import (
+    Attempt,
+    DataUnavailableError,
+    check_cached_file,
+    data_dir,
+    describe_error,
+    download,
+    file_md5,
+    load_imageset,
+    offline,
+    save_imageset,
+)
+
+BASE_URL = "http://yaroslavvb.com/upload/notMNIST/"
+SIZES = {"small": 8_458_043, "large": 247_336_696}  # bytes, as published
+APPROX_COUNT = {"small": 18_726, "large": 529_119}  # for the progress bar only
+TEST_FRACTION = 0.15
+
+
+def tarball_name(variant: str) -> str:
+    return f"notMNIST_{variant}.tar.gz"
+
+
+def tarball_path(variant: str) -> Path:
+    return data_dir("downloads") / tarball_name(variant)
+
+
+def cache_path(split: str, variant: str) -> Path:
+    return data_dir("notmnist") / f"notmnist-{variant}-{split}.pt"
+
+
+def _font_name(stem: str) -> str:
+    try:
+        return base64.b64decode(stem + "=" * (-len(stem) % 4), validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return stem
+
+
+def is_test_font(name: str) -> bool:
+    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return h % 10_000 < TEST_FRACTION * 10_000
+
+
+def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet], dict]:
+    """Parse the tarball into both splits; unreadable PNGs are skipped and counted."""
+    from PIL import Image
+
+    from ..progress import progress
+
+    images, labels, fonts, skipped = [], [], [], []
+    with tarfile.open(path, "r:gz") as tar:
+        bar = progress(total=APPROX_COUNT.get(variant), desc=path.name, unit="png")
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) < 2 or not parts[-1].lower().endswith(".png"):
+                continue
+            letter = parts[-2]
+            if letter not in LETTERS:
+                continue
+            bar.update()
+            try:
+                data = tar.extractfile(member).read()
+                with Image.open(io.BytesIO(data)) as im:
+                    a = np.asarray(im.convert("L"))
+                if a.shape != (28, 28):
+                    raise ValueError(f"size {a.shape}")
+            except Exception as err:  # noqa: BLE001  (truncated or empty PNGs raise anything)
+                skipped.append(f"{member.name} ({type(err).__name__})")
+                continue
+            images.append(a)
+            labels.append(LETTERS.index(letter))
+            fonts.append(parts[-1][:-4])
+        bar.close()
+    if not images:
+        raise ValueError(f"{path}: no readable A-J PNGs (wrong file?)")
+    names = sorted(set(fonts))
+    font_id = {n: i for i, n in enumerate(names)}
+    groups = np.array([font_id[f] for f in fonts], dtype=np.int64)
+    test_font = np.array([is_test_font(n) for n in names])
+    is_test = test_font[groups]
+    x, y = np.stack(images), np.array(labels, dtype=np.int64)
+    out = {}
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        out[split] = ImageSet(
+            images=torch.from_numpy(x[mask]),
+            labels=torch.from_numpy(y[mask]),
+            classes=LETTERS,
+            groups=torch.from_numpy(groups[mask]),
+            group_names=tuple(_font_name(n) for n in names),
+            provenance={"fonts": int(len(np.unique(groups[mask])))},
+        )
+    return out, {"unreadable": len(skipped), "unreadable_files": skipped[:20]}
+
+
+def load_real_notmnist(split: str, variant: str) -> ImageSet:
+    """The real notMNIST ``variant`` (``"small"`` or ``"large"``), split by font."""
+    path = cache_path(split, variant)
+    ds = load_imageset(path, {"dataset": "notMNIST", "variant": variant, "split": split})
+    if ds is not None:
+        return ds
+    tarball, url, size = tarball_path(variant), BASE_URL + tarball_name(variant), SIZES[variant]
+    attempts = [Attempt(f"cache {path}", "not present")]
+    why = check_cached_file(tarball, size=size)
+    source = "tarball found in the cache"
+    if why is not None:
+        attempts.append(Attempt(f"tarball {tarball}", why))
+        source = f"canonical download ({url})"
+        if offline():
+            attempts.append(Attempt(f"download {url}", "skipped (DWP_OFFLINE=1)"))
+        else:
+            try:
+                download(url, tarball, size=size)
+            except (OSError, ValueError) as err:
+                attempts.append(Attempt(f"download {url}", describe_error(err)))
+    if not tarball.exists():
+        raise DataUnavailableError(
+            f"notMNIST {variant} {split}",
+            attempts,
+            f"connect to the internet, or download {url} ({size:,} bytes) by hand and put it at "
+            f"{tarball}; offline, use the notMNIST-style synthetic set instead "
+            "(variant='synthetic'), which is labelled as such.",
+        )
+    try:
+        splits, report = read_tarball(tarball, variant)
+    except (OSError, ValueError, tarfile.TarError, EOFError) as err:
+        tarball.unlink()
+        attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
+        raise DataUnavailableError(
+            f"notMNIST {variant} {split}", attempts, "run again to download it afresh"
+        ) from None
+    md5 = file_md5(tarball)
+    for name, part in splits.items():
+        part.provenance = {
+            "dataset": "notMNIST",
+            "split": name,
+            "variant": variant,
+            "count": len(part),
+            "fonts": part.provenance["fonts"],
+            "source": source,
+            "file": tarball_name(variant),
+            "bytes": size,
+            "checksum": f"md5:{md5}",
+            "skipped": report,
+            "split_rule": f"by font, {TEST_FRACTION:.0%} of fonts to test (hash of the name)",
+            "author": "Yaroslav Bulatov (2011)",
+        }
+        save_imageset(cache_path(name, variant), part)
+    return splits[split]

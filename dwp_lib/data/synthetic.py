@@ -1,0 +1,389 @@
+"""notMNIST-style letters A-J rendered from fonts: the offline stand-in for notMNIST.
+
+notMNIST (Bulatov, 2011) is glyphs A-J taken from many publicly available fonts, 28x28 grey,
+white glyph on a black background, the glyph filling most of the frame. No package registry ships
+it, but its recipe is public, so we follow it:
+
+1. **fonts**: the Debian font packages of :mod:`.fonts` (~940 distinct fonts), or any font files;
+2. **render** each letter large (``render_size`` px), white on black, and crop it to its ink;
+3. **vet** each font: it must load, every letter must have ink, differ from the font's
+   "missing glyph" box and from the other letters; fonts whose ten glyphs duplicate another
+   font's (the same face shipped twice) are dropped;
+4. **jitter** ``copies`` images per (font, letter): scale, aspect, small rotation and shift, then
+   an antialiased downscale into the 28x28 frame;
+5. **split by font**: a font's images all go to train or all to test (a hash of the seed and the
+   font's path decides), so test accuracy measures generalisation to unseen fonts.
+
+Everything is deterministic given ``seed`` (and the font files and Pillow/FreeType versions,
+recorded in the provenance). Outputs are always labelled "notMNIST-style (synthetic)".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config as _config
+from ..progress import progress
+from . import fonts as _fonts
+from .imageset import LETTERS, ImageSet
+from .sources import (
+    Attempt,
+    DataUnavailableError,
+    check_split,
+    data_dir,
+    load_imageset,
+    save_imageset,
+)
+
+LABEL = "notMNIST-style (synthetic)"
+SIZE = 28
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Every knob of the synthetic set. Presets: ``tiny`` (tests), ``book``, ``paper``."""
+
+    packages: tuple[str, ...] = _fonts.DEBIAN_FONT_PACKAGES  # Debian font packages to render
+    font_files: tuple[str, ...] = ()  # explicit font files instead (then ``packages`` is unused)
+    max_fonts: int | None = None  # keep at most this many vetted fonts (a seeded choice)
+    min_fonts: int = 500  # refuse to build a set from fewer vetted fonts
+    copies: int = 5  # jittered images per (font, letter)
+    test_fraction: float = 0.15  # share of fonts held out for the test split
+    seed: int = 0
+    render_size: int = 64  # font size (px) of the first, large rendering
+    scale: tuple[float, float] = (0.8, 1.0)  # glyph's longer side / 28
+    aspect: float = 0.12  # |log| of the width/height stretch
+    rotation: float = 8.0  # degrees, either way
+    shift: float = 1.5  # px of shift beyond centring within the free margin
+    workers: int = field(default=0, compare=False)  # processes; 0: one per CPU core
+
+    @classmethod
+    def tiny(cls) -> SyntheticConfig:
+        return cls(max_fonts=100, min_fonts=50, copies=1)
+
+    @classmethod
+    def book(cls) -> SyntheticConfig:
+        return cls()
+
+    @classmethod
+    def paper(cls) -> SyntheticConfig:
+        return cls(copies=40)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> SyntheticConfig:
+        return _config.preset_of(cls, name, **overrides)
+
+    def key(self) -> str:
+        """A short hash of the fields that change the images (names the cache file)."""
+        d = _config.to_dict(self)
+        d.pop("workers")
+        return hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()[:12]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _render(font, char: str) -> np.ndarray:
+    """``char`` in ``font``, white on black, cropped to its ink; empty array if no ink."""
+    from PIL import Image, ImageDraw
+
+    left, top, right, bottom = font.getbbox(char)
+    w, h = max(right - left, 1) + 4, max(bottom - top, 1) + 4
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), char, fill=255, font=font)
+    a = np.asarray(img)
+    rows, cols = np.flatnonzero(a.max(1) > 32), np.flatnonzero(a.max(0) > 32)
+    if len(rows) == 0:
+        return np.zeros((0, 0), np.uint8)
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
+
+
+def _fit(glyph: np.ndarray, n: int = 16) -> np.ndarray:
+    """The glyph squeezed into ``n x n`` (a signature to compare glyphs and fonts)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(glyph).resize((n, n), Image.Resampling.BOX))
+
+
+def vet_font(path: str, render_size: int) -> tuple[list[np.ndarray] | None, str]:
+    """Render A-J from the font at ``path``; returns ``(glyphs, "")`` or ``(None, why)``."""
+    from PIL import ImageFont
+
+    try:
+        font = ImageFont.truetype(path, render_size)
+        glyphs = [_render(font, c) for c in LETTERS]
+        notdef = _render(font, "\U0010fffd")  # a code point no font maps: the "missing" box
+    except Exception as err:  # noqa: BLE001  (FreeType raises several kinds)
+        return None, f"unreadable ({type(err).__name__})"
+    if any(g.size == 0 or g.shape[0] < 4 or g.shape[1] < 2 for g in glyphs):
+        return None, "blank glyph"
+    sigs = [_fit(g).astype(np.float32) for g in glyphs]
+    if notdef.size and any(
+        g.shape == notdef.shape and np.abs(g.astype(int) - notdef).mean() < 2 for g in glyphs
+    ):
+        return None, "missing glyph"
+    for i in range(len(sigs)):
+        for j in range(i):
+            # relative to the ink, so hairline faces are judged like bold ones
+            ink = (sigs[i].mean() + sigs[j].mean()) / 2
+            if np.abs(sigs[i] - sigs[j]).mean() < 0.1 * ink:  # practically the same image
+                return None, "indistinct glyphs"
+    return glyphs, ""
+
+
+def jitter(glyph: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    """One 28x28 image of ``glyph``: scaled to fill most of the frame, stretched, rotated and
+    shifted a little (notMNIST's framing: the glyph's longer side spans most of the 28 px)."""
+    from PIL import Image
+
+    h, w = glyph.shape
+    stretch = float(np.exp(rng.uniform(-cfg.aspect, cfg.aspect)))
+    w_eff, h_eff = w * stretch, h
+    side = SIZE * rng.uniform(*cfg.scale)
+    f = side / max(w_eff, h_eff)
+    tw, th = max(1, round(w_eff * f)), max(1, round(h_eff * f))
+    im = Image.fromarray(glyph).resize((tw, th), Image.Resampling.LANCZOS)
+    angle = rng.uniform(-cfg.rotation, cfg.rotation)
+    im = im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=0)
+    a = np.asarray(im)
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    # centre, then shift within the free margin (plus ``cfg.shift`` px, which may crop a little)
+    free_y, free_x = max(SIZE - a.shape[0], 0) / 2, max(SIZE - a.shape[1], 0) / 2
+    dy = rng.uniform(-free_y - cfg.shift, free_y + cfg.shift)
+    dx = rng.uniform(-free_x - cfg.shift, free_x + cfg.shift)
+    y0 = int(round((SIZE - a.shape[0]) / 2 + dy))
+    x0 = int(round((SIZE - a.shape[1]) / 2 + dx))
+    ys, xs = max(0, -y0), max(0, -x0)
+    ye, xe = min(a.shape[0], SIZE - y0), min(a.shape[1], SIZE - x0)
+    if ye > ys and xe > xs:
+        out[y0 + ys : y0 + ye, x0 + xs : x0 + xe] = a[ys:ye, xs:xe]
+    return out
+
+
+def _font_seed(seed: int, name: str) -> list[int]:
+    return [int(seed), int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")]
+
+
+def _render_font(job: tuple[str, str, SyntheticConfig]):
+    """Worker: vet one font and draw its jittered images ``(10 * copies, 28, 28)``."""
+    path, name, cfg = job
+    glyphs, why = vet_font(path, cfg.render_size)
+    if glyphs is None:
+        return name, None, None, why
+    rng = np.random.default_rng(_font_seed(cfg.seed, name))
+    images = np.stack([jitter(g, rng, cfg) for g in glyphs for _ in range(cfg.copies)])
+    signature = np.concatenate([(_fit(g, 12) // 32).ravel() for g in glyphs]).tobytes()
+    return name, images, hashlib.sha256(signature).hexdigest(), ""
+
+
+def _font_name(path: Path) -> str:
+    try:
+        from PIL import ImageFont
+
+        family, style = ImageFont.truetype(str(path), 12).getname()
+        return f"{family} {style}".strip()
+    except Exception:  # noqa: BLE001
+        return path.stem
+
+
+def render_set(
+    files: list[tuple[str, Path]], cfg: SyntheticConfig
+) -> tuple[ImageSet, ImageSet, dict]:
+    """Vet, render and split: ``(train, test, report)`` from ``(source, font file)`` pairs.
+
+    ``source`` is the package a font came from (or ``""``); the font's name in the data set is
+    ``source/path-below-the-package``, which also seeds its jitter and its split.
+    """
+    jobs = []
+    for source, path in files:
+        parts = path.parts
+        rel = "/".join(parts[parts.index(source) + 1 :]) if source in parts else path.name
+        jobs.append((str(path), f"{source}/{rel}" if source else path.name, cfg))
+    workers = cfg.workers or os.cpu_count() or 1
+    results = []
+    bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
+    if workers > 1 and len(jobs) > 8:
+        with ProcessPoolExecutor(workers) as pool:
+            for r in pool.map(_render_font, jobs, chunksize=4):
+                results.append(r)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(_render_font(job))
+            bar.update()
+    bar.close()
+
+    rejected: dict[str, int] = {}
+    seen: set[str] = set()
+    kept = []  # (name, images, path)
+    for (name, images, signature, why), (_, path) in zip(results, files, strict=True):
+        if images is None:
+            rejected[why] = rejected.get(why, 0) + 1
+        elif signature in seen:
+            rejected["duplicate of another font"] = rejected.get("duplicate of another font", 0)
+            rejected["duplicate of another font"] += 1
+        else:
+            seen.add(signature)
+            kept.append((name, images, path))
+    vetted = len(kept)
+    if cfg.max_fonts is not None and len(kept) > cfg.max_fonts:
+        order = sorted(range(len(kept)), key=lambda i: _font_seed(cfg.seed + 1, kept[i][0]))
+        kept = [kept[i] for i in sorted(order[: cfg.max_fonts])]
+    if len(kept) < cfg.min_fonts:
+        raise ValueError(
+            f"only {len(kept)} fonts passed vetting (of {len(files)} files; rejected: "
+            f"{rejected}); the configuration asks for at least {cfg.min_fonts}"
+        )
+    is_test = np.array(
+        [_font_seed(cfg.seed, name)[1] % 10_000 < cfg.test_fraction * 10_000 for name, _, _ in kept]
+    )
+    if is_test.all() or not is_test.any():  # tiny font lists: keep both splits non-empty
+        is_test[:] = False
+        is_test[-1] = True
+    names = tuple(_font_name(p) + f" [{n}]" for n, _, p in kept)
+    per_font = 10 * cfg.copies
+    labels = np.repeat(np.arange(10), cfg.copies)
+    out = {}
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        idx = np.flatnonzero(mask)
+        images = (
+            np.concatenate([kept[i][1] for i in idx])
+            if len(idx)
+            else np.zeros((0, SIZE, SIZE), np.uint8)
+        )
+        out[split] = ImageSet(
+            images=torch.from_numpy(images),
+            labels=torch.from_numpy(np.tile(labels, len(idx)).astype(np.int64)),
+            classes=LETTERS,
+            groups=torch.from_numpy(np.repeat(idx, per_font).astype(np.int64)),
+            group_names=names,
+            provenance={"fonts": int(len(idx))},
+        )
+    report = {
+        "font_files": len(files),
+        "fonts_vetted": vetted,
+        "fonts_used": len(kept),
+        "rejected": rejected,
+    }
+    return out["train"], out["test"], report
+
+
+# --- the loader -----------------------------------------------------------------------------
+
+
+def cache_path(split: str, cfg: SyntheticConfig) -> Path:
+    return data_dir("notmnist") / f"synthetic-{cfg.key()}-{split}.pt"
+
+
+def _versions() -> dict:
+    import PIL
+    from PIL import features
+
+    return {"pillow": PIL.__version__, "freetype": features.version_module("freetype2")}
+
+
+def build(cfg: SyntheticConfig) -> dict[str, ImageSet]:
+    """Fetch the fonts, render, vet, split; return both splits with their provenance."""
+    attempts = []
+    if cfg.font_files:
+        files = [("", Path(f)) for f in cfg.font_files]
+        source = f"rendered from {len(files)} font files"
+        packages: dict = {}
+    else:
+        try:
+            manifest = _fonts.prepare_fonts(cfg.packages)
+        except _fonts.FontsUnavailableError as err:
+            attempts.append(Attempt("Debian font packages (apt-get download + dpkg -x)", str(err)))
+            manifest = None
+        if manifest is not None and manifest["packages"]:
+            files = _fonts.font_files(manifest)
+            packages = {p: e["version"] for p, e in manifest["packages"].items()}
+            source = (
+                f"rendered from {len(packages)} Debian font packages "
+                "(apt-get download + dpkg -x into the cache, not installed)"
+            )
+            if manifest.get("problems"):
+                attempts.append(Attempt("some font packages", json_safe(manifest["problems"])))
+        else:
+            if manifest is not None:
+                attempts.append(
+                    Attempt("Debian font packages", json_safe(manifest.get("problems")) or "none")
+                )
+            raise DataUnavailableError(
+                f"{LABEL} notMNIST",
+                attempts,
+                "run on a Debian or Ubuntu machine that reaches its package archive (apt-get "
+                "download needs no root), or use the real notMNIST where the internet is open: "
+                "load_notmnist(split, variant='small') / `python -m dwp_lib data prepare "
+                "--notmnist small`.",
+            )
+    try:
+        train, test, report = render_set(files, cfg)
+    except ValueError as err:
+        attempts.append(Attempt("vetting the fonts", str(err)))
+        raise DataUnavailableError(
+            f"{LABEL} notMNIST",
+            attempts,
+            "check that the font packages were fetched (see above), or lower min_fonts in "
+            "SyntheticConfig (the default set needs at least 500 fonts).",
+        ) from None
+    out = {}
+    for split, ds in (("train", train), ("test", test)):
+        digest = hashlib.sha256(ds.images.numpy().tobytes() + ds.labels.numpy().tobytes())
+        ds.provenance = {
+            "dataset": LABEL,
+            "split": split,
+            "variant": "synthetic",
+            "label": LABEL,
+            "count": len(ds),
+            "fonts": ds.provenance["fonts"],
+            "source": source,
+            "packages": packages,
+            "checksum": f"sha256:{digest.hexdigest()}",
+            "config": {k: v for k, v in _config.to_dict(cfg).items() if k != "workers"},
+            "config_key": cfg.key(),
+            "report": report,
+            **_versions(),
+        }
+        out[split] = ds
+    return out
+
+
+def json_safe(problems) -> str:
+    if not problems:
+        return ""
+    return "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+
+
+def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
+    """The notMNIST-style set's ``split`` for ``cfg`` (default: the ``DWP_PRESET`` preset)."""
+    check_split(split)
+    cfg = cfg if cfg is not None else SyntheticConfig.preset(_config.current_preset())
+    if not isinstance(cfg, SyntheticConfig):
+        raise TypeError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
+    expect = {"variant": "synthetic", "split": split, "config_key": cfg.key()}
+    ds = load_imageset(cache_path(split, cfg), expect)
+    if ds is not None:
+        return ds
+    built = build(cfg)
+    for name, part in built.items():
+        save_imageset(cache_path(name, cfg), part)
+    return built[split]
+
+
+__all__ = [
+    "LABEL",
+    "SyntheticConfig",
+    "build",
+    "jitter",
+    "load_synthetic",
+    "render_set",
+    "vet_font",
+]
