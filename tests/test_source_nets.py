@@ -1,0 +1,240 @@
+"""Source nets and the kernel bank (dwp_lib.source_nets), on a small learnable random task."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+import torch
+
+from dwp_lib import artifacts, source_nets
+from dwp_lib.source_nets import (
+    FConv,
+    KernelBank,
+    SourceData,
+    SourceNetsConfig,
+    build_kernel_bank,
+    linear_decay,
+    load_source_nets,
+    train_source_nets,
+    xavier_normal_init,
+)
+
+
+def fake_data(n_train: int = 1000, n_test: int = 200, seed: int = 0) -> SourceData:
+    """Ten random smooth prototypes plus noise: a task a small CNN learns in one epoch."""
+    g = torch.Generator().manual_seed(seed)
+    blur = torch.nn.functional.avg_pool2d(torch.rand(10, 1, 28, 28, generator=g), 5, 1, 2)
+    protos = (blur > blur.flatten(1).median(1).values.view(10, 1, 1, 1)).float()
+
+    def draw(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = (protos[y] + 0.3 * torch.randn(n, 1, 28, 28, generator=g)).clamp(0, 1)
+        return x, y
+
+    (xtr, ytr), (xte, yte) = draw(n_train), draw(n_test)
+    return SourceData(xtr, ytr, xte, yte, {"label": "random prototypes (test data)"})
+
+
+def tiny(**overrides) -> SourceNetsConfig:
+    return SourceNetsConfig.preset("tiny", **overrides)
+
+
+@pytest.fixture(scope="module")
+def data() -> SourceData:
+    return fake_data()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    cfg = tiny(n_nets=3)
+    out = tmp_path_factory.mktemp("nets")
+    records = train_source_nets(cfg, out, "cpu", data=data)
+    return cfg, out, records
+
+
+def test_fconv_shapes_and_layers():
+    net = FConv(4, 6)
+    assert net(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    k = net.kernels()
+    assert k["conv1"].shape == (4, 1, 7, 7) and k["conv2"].shape == (6, 4, 5, 5)
+    assert net.features(torch.zeros(2, 1, 28, 28)).shape == (2, 6 * 9)
+
+
+def test_xavier_normal_is_not_the_default_init():
+    layer = torch.nn.Conv2d(64, 128, 5)
+    torch.manual_seed(0)
+    xavier_normal_init(layer)
+    w = layer.weight.detach().flatten()
+    std = (2.0 / ((64 + 128) * 25)) ** 0.5
+    assert abs(w.std().item() / std - 1) < 0.02
+    assert torch.all(layer.bias == 0)
+    # a normal, not PyTorch's default Kaiming-uniform: kurtosis ~3 (uniform: 1.8)
+    kurt = ((w - w.mean()) ** 4).mean() / w.var() ** 2
+    assert 2.8 < kurt.item() < 3.2
+    # the seeded path draws the same law and is reproducible
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = xavier_normal_init(FConv(16, 32), g1).conv2.weight
+    b = xavier_normal_init(FConv(16, 32), g2).conv2.weight
+    assert torch.equal(a, b)
+    assert abs(a.std().item() / (2.0 / ((16 + 32) * 25)) ** 0.5 - 1) < 0.05
+
+
+def test_linear_decay_never_zero_before_the_last_step():
+    total = 7
+    factors = [linear_decay(s, total) for s in range(total)]
+    assert factors[0] == 1.0 and factors[-1] == pytest.approx(1 / total)
+    assert all(f > 0 for f in factors)
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
+    with pytest.raises(ValueError):
+        linear_decay(total, total)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="precision"):
+        tiny(precision="fp8")
+    with pytest.raises(ValueError, match="prune_norms"):
+        tiny(prune_norms=(0.1,))
+    assert tiny().training_key() == tiny(n_nets=9, prune_norms=(0.2, 0.1)).training_key()
+    assert tiny().training_key() != tiny(lr=1e-4).training_key()
+
+
+def test_records_accuracy_and_lr(trained, data):
+    cfg, _, records = trained
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert len({r["seed"] for r in records}) == 3
+    for r in records:
+        assert 0.5 < r["test_accuracy"] <= 1.0  # chance is 0.1
+        steps = cfg.epochs * -(-len(data.y_train) // cfg.batch_size)
+        assert r["steps"] == steps
+        assert r["lr_first"] == pytest.approx(cfg.lr)
+        assert r["lr_last"] == pytest.approx(cfg.lr / steps) and r["lr_last"] > 0
+
+
+def test_nets_are_distinct_modules(trained):
+    cfg, out, _ = trained
+    nets, _ = load_source_nets(out, cfg)
+    assert len({id(n) for n in nets}) == len(nets) == 3
+    ws = [n.conv1.weight for n in nets]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not torch.allclose(ws[i], ws[j])
+    # and their inits differed too (each net has its own seed)
+    inits = [source_nets.new_source_net(cfg, i).conv2.weight for i in range(3)]
+    assert not torch.allclose(inits[0], inits[1])
+
+
+def test_training_is_reproducible(data):
+    cfg = tiny(train_images=200)
+    a, ra = source_nets.train_one_net(cfg, 0, data, "cpu")
+    b, rb = source_nets.train_one_net(cfg, 0, data, "cpu")
+    assert torch.equal(a.conv2.weight, b.conv2.weight)
+    assert ra["test_accuracy"] == rb["test_accuracy"]
+
+
+def test_bank_counts_before_and_after_pruning(trained):
+    cfg, out, records = trained
+    n, (c1, c2) = cfg.n_nets, cfg.widths
+    bank = build_kernel_bank(out, cfg)
+    assert bank.slices("conv1", "all_unpruned").shape == (n * c1, 7, 7)
+    assert bank.slices("conv2", "all_unpruned").shape == (n * c1 * c2, 5, 5)
+    # slice o * c_in + i of net j is kernel (o, i) of conv2 of net j
+    nets, _ = load_source_nets(out, cfg)
+    origin = bank.origin("conv2", "all_unpruned")
+    s = 5 * c1 + 3 + c1 * c2  # net 1, out 5, in 3
+    assert (origin["net"][s], origin["out_channel"][s], origin["in_channel"][s]) == (1, 5, 3)
+    assert torch.equal(bank.slices("conv2", "all_unpruned")[s], nets[1].conv2.weight[5, 3])
+    # no pruning: train + test = all; 20 % test
+    for layer in ("conv1", "conv2"):
+        tr, te = bank.slices(layer, "train"), bank.slices(layer, "test")
+        assert len(tr) + len(te) == len(bank.slices(layer, "all_unpruned"))
+        assert len(te) == round(0.2 * (len(tr) + len(te)))
+    prov = bank.provenance
+    assert [r["test_accuracy"] for r in prov["nets"]] == [r["test_accuracy"] for r in records]
+    assert prov["seeds"] == [0, 1, 2]
+    assert prov["norms"]["conv1"]["before_pruning"]["count"] == n * c1
+
+    # prune at the median norm of each layer: about half are kept, all above the threshold
+    med = tuple(bank.norms(layer, "all_unpruned").median().item() for layer in ("conv1", "conv2"))
+    pruned = build_kernel_bank(out, dataclasses.replace(cfg, prune_norms=med))
+    for li, layer in enumerate(("conv1", "conv2")):
+        kept = pruned.norms(layer, "all")
+        assert kept.min() >= med[li]
+        assert pruned.norms(layer, "pruned").max() < med[li]
+        assert len(kept) + len(pruned.slices(layer, "pruned")) == len(
+            bank.slices(layer, "all_unpruned")
+        )
+        st = pruned.provenance["norms"][layer]
+        assert st["after_pruning"]["median"] > st["before_pruning"]["median"]
+    # a compact bank without the unpruned slices says so when asked for them
+    compact = build_kernel_bank(
+        out, dataclasses.replace(cfg, prune_norms=med, store_unpruned=False)
+    )
+    assert torch.equal(compact.slices("conv1", "train"), pruned.slices("conv1", "train"))
+    with pytest.raises(ValueError, match="store_unpruned"):
+        compact.slices("conv1", "all_unpruned")
+    with pytest.raises(KeyError, match="splits are"):
+        bank.slices("conv1", "validation")
+
+
+def test_split_by_net_holds_out_whole_nets(trained):
+    cfg, out, _ = trained
+    bank = build_kernel_bank(out, dataclasses.replace(cfg, split_by="net", test_fraction=0.34))
+    tr = set(bank.origin("conv2", "train")["net"].tolist())
+    te = set(bank.origin("conv2", "test")["net"].tolist())
+    assert len(te) == 1 and not tr & te and len(tr | te) == 3
+
+
+def test_same_module_twice_is_refused():
+    net = FConv(2, 3)
+    with pytest.raises(ValueError, match="same module"):
+        build_kernel_bank([net, net], tiny(n_nets=2))
+
+
+def test_bank_save_load_and_corruption(trained, tmp_path):
+    cfg, out, _ = trained
+    bank = build_kernel_bank(out, cfg)
+    path = tmp_path / "bank.pt"
+    bank.save(path)
+    again = KernelBank.load(path)
+    assert torch.equal(again.slices("conv2", "test"), bank.slices("conv2", "test"))
+    assert again.provenance["norms"] == bank.provenance["norms"]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(artifacts.CorruptArtifactError, match="bank.pt is corrupted"):
+        KernelBank.load(path)
+
+
+def test_resume_after_one_net(tmp_path, data):
+    cfg = tiny(n_nets=2, train_images=300)
+    done = []
+    first = train_source_nets(cfg, tmp_path, "cpu", data=data, max_new=1, on_net_done=done.append)
+    assert len(first) == 1 and len(done) == 1 and not first[0]["resumed"]
+    path0 = tmp_path / "net_000.pt"
+    sha0, mtime0 = artifacts.sha256_file(path0), path0.stat().st_mtime_ns
+    second = train_source_nets(cfg, tmp_path, "cpu", data=data, on_net_done=done.append)
+    assert [r["resumed"] for r in second] == [True, False]
+    assert len(done) == 2  # only net 1 was trained the second time
+    assert artifacts.sha256_file(path0) == sha0 and path0.stat().st_mtime_ns == mtime0
+    assert second[0]["test_accuracy"] == first[0]["test_accuracy"]
+    # a third run trains nothing
+    third = train_source_nets(cfg, tmp_path, "cpu", data=data)
+    assert all(r["resumed"] for r in third)
+    # other training settings in the same folder: refused, not mixed
+    with pytest.raises(artifacts.ArtifactError, match="trained with"):
+        train_source_nets(dataclasses.replace(cfg, lr=1e-4), tmp_path, "cpu", data=data)
+
+
+def test_get_kernel_bank_and_cli(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.setattr(source_nets, "load_source_data", lambda cfg: data)
+    monkeypatch.setenv("DWP_PROGRESS", "0")
+    args = argparse.Namespace(preset="tiny", out=str(tmp_path))
+    assert source_nets.cli(args) == 0
+    out = capsys.readouterr().out
+    assert "Trained 2 source net(s)" in out and "conv2 5x5" in out
+    assert source_nets.cli(args) == 0
+    assert "Loaded the kernel bank" in capsys.readouterr().out
+    bank = KernelBank.load(tmp_path / source_nets.BANK_FILE)
+    assert bank.provenance["n_nets"] == 2
