@@ -10,7 +10,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.dwp-installed
 CHAPTERS := $(sort $(wildcard book/0*.md))
 
-.PHONY: all book test lint unit chapters student browser-test clean distclean venv
+.PHONY: all book test lint unit chapters student notebooks colab-test browser-deps browser-test \
+	clean distclean venv
 
 all: book
 
@@ -41,6 +42,27 @@ test: lint unit chapters
 
 student: $(STAMP)
 	$(PY) scripts/make_student.py --out student $(CHAPTERS)
+
+# The Colab notebooks book/0N_x.ipynb, generated from the chapters; commit them after a change
+# (tests/test_book_notebooks.py fails while they differ).
+notebooks: $(STAMP)
+	$(PY) scripts/make_notebooks.py $(CHAPTERS)
+
+# Each committed notebook run in a fresh venv that only its install cell sets up (minutes).
+colab-test: $(STAMP)
+	DWP_COLAB_TEST=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book_colab.py
+
+# The built book in headless Chromium (Debian's; installed here if missing and we are root).
+CHROMIUM ?= /usr/bin/chromium
+browser-deps: $(STAMP)
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "browser-test needs Chromium: apt-get install chromium, or make CHROMIUM=/path"; exit 1; }
+	@$(PY) -c "import playwright.sync_api" 2>/dev/null || $(PY) -m pip install --quiet -e '.[browser]'
+
+browser-test: book browser-deps
+	DWP_BROWSER_TEST=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/test_book_browser.py
 
 clean:
 	rm -rf _build build .pytest_cache .ruff_cache student

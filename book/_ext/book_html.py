@@ -1,0 +1,99 @@
+"""Sphinx extension for the book's HTML: offline MathJax, and no script included twice.
+
+**Offline MathJax.** Sphinx loads MathJax from a CDN by default, so equations stay raw TeX in a classroom without
+internet. This extension vendors MathJax (npm package ``mathjax``, version ``MATHJAX_VERSION``)
+into ``build/vendor/`` on first use (``npm install``, atomically, so concurrent builds are
+safe), adds it to ``html_static_path`` and points ``mathjax_path`` at
+``_static/mathjax/tex-chtml.js``. Fonts and TeX extensions load from beside that file.
+
+If npm is missing or fails, the build warns (``make book`` builds with ``-W``, so it fails)
+rather than silently falling back to the CDN. ``tests/test_book_browser.py`` checks the built
+pages typeset their equations with no request leaving localhost.
+
+**No duplicate scripts.** With jupyter-book 1.0.4, sphinx-thebe registers its inline
+configuration script twice, so every page logs "Identifier 'THEBE_JS_URL' has already been
+declared". Each page's script list is de-duplicated (first occurrence kept).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from sphinx.util import logging
+
+MATHJAX_VERSION = "3.2.2"
+ROOT = Path(__file__).resolve().parents[2]
+VENDOR = ROOT / "build" / "vendor" / f"mathjax-{MATHJAX_VERSION}"
+ENTRY = "mathjax/tex-chtml.js"
+# What tex-chtml.js loads lazily (TeX extensions, fonts, accessibility, menu); not the other
+# combined bundles, which the page never asks for.
+NEEDED = ["tex-chtml.js", "a11y", "adaptors", "input", "output", "sre", "ui"]
+
+logger = logging.getLogger(__name__)
+
+
+def vendor_mathjax(vendor: Path = VENDOR) -> Path:
+    """Return ``vendor/static`` holding ``mathjax/tex-chtml.js``, installing it if missing."""
+    static = vendor / "static"
+    if (static / ENTRY).is_file():
+        return static
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is not on PATH (install Node.js, or run `make book` elsewhere)")
+    vendor.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=vendor.parent, prefix=".mathjax-") as tmp:
+        cmd = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", tmp]
+        done = subprocess.run(
+            [*cmd, f"mathjax@{MATHJAX_VERSION}"], capture_output=True, text=True, timeout=600
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"npm install mathjax@{MATHJAX_VERSION} failed:\n{done.stderr}")
+        es5 = Path(tmp) / "node_modules" / "mathjax" / "es5"
+        stage = Path(tmp) / "stage"
+        for name in NEEDED:
+            src, dst = es5 / name, stage / "static" / "mathjax" / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        try:
+            os.rename(stage, vendor)
+        except OSError:  # another build vendored it first
+            if not (static / ENTRY).is_file():
+                raise
+    logger.info(f"book_html: vendored MathJax {MATHJAX_VERSION} into {vendor}")
+    return static
+
+
+def _configure(app, config) -> None:
+    try:
+        static = vendor_mathjax()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+        logger.warning(
+            f"book_html: could not vendor MathJax ({err}); pages load it from "
+            f"{config.mathjax_path} and need internet for their equations"
+        )
+        return
+    config.html_static_path = [*config.html_static_path, str(static)]
+    config.mathjax_path = ENTRY
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    seen = set()
+    unique = []
+    for script in context.get("script_files", []):
+        # the copies differ only in filename None vs "" (inline scripts)
+        filename = getattr(script, "filename", script) or ""
+        key = (str(filename), tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
+def setup(app):
+    app.connect("config-inited", _configure)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

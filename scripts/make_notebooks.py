@@ -1,0 +1,160 @@
+"""Generate the Colab notebooks: ``book/0N_x.md`` -> ``book/0N_x.ipynb`` (committed).
+
+    python scripts/make_notebooks.py            # (re)write every chapter's notebook
+    python scripts/make_notebooks.py --check    # exit 1 if a committed notebook drifted
+
+Why beside the source: sphinx-book-theme's "Open in Colab" button links to
+``<repository>/blob/<branch>/<page path>`` and uses the ``.ipynb`` extension when a notebook of
+the same name sits beside the ``.md`` source at build time. Committing the generated notebook
+there makes the button open a real notebook (a ``.md`` would fail in Colab). ``_config.yml``
+excludes ``book/*.ipynb`` from the build, so the ``.md`` stays the only source of the page.
+
+Each notebook is the chapter converted by jupytext, with one cell prepended that installs
+``dwp_lib`` from the repository named in ``_config.yml`` (``repository.url`` and ``.branch``,
+the one place it is written). The cell does nothing when ``dwp_lib`` is importable, prints
+nothing on success, and installs from ``$DWP_LIB_SOURCE`` instead when that is set (the tests
+point it at the local checkout). Cell ids are derived from the cells' contents, so the output is
+deterministic and a test can compare it byte for byte with the committed file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "_config.yml"
+INSTALL_TAG = "colab-install"
+SOURCE_ENV = "DWP_LIB_SOURCE"
+
+INSTALL_TEMPLATE = """\
+# Installs dwp_lib, the course library, if it is missing (as in a fresh Colab runtime);
+# prints nothing on success. Generated from {source}: edit that, then `make notebooks`.
+import importlib.util
+import os
+import subprocess
+import sys
+
+
+def _install_dwp_lib(source="{requirement}"):
+    source = os.environ.get("{env}", source)
+    pip = [sys.executable, "-m", "pip", "install", "-q", source]
+    done = subprocess.run(pip, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing dwp_lib failed:\\n{{done.stdout}}{{done.stderr}}")
+    importlib.invalidate_caches()
+    if "google.colab" in sys.modules:  # Colab renders ipywidgets 8 only with this manager
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
+
+
+if importlib.util.find_spec("dwp_lib") is None:
+    _install_dwp_lib()
+"""
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The book's chapters, ``book/0*.md``, in order."""
+    return sorted((root / "book").glob("0*.md"))
+
+
+def notebook_path(md: Path) -> Path:
+    """Where the Colab notebook of chapter ``md`` is committed (beside it)."""
+    return md.with_suffix(".ipynb")
+
+
+def pip_requirement(config: Path = CONFIG) -> str:
+    """``git+<repository.url>@<repository.branch>`` from ``_config.yml``."""
+    repo = (yaml.safe_load(config.read_text()) or {}).get("repository") or {}
+    url = str(repo.get("url") or "").rstrip("/")
+    if not url.startswith("https://"):
+        raise SystemExit(
+            f"make_notebooks: {config} has no https repository.url (got {url!r}); "
+            "set it to the public repository the notebooks install dwp_lib from"
+        )
+    branch = repo.get("branch") or "main"
+    return f"git+{url}@{branch}"
+
+
+def install_cell(requirement: str, source: str) -> nbformat.NotebookNode:
+    """The first cell of every Colab notebook (tagged ``colab-install``)."""
+    code = INSTALL_TEMPLATE.format(requirement=requirement, env=SOURCE_ENV, source=source)
+    return nbformat.v4.new_code_cell(code.rstrip("\n"), metadata={"tags": [INSTALL_TAG]})
+
+
+def _stable_ids(nb: nbformat.NotebookNode) -> None:
+    seen: dict[str, int] = {}
+    for cell in nb.cells:
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:8]
+        seen[digest] = seen.get(digest, 0) + 1
+        cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
+
+
+def colab_notebook(md: Path, requirement: str | None = None) -> nbformat.NotebookNode:
+    """Chapter ``md`` as a notebook whose first cell installs ``dwp_lib``."""
+    nb = jupytext.read(md)
+    try:
+        source = md.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        source = md.name
+    nb.cells.insert(0, install_cell(requirement or pip_requirement(), source))
+    nb.metadata.pop("jupytext", None)  # the .md is the source; no pairing in the copy
+    _stable_ids(nb)
+    return nb
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def drifted(mds: list[Path], requirement: str | None = None) -> list[str]:
+    """Problems with the committed notebooks of ``mds``: missing, out of date or orphaned."""
+    problems = []
+    for md in mds:
+        target = notebook_path(md)
+        if not target.exists():
+            problems.append(f"{target} is missing")
+        elif target.read_text() != notebook_text(colab_notebook(md, requirement)):
+            problems.append(f"{target} differs from what {md} generates")
+    for md in {m.parent for m in mds}:
+        for nb in sorted(md.glob("0*.ipynb")):
+            if not nb.with_suffix(".md").exists():
+                problems.append(f"{nb} has no chapter {nb.with_suffix('.md').name}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chapters", nargs="*", type=Path, help="default: book/0*.md")
+    parser.add_argument("--check", action="store_true", help="report drift, write nothing")
+    args = parser.parse_args(argv)
+    mds = args.chapters or chapters()
+    for md in mds:
+        if md.suffix != ".md" or not md.exists():
+            raise SystemExit(f"make_notebooks: {md} is not a chapter (.md file)")
+    if args.check:
+        problems = drifted(mds)
+        for p in problems:
+            print(f"make_notebooks: {p}", file=sys.stderr)
+        if problems:
+            print("make_notebooks: run `make notebooks` and commit book/*.ipynb", file=sys.stderr)
+        return 1 if problems else 0
+    requirement = pip_requirement()
+    for md in mds:
+        target = notebook_path(md)
+        text = notebook_text(colab_notebook(md, requirement))
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            print(f"make_notebooks: wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

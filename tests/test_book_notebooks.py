@@ -1,0 +1,287 @@
+"""The Colab notebooks (``book/0N_x.ipynb``) and the students' solution-free notebooks.
+
+- Every chapter ``book/0N_x.md`` has a committed ``book/0N_x.ipynb`` that is exactly what
+  ``scripts/make_notebooks.py`` generates from it; after editing a chapter, run
+  ``make notebooks`` and commit the notebook (this test fails until you do).
+- The notebook's first cell installs ``dwp_lib`` from ``repository.url`` in ``_config.yml``,
+  does nothing when ``dwp_lib`` is importable, and fails with pip's output when pip fails.
+- ``make student`` (``scripts/make_student.py``) keeps every exercise and drops every solution:
+  no line of a solution (code or prose) that is not also elsewhere in the chapter reaches the
+  student notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_notebooks  # noqa: E402
+
+CHAPTERS = make_notebooks.chapters()
+
+FIXTURE = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Fixture
+
+```{code-cell} ipython3
+x = 1
+```
+
+:::{exercise} Warm-up
+:label: ex-9-1
+Compute $x + 1$.
+:::
+
+:::{solution-start} ex-9-1
+:class: dropdown
+:::
+
+The answer needs nothing but addition.
+
+```{code-cell} ipython3
+secret_answer_one = x + 1
+print(secret_answer_one)
+```
+
+:::{solution-end}
+:::
+
+::::{exercise}
+:label: ex-9-2
+Nested:
+:::{note}
+A note the students keep.
+:::
+::::
+
+:::{solution-start} ex-9-2
+:class: dropdown
+:::
+Only prose here: the secret prose answer.
+:::{solution-end}
+:::
+
+:::{exercise}
+:label: ex-9-3
+Last one.
+:::
+
+:::{solution} ex-9-3
+:class: dropdown
+A non-gated secret solution.
+:::
+
+Closing words.
+"""
+
+DIRECTIVE = re.compile(r"^(?::{3,}|`{3,})\{(solution-start|solution-end)\}")
+
+
+def solution_lines(md_text: str) -> set[str]:
+    """Non-trivial lines found only inside solutions (gated regions and ``{solution}`` blocks)."""
+    inside, outside = [], []
+    in_gated, solution_fence = False, None
+    for line in md_text.splitlines():
+        stripped = line.strip()
+        m = DIRECTIVE.match(stripped)
+        if m:
+            in_gated = m[1] == "solution-start"
+            continue
+        if solution_fence is None and re.match(r"^(:{3,}|`{3,})\{solution\}", stripped):
+            solution_fence = re.match(r"^(:{3,}|`{3,})", stripped)[1]
+            continue
+        if solution_fence is not None and stripped and set(stripped) == {solution_fence[0]}:
+            solution_fence = None
+            continue
+        (inside if in_gated or solution_fence else outside).append(stripped)
+    trivial = {"```", ":::", "```{code-cell} ipython3"}
+    return {s for s in inside if len(s) >= 8 and s not in trivial and not s.startswith(":")} - set(
+        outside
+    )
+
+
+def notebook_text_lines(nb) -> set[str]:
+    return {line.strip() for cell in nb.cells for line in cell.source.splitlines()}
+
+
+# -- the Colab notebooks ---------------------------------------------------------------
+
+
+def test_every_chapter_has_a_notebook():
+    assert CHAPTERS, "no chapters book/0*.md found"
+    missing = [str(make_notebooks.notebook_path(md)) for md in CHAPTERS]
+    missing = [p for p in missing if not Path(p).exists()]
+    assert not missing, f"missing Colab notebooks {missing}: run `make notebooks` and commit them"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_committed_notebook_matches_its_chapter(md):
+    problems = make_notebooks.drifted([md])
+    assert not problems, f"{problems}: run `make notebooks` and commit book/*.ipynb"
+
+
+def test_no_orphan_notebooks():
+    problems = [p for p in make_notebooks.drifted(CHAPTERS) if "has no chapter" in p]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_notebook_starts_with_the_install_cell(md):
+    nb = nbformat.read(make_notebooks.notebook_path(md), as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and make_notebooks.INSTALL_TAG in first.metadata["tags"]
+    assert make_notebooks.pip_requirement() in first.source
+    # the chapter itself follows unchanged: its first code cell is the notebook's second one
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    import jupytext
+
+    chapter = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
+    assert code[1:] == chapter
+
+
+def test_install_url_comes_from_config(tmp_path):
+    config = tmp_path / "_config.yml"
+    config.write_text("repository:\n  url: https://github.com/someone/elsewhere/\n  branch: dev\n")
+    assert make_notebooks.pip_requirement(config) == "git+https://github.com/someone/elsewhere@dev"
+    config.write_text("title: no repository\n")
+    with pytest.raises(SystemExit, match="repository.url"):
+        make_notebooks.pip_requirement(config)
+
+
+def test_check_mode_reports_drift(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    md = book / "09_fixture.md"
+    md.write_text(FIXTURE)
+    script = [sys.executable, str(ROOT / "scripts" / "make_notebooks.py")]
+    assert subprocess.run([*script, "--check", str(md)], capture_output=True).returncode == 1
+    subprocess.run([*script, str(md)], check=True, capture_output=True)
+    assert subprocess.run([*script, "--check", str(md)], capture_output=True).returncode == 0
+    md.write_text(FIXTURE.replace("x = 1", "x = 2"))
+    done = subprocess.run([*script, "--check", str(md)], capture_output=True, text=True)
+    assert done.returncode == 1 and "differs from what" in done.stderr
+    # deterministic: generating twice gives the same bytes
+    a = make_notebooks.notebook_text(make_notebooks.colab_notebook(md))
+    assert a == make_notebooks.notebook_text(make_notebooks.colab_notebook(md))
+
+
+def _install_cell_source() -> str:
+    return make_notebooks.install_cell("git+https://example.invalid/x", "book/x.md").source
+
+
+def test_install_cell_is_a_no_op_when_dwp_lib_is_importable(tmp_path):
+    # a bogus source: if the cell tried to install, pip would fail and the cell would raise
+    env = {"DWP_LIB_SOURCE": str(tmp_path / "does-not-exist"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", _install_cell_source()], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_install_cell_failure_shows_pips_output(tmp_path):
+    hide = (
+        "import importlib.util as u\n"
+        "_find = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'dwp_lib' else _find(name, *a)\n"
+    )
+    env = {"DWP_LIB_SOURCE": str(tmp_path / "does-not-exist"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", hide + _install_cell_source()],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "installing dwp_lib failed" in done.stderr and "does-not-exist" in done.stderr
+
+
+# -- student notebooks -----------------------------------------------------------------
+
+
+def test_student_fixture_keeps_exercises_and_drops_solutions(tmp_path):
+    md = tmp_path / "09_fixture.md"
+    md.write_text(FIXTURE)
+    out = tmp_path / "student"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_student.py"), "--out", str(out), str(md)],
+        check=True,
+        capture_output=True,
+    )
+    nb = nbformat.read(out / "09_fixture.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    assert solution_lines(FIXTURE) >= {
+        "secret_answer_one = x + 1",
+        "Only prose here: the secret prose answer.",
+        "A non-gated secret solution.",
+    }
+    assert not solution_lines(FIXTURE) & notebook_text_lines(nb)
+    assert "secret" not in text and "solution" not in text
+    for kept in ["Compute $x + 1$.", "A note the students keep.", "Last one.", "Closing words."]:
+        assert kept in text
+    assert [line for line in text.splitlines() if line.startswith("**Exercise")] == [
+        "**Exercise 1** (Warm-up).",
+        "**Exercise 2**.",
+        "**Exercise 3**.",
+    ]
+    answers = [c.source for c in nb.cells if c.source.startswith("# Your answer")]
+    assert answers == ["# Your answer to exercise 1."]  # only ex 1's solution had code
+    assert nb.cells[0].metadata["tags"] == [make_notebooks.INSTALL_TAG]
+    nbformat.validate(nb)
+
+
+def test_student_rejects_unpaired_markers(tmp_path):
+    md = tmp_path / "09_broken.md"
+    md.write_text(FIXTURE.replace(":::{solution-end}\n:::\n\n::::{exercise}", "::::{exercise}"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_student.py"),
+            "--out",
+            str(tmp_path),
+            str(md),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "09_broken.md" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_student.py"), "--out", str(out)]
+        + [str(md) for md in CHAPTERS],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_no_solution_leaks_into_student_notebooks(md, student_dir):
+    nb = nbformat.read(student_dir / md.with_suffix(".ipynb").name, as_version=4)
+    leaked = solution_lines(md.read_text()) & notebook_text_lines(nb)
+    assert not leaked, f"solution lines in the student notebook of {md.name}: {sorted(leaked)}"
+    text = json.dumps([c.source for c in nb.cells])
+    assert "{solution" not in text
+    n_exercises = len(re.findall(r"^(?::{3,}|`{3,})\{exercise\}", md.read_text(), re.M))
+    assert text.count("**Exercise ") == n_exercises
