@@ -19,8 +19,8 @@ What lives here, in the order the book uses it:
   :func:`mean_field_optimum` (the closed-form best mean-field q for a Gaussian posterior).
 - :func:`fit_vlb`: fit any q by stochastic maximisation of the VLB (reparametrised gradients).
 - The local reparametrisation trick for a linear layer: :func:`linear_output_moments`,
-  :func:`linear_local_reparam`, :func:`linear_shared_weights`,
-  :func:`minibatch_gradient_variance`; and the layer that uses it, :class:`BayesianLinear`.
+  :func:`linear_local_reparam`, :func:`linear_shared_weights`; the layer that uses them,
+  :class:`BayesianLinear`; and :func:`minibatch_gradient_variance`, which measures the gain.
 - Mini-batch (doubly stochastic) VI on a classifier: :class:`BayesianMLP`,
   :class:`MinibatchVIConfig`, :func:`train_minibatch_vi`, :func:`predictive_accuracy`.
 
@@ -62,6 +62,8 @@ __all__ = [
     "linear_output_moments",
     "linear_local_reparam",
     "linear_shared_weights",
+    "linear_per_example",
+    "LINEAR_SAMPLERS",
     "minibatch_gradient_variance",
     "BayesianLinear",
     "BayesianMLP",
@@ -667,8 +669,16 @@ def linear_shared_weights(
     return out if bias is None else out + bias
 
 
-def _linear_per_example(x, mu, logvar, bias=None, generator=None) -> Tensor:
-    """An independent W for every example (exact but costly: B weight samples)."""
+def linear_per_example(
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    bias: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """An independent W ~ q for every example, then x_b @ W_b: the same distribution as
+    :func:`linear_local_reparam`, at the cost of B weight samples (for checks only)."""
+    linear_output_moments(x[:1], mu, logvar)  # shape checks
     eps = torch.randn(
         (x.shape[0], *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device
     )
@@ -677,55 +687,11 @@ def _linear_per_example(x, mu, logvar, bias=None, generator=None) -> Tensor:
     return out if bias is None else out + bias
 
 
-_LINEAR_SAMPLERS = {
+LINEAR_SAMPLERS = {
     "shared": linear_shared_weights,
     "local": linear_local_reparam,
-    "per_example": _linear_per_example,
+    "per_example": linear_per_example,
 }
-
-
-def minibatch_gradient_variance(
-    x: Tensor,
-    y: Tensor,
-    mu: Tensor,
-    logvar: Tensor,
-    method: str,
-    batch_size: int,
-    n_repeats: int = 200,
-    resample_batch: bool = True,
-    seed: int = 0,
-) -> Tensor:
-    """Variance of the mini-batch gradient of the data term with respect to ``mu``.
-
-    The model is softmax regression with weights W ~ q (``mu``, ``logvar`` of shape (in, classes)),
-    the data term (N / B) sum_{i in batch} log p(y_i | x_i, W) (book/02, eq. ``minibatch-vlb``).
-    ``method`` picks how W is sampled: ``"shared"`` (one W per batch), ``"local"`` (local
-    reparametrisation) or ``"per_example"`` (one W per example). Each of ``n_repeats`` repeats
-    draws fresh noise and, if ``resample_batch``, a fresh batch. Returns the per-coordinate
-    variance of the gradient, averaged over coordinates (a scalar tensor).
-    """
-    if method not in _LINEAR_SAMPLERS:
-        raise ValueError(f"method must be one of {sorted(_LINEAR_SAMPLERS)}, got {method!r}")
-    n = x.shape[0]
-    if not 1 <= batch_size <= n or n_repeats < 2:
-        raise ValueError(
-            f"need 1 <= batch_size <= N ({n}) and n_repeats >= 2; "
-            f"got batch_size {batch_size}, n_repeats {n_repeats}"
-        )
-    sampler = _LINEAR_SAMPLERS[method]
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    mu = mu.detach().clone().requires_grad_(True)
-    logvar = logvar.detach()
-    fixed = torch.randperm(n, generator=gen, device=x.device)[:batch_size]
-    grads = []
-    for _ in range(n_repeats):
-        idx = torch.randperm(n, generator=gen, device=x.device)[:batch_size]
-        idx = idx if resample_batch else fixed
-        logits = sampler(x[idx], mu, logvar, generator=gen)
-        data_term = -(n / batch_size) * F.cross_entropy(logits, y[idx], reduction="sum")
-        (g,) = torch.autograd.grad(data_term, mu)
-        grads.append(g.flatten())
-    return torch.stack(grads).var(0).mean()
 
 
 # --- a Bayesian linear layer and MLP for mini-batch VI --------------------------------------------
@@ -737,7 +703,9 @@ class BayesianLinear(nn.Module):
     ``q`` is a :class:`MeanFieldGaussian` over W of shape (in, out); the bias is deterministic and
     has no prior (as in the paper's Bayesian CNN). The prior is N(0, exp(prior_logvar)) on every
     weight. In ``train()`` mode the forward pass samples; in ``eval()`` mode it uses the mean
-    unless ``sample=True`` is passed.
+    unless ``sample=True`` is passed. ``sampler`` picks how a sampled forward pass draws W:
+    ``"local"`` (default, :func:`linear_local_reparam`), ``"shared"`` (one W per mini-batch,
+    :func:`linear_shared_weights`) or ``"per_example"`` (one W per example; slow, for checks).
     """
 
     def __init__(
@@ -747,6 +715,7 @@ class BayesianLinear(nn.Module):
         logvar_init: float = -10.0,
         prior_logvar: float = 0.0,
         generator: torch.Generator | None = None,
+        sampler: str = "local",
     ):
         super().__init__()
         # Xavier-normal means, as in the paper (std = sqrt(2 / (fan_in + fan_out))).
@@ -755,11 +724,22 @@ class BayesianLinear(nn.Module):
         self.q = MeanFieldGaussian(mu, logvar_init)
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.prior_logvar = prior_logvar
+        self.sampler = sampler
+
+    @property
+    def sampler(self) -> str:
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, name: str) -> None:
+        if name not in LINEAR_SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(LINEAR_SAMPLERS)}, got {name!r}")
+        self._sampler = name
 
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
         sample = self.training if sample is None else sample
         if sample:
-            return linear_local_reparam(x, self.q.mu, self.q.logvar, self.bias)
+            return LINEAR_SAMPLERS[self.sampler](x, self.q.mu, self.q.logvar, self.bias)
         return x @ self.q.mu + self.bias
 
     def kl(self) -> Tensor:
@@ -797,6 +777,59 @@ class BayesianMLP(nn.Module):
 
     def kl(self) -> Tensor:
         return sum(layer.kl() for layer in self.layers)
+
+
+def minibatch_gradient_variance(
+    model: BayesianMLP,
+    x: Tensor,
+    y: Tensor,
+    method: str,
+    batch_size: int,
+    n_repeats: int = 100,
+    resample_batch: bool = True,
+    seed: int = 0,
+) -> Tensor:
+    """Variance of the mini-batch gradient of the data term with respect to each layer's ``mu``.
+
+    The data term is (N / B) sum_{i in batch} log p(y_i | x_i, W) with W ~ q (book/02, eq.
+    ``minibatch-vlb``), N = ``len(x)``. ``method`` sets every layer's sampler (``"shared"``,
+    ``"local"`` or ``"per_example"``) for the measurement and restores it afterwards. Each of
+    ``n_repeats`` repeats draws fresh weight noise and, if ``resample_batch``, a fresh batch (else
+    one fixed batch, which isolates the noise that comes from sampling W). Returns, per layer, the
+    variance of one gradient estimate averaged over that layer's weights: a tensor (n_layers,).
+    """
+    if method not in LINEAR_SAMPLERS:
+        raise ValueError(f"method must be one of {sorted(LINEAR_SAMPLERS)}, got {method!r}")
+    n = x.shape[0]
+    if not 1 <= batch_size <= n or n_repeats < 2:
+        raise ValueError(
+            f"need 1 <= batch_size <= N ({n}) and n_repeats >= 2; "
+            f"got batch_size {batch_size}, n_repeats {n_repeats}"
+        )
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    mus = [layer.q.mu for layer in model.layers]
+    before = [layer.sampler for layer in model.layers]
+    gen = torch.Generator().manual_seed(seed)
+    fixed = torch.randperm(n, generator=gen)[:batch_size]
+    grads: list[list[Tensor]] = [[] for _ in mus]
+    forked = [device] if device.type == "cuda" else []
+    try:
+        for layer in model.layers:
+            layer.sampler = method
+        with torch.random.fork_rng(devices=forked):
+            torch.manual_seed(seed)  # the weight noise, without touching the caller's RNG
+            for _ in range(n_repeats):
+                idx = torch.randperm(n, generator=gen)[:batch_size] if resample_batch else fixed
+                idx = idx.to(device)
+                logits = model(x[idx], sample=True)
+                data_term = -(n / batch_size) * F.cross_entropy(logits, y[idx], reduction="sum")
+                for store, g in zip(grads, torch.autograd.grad(data_term, mus), strict=True):
+                    store.append(g.flatten())
+    finally:
+        for layer, name in zip(model.layers, before, strict=True):
+            layer.sampler = name
+    return torch.stack([torch.stack(g).var(0).mean() for g in grads])
 
 
 @dataclass

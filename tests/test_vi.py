@@ -343,20 +343,67 @@ def test_linear_output_moments_against_weight_samples():
         vi.linear_output_moments(x, mu.T, logvar.T)
 
 
-def test_local_reparam_lowers_minibatch_gradient_variance():
+def test_per_example_and_shared_samplers_have_the_local_moments():
+    g = gen(13)
+    x = torch.randn(2, 3, generator=g, dtype=D64)
+    mu, logvar = (
+        torch.randn(3, 2, generator=g, dtype=D64),
+        torch.randn(3, 2, generator=g, dtype=D64),
+    )
+    mean, var = vi.linear_output_moments(x, mu, logvar)
+    many = x[:1].expand(50_000, 3)
+    each = vi.linear_per_example(many, mu, logvar, generator=g)
+    torch.testing.assert_close(
+        each.mean(0), mean[0], atol=5 * (var[0] / 50_000).sqrt().max().item(), rtol=0
+    )
+    torch.testing.assert_close(each.var(0), var[0], rtol=0.05, atol=0.0)
+    shared = torch.stack(
+        [vi.linear_shared_weights(x, mu, logvar, generator=g) for _ in range(20_000)]
+    )
+    torch.testing.assert_close(shared.var(0), var, rtol=0.05, atol=0.0)
+    # one W for the batch: two identical inputs get identical outputs; local noise does not
+    twice = x[:1].expand(2, 3)
+    out = vi.linear_shared_weights(twice, mu, logvar, generator=g)
+    assert torch.equal(out[0], out[1])
+    out = vi.linear_local_reparam(twice, mu, logvar, generator=g)
+    assert not torch.equal(out[0], out[1])
+
+
+def _softmax_regression(logvar: float) -> tuple[vi.BayesianMLP, torch.Tensor, torch.Tensor]:
     g = gen(11)
     x = torch.randn(500, 20, generator=g)
     y = torch.randint(0, 5, (500,), generator=g)
-    mu = 0.1 * torch.randn(20, 5, generator=g)
-    logvar = torch.full((20, 5), -1.0)
+    model = vi.BayesianMLP((20, 5), logvar_init=logvar, seed=0)
+    return model, x, y
+
+
+def test_local_reparam_lowers_minibatch_gradient_variance():
+    model, x, y = _softmax_regression(logvar=-1.0)
     kw = dict(batch_size=50, n_repeats=300, resample_batch=False, seed=1)
-    v_shared = vi.minibatch_gradient_variance(x, y, mu, logvar, "shared", **kw)
-    v_local = vi.minibatch_gradient_variance(x, y, mu, logvar, "local", **kw)
-    v_each = vi.minibatch_gradient_variance(x, y, mu, logvar, "per_example", **kw)
+    v_shared = vi.minibatch_gradient_variance(model, x, y, "shared", **kw)
+    v_local = vi.minibatch_gradient_variance(model, x, y, "local", **kw)
+    v_each = vi.minibatch_gradient_variance(model, x, y, "per_example", **kw)
+    assert v_shared.shape == (1,)
     assert v_local * 2 < v_shared  # measured ratio about 2.5 here
     assert 0.7 < v_local / v_each < 1.4  # same noise model, same variance
+    assert all(layer.sampler == "local" for layer in model.layers)  # restored
+    # with a resampled batch the batch noise adds to both, but local still wins
+    kw["resample_batch"] = True
+    assert vi.minibatch_gradient_variance(
+        model, x, y, "local", **kw
+    ) < vi.minibatch_gradient_variance(model, x, y, "shared", **kw)
     with pytest.raises(ValueError, match="method"):
-        vi.minibatch_gradient_variance(x, y, mu, logvar, "bogus", batch_size=5)
+        vi.minibatch_gradient_variance(model, x, y, "bogus", batch_size=5)
+    with pytest.raises(ValueError, match="sampler"):
+        model.layers[0].sampler = "bogus"
+
+
+def test_gradient_variance_vanishes_with_a_point_mass_q():
+    model, x, y = _softmax_regression(logvar=-30.0)
+    v = vi.minibatch_gradient_variance(
+        model, x, y, "shared", batch_size=50, n_repeats=20, resample_batch=False
+    )
+    assert v.item() < 1e-6
 
 
 # --- mini-batch VI ------------------------------------------------------------------------------
