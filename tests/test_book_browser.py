@@ -187,6 +187,8 @@ def test_page(page, server, browser, repository):
     remote: list[str] = []
     tab.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     tab.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+    missing: list[str] = []
+    tab.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
     def route(r):
         if r.request.url.startswith(server) or r.request.url.startswith(("data:", "blob:")):
@@ -208,6 +210,7 @@ def test_page(page, server, browser, repository):
     tab.close()
 
     problems += [f"console error: {c}" for c in console]
+    problems += [f"failed request: {m}" for m in missing]
     problems += [f"remote request (the book must work offline): {r}" for r in remote]
     if info["math"]:
         if not info["mathjaxLoaded"]:

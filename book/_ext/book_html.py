@@ -1,18 +1,25 @@
-"""Sphinx extension for the book's HTML: offline MathJax, and no script included twice.
+"""Sphinx extension for the book's HTML: it works offline, and no script is included twice.
 
-**Offline MathJax.** Sphinx loads MathJax from a CDN by default, so equations stay raw TeX in a classroom without
-internet. This extension vendors MathJax (npm package ``mathjax``, version ``MATHJAX_VERSION``)
-into ``build/vendor/`` on first use (``npm install``, atomically, so concurrent builds are
-safe), adds it to ``html_static_path`` and points ``mathjax_path`` at
-``_static/mathjax/tex-chtml.js``. Fonts and TeX extensions load from beside that file.
+**Offline equations.** By default Sphinx loads MathJax from a CDN, so in a classroom without
+internet the equations stay raw TeX. This extension vendors MathJax from npm (``MATHJAX``, an
+exact version) into ``build/vendor/`` on first use (``npm install``, staged and renamed
+atomically, so concurrent builds are safe), adds it to ``html_static_path`` and points
+``mathjax_path`` at ``_static/mathjax/tex-chtml.js``; its fonts and TeX extensions load from
+beside it. If npm is missing or fails, the build warns (``make book`` builds with ``-W``, so it
+fails) rather than silently falling back to the CDN.
 
-If npm is missing or fails, the build warns (``make book`` builds with ``-W``, so it fails)
-rather than silently falling back to the CDN. ``tests/test_book_browser.py`` checks the built
-pages typeset their equations with no request leaving localhost.
+**No widget scripts.** On pages with ipywidgets, myst-nb loads require.js and the ipywidgets
+HTML manager from CDNs. Vendoring them is not enough: html-manager 1.x calls MathJax 2's API
+(``MathJax.Hub.Queue``) and throws under MathJax 3, and looks for its fonts under the page's
+folder. So they are not loaded: a widget shows nothing in the HTML, and the static figure that
+must sit beside it (``tests/test_book_widgets.py``) carries the idea.
 
 **No duplicate scripts.** With jupyter-book 1.0.4, sphinx-thebe registers its inline
 configuration script twice, so every page logs "Identifier 'THEBE_JS_URL' has already been
 declared". Each page's script list is de-duplicated (first occurrence kept).
+
+``tests/test_book_browser.py`` checks all three in headless Chromium: equations typeset, no
+console errors, no request leaving localhost.
 """
 
 from __future__ import annotations
@@ -25,33 +32,33 @@ from pathlib import Path
 
 from sphinx.util import logging
 
-MATHJAX_VERSION = "3.2.2"
 ROOT = Path(__file__).resolve().parents[2]
-VENDOR = ROOT / "build" / "vendor" / f"mathjax-{MATHJAX_VERSION}"
+MATHJAX = "mathjax@3.2.2"
+VENDOR = ROOT / "build" / "vendor" / MATHJAX  # one folder per version: a bump vendors afresh
 ENTRY = "mathjax/tex-chtml.js"
 # What tex-chtml.js loads lazily (TeX extensions, fonts, accessibility, menu); not the other
-# combined bundles, which the page never asks for.
-NEEDED = ["tex-chtml.js", "a11y", "adaptors", "input", "output", "sre", "ui"]
+# combined bundles, which the pages never ask for.
+NEEDED = ("tex-chtml.js", "a11y", "adaptors", "input", "output", "sre", "ui")
 
 logger = logging.getLogger(__name__)
 
 
 def vendor_mathjax(vendor: Path = VENDOR) -> Path:
-    """Return ``vendor/static`` holding ``mathjax/tex-chtml.js``, installing it if missing."""
+    """Return the folder to add to ``html_static_path``, installing MathJax there if missing."""
     static = vendor / "static"
     if (static / ENTRY).is_file():
         return static
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is not on PATH (install Node.js, or run `make book` elsewhere)")
+        raise RuntimeError("npm is not on PATH (install Node.js to build the book)")
     vendor.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=vendor.parent, prefix=".mathjax-") as tmp:
-        cmd = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", tmp]
+        cmd = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--ignore-scripts"]
         done = subprocess.run(
-            [*cmd, f"mathjax@{MATHJAX_VERSION}"], capture_output=True, text=True, timeout=600
+            [*cmd, "--prefix", tmp, MATHJAX], capture_output=True, text=True, timeout=600
         )
         if done.returncode != 0:
-            raise RuntimeError(f"npm install mathjax@{MATHJAX_VERSION} failed:\n{done.stderr}")
+            raise RuntimeError(f"npm install {MATHJAX} failed:\n{done.stderr}")
         es5 = Path(tmp) / "node_modules" / "mathjax" / "es5"
         stage = Path(tmp) / "stage"
         for name in NEEDED:
@@ -63,16 +70,18 @@ def vendor_mathjax(vendor: Path = VENDOR) -> Path:
         except OSError:  # another build vendored it first
             if not (static / ENTRY).is_file():
                 raise
-    logger.info(f"book_html: vendored MathJax {MATHJAX_VERSION} into {vendor}")
+    logger.info(f"book_html: vendored {MATHJAX} into {vendor}")
     return static
 
 
 def _configure(app, config) -> None:
+    if hasattr(config, "nb_ipywidgets_js"):
+        config.nb_ipywidgets_js = {}
     try:
         static = vendor_mathjax()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
         logger.warning(
-            f"book_html: could not vendor MathJax ({err}); pages load it from "
+            f"book_html: could not vendor MathJax ({err}); the pages will load it from "
             f"{config.mathjax_path} and need internet for their equations"
         )
         return
