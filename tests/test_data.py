@@ -489,10 +489,13 @@ def test_fonts_fetched_into_the_cache_with_private_lists(fake_archive):
     assert all(str(p).startswith(str(fonts.fonts_dir() / "root")) for _, p in files)
     # warm: nothing fetched or unpacked again
     assert fonts.prepare_fonts(("fonts-a", "fonts-b")) and log() == []
-    # a font file lost from the cache: that package is unpacked again from its cached .deb
+    assert not list((fonts.fonts_dir() / "debs").glob("*.deb"))  # only the fonts are kept
+    # a font file lost from the cache: that package alone is fetched and unpacked again
     files[0][1].unlink()
     fonts.prepare_fonts(("fonts-a", "fonts-b"))
-    assert [c[0] for c in log()] == ["dpkg"]
+    calls = log()
+    assert len(calls) == 2 and calls[0][:3] == ["apt-get", "download", "fonts-a"]
+    assert calls[1][:2] == ["dpkg", "-x"]
     # the synthetic set renders from them, with the packages in its provenance
     cfg = synthetic.SyntheticConfig(packages=("fonts-a", "fonts-b"), min_fonts=8, copies=1)
     ds = load_notmnist("test", variant="synthetic", config=cfg)

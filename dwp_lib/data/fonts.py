@@ -2,7 +2,8 @@
 
 ``apt-get download`` fetches the ``.deb`` files (apt checks them against the archive's signed
 index) and ``dpkg -x`` unpacks each into ``<cache>/data/fonts/root/<package>/``; nothing is
-installed system-wide. If the machine's package lists are empty or stale, a private
+installed system-wide. Only the font files are kept (~140 MB for the default packages); each
+``.deb`` is deleted once unpacked, its name and SHA-256 kept in the manifest. If the machine's package lists are empty or stale, a private
 ``apt-get update`` fills lists inside the cache (``-o Dir::State::Lists=...``), leaving the
 system's own lists untouched. A manifest written last (atomically) marks a complete unpack; a
 run that was interrupted before it is redone.
@@ -164,25 +165,32 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
                     deb.unlink()
                     problems[package] = str(err)
                     continue
+                _keep_fonts_only(Path(tmp))
                 if target.exists():
                     shutil.rmtree(target)
                 Path(tmp).replace(target)
-            fonts = sorted(
-                str(f.relative_to(root))
-                for f in target.rglob("*")
-                if f.suffix.lower() in FONT_SUFFIXES and f.is_file() and not f.is_symlink()
-            )
+            fonts = sorted(str(f.relative_to(root)) for f in target.rglob("*") if f.is_file())
             ok[package] = {
                 "deb": deb.name,
                 "version": deb.name.split("_")[1] if deb.name.count("_") >= 2 else "",
                 "sha256": artifacts.sha256_file(deb),
                 "fonts": fonts,
             }
+            deb.unlink()  # unpacked and recorded: keep the cache small (refetched if needed)
         manifest = {"packages": ok, "problems": problems}
         artifacts.atomic_write_json(manifest_path, manifest)
     else:
         manifest = {"packages": ok, "problems": {}}
     return manifest
+
+
+def _keep_fonts_only(tree: Path) -> None:
+    """Delete everything but regular font files (docs, metrics, web fonts, symlinks)."""
+    for f in sorted(tree.rglob("*"), reverse=True):
+        if f.is_symlink() or (f.is_file() and f.suffix.lower() not in FONT_SUFFIXES):
+            f.unlink()
+        elif f.is_dir() and not any(f.iterdir()):
+            f.rmdir()
 
 
 def font_files(manifest: dict) -> list[tuple[str, Path]]:

@@ -44,6 +44,7 @@ from .sources import (
 
 LABEL = "notMNIST-style (synthetic)"
 SIZE = 28
+RENDERER_VERSION = 2  # bump when a change to this file changes the images (renames the cache)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SyntheticConfig:
         """A short hash of the fields that change the images (names the cache file)."""
         d = _config.to_dict(self)
         d.pop("workers")
+        d["renderer"] = RENDERER_VERSION
         return hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()[:12]
 
 
@@ -133,7 +135,7 @@ def vet_font(path: str, render_size: int) -> tuple[list[np.ndarray] | None, str]
         for j in range(i):
             # relative to the ink, so hairline faces are judged like bold ones
             ink = (sigs[i].mean() + sigs[j].mean()) / 2
-            if np.abs(sigs[i] - sigs[j]).mean() < 0.1 * ink:  # practically the same image
+            if np.abs(sigs[i] - sigs[j]).mean() < 0.03 * ink:  # practically the same image
                 return None, "indistinct glyphs"
     return glyphs, ""
 
@@ -207,35 +209,39 @@ def render_set(
         rel = "/".join(parts[parts.index(source) + 1 :]) if source in parts else path.name
         jobs.append((str(path), f"{source}/{rel}" if source else path.name, cfg))
     workers = cfg.workers or os.cpu_count() or 1
-    results = []
-    bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
-    if workers > 1 and len(jobs) > 8:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(_render_font, jobs, chunksize=4):
-                results.append(r)
-                bar.update()
-    else:
-        for job in jobs:
-            results.append(_render_font(job))
-            bar.update()
-    bar.close()
-
+    paths = {name: path for (_, path), (_, name, _) in zip(files, jobs, strict=True)}
+    if cfg.max_fonts is not None:  # a seeded choice: vet fonts in a seeded order until enough
+        jobs.sort(key=lambda job: _font_seed(cfg.seed + 1, job[1]))
     rejected: dict[str, int] = {}
     seen: set[str] = set()
     kept = []  # (name, images, path)
-    for (name, images, signature, why), (_, path) in zip(results, files, strict=True):
-        if images is None:
-            rejected[why] = rejected.get(why, 0) + 1
-        elif signature in seen:
-            rejected["duplicate of another font"] = rejected.get("duplicate of another font", 0)
-            rejected["duplicate of another font"] += 1
-        else:
-            seen.add(signature)
-            kept.append((name, images, path))
+    bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 8 else None
+    try:
+        done = 0
+        while done < len(jobs) and (cfg.max_fonts is None or len(kept) < cfg.max_fonts):
+            n = len(jobs) if cfg.max_fonts is None else 16 + (cfg.max_fonts - len(kept)) * 5 // 4
+            chunk, done = jobs[done : done + n], done + n
+            results = (
+                pool.map(_render_font, chunk, chunksize=4) if pool else map(_render_font, chunk)
+            )
+            for name, images, signature, why in results:
+                bar.update()
+                if images is None:
+                    rejected[why] = rejected.get(why, 0) + 1
+                elif signature in seen:
+                    key = "duplicate of another font"
+                    rejected[key] = rejected.get(key, 0) + 1
+                else:
+                    seen.add(signature)
+                    kept.append((name, images, paths[name]))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     vetted = len(kept)
-    if cfg.max_fonts is not None and len(kept) > cfg.max_fonts:
-        order = sorted(range(len(kept)), key=lambda i: _font_seed(cfg.seed + 1, kept[i][0]))
-        kept = [kept[i] for i in sorted(order[: cfg.max_fonts])]
+    if cfg.max_fonts is not None:
+        kept = sorted(kept[: cfg.max_fonts], key=lambda k: k[0])
     if len(kept) < cfg.min_fonts:
         raise ValueError(
             f"only {len(kept)} fonts passed vetting (of {len(files)} files; rejected: "
@@ -268,6 +274,7 @@ def render_set(
         )
     report = {
         "font_files": len(files),
+        "fonts_tried": sum(rejected.values()) + vetted,
         "fonts_vetted": vetted,
         "fonts_used": len(kept),
         "rejected": rejected,
@@ -349,6 +356,7 @@ def build(cfg: SyntheticConfig) -> dict[str, ImageSet]:
             "checksum": f"sha256:{digest.hexdigest()}",
             "config": {k: v for k, v in _config.to_dict(cfg).items() if k != "workers"},
             "config_key": cfg.key(),
+            "renderer": RENDERER_VERSION,
             "report": report,
             **_versions(),
         }
