@@ -9,7 +9,8 @@ network cut off: any request that leaves localhost is aborted and reported. For 
 - every image has loaded (``naturalWidth > 0``);
 - every link to a page of the book resolves, including its ``#fragment``;
 - chapter pages have a Colab button whose path is a committed notebook of the configured
-  repository and branch, and a download button offering the ``.ipynb``, which exists;
+  repository and branch, and a download button offering the ``.ipynb``, which exists and
+  starts with the ``dwp_lib`` install cell;
 - every ``static-figure`` cell shows a loaded image, and widget outputs only appear in cells
   tagged ``widget`` (see ``tests/test_book_widgets.py``).
 """
@@ -256,6 +257,8 @@ def test_page(page, server, browser, repository):
                 nb = nbformat.read(target[0], as_version=4)
                 if not any(c.cell_type == "code" for c in nb.cells):
                     problems.append(f"downloadable {url} has no code cells")
+                elif make_notebooks.INSTALL_TAG not in nb.cells[0].metadata.get("tags", []):
+                    problems.append(f"downloadable {url} does not start with the install cell")
 
     cells = info["cells"]
     for i, cell in enumerate(cells):

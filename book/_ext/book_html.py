@@ -14,6 +14,10 @@ HTML manager from CDNs. Vendoring them is not enough: html-manager 1.x calls Mat
 folder. So they are not loaded: a widget shows nothing in the HTML, and the static figure that
 must sit beside it (``tests/test_book_widgets.py``) carries the idea.
 
+**The downloadable notebook works in Colab.** The theme's download button offers the executed
+notebook (``_sources/<page>.ipynb``); its first cell becomes the same ``dwp_lib`` install cell
+as the committed Colab notebooks (``scripts/make_notebooks.py``), so an uploaded copy runs too.
+
 **No duplicate scripts.** With jupyter-book 1.0.4, sphinx-thebe registers its inline
 configuration script twice, so every page logs "Identifier 'THEBE_JS_URL' has already been
 declared". Each page's script list is de-duplicated (first occurrence kept).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -102,7 +107,29 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = unique
 
 
+def _install_cell_in_download(app, pagename, templatename, context, doctree) -> None:
+    if not context.get("ipynb_source"):
+        return
+    import nbformat
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_notebooks
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+    path = Path(app.outdir) / "_sources" / context["ipynb_source"]
+    nb = nbformat.read(path, as_version=4)
+    if nb.cells and make_notebooks.INSTALL_TAG in nb.cells[0].metadata.get("tags", []):
+        return
+    source = f"{pagename}{Path(app.env.doc2path(pagename)).suffix}"
+    nb.cells.insert(0, make_notebooks.install_cell(make_notebooks.pip_requirement(), source))
+    nbformat.write(nb, path)
+
+
 def setup(app):
     app.connect("config-inited", _configure)
+    # after sphinx-book-theme (priority 500) has copied the notebook and listed the scripts
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _install_cell_in_download, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
