@@ -63,6 +63,109 @@ def contact_sheet(ds, per_class: int = 10, seed: int = 0, title: str | None = No
 
 # --- source nets and the kernel bank ---------------------------------------------------------
 
+
+def slice_grid(slices, ncols: int = 8, pad: int = 1, scale: str = "each") -> np.ndarray:
+    """Tile ``slices`` ``(N, k, k)`` into one image with a NaN gutter (drawn as background).
+
+    ``scale="each"`` divides every slice by its own largest |weight| (shows shapes);
+    ``"shared"`` keeps the weights as they are (shows sizes too).
+    """
+    s = torch.as_tensor(slices).detach().float().cpu()
+    if scale == "each":
+        s = s / s.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    elif scale != "shared":
+        raise ValueError(f"scale must be 'each' or 'shared', not {scale!r}")
+    n, k = s.shape[0], s.shape[-1]
+    nrows = max(1, -(-n // ncols))
+    grid = np.full((nrows * (k + pad) - pad, ncols * (k + pad) - pad), np.nan, np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[r * (k + pad) : r * (k + pad) + k, c * (k + pad) : c * (k + pad) + k] = s[i].numpy()
+    return grid
+
+
+def plot_bank_slices(
+    bank,
+    split: str = "train",
+    n: int = 48,
+    ncols: int = 12,
+    order: str = "random",
+    scale: str = "each",
+    seed: int = 0,
+):
+    """Slices of each layer of a :class:`~dwp_lib.source_nets.KernelBank`, one panel per layer.
+
+    ``order``: ``"random"`` (a seeded draw) or ``"norm"`` (the largest slices first). Colours:
+    red positive, blue negative, white zero. Returns the Figure.
+    """
+    layers = list(bank.layers)
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 2.6), squeeze=False)
+    g = torch.Generator().manual_seed(seed)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        s = bank.slices(layer, split)
+        if order == "norm":
+            idx = s.flatten(1).norm(dim=1).argsort(descending=True)[:n]
+        elif order == "random":
+            idx = torch.randperm(len(s), generator=g)[:n]
+        else:
+            raise ValueError(f"order must be 'random' or 'norm', not {order!r}")
+        grid = slice_grid(s[idx], ncols=ncols, scale=scale)
+        vmax = 1.0 if scale == "each" else float(np.nanmax(np.abs(grid))) or 1.0
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+        ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        k = s.shape[-1]
+        ax.set_title(f"{layer}: {len(idx)} of {len(s):,} {k}x{k} slices ({split})", fontsize=10)
+        ax.axis("off")
+    label = bank.provenance.get("data", {}).get("label", "")
+    fig.suptitle(f"Source kernels, {label}" if label else "Source kernels", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_slice_norms(bank, bins: int = 60):
+    """Histogram of slice L2 norms per layer: kept vs pruned, the pruning threshold, and the
+    typical norm of a Xavier-normal slice at initialisation (how far training moved the kernels).
+    Returns the Figure."""
+    layers = list(bank.layers)
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 3.0), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        st = bank.provenance["norms"][layer]
+        kept = bank.norms(layer, "all").numpy()
+        pruned = bank.norms(layer, "pruned").numpy() if bank.has_unpruned else np.array([])
+        both = np.concatenate([kept, pruned]) if len(pruned) else kept
+        edges = np.linspace(0, float(both.max()) * 1.02 if len(both) else 1.0, bins + 1)
+        ax.hist(kept, edges, color="C0", label=f"kept ({len(kept):,})")
+        if len(pruned):
+            ax.hist(pruned, edges, color="C7", label=f"pruned ({len(pruned):,})")
+        ax.axvline(st["xavier_init"], color="C3", ls="--", label="Xavier init (typical)")
+        if st["threshold"] > 0:
+            ax.axvline(st["threshold"], color="k", ls=":", label=f"threshold {st['threshold']:g}")
+        k = st["kernel_size"]
+        ax.set_title(f"{layer} ({k}x{k}): median {np.median(both):.3f}", fontsize=10)
+        ax.set_xlabel("slice L2 norm")
+        ax.set_ylabel("slices")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_source_accuracy(bank):
+    """Test accuracy of each source net (from the bank's provenance), with the mean. Returns the
+    Figure."""
+    nets = bank.provenance["nets"]
+    acc = np.array([r["test_accuracy"] for r in nets])
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.25 * len(acc) + 1.5), 2.6))
+    ax.bar(np.arange(len(acc)), acc, color="C0")
+    ax.axhline(acc.mean(), color="C3", ls="--", label=f"mean {acc.mean():.3f}")
+    ax.set_ylim(max(0.0, acc.min() - 0.05), 1.0)
+    ax.set_xlabel("source net")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(bank.provenance.get("data", {}).get("label", "source task"), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 # --- Bayesian CNN and priors -----------------------------------------------------------------
 
 # --- chapters 4 and 5: the implicit prior and the experiment ---------------------------------

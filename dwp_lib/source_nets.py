@@ -363,6 +363,31 @@ def new_source_net(cfg: SourceNetsConfig, index: int) -> FConv:
     return xavier_normal_init(FConv(*cfg.widths), generator=g)
 
 
+def training_step(
+    net: FConv,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    cfg: SourceNetsConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step on ``mean cross-entropy + l2 * conv_l2(net)``; returns (data loss, logits).
+
+    ``xb`` must already be on the net's device, in the net's memory format.
+    """
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        logits = net(xb)
+    data_loss = F.cross_entropy(logits.float(), yb)
+    loss = data_loss + cfg.l2 * conv_l2(net)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return data_loss.detach(), logits.detach()
+
+
+def memory_format(cfg: SourceNetsConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def train_one_net(
     cfg: SourceNetsConfig,
     index: int,
@@ -371,53 +396,42 @@ def train_one_net(
 ) -> tuple[FConv, dict]:
     """Train net ``index`` from scratch; return it (on the CPU) and its record.
 
-    Loss per step: mean cross-entropy + ``l2 * conv_l2(net)``; Adam with :func:`linear_decay`.
+    Every step is :func:`training_step`; the rate follows :func:`linear_decay` over all steps.
     """
     device = torch.device(device) if device is not None else default_device()
     seed = cfg.seed + index
     seed_everything(seed)
     net = new_source_net(cfg, index)
     init = {k: v.clone() for k, v in net.kernels().items()}
-    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory = memory_format(cfg)
     net = net.to(device, memory_format=memory)
     x, y = _train_subset(data, cfg)
     n = len(y)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.epochs * math.ceil(n / cfg.batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_decay(min(s, total - 1), total))
     order = torch.Generator().manual_seed(seed)
-    use_bf16 = cfg.precision == "bf16"
     threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     t0 = time.perf_counter()
     lrs: list[float] = []
-    step = 0
     try:
         bar = progress(total=total, desc=f"net {index}", position=1)
         for _epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=order)
-            run_loss = run_correct = seen = 0.0
+            run_loss, run_correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i : i + cfg.batch_size]
                 xb = x[idx].to(device, non_blocking=True).contiguous(memory_format=memory)
                 yb = y[idx].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = net(xb)
-                data_loss = F.cross_entropy(logits.float(), yb)
-                loss = data_loss + cfg.l2 * conv_l2(net)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 lrs.append(opt.param_groups[0]["lr"])
-                opt.step()
+                data_loss, logits = training_step(net, opt, xb, yb, cfg)
                 sched.step()
-                step += 1
-                run_loss += data_loss.item() * len(yb)
-                run_correct += (logits.argmax(1) == yb).sum().item()
-                seen += len(yb)
+                run_loss += data_loss.cpu() * len(yb)
+                run_correct += (logits.argmax(1) == yb).sum().cpu()
                 bar.update()
-            bar.set_postfix(loss=f"{run_loss / seen:.3f}")
+            bar.set_postfix(loss=f"{run_loss.item() / n:.3f}")
         bar.close()
     finally:
         torch.set_num_threads(threads)
@@ -432,9 +446,9 @@ def train_one_net(
         "index": index,
         "seed": seed,
         "test_accuracy": test_acc,
-        "train_accuracy_last_epoch": run_correct / seen,
-        "train_loss_last_epoch": run_loss / seen,
-        "steps": step,
+        "train_accuracy_last_epoch": run_correct.item() / n,
+        "train_loss_last_epoch": run_loss.item() / n,
+        "steps": len(lrs),
         "train_images": n,
         "lr_first": lrs[0],
         "lr_last": lrs[-1],

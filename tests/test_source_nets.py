@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,3 +239,24 @@ def test_get_kernel_bank_and_cli(tmp_path, data, monkeypatch, capsys):
     assert "Loaded the kernel bank" in capsys.readouterr().out
     bank = KernelBank.load(tmp_path / source_nets.BANK_FILE)
     assert bank.provenance["n_nets"] == 2
+
+
+def test_plots(trained):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dwp_lib import plots
+
+    cfg, out, _ = trained
+    med = (0.0, 0.3)
+    bank = build_kernel_bank(out, dataclasses.replace(cfg, prune_norms=med))
+    for fig in (
+        plots.plot_bank_slices(bank, n=10, order="norm"),
+        plots.plot_bank_slices(bank, scale="shared"),
+        plots.plot_slice_norms(bank),
+    ):
+        assert len(fig.axes) == 2
+    assert len(plots.plot_source_accuracy(bank).axes) == 1
+    grid = plots.slice_grid(torch.ones(5, 3, 3) * torch.tensor([1.0, -2, 3, 4, 5]).view(5, 1, 1), 4)
+    assert grid.shape == (7, 15) and np.isnan(grid).sum() == 7 * 15 - 5 * 9
+    assert np.nanmax(np.abs(grid)) == 1.0  # each slice scaled to its own max
