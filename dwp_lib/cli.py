@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="prepare the data sets")
     p.add_argument("action", choices=["prepare"], help="fetch, verify and cache every data set")
     p.add_argument(
-        "--notmnist", default="synthetic", help="notMNIST variant: small|large|synthetic"
+        "--notmnist",
+        default="synthetic",
+        choices=["small", "large", "synthetic"],
+        help="notMNIST variant: the real tarballs (small, large) or the notMNIST-style synthetic set",
     )
     p.add_argument(
         "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"
