@@ -1,0 +1,174 @@
+"""dwp_lib.vae: the general VAE and the kernel VAEs (book/03)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dwp_lib import artifacts
+from dwp_lib.vae import (
+    KernelVAE,
+    KernelVAEConfig,
+    KernelVAETrainConfig,
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    linear_decay,
+    nats_above_baseline,
+    per_pixel_gaussian_baseline,
+    toy_kernel_slices,
+    train_kernel_vae,
+)
+
+
+@pytest.mark.parametrize(
+    ("k", "latent", "hidden"), [(7, 2, 32), (5, 4, 64), (3, 2, 32), (9, 4, 64)]
+)
+def test_kernel_vae_shapes(k, latent, hidden):
+    cfg = KernelVAEConfig.for_kernel(k)
+    assert (cfg.latent_dim, cfg.hidden) == (latent, hidden)
+    vae = KernelVAE(cfg)
+    w = torch.randn(6, k, k)
+    mu, logvar = vae.encode(w)
+    assert mu.shape == logvar.shape == (6, latent)
+    mean, wlogvar = vae.decode(mu)
+    assert mean.shape == wlogvar.shape == (6, k, k)
+    assert (wlogvar >= cfg.logvar_floor).all()
+    # sample dimensions come first
+    mean_s, _ = vae.decode(torch.randn(3, 6, latent))
+    assert mean_s.shape == (3, 6, k, k)
+    assert vae.log_p_w_given_z(w, mu).shape == (6,)
+    assert vae.log_p_w_given_z(w, torch.randn(3, 6, latent)).shape == (3, 6)
+    assert vae.elbo(w, num_samples=4).shape == (6,)
+    assert vae.log_likelihood_iw(w, 7).shape == (6,)
+    assert vae.sample(5).shape == (5, k, k)
+
+
+def test_encoder_reaches_one_by_one():
+    # 7x7: three valid convolutions; 5x5: the first is padded (5 -> 5 -> 3 -> 1)
+    assert KernelVAEConfig.for_kernel(7).paddings == [0, 0, 0]
+    assert KernelVAEConfig.for_kernel(5).paddings == [1, 0, 0]
+    assert KernelVAEConfig.for_kernel(3).paddings == [1, 1, 0]
+    vae = KernelVAE(KernelVAEConfig.for_kernel(5))
+    assert vae.encoder(torch.randn(2, 1, 5, 5)).shape[-2:] == (1, 1)
+
+
+def test_wrong_kernel_size_is_a_clear_error():
+    vae = KernelVAE(KernelVAEConfig.for_kernel(7))
+    with pytest.raises(ValueError, match=r"7x7 slices.*got \(4, 5, 5\).*for_kernel\(5\)"):
+        vae.encode(torch.randn(4, 5, 5))
+    with pytest.raises(ValueError, match=r"reshape\(-1, 7, 7\)"):
+        vae.elbo(torch.randn(2, 3, 7, 7))
+    with pytest.raises(ValueError, match="odd integer"):
+        KernelVAEConfig.for_kernel(4)
+    with pytest.raises(ValueError, match="latent_dim=2"):
+        vae.decode(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="7x7"):
+        train_kernel_vae(vae, torch.randn(10, 5, 5), KernelVAETrainConfig.tiny(), device="cpu")
+
+
+def test_gaussian_math_matches_torch_distributions():
+    x, mu, logvar = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    ref = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    torch.testing.assert_close(gaussian_log_prob(x, mu, logvar), ref.log_prob(x))
+    std = torch.distributions.Normal(torch.zeros(3), torch.ones(3))
+    kl = torch.distributions.kl_divergence(ref, std).sum(-1)
+    torch.testing.assert_close(kl_to_standard_normal(mu, logvar), kl)
+
+
+def test_linear_decay_stays_above_zero():
+    f = linear_decay(10)
+    assert f(0) == 1.0 and math.isclose(f(9), 0.1)
+    vae = KernelVAE(KernelVAEConfig.for_kernel(3))
+    hist = train_kernel_vae(
+        vae, torch.randn(64, 3, 3), KernelVAETrainConfig(steps=10, batch_size=16), device="cpu"
+    )
+    assert hist.steps == 10 and hist.lr[0] == 1e-3 and math.isclose(hist.lr[-1], 1e-4)
+    assert KernelVAETrainConfig.paper().num_steps(1769) == 300 * 14
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    slices = toy_kernel_slices(128, 7, seed=0)
+    vae = KernelVAE(KernelVAEConfig.for_kernel(7))
+    gen = torch.Generator().manual_seed(0)
+    before = -vae.elbo(slices, num_samples=32, generator=gen).mean().item()
+    cfg = KernelVAETrainConfig(steps=150, batch_size=128)
+    hist = train_kernel_vae(vae, slices, cfg, seed=0, device="cpu")
+    after = -vae.elbo(slices, num_samples=32, generator=gen).mean().item()
+    assert after < before - 20, (before, after)
+    assert sum(hist.loss[-10:]) < sum(hist.loss[:10])
+
+
+def test_training_is_reproducible_with_a_seed():
+    slices = toy_kernel_slices(256, 5, seed=1)
+    cfg = KernelVAETrainConfig(steps=20, batch_size=64)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the initialisation
+        vae = KernelVAE(KernelVAEConfig.for_kernel(5))
+        runs.append(train_kernel_vae(vae, slices, cfg, seed=3, device="cpu").loss)
+    assert len(runs[0]) == 20 and runs[0] == runs[1]
+
+
+@pytest.fixture(scope="module")
+def fitted_vae():
+    torch.manual_seed(0)
+    slices = toy_kernel_slices(2048, 7, seed=0)
+    vae = KernelVAE(KernelVAEConfig.for_kernel(7))
+    train_kernel_vae(vae, slices, KernelVAETrainConfig(steps=300), seed=0, device="cpu")
+    return vae, slices
+
+
+def test_iw_estimate_above_elbo_and_growing(fitted_vae):
+    vae, _ = fitted_vae
+    w = toy_kernel_slices(256, 7, seed=5)
+    gen = torch.Generator().manual_seed(1)
+    elbo = vae.elbo(w, num_samples=64, generator=gen).mean().item()
+    iw = {k: vae.log_likelihood_iw(w, k, generator=gen).mean().item() for k in (1, 10, 50)}
+    # K = 1 is an unbiased estimate of the ELBO; more samples tighten the bound
+    assert abs(iw[1] - elbo) < 1.0, (iw[1], elbo)
+    assert elbo < iw[10] < iw[50], (elbo, iw)
+    # chunked log-sum-exp equals the one-shot one
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    torch.testing.assert_close(
+        vae.log_likelihood_iw(w[:8], 50, generator=g1, chunk=7),
+        vae.log_likelihood_iw(w[:8], 50, generator=g2, chunk=50),
+    )
+
+
+def test_fitted_vae_beats_per_pixel_gaussian(fitted_vae):
+    vae, slices = fitted_vae
+    score = nats_above_baseline(vae, slices, toy_kernel_slices(256, 7, seed=9), num_samples=50)
+    assert score.advantage > 5.0, score.as_dict()
+    assert score.log_likelihood_iw >= score.elbo
+
+
+def test_per_pixel_baseline_is_the_diagonal_gaussian_mle():
+    train = torch.randn(1000, 3, 3) * 0.5 + 1.0
+    test = torch.randn(7, 3, 3)
+    mu, sd = train.mean(0), train.std(0, unbiased=False)
+    ref = torch.distributions.Normal(mu, sd).log_prob(test).sum((-2, -1))
+    torch.testing.assert_close(per_pixel_gaussian_baseline(train, test), ref)
+    with pytest.raises(ValueError, match="same k"):
+        per_pixel_gaussian_baseline(train, torch.randn(2, 5, 5))
+
+
+def test_save_load_round_trip(tmp_path, fitted_vae):
+    vae, slices = fitted_vae
+    path = tmp_path / "vae7.pt"
+    digest = vae.save(path, provenance={"bank": "toy"})
+    loaded = KernelVAE.load(path)
+    assert loaded.config == vae.config
+    assert loaded.record["sha256"] == digest
+    assert loaded.record["provenance"]["bank"] == "toy"
+    for (k, a), (_, b) in zip(vae.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    w = slices[:16]
+    assert torch.equal(vae.encode(w)[0], loaded.encode(w)[0])
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(vae.sample(4, generator=g1), loaded.sample(4, generator=g2))
+    # a corrupted file is refused with the artifact module's error
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(artifacts.CorruptArtifactError):
+        KernelVAE.load(path)
