@@ -167,8 +167,12 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
                     continue
                 _keep_fonts_only(Path(tmp))
                 if target.exists():
-                    shutil.rmtree(target)
-                Path(tmp).replace(target)
+                    shutil.rmtree(target, ignore_errors=True)
+                try:
+                    Path(tmp).replace(target)
+                except OSError:  # another process unpacked the same package meanwhile
+                    if not target.is_dir():
+                        raise
             fonts = sorted(str(f.relative_to(root)) for f in target.rglob("*") if f.is_file())
             ok[package] = {
                 "deb": deb.name,

