@@ -14,7 +14,8 @@ What lives here, in the order the book uses it:
   ``log_prob``, ``entropy`` and ``kl_to_normal``.
 - :func:`elbo`: the mini-batch VLB estimate with the N / B scaling (book eq. ``minibatch-vlb``).
 - Gradient estimators of d/dtheta E_q f(w): :func:`score_function_gradients` and
-  :func:`reparam_gradients` (book/02, eqs. ``score-function`` and ``reparam-grad``).
+  :func:`reparam_gradients` (book/02, eqs. ``score-function`` and ``reparam-grad``), and
+  :func:`gradient_variance_by_samples`, which measures their variance against the sample count.
 - A model with an exact posterior and evidence: :class:`BayesianLinearRegression`, and
   :func:`mean_field_optimum` (the closed-form best mean-field q for a Gaussian posterior).
 - :func:`fit_vlb`: fit any q by stochastic maximisation of the VLB (reparametrised gradients).
@@ -54,6 +55,8 @@ __all__ = [
     "GradientSamples",
     "score_function_gradients",
     "reparam_gradients",
+    "gradient_variance_by_samples",
+    "GradientStudyConfig",
     "BayesianLinearRegression",
     "make_regression_data",
     "mean_field_optimum",
@@ -428,6 +431,83 @@ def reparam_gradients(
         (grad_w,) = torch.autograd.grad(values.sum(), w)
     sigma = q.sigma.detach()
     return GradientSamples(mu=grad_w, logvar=grad_w * 0.5 * sigma * eps)
+
+
+_ESTIMATORS = {
+    "score": lambda q, f, n, g: score_function_gradients(q, f, n, g),
+    "score_loo": lambda q, f, n, g: score_function_gradients(q, f, n, g, baseline="loo"),
+    "reparam": lambda q, f, n, g: reparam_gradients(q, f, n, g),
+}
+
+
+def gradient_variance_by_samples(
+    q: MeanFieldGaussian,
+    f: Callable[[Tensor], Tensor],
+    method: str,
+    sample_counts: Sequence[int],
+    n_repeats: int,
+    generator: torch.Generator | None = None,
+) -> GradientSamples:
+    """Measured variance of the S-sample estimator of grad_theta E_q f(w), for each S.
+
+    ``method``: ``"score"``, ``"score_loo"`` (score function with the leave-one-out baseline) or
+    ``"reparam"``. For each S in ``sample_counts`` the S-sample estimate is drawn ``n_repeats``
+    times and its per-coordinate variance measured (no 1/S formula is assumed). Returns a
+    :class:`GradientSamples` whose ``mu`` and ``logvar`` have shape (len(sample_counts), *q.shape).
+    """
+    if method not in _ESTIMATORS:
+        raise ValueError(f"method must be one of {sorted(_ESTIMATORS)}, got {method!r}")
+    if n_repeats < 2:
+        raise ValueError(f"n_repeats must be >= 2, got {n_repeats}")
+    out_mu, out_lv = [], []
+    for s in sample_counts:
+        if method == "score_loo":
+            # the baseline couples the S samples of one estimate: draw the estimates one by one
+            means = [_ESTIMATORS[method](q, f, s, generator).mean() for _ in range(n_repeats)]
+            mu_est = torch.stack([m[0] for m in means])
+            lv_est = torch.stack([m[1] for m in means])
+        else:
+            g = _ESTIMATORS[method](q, f, s * n_repeats, generator)
+            mu_est = g.mu.reshape(n_repeats, s, *q.shape).mean(1)
+            lv_est = g.logvar.reshape(n_repeats, s, *q.shape).mean(1)
+        out_mu.append(mu_est.var(0))
+        out_lv.append(lv_est.var(0))
+    return GradientSamples(mu=torch.stack(out_mu), logvar=torch.stack(out_lv))
+
+
+@dataclass
+class GradientStudyConfig:
+    """Sizes of chapter 2's measurements of gradient estimators (book/02)."""
+
+    n_check: int = 20000  # samples for the unbiasedness check against the exact gradient
+    sample_counts: tuple[int, ...] = (2, 8, 32, 128)  # S for the variance-vs-S curves
+    n_repeats: int = 200  # estimates per S
+    batch_sizes: tuple[int, ...] = (10, 30, 100, 300, 1000)  # local reparametrisation study
+    n_batch_repeats: int = 50
+
+    @classmethod
+    def tiny(cls) -> GradientStudyConfig:
+        return cls(
+            n_check=5000,
+            sample_counts=(2, 8, 32),
+            n_repeats=50,
+            batch_sizes=(10, 100, 300),
+            n_batch_repeats=20,
+        )
+
+    @classmethod
+    def book(cls) -> GradientStudyConfig:
+        return cls()
+
+    @classmethod
+    def paper(cls) -> GradientStudyConfig:
+        return cls(
+            n_check=100000,
+            sample_counts=(2, 8, 32, 128, 512),
+            n_repeats=1000,
+            batch_sizes=(10, 30, 100, 300, 1000, 3000),
+            n_batch_repeats=200,
+        )
 
 
 # --- a model with an exact posterior: Bayesian linear regression ---------------------------------
@@ -834,29 +914,30 @@ def minibatch_gradient_variance(
 
 @dataclass
 class MinibatchVIConfig:
-    """Mini-batch VI of a Bayesian MLP on an MNIST subset (book/02)."""
+    """Mini-batch VI of a Bayesian softmax regression or MLP on an MNIST subset (book/02)."""
 
     n_train: int = 10000  # training images (a class-balanced subset)
-    hidden: tuple[int, ...] = (100,)
+    hidden: tuple[int, ...] = ()  # () is softmax regression; (100,) one hidden layer
     batch_size: int = 100
     epochs: int = 5
     lr: float = 1e-3
-    logvar_init: float = -10.0
+    lr_logvar: float = 3e-2  # log sigma^2 moves at most ~lr per Adam step: give it room to move
+    logvar_init: float = -6.0
     prior_logvar: float = 0.0  # N(0, 1) prior
     n_eval_samples: int = 10
     seed: int = 0
 
     @classmethod
     def tiny(cls) -> MinibatchVIConfig:
-        return cls(n_train=1000, hidden=(32,), epochs=2, n_eval_samples=3)
+        return cls(n_train=1000, epochs=2, n_eval_samples=3)
 
     @classmethod
     def book(cls) -> MinibatchVIConfig:
-        return cls(n_train=10000, hidden=(100,), epochs=5)
+        return cls(n_train=10000, epochs=5)
 
     @classmethod
     def paper(cls) -> MinibatchVIConfig:
-        return cls(n_train=60000, hidden=(400,), epochs=20)
+        return cls(n_train=60000, epochs=20)
 
 
 @dataclass
@@ -885,7 +966,11 @@ def train_minibatch_vi(
     n = x.shape[0]
     model.to(device).train()
     x, y = x.to(device), y.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    logvars = [p for name, p in model.named_parameters() if name.endswith("q.logvar")]
+    others = [p for name, p in model.named_parameters() if not name.endswith("q.logvar")]
+    opt = torch.optim.Adam(
+        [{"params": others, "lr": cfg.lr}, {"params": logvars, "lr": cfg.lr_logvar}]
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     history = VIHistory()
     steps_per_epoch = math.ceil(n / cfg.batch_size)
