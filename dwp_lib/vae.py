@@ -109,6 +109,10 @@ class VAE(nn.Module):
         """Raise a clear error if ``x`` is not a batch this model can score; return it."""
         return x
 
+    def to_model(self, t: Tensor) -> Tensor:
+        """``t`` on the model's device (a no-op when it is there already)."""
+        return t.to(next(self.parameters()).device)
+
     def elbo(self, x: Tensor, num_samples: int = 1, generator=None) -> Tensor:
         """The per-example ELBO (book/03 eq-vae-elbo), shape ``(B,)``.
 
@@ -156,6 +160,110 @@ class VAE(nn.Module):
         """n draws of z ~ N(0, I), shape ``(n, d)``."""
         like = next(self.parameters())
         return randn((n, self.latent_dim), like, generator)
+
+
+# ------------------------------------------------------------------------------------------------
+# A general VAE for images (chapter 3)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MLPVAEConfig:
+    """A fully-connected VAE for binary images: encoder and decoder with one hidden layer each.
+
+    A 2-D latent space (``latent_dim=2``) can be drawn, coloured by digit; more latent
+    dimensions fit MNIST better.
+    """
+
+    image_shape: tuple[int, int] = (28, 28)
+    hidden: int = 400
+    latent_dim: int = 2
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(self.image_shape)
+        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape must be (height, width), got {self.image_shape}")
+        if self.hidden < 1 or self.latent_dim < 1:
+            raise ValueError(f"hidden and latent_dim must be >= 1, got {self}")
+
+    @property
+    def input_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+
+class MLPVAE(VAE):
+    """VAE for binary images (book/03): q(z|x) = N(mu(x), diag sigma^2(x)) and a Bernoulli decoder
+    p(x|z) = prod_i Bernoulli(x_i | sigmoid(logit_i(z))) (eq-vae-bernoulli).
+
+    Images are ``(B, H, W)`` or ``(B, 1, H, W)`` with values in {0, 1} (see :func:`binarize`).
+    """
+
+    def __init__(self, config: MLPVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or MLPVAEConfig()
+        self.latent_dim = cfg.latent_dim
+        self.encoder = nn.Sequential(nn.Linear(cfg.input_dim, cfg.hidden), nn.ELU())
+        self.z_mean = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.z_logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(cfg.latent_dim, cfg.hidden), nn.ELU(), nn.Linear(cfg.hidden, cfg.input_dim)
+        )
+
+    def check_input(self, x: Tensor) -> Tensor:
+        """Images ``(B, H, W)``, ``(B, 1, H, W)`` or flattened ``(B, H*W)`` -> ``(B, H*W)``."""
+        h, w = self.config.image_shape
+        ok = isinstance(x, Tensor) and (
+            (x.dim() == 2 and x.shape[1] == h * w)
+            or (x.dim() == 3 and tuple(x.shape[1:]) == (h, w))
+            or (x.dim() == 4 and tuple(x.shape[1:]) == (1, h, w))
+        )
+        if not ok:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"expected images (B, {h}, {w}), (B, 1, {h}, {w}) or (B, {h * w}), got {shape}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"images must be floats in {{0, 1}}, got {x.dtype}; use binarize(ds.float_images())"
+            )
+        return self.to_model(x.reshape(len(x), h * w))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x): images -> mean and log-variance of z, ``(B, d)`` each."""
+        hid = self.encoder(self.check_input(x))
+        return self.z_mean(hid), self.z_logvar(hid)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """p(x|z): codes ``(..., d)`` -> pixel logits ``(..., H*W)``."""
+        return self.decoder(self.to_model(z))
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) summed over pixels: x ``(B, H*W)``, z ``(..., B, d)`` -> ``(..., B)``."""
+        logits = self.decode(z)
+        x = x.expand_as(logits)
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    @torch.no_grad()
+    def mean_images(self, z: Tensor) -> Tensor:
+        """Pixel probabilities at codes ``(n, d)``, as images ``(n, H, W)``."""
+        return torch.sigmoid(self.decode(z)).reshape(-1, *self.config.image_shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoder means at z = mu(x): the VAE's reconstructions of ``x``, ``(B, H, W)``."""
+        return self.mean_images(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n new images ``(n, H, W)``: pixel probabilities at z ~ N(0, I)."""
+        return self.mean_images(self.prior_sample_z(n, generator))
+
+
+def binarize(images: Tensor, threshold: float = 0.5) -> Tensor:
+    """Grey images in [0, 1] -> {0, 1} floats, so the Bernoulli likelihood is a probability."""
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("binarize expects intensities in [0, 1]; use ImageSet.float_images()")
+    return (images > threshold).float()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,7 +389,7 @@ class KernelVAE(VAE):
             )
         if not w.is_floating_point():
             raise ValueError(f"slices must be floating point, got {w.dtype}")
-        return w
+        return self.to_model(w)
 
     # -- the two networks -----------------------------------------------------------------------
     def encode(self, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -303,7 +411,7 @@ class KernelVAE(VAE):
                 f"{tuple(z.shape)}"
             )
         lead, k = z.shape[:-1], self.kernel_size
-        hid = self.decoder(z.reshape(-1, self.latent_dim, 1, 1))  # (M, h, k, k)
+        hid = self.decoder(self.to_model(z).reshape(-1, self.latent_dim, 1, 1))  # (M, h, k, k)
         mu = self.w_mean(hid).reshape(*lead, k, k)
         floor = self.config.logvar_floor
         logvar = floor + F.softplus(self.w_logvar(hid) - floor)
@@ -512,6 +620,17 @@ def fit(
     return history
 
 
+def train_vae(
+    vae: MLPVAE,
+    images: Tensor,
+    cfg: VAETrainConfig | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> TrainHistory:
+    """Fit an :class:`MLPVAE` to binary images ``(N, [1,] H, W)`` (book/03)."""
+    return fit(vae, images, cfg or VAETrainConfig.book(), seed, device, desc="VAE")
+
+
 def train_kernel_vae(
     vae: KernelVAE,
     slices: Tensor,
@@ -525,6 +644,57 @@ def train_kernel_vae(
     if getattr(cfg, "init_from_data", False):
         vae.init_output_from_data(slices.to(next(vae.parameters()).device))
     return fit(vae, slices.float(), cfg, seed, device, desc=f"kernel VAE {vae.kernel_size}x")
+
+
+@dataclass
+class VAEEvalConfig:
+    """How to score the chapter-3 VAE on test images: how many, and the K of the IW bound."""
+
+    test_images: int = 500
+    iw_samples: tuple[int, ...] = (1, 10, 100, 500)
+    batch_size: int = 250
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        return preset_of(cls, name, **overrides)
+
+    @classmethod
+    def tiny(cls):
+        return cls(test_images=200, iw_samples=(1, 10, 100))
+
+    @classmethod
+    def book(cls):
+        return cls()
+
+    @classmethod
+    def paper(cls):
+        # Burda et al. report K = 5000 on the whole test set
+        return cls(test_images=10_000, iw_samples=(1, 10, 100, 1000, 5000))
+
+
+@torch.no_grad()
+def importance_weighted_curve(
+    vae: VAE,
+    x: Tensor,
+    num_samples: tuple[int, ...] = (1, 10, 100),
+    batch_size: int = 250,
+    seed: int = 0,
+) -> tuple[float, dict[int, float]]:
+    """The mean ELBO of ``x`` and the mean IW estimate of log p(x) for each K in ``num_samples``.
+
+    Returns ``(elbo, {K: estimate})``, nats per example. The ELBO uses 1 sample of z per example
+    (its expectation equals the K = 1 estimate's).
+    """
+    vae.eval()
+    device = next(vae.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    elbo, iw = [], {k: [] for k in num_samples}
+    for chunk in x.split(batch_size):
+        chunk = chunk.to(device)
+        elbo.append(vae.elbo(chunk, 1, gen).cpu())
+        for k in num_samples:
+            iw[k].append(vae.log_likelihood_iw(chunk, k, gen).cpu())
+    return torch.cat(elbo).mean().item(), {k: torch.cat(v).mean().item() for k, v in iw.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -608,12 +778,18 @@ def nats_above_baseline(
 
 
 def toy_kernel_slices(
-    n: int, kernel_size: int = 7, seed: int = 0, noise: float = 0.02, scale: float = 0.3
-) -> Tensor:
+    n: int,
+    kernel_size: int = 7,
+    seed: int = 0,
+    noise: float = 0.02,
+    scale: float = 0.3,
+    return_angles: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """n synthetic "edge detector" slices ``(n, k, k)``: Gabor patches with a random orientation
     and phase (a 2-D family, like the oriented filters of a trained first layer), plus
     per-pixel noise of standard deviation ``noise``. Not real kernels: those come from the
-    source networks (book/05).
+    source networks (book/05). With ``return_angles`` also returns the orientations ``(n,)``
+    in [0, pi).
     """
     gen = torch.Generator().manual_seed(seed)
     r = torch.linspace(-1.0, 1.0, kernel_size)
@@ -623,4 +799,5 @@ def toy_kernel_slices(
     u = x * torch.cos(theta) + y * torch.sin(theta)
     envelope = torch.exp(-(x**2 + y**2) / 0.5)
     w = scale * envelope * torch.cos(math.pi * u + phase)
-    return w + noise * torch.randn(n, kernel_size, kernel_size, generator=gen)
+    w = w + noise * torch.randn(n, kernel_size, kernel_size, generator=gen)
+    return (w, theta.flatten()) if return_angles else w

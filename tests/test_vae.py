@@ -172,3 +172,98 @@ def test_save_load_round_trip(tmp_path, fitted_vae):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(artifacts.CorruptArtifactError):
         KernelVAE.load(path)
+
+
+# -- the general VAE of chapter 3 ------------------------------------------------------------
+
+
+def _toy_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Binary 28x28 'images': two classes of bars, so a VAE has something to learn."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 28, 28)
+    rows = torch.randint(4, 24, (n,), generator=g)
+    vertical = torch.rand(n, generator=g) < 0.5
+    for i in range(n):
+        if vertical[i]:
+            x[i, :, rows[i] - 2 : rows[i] + 2] = 1
+        else:
+            x[i, rows[i] - 2 : rows[i] + 2, :] = 1
+    return x
+
+
+def test_mlp_vae_shapes_and_input_checks():
+    from dwp_lib.vae import MLPVAE, MLPVAEConfig, binarize
+
+    model = MLPVAE(MLPVAEConfig(hidden=32, latent_dim=3))
+    x = _toy_images(5)
+    for xs in (x, x.unsqueeze(1), x.flatten(1)):
+        mu, logvar = model.encode(xs)
+        assert mu.shape == logvar.shape == (5, 3)
+    assert model.elbo(x, num_samples=4).shape == (5,)
+    assert model.log_likelihood_iw(x, 6).shape == (5,)
+    assert model.reconstruct(x).shape == (5, 28, 28)
+    s = model.sample(4)
+    assert s.shape == (4, 28, 28) and (s >= 0).all() and (s <= 1).all()
+    with pytest.raises(ValueError, match=r"expected images.*got \(5, 32, 32\)"):
+        model.encode(torch.zeros(5, 32, 32))
+    with pytest.raises(ValueError, match="binarize"):
+        model.encode(torch.zeros(5, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        binarize(torch.full((2, 28, 28), 255.0))
+    assert binarize(torch.tensor([[0.2, 0.7]])).tolist() == [[0.0, 1.0]]
+
+
+def test_mlp_vae_training_and_iw_curve():
+    from dwp_lib.vae import (
+        MLPVAE,
+        MLPVAEConfig,
+        VAETrainConfig,
+        importance_weighted_curve,
+        train_vae,
+    )
+
+    x = _toy_images(512)
+    torch.manual_seed(0)
+    model = MLPVAE(MLPVAEConfig(hidden=64, latent_dim=2))
+    before, _ = importance_weighted_curve(model, x, (1,))
+    hist = train_vae(model, x, VAETrainConfig(steps=150, batch_size=64), seed=0, device="cpu")
+    elbo, iw = importance_weighted_curve(model, x, (1, 20), seed=1)
+    assert elbo > before + 100, (before, elbo)
+    assert iw[20] > elbo and hist.steps == 150
+
+
+def test_presets_exist():
+    from dwp_lib.vae import VAEEvalConfig, VAETrainConfig
+
+    for name in ("tiny", "book", "paper"):
+        assert VAETrainConfig.preset(name).num_steps(60_000) > 0
+        assert KernelVAETrainConfig.preset(name).num_steps(1769) > 0
+        assert len(VAEEvalConfig.preset(name).iw_samples) >= 3
+    assert KernelVAETrainConfig.paper().init_from_data is False
+    with pytest.raises(ValueError, match="exactly one"):
+        KernelVAETrainConfig(steps=10, epochs=3)
+
+
+def test_chapter3_figures(fitted_vae):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dwp_lib import plots
+    from dwp_lib.vae import TrainHistory
+
+    vae, slices = fitted_vae
+    figs = [
+        plots.plot_vae_training(TrainHistory(loss=[3.0 - 0.01 * i for i in range(200)]), -1.0),
+        plots.plot_reconstructions(torch.rand(6, 28, 28), torch.rand(6, 28, 28)),
+        plots.plot_image_samples(torch.rand(20, 28, 28), ncols=10),
+        plots.plot_vae_latent_space(torch.randn(50, 2), torch.randint(0, 10, (50,))),
+        plots.plot_vae_latent_space(torch.randn(50, 2), torch.rand(50), labels="angle"),
+        plots.plot_latent_manifold(torch.rand(4, 4, 28, 28), extent=2.0),
+        plots.plot_iw_bounds({1: -3.0, 10: -2.5, 100: -2.4}, elbo=-3.0),
+        plots.plot_kernel_vae_samples(slices[:16], vae.sample(16)),
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    with pytest.raises(ValueError, match="2-D codes"):
+        plots.plot_vae_latent_space(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+    for f in figs:
+        matplotlib.pyplot.close(f)
