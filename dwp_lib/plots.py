@@ -641,4 +641,76 @@ def plot_source_accuracy(bank):
 
 # --- Bayesian CNN and priors -----------------------------------------------------------------
 
+
+def plot_initial_kernels(models: dict, layer: str = "conv1", n: int = 32, ncols: int = 8):
+    """The first ``n`` slices of ``layer`` of each network, one panel per initialisation
+    (e.g. ``{"xavier": net, "filters": net, "dwp": net}``), on one shared colour scale so that
+    sizes compare too. Bayesian CNNs show their means. Returns the Figure."""
+    from .bayes import conv_weights
+
+    grids = {}
+    for name, model in models.items():
+        w = conv_weights(model)[layer].detach()
+        grids[name] = slice_grid(w.reshape(-1, *w.shape[-2:])[:n], ncols=ncols, scale="shared")
+    vmax = max(float(np.nanmax(np.abs(g))) for g in grids.values()) or 1.0
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 2.4), squeeze=False)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+    for ax, (name, grid) in zip(axes[0], grids.items(), strict=True):
+        ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{name} init", fontsize=10)
+        ax.axis("off")
+    fig.suptitle(
+        f"{layer} kernels at initialisation (shared colour scale ±{vmax:.2f})", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_elbo_terms(histories: dict, smooth: int = 20):
+    """Training curves of Bayesian CNNs, one line per prior (``{"N(0,1)": history, ...}``):
+    the data term (N-scaled cross-entropy, log scale) and the KL term, each a running mean over
+    ``smooth`` steps. KLs of different priors are not comparable in value (the log-uniform one
+    is defined up to a constant); their trends are. Returns the Figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.0))
+    for name, hist in histories.items():
+        for ax, values in zip(axes, (hist.nll, hist.kl), strict=True):
+            v = np.asarray(values, dtype=float)
+            k = max(1, min(smooth, len(v)))
+            ax.plot(np.arange(k - 1, len(v)), np.convolve(v, np.ones(k) / k, "valid"), label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_title("data term: -(N/B) sum log p(y|x,w)", fontsize=10)
+    axes[1].set_title("KL(q || prior) (an estimate for the DWP)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_posterior_scales(models: dict, bins: int = 60):
+    """Histogram of log sigma^2 of q per Bayesian layer, one colour per model (``{"N(0,1)":
+    model, ...}``): how far the posterior variances moved from their initialisation.
+    Returns the Figure."""
+    first = next(iter(models.values()))
+    layers = list(first.bayes_layers())
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.8 * len(layers), 2.8), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        values = {
+            name: model.bayes_layers()[layer].log_var().detach().flatten().double().cpu().numpy()
+            for name, model in models.items()
+        }
+        lo = min(v.min() for v in values.values())
+        hi = max(max(v.max() for v in values.values()), lo + 0.5)  # q may not have moved yet
+        edges = np.linspace(lo - 0.05, hi + 0.05, bins + 1)
+        for name, v in values.items():
+            ax.hist(v, bins=edges, histtype="step", label=f"{name} (median {np.median(v):.1f})")
+        ax.set_title(f"{layer}: log sigma^2 of q", fontsize=10)
+        ax.set_xlabel("log sigma^2")
+        ax.set_ylabel("weights")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --- chapters 4 and 5: the implicit prior and the experiment ---------------------------------

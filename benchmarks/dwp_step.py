@@ -1,0 +1,153 @@
+"""How much does the deep weight prior cost per training step? (issue 7)
+
+    python benchmarks/dwp_step.py [--rounds 15] [--slices 256 512 1024] [--threads N]
+
+Times one training step of the Bayesian CNN FConv(32, 128) (50 examples, one full batch:
+forward, negative ELBO, backward, Adam step) under each prior: N(0, 1), log-uniform, the deep
+weight prior summed over all slices ("exact") and over m random slices per step ("subsampled").
+Configurations are timed round-robin, in a fresh random order each round, and each time is
+divided by the N(0, 1) time *of the same round*: the ratios stay meaningful on a shared machine
+whose load drifts. It prints medians over rounds.
+
+It also prints the relative standard deviation of each DWP estimator of the conv2 penalty
+(std over draws / |mean|) at the start of training, where q's means are kernel-VAE samples (the
+"dwp" initialisation): the price in noise that subsampling pays for its speed.
+
+Cost does not depend on the weights, only on the shapes, so the kernel VAEs are the authors'
+architectures (7x7: latent 2, hidden 32; 5x5: latent 4, hidden 64) fitted briefly to toy slices
+(`dwp_lib.vae.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
+random (timing does not depend on them either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+
+import torch
+
+os.environ.setdefault("DWP_PROGRESS", "0")
+
+from dwp_lib import bayes  # noqa: E402
+from dwp_lib.vae import (  # noqa: E402
+    KernelVAE,
+    KernelVAEConfig,
+    KernelVAETrainConfig,
+    toy_kernel_slices,
+    train_kernel_vae,
+)
+
+
+def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:
+    if path:
+        return KernelVAE.load(path)
+    vae = KernelVAE(KernelVAEConfig.for_kernel(k))
+    train_kernel_vae(vae, toy_kernel_slices(4000, k, seed=k), KernelVAETrainConfig(steps=steps))
+    return vae.cpu()
+
+
+def make_step(priors, alpha: bool, init, x, y):
+    """A closure doing one training step, and the model it trains."""
+    model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha)
+    bayes.initialise(model, init, seed=0)
+    by_layer = bayes.priors_by_layer(model, priors)
+    extra = [p for prior in by_layer.values() for p in prior.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(list(model.parameters()) + extra, lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        bayes.negative_elbo(model, x, y, len(x), by_layer).loss.backward()
+        opt.step()
+
+    return step, model
+
+
+def time_steps(steps: dict, rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    seconds = {name: [] for name in steps}
+    order = list(steps)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            steps[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+@torch.no_grad()
+def penalty_spread(layer: bayes.BayesConv2d, prior: bayes.DeepWeightPrior, draws: int):
+    """Mean and std over draws of the slice part of the penalty, -sum_s aux_bound (nats)."""
+    entropy = layer.entropy().item()
+    values = torch.tensor([prior.kl(layer).item() + entropy for _ in range(draws)])
+    return values.mean().item(), values.std().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--slices", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--draws", type=int, default=100, help="draws for the relative std")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--vae7", default=None, help="saved 7x7 KernelVAE (default: toy-fitted)")
+    parser.add_argument("--vae5", default=None, help="saved 5x5 KernelVAE (default: toy-fitted)")
+    parser.add_argument("--vae-steps", type=int, default=500)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    torch.manual_seed(0)
+
+    vaes = {"conv1": kernel_vae(7, args.vae7, args.vae_steps)}
+    vaes["conv2"] = kernel_vae(5, args.vae5, args.vae_steps)
+    init = bayes.DWPInit(vaes)
+    x, y = torch.rand(50, 1, 28, 28), torch.arange(50) % 10
+
+    def dwp(m):
+        return {name: bayes.DeepWeightPrior(vae, m) for name, vae in vaes.items()}
+
+    configs = {"N(0,1)": (bayes.StandardNormal(), False), "log-uniform": (bayes.LogUniform(), True)}
+    configs["DWP exact"] = (dwp(None), False)
+    for m in args.slices:
+        configs[f"DWP {m} slices"] = (dwp(m), False)
+    steps, models = {}, {}
+    for name, (priors, alpha) in configs.items():
+        steps[name], models[name] = make_step(priors, alpha, init, x, y)
+
+    seconds = time_steps(steps, args.rounds)
+    base = seconds["N(0,1)"]
+    default = bayes.DWP_SLICES_PER_STEP
+    default_name = "DWP exact" if default is None else f"DWP {default} slices"
+    print(
+        f"one training step, FConv(32, 128), 50 examples full batch; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds (median; ratio per round)"
+    )
+    print(f"{'prior':<18} {'ms/step':>9} {'x N(0,1)':>9}")
+    for name, ts in seconds.items():
+        ratio = statistics.median(t / b for t, b in zip(ts, base, strict=True))
+        mark = "   <- default" if name == default_name else ""
+        print(f"{name:<18} {1000 * statistics.median(ts):9.1f} {ratio:9.2f}{mark}")
+
+    layer = models["N(0,1)"].conv2  # q at the dwp initialisation, log sigma^2 = -10
+    print(
+        f"\nconv2 DWP penalty (sum over {layer.out_channels * layer.in_channels} slices of "
+        f"-aux_bound) at the dwp initialisation, {args.draws} draws:"
+    )
+    print(f"{'estimator':<18} {'mean':>11} {'std':>9} {'rel. std':>9}")
+    exact_mean, _ = penalty_spread(layer, dwp(None)["conv2"], args.draws)
+    for m in [None, *args.slices]:
+        mean, std = penalty_spread(layer, dwp(m)["conv2"], args.draws)
+        name = "exact" if m is None else f"{m} slices"
+        print(f"{name:<18} {mean:11.1f} {std:9.1f} {std / abs(exact_mean):9.4f}")
+
+
+if __name__ == "__main__":
+    main()
