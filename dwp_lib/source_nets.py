@@ -25,8 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,14 +92,19 @@ class SourceNetsConfig:
 
     Speed (they do not change the maths beyond rounding):
         channels_last: NHWC memory layout, which oneDNN's CPU convolutions and pooling prefer.
-        num_threads:   torch intra-op threads while training (None: leave torch's setting).
+        workers:       processes that train nets side by side on a CPU, each with ``num_threads``
+                       threads (default 1). ``None``: one per CPU core (and none on a GPU);
+                       0: train in this process, one net after the other.
+        num_threads:   torch intra-op threads per training process (None: 1 in a worker,
+                       torch's setting in this process). Results are reproducible for a fixed
+                       thread count; a different count changes them at rounding level.
         eval_batch_size: images per forward pass when measuring test accuracy.
     """
 
     n_nets: int = 8
     widths: tuple[int, int] = (32, 64)
     epochs: int = 3
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 3e-3
     l2: float = 1e-3
     seed: int = 0
@@ -109,6 +117,7 @@ class SourceNetsConfig:
     split_by: str = "slice"
     store_unpruned: bool = True
     channels_last: bool = True
+    workers: int | None = None
     num_threads: int | None = None
     eval_batch_size: int = 1000
 
@@ -143,11 +152,13 @@ class SourceNetsConfig:
         return cls(
             n_nets=2,
             widths=(8, 16),
-            epochs=1,
-            batch_size=64,
+            epochs=2,
+            batch_size=32,
             lr=3e-3,
             data_preset="tiny",
             train_images=1000,
+            workers=0,  # processes take seconds to start; these nets train in less
+            num_threads=1,  # too small to gain from threads
         )
 
     @classmethod
@@ -393,6 +404,7 @@ def train_one_net(
     index: int,
     data: SourceData,
     device: torch.device | str | None = None,
+    show_progress: bool = True,
 ) -> tuple[FConv, dict]:
     """Train net ``index`` from scratch; return it (on the CPU) and its record.
 
@@ -414,10 +426,11 @@ def train_one_net(
     threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    used_threads = torch.get_num_threads()
     t0 = time.perf_counter()
     lrs: list[float] = []
     try:
-        bar = progress(total=total, desc=f"net {index}", position=1)
+        bar = progress(total=total, desc=f"net {index}", position=1, disable=not show_progress)
         for _epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=order)
             run_loss, run_correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
@@ -456,6 +469,7 @@ def train_one_net(
         "seconds": seconds,
         "images_per_second": n * cfg.epochs / seconds,
         "device": str(device),
+        "threads": used_threads if device.type == "cpu" else None,
     }
     return net, record
 
@@ -483,6 +497,42 @@ def _read_net_record(path: Path, cfg: SourceNetsConfig) -> dict:
     return prov["record"]
 
 
+def resolve_workers(cfg: SourceNetsConfig, device: torch.device, n_todo: int) -> int:
+    """How many worker processes train nets (0: this process does, one net after the other)."""
+    if device.type != "cpu" or n_todo < 2:
+        return 0
+    if cfg.workers is not None:
+        return min(cfg.workers, n_todo)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(cores, n_todo) if cores > 1 else 0
+
+
+def _train_and_save(
+    cfg: SourceNetsConfig, index: int, data: SourceData, device: torch.device, out: Path
+) -> dict:
+    net, record = train_one_net(cfg, index, data, device, show_progress=False)
+    path = out / NET_FILE.format(index)
+    state = {"state_dict": net.state_dict(), "widths": cfg.widths}
+    _artifacts.save_artifact(path, state, _net_provenance(cfg, record, data))
+    return dict(record, path=str(path), resumed=False)
+
+
+_WORKER_DATA: SourceData | None = None
+
+
+def _init_worker(data: SourceData, threads: int) -> None:
+    global _WORKER_DATA
+    torch.set_num_threads(threads)
+    _WORKER_DATA = data
+
+
+def _worker_task(cfg: SourceNetsConfig, index: int, out: str) -> dict:
+    return _train_and_save(cfg, index, _WORKER_DATA, torch.device("cpu"), Path(out))
+
+
 def train_source_nets(
     cfg: SourceNetsConfig,
     out_dir: str | Path | None = None,
@@ -498,9 +548,11 @@ def train_source_nets(
     ``"resumed": True``); a checkpoint made with other training settings raises. ``max_new``
     stops after that many newly trained nets (to split the work, or to test resuming);
     ``on_net_done(record)`` is called after each net is saved. ``data`` replaces notMNIST
-    (tests pass small tensors). Returns one record per net, in order (test accuracy, seed,
-    steps, the last learning rate, the checkpoint ``path``...), for the nets done so far.
+    (tests pass small tensors). On a CPU the nets are trained ``cfg.workers`` at a time in
+    separate processes (see :func:`resolve_workers`). Returns one record per net, by index
+    (test accuracy, seed, steps, the last learning rate, the checkpoint ``path``...).
     """
+    device = torch.device(device) if device is not None else default_device()
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
@@ -511,24 +563,37 @@ def train_source_nets(
             records.append(dict(_read_net_record(path, cfg), path=str(path), resumed=True))
         else:
             todo.append(i)
+    if max_new is not None:
+        todo = todo[:max_new]
     if todo and data is None:
         data = load_source_data(cfg)
-    new = 0
-    for i in progress(todo, desc="source nets", position=0):
-        if max_new is not None and new >= max_new:
-            break
-        net, record = train_one_net(cfg, i, data, device)
-        path = out / NET_FILE.format(i)
-        _artifacts.save_artifact(
-            path,
-            {"state_dict": net.state_dict(), "widths": cfg.widths},
-            _net_provenance(cfg, record, data),
-        )
-        record = dict(record, path=str(path), resumed=False)
+    workers = resolve_workers(cfg, device, len(todo))
+
+    def done(record: dict) -> None:
         records.append(record)
-        new += 1
         if on_net_done is not None:
             on_net_done(record)
+
+    bar = progress(total=len(todo), desc=f"source nets ({workers or 1} at a time)", position=0)
+    if workers == 0:
+        for i in todo:
+            done(_train_and_save(cfg, i, data, device, out))
+            bar.update()
+    else:
+        # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
+        ctx = multiprocessing.get_context("spawn")
+        threads = cfg.num_threads or 1
+        with ProcessPoolExecutor(workers, ctx, _init_worker, (data, threads)) as pool:
+            futures = [pool.submit(_worker_task, cfg, i, str(out)) for i in todo]
+            try:
+                for fut in as_completed(futures):
+                    done(fut.result())
+                    bar.update()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    bar.close()
     return sorted(records, key=lambda r: r["index"])
 
 

@@ -23,7 +23,7 @@ from dwp_lib.source_nets import (
 )
 
 
-def fake_data(n_train: int = 1000, n_test: int = 200, seed: int = 0) -> SourceData:
+def fake_data(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SourceData:
     """Ten random smooth prototypes plus noise: a task a small CNN learns in one epoch."""
     g = torch.Generator().manual_seed(seed)
     blur = torch.nn.functional.avg_pool2d(torch.rand(10, 1, 28, 28, generator=g), 5, 1, 2)
@@ -49,7 +49,7 @@ def data() -> SourceData:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data):
-    cfg = tiny(n_nets=3)
+    cfg = tiny(n_nets=3, train_images=600)
     out = tmp_path_factory.mktemp("nets")
     records = train_source_nets(cfg, out, "cpu", data=data)
     return cfg, out, records
@@ -107,7 +107,7 @@ def test_records_accuracy_and_lr(trained, data):
     assert len({r["seed"] for r in records}) == 3
     for r in records:
         assert 0.5 < r["test_accuracy"] <= 1.0  # chance is 0.1
-        steps = cfg.epochs * -(-len(data.y_train) // cfg.batch_size)
+        steps = cfg.epochs * -(-cfg.train_images // cfg.batch_size)
         assert r["steps"] == steps
         assert r["lr_first"] == pytest.approx(cfg.lr)
         assert r["lr_last"] == pytest.approx(cfg.lr / steps) and r["lr_last"] > 0
@@ -226,6 +226,20 @@ def test_resume_after_one_net(tmp_path, data):
     # other training settings in the same folder: refused, not mixed
     with pytest.raises(artifacts.ArtifactError, match="trained with"):
         train_source_nets(dataclasses.replace(cfg, lr=1e-4), tmp_path, "cpu", data=data)
+
+
+@pytest.mark.slow  # starting two processes that import torch takes seconds
+def test_worker_processes_match_the_in_process_loop(tmp_path, data):
+    cfg = tiny(n_nets=2, train_images=200)
+    here = train_source_nets(cfg, tmp_path / "here", "cpu", data=data)
+    pool = train_source_nets(
+        dataclasses.replace(cfg, workers=2), tmp_path / "pool", "cpu", data=data
+    )
+    assert [r["test_accuracy"] for r in here] == [r["test_accuracy"] for r in pool]
+    nets_here, _ = load_source_nets(tmp_path / "here", cfg)
+    nets_pool, _ = load_source_nets(tmp_path / "pool", cfg)
+    for a, b in zip(nets_here, nets_pool, strict=True):
+        assert torch.equal(a.conv2.weight, b.conv2.weight)
 
 
 def test_get_kernel_bank_and_cli(tmp_path, data, monkeypatch, capsys):
