@@ -3,10 +3,12 @@
     python benchmarks/source_training.py --preset book            # throughput + the whole stage
     python benchmarks/source_training.py --preset tiny --no-stage
 
-Part 1 (throughput, images x nets per second): the library's training step
-(:func:`dwp_lib.source_nets.training_step` with the preset's memory layout and precision) against a
-plain one-net-at-a-time PyTorch loop doing the same work (``nn.Sequential`` FConv, NCHW, fp32,
-Adam + the same L2 term, same batch size), plus a few alternatives measured the same way. The
+Part 1 (throughput, images x nets per second): the library's strategy against a plain
+one-net-at-a-time PyTorch loop doing the same work (``nn.Sequential`` FConv, NCHW, fp32, Adam + the
+same L2 term, same batch size, torch's default threads), plus a few alternatives measured the same
+way. The library's strategy on a CPU is one process per core, each training its own net with
+:func:`dwp_lib.source_nets.training_step` on one thread (channels_last, the preset's precision);
+on a GPU, one net after the other in this process. The
 variants run interleaved, round after round, and the median of each is reported, so that load from
 other processes hits all of them alike (the load average is printed: on a shared machine the
 absolute numbers are inflated, the ratios much less).
@@ -55,12 +57,21 @@ def batch(cfg: sn.SourceNetsConfig, seed: int = 0) -> tuple[torch.Tensor, torch.
 
 
 def library_step(cfg: sn.SourceNetsConfig, device: torch.device):
-    """Exactly the library's inner step (channels_last / precision as the preset says)."""
+    """The library's inner step, in this process (layout, precision, threads as the preset says)."""
     net = sn.new_source_net(cfg, 0).to(device, memory_format=sn.memory_format(cfg))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     x, y = batch(cfg)
     x, y = x.to(device).contiguous(memory_format=sn.memory_format(cfg)), y.to(device)
-    return (lambda: sn.training_step(net, opt, x, y, cfg)), cfg.batch_size
+
+    def step():
+        before = torch.get_num_threads()
+        torch.set_num_threads(cfg.num_threads or before)  # as train_one_net does
+        try:
+            sn.training_step(net, opt, x, y, cfg)
+        finally:
+            torch.set_num_threads(before)
+
+    return step, cfg.batch_size
 
 
 def plain_step(cfg: sn.SourceNetsConfig, device: torch.device):
@@ -127,73 +138,119 @@ def grouped_step(cfg: sn.SourceNetsConfig, device: torch.device, k: int = 4):
     return step, k * cfg.batch_size
 
 
-def _worker(cfg: sn.SourceNetsConfig, steps: int, start, queue) -> None:  # runs in a subprocess
-    torch.set_num_threads(1)
+def _worker(cfg: sn.SourceNetsConfig, threads: int, conn, barrier) -> None:  # in a subprocess
+    torch.set_num_threads(threads)
     step, _ = library_step(cfg, torch.device("cpu"))
     for _ in range(3):
         step()
-    start.wait()
-    for _ in range(steps):
-        step()
-    queue.put(time.perf_counter())
+    conn.send("ready")
+    while (steps := conn.recv()) > 0:
+        barrier.wait()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        conn.send((t0, time.perf_counter()))
 
 
-def two_process_rate(cfg: sn.SourceNetsConfig, steps: int) -> float:
-    """Two processes, one thread each, each training its own net with the library's step."""
-    ctx = mp.get_context("spawn")
-    start, queue = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(cfg, steps, start, queue)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    start.wait()
-    t0 = time.perf_counter()
-    ends = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return 2 * steps * cfg.batch_size / (max(ends) - t0)
+class WorkerPool:
+    """``n`` warm processes, each training its own net with the library's step, on command."""
+
+    def __init__(self, cfg: sn.SourceNetsConfig, n: int, threads: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.barrier = ctx.Barrier(n)
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(cfg, threads, there, self.barrier))
+            proc.start()
+            self.conns.append(here)
+            self.procs.append(proc)
+        for c in self.conns:
+            assert c.recv() == "ready"
+        self.work = cfg.batch_size
+
+    def rate(self, steps: int) -> float:
+        for c in self.conns:
+            c.send(steps)
+        spans = [c.recv() for c in self.conns]
+        wall = max(e for _, e in spans) - min(s for s, _ in spans)
+        return len(self.conns) * steps * self.work / wall
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(0)
+        for p in self.procs:
+            p.join()
 
 
 def throughput(
     cfg: sn.SourceNetsConfig, device: torch.device, rounds: int, steps: int, extra: bool
 ):
-    bf16 = sn.SourceNetsConfig(**{**sn._config.to_dict(cfg), "precision": "bf16"})
-    variants = {
-        "library (this preset)": library_step(cfg, device),
-        "plain loop (baseline)": plain_step(cfg, device),
-    }
+    """Median images x nets / s of each variant over interleaved rounds; the first row is the
+    library's strategy (worker processes on a CPU, see ``resolve_workers``), the second the plain
+    loop."""
+
+    def variant(**changes) -> sn.SourceNetsConfig:
+        return sn.SourceNetsConfig(**{**sn._config.to_dict(cfg), **changes})
+
+    workers = sn.resolve_workers(cfg, device, cfg.n_nets)
+    threads = cfg.num_threads or (1 if workers else torch.get_num_threads())
+    in_process = f"library step, 1 process x {cfg.num_threads or torch.get_num_threads()} threads"
+    variants: dict[str, object] = {}
+    pool = None
+    if workers:
+        pool = WorkerPool(cfg, workers, threads)
+        variants[f"library: {workers} processes x {threads} thread(s)"] = pool
+    else:
+        variants[in_process] = library_step(cfg, device)
+    variants[f"plain loop, 1 process x {torch.get_num_threads()} threads"] = plain_step(cfg, device)
     if extra:
-        variants["library, bf16 autocast"] = library_step(bf16, device)
-        nchw = sn.SourceNetsConfig(**{**sn._config.to_dict(cfg), "channels_last": False})
-        variants["library, NCHW layout"] = library_step(nchw, device)
-        variants["grouped conv, 4 nets/step"] = grouped_step(cfg, device, 4)
-    for step, _ in variants.values():  # warm-up (oneDNN primitive creation)
-        for _ in range(3):
-            step()
+        if workers:
+            variants[in_process] = library_step(cfg, device)
+        variants["  same, bf16 autocast"] = library_step(variant(precision="bf16"), device)
+        variants["  same, NCHW layout"] = library_step(variant(channels_last=False), device)
+        variants["grouped conv, 4 nets per step"] = grouped_step(cfg, device, 4)
+    for v in variants.values():  # warm-up (oneDNN creates its kernels on first use)
+        if v is not pool:
+            for _ in range(3):
+                v[0]()
     rates: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (step, work) in variants.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            rates[name].append(steps * work / (time.perf_counter() - t0))
-    if extra and device.type == "cpu":
-        rates["2 processes x 1 thread"] = [
-            two_process_rate(cfg, steps * 2) for _ in range(max(1, rounds // 2))
-        ]
+    try:
+        for _ in range(rounds):
+            for name, v in variants.items():
+                if v is pool:
+                    rates[name].append(pool.rate(steps))
+                    continue
+                step, work = v
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                rates[name].append(steps * work / (time.perf_counter() - t0))
+    finally:
+        if pool is not None:
+            pool.close()
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def run_stage(cfg: sn.SourceNetsConfig, device: torch.device) -> None:
-    with tempfile.TemporaryDirectory(prefix="dwp-source-nets-") as out:
+def run_stage(cfg: sn.SourceNetsConfig, device: torch.device, out: str | None) -> None:
+    """The whole stage from an empty folder (``out``, kept; default a temporary one)."""
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise SystemExit(f"--out {out} is not empty: the stage must start from nothing")
+    with tempfile.TemporaryDirectory(prefix="dwp-source-nets-") as tmp:
+        folder = out or tmp
         data = sn.load_source_data(cfg)  # cached on disk by dwp_lib.data; not part of the stage
         t0 = time.perf_counter()
-        bank = sn.get_kernel_bank(cfg, out, device, data=data, verbose=False)
+        bank = sn.get_kernel_bank(cfg, folder, device, data=data, verbose=False)
         wall = time.perf_counter() - t0
-    print(f"\nWhole {cfg_name(cfg)} stage (train {cfg.n_nets} nets + cut the bank): {wall:.1f} s")
+    workers = sn.resolve_workers(cfg, device, cfg.n_nets)
+    print(
+        f"\nWhole {cfg_name(cfg)} stage (train {cfg.n_nets} nets, {workers or 1} at a time, "
+        f"and cut the bank): {wall:.1f} s"
+    )
     print(f"  load average after: {load_avg()}")
     print(bank.summary())
     accs = [n["test_accuracy"] for n in bank.provenance["nets"]]
@@ -216,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-stage", dest="stage", action="store_false")
     p.add_argument("--no-extra", dest="extra", action="store_false", help="only the two main rows")
     p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="keep the stage's nets and bank in this new folder")
     args = p.parse_args(argv)
     cfg = sn.SourceNetsConfig.preset(args.preset)
     device = torch.device(args.device) if args.device else sn.default_device()
@@ -226,14 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; load average {load_avg()}"
     )
     rates = throughput(cfg, device, args.rounds, args.steps, args.extra)
-    base = rates["plain loop (baseline)"]
+    names = list(rates)
+    lib, base = rates[names[0]], rates[names[1]]
     print(f"\nThroughput, images x nets / s (median of {args.rounds} interleaved rounds):")
     for name, r in rates.items():
-        print(f"  {name:28s} {r:9.0f}   x{r / base:.2f} vs plain loop")
-    print(f"  ratio library / plain loop: {rates['library (this preset)'] / base:.2f}")
+        print(f"  {name:42s} {r:8.0f}   x{r / base:.2f} vs plain loop")
+    print(f"  ratio library strategy / plain loop: {lib / base:.2f}")
     print(f"  load average after: {load_avg()}")
     if stage:
-        run_stage(cfg, device)
+        run_stage(cfg, device, args.out)
     return 0
 
 
