@@ -268,13 +268,7 @@ def xavier_normal_init(module: nn.Module, generator: torch.Generator | None = No
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
-            if generator is None:
-                nn.init.xavier_normal_(m.weight)
-            else:
-                fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
-                std = math.sqrt(2.0 / (fan_in + fan_out))
-                with torch.no_grad():
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * std)
+            nn.init.xavier_normal_(m.weight, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
@@ -729,6 +723,22 @@ class KernelBank:
     def norms(self, layer: str, split: str = "train") -> torch.Tensor:
         """L2 norm of each slice of ``slices(layer, split)``, ``(N,)``."""
         return self.slices(layer, split).flatten(1).norm(dim=1)
+
+    def random_kernels(
+        self,
+        layer: str,
+        c_out: int,
+        c_in: int,
+        split: str = "train",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A conv weight ``(c_out, c_in, k, k)`` whose slices are drawn (with replacement) from
+        ``slices(layer, split)``: the "filters" initialisation of the paper."""
+        pool = self.slices(layer, split)
+        if len(pool) == 0:
+            raise ValueError(f"the bank has no {layer} slices in split {split!r}")
+        idx = torch.randint(len(pool), (c_out * c_in,), generator=generator)
+        return pool[idx].reshape(c_out, c_in, *pool.shape[-2:]).clone()
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {

@@ -177,6 +177,11 @@ def test_bank_counts_before_and_after_pruning(trained):
         compact.slices("conv1", "all_unpruned")
     with pytest.raises(KeyError, match="splits are"):
         bank.slices("conv1", "validation")
+    # "filters" init: a conv weight made of bank slices
+    w = bank.random_kernels("conv2", 4, 3, generator=torch.Generator().manual_seed(0))
+    train = bank.slices("conv2", "train")
+    assert w.shape == (4, 3, 5, 5)
+    assert all((train == w[o, i]).all((1, 2)).any() for o in range(4) for i in range(3))
 
 
 def test_split_by_net_holds_out_whole_nets(trained):
