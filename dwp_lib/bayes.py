@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .config import preset_of, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
-from .source_nets import LAYERS, FConv, conv_l2, linear_decay
+from .source_nets import LAYERS, FConv, KernelBank, conv_l2, linear_decay
 from .vae import KernelVAE
 from .vi import elbo, kl_normal_standard
 
@@ -111,10 +111,10 @@ class BayesConv2d(nn.Module):
     - ``alpha_parametrised=True``: sigma^2 = alpha * mu^2 with alpha = sigmoid(``alpha_logit``)
       in (0, 1), the form the log-uniform prior needs (:class:`LogUniform`).
 
-    The forward pass samples with the *local reparametrisation trick* (eq-local-reparam): rather
-    than one weight sample for the batch, it samples each output pre-activation from its exact
-    Gaussian, mean conv(x, mu) and variance conv(x^2, sigma^2). Same distribution per example,
-    independent across examples, lower-variance gradients.
+    The forward pass samples with the *local reparametrisation trick* (book/02,
+    eq-local-reparam): rather than one weight sample for the batch, it samples each output
+    pre-activation from its exact Gaussian, mean conv(x, mu) and variance conv(x^2, sigma^2).
+    Same distribution per example, independent across examples, lower-variance gradients.
     """
 
     def __init__(
@@ -173,10 +173,10 @@ class BayesConv2d(nn.Module):
 
     # -- the forward pass ---------------------------------------------------------------------------
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        """Pre-activations: a local-reparametrisation sample (eq-local-reparam), or the value at
-        the posterior mean weights. Like dropout (and vi.BayesianLinear), it samples in
-        ``train()`` mode and uses the mean in ``eval()`` mode unless ``sample`` says otherwise.
-        """
+        """Pre-activations: a local-reparametrisation sample (book/02, eq-local-reparam), or
+        their value at the posterior mean weights. Like dropout (and vi.BayesianLinear), it
+        samples in ``train()`` mode and uses the mean in ``eval()`` mode unless ``sample`` says
+        otherwise."""
         mean = F.conv2d(x, self.mu, self.bias)
         if not (self.training if sample is None else sample):
             return mean
@@ -239,7 +239,7 @@ class Prior(nn.Module):
 
 
 class StandardNormal(Prior):
-    """p(w) = N(0, 1) for every weight; KL(q || p) in closed form (eq-kl-gauss)."""
+    """p(w) = N(0, 1) for every weight; KL(q || p) in closed form (book/01, eq-kl-normal)."""
 
     def kl(self, layer: BayesConv2d) -> Tensor:
         return kl_normal_standard(layer.mu, layer.log_var())
@@ -250,7 +250,7 @@ LOG_UNIFORM_C = (1.16145124, -1.50204118, 0.58629921)
 
 
 def kl_log_uniform(log_alpha: Tensor) -> Tensor:
-    """KL(N(mu, alpha mu^2) || log-uniform) per weight, up to an additive constant (eq-kl-lu).
+    """KL(N(mu, alpha mu^2) || log-uniform) per weight, up to an additive constant (book/05).
 
     The polynomial approximation of Kingma et al. (2015), valid for alpha <= 1. The prior is
     improper, so the KL is only defined up to a constant, which is dropped.
@@ -282,7 +282,7 @@ class LogUniform(Prior):
 class DeepWeightPrior(Prior):
     """The deep weight prior of one layer: p(w) = prod_slices ∫ p(w_s|z) N(z|0, I) dz (book/04).
 
-    Its KL has no closed form; :meth:`kl` estimates the auxiliary upper bound (eq-dwp-aux)
+    Its KL has no closed form; :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux)
 
         KL(q || p) <= -H(q) + sum_s E_q(w_s) E_r(z|w_s) [ -log p(w_s|z) + log r(z|w_s) - log p(z) ]
                     = -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ],
@@ -404,7 +404,7 @@ def negative_elbo(
     priors: PriorSpec,
     kl_weight: float = 1.0,
 ) -> ElboTerms:
-    """-ELBO = (N / B) * sum_batch CE(f_w(x), y) + kl_weight * KL(q || p) (eq-bnn-elbo).
+    """-ELBO = (N / B) * sum_batch CE(f_w(x), y) + kl_weight * KL(q || p) (book/02, eq-minibatch-vlb).
 
     One sample of the network (local reparametrisation) per step; the data term is scaled from
     the batch of B to the N training examples (:func:`dwp_lib.vi.elbo`) so that it is an
@@ -475,18 +475,19 @@ class XavierInit:
 
 
 class FiltersInit:
-    """Random real source slices ("filters"): each slice drawn uniformly from the kernel bank."""
+    """Random real source slices ("filters"): each slice drawn uniformly, with replacement, from
+    the kernel bank (:meth:`dwp_lib.source_nets.KernelBank.random_kernels`)."""
 
     name = "filters"
 
-    def __init__(self, bank, split: str = "train") -> None:
+    def __init__(self, bank: KernelBank, split: str = "train") -> None:
         self.bank, self.split = bank, split
 
     def conv_weight(self, layer: str, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        slices = self.bank.slices(layer, self.split).float().cpu()
-        _check_slices(slices, shape, layer, "the kernel bank")
-        idx = torch.randint(len(slices), (shape[0] * shape[1],), generator=generator)
-        return slices[idx].reshape(shape)
+        c_out, c_in = shape[:2]
+        w = self.bank.random_kernels(layer, c_out, c_in, self.split, generator).float().cpu()
+        _check_slices(w, shape, layer, "the kernel bank")
+        return w
 
 
 class DWPInit:
@@ -505,10 +506,10 @@ class DWPInit:
         return w.reshape(shape)
 
 
-def _check_slices(slices: Tensor, shape: tuple[int, ...], layer: str, source: str) -> None:
-    if tuple(slices.shape[-2:]) != tuple(shape[-2:]) or len(slices) == 0:
+def _check_slices(w: Tensor, shape: tuple[int, ...], layer: str, source: str) -> None:
+    if w.numel() != math.prod(shape) or tuple(w.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(
-            f"{source} gives slices of shape {tuple(slices.shape)} for layer {layer!r}, "
+            f"{source} gives kernels of shape {tuple(w.shape)} for layer {layer!r}, "
             f"whose weight is {tuple(shape)}: use the bank/VAE of the same kernel size"
         )
 

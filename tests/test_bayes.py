@@ -24,6 +24,7 @@ from dwp_lib.bayes import (
     StandardNormal,
     XavierInit,
 )
+from dwp_lib.source_nets import KernelBank
 from dwp_lib.vae import (
     KernelVAE,
     KernelVAEConfig,
@@ -428,15 +429,20 @@ def test_ensemble_averages_probabilities_over_samples(data):
 # --------------------------------------------------------------------------------------------
 
 
-class FakeBank:
-    """Stands in for source_nets.KernelBank: ``slices(layer, split)`` -> (N, k, k)."""
+def toy_bank() -> KernelBank:
+    """A real KernelBank holding 50 random 7x7 and 60 random 5x5 'train' slices."""
 
-    def __init__(self):
-        self.data = {"conv1": torch.randn(50, 7, 7) + 3.0, "conv2": torch.randn(60, 5, 5) - 3.0}
+    def layer(n: int, k: int, shift: float) -> dict:
+        zeros = torch.zeros(n, dtype=torch.long)
+        return {
+            "slices": torch.randn(n, k, k) + shift,
+            "split": torch.zeros(n, dtype=torch.int8),
+            "net": zeros,
+            "out_channel": zeros,
+            "in_channel": zeros,
+        }
 
-    def slices(self, layer, split):
-        assert split == "train"
-        return self.data[layer]
+    return KernelBank({"conv1": layer(50, 7, 3.0), "conv2": layer(60, 5, -3.0)}, provenance={})
 
 
 def test_xavier_is_a_real_xavier_normal():
@@ -449,12 +455,12 @@ def test_xavier_is_a_real_xavier_normal():
 
 
 def test_filters_and_dwp_inits_draw_from_their_source(toy_vae, vae5):
-    bank = FakeBank()
+    bank = toy_bank()
     model = bayes.initialise(BayesianCNN(small_cfg()), FiltersInit(bank), seed=0)
-    rows1 = model.conv1.mu.detach().reshape(-1, 1, 49)
-    assert (rows1 == bank.data["conv1"].reshape(1, -1, 49)).all(-1).any(-1).all()
-    rows2 = model.conv2.mu.detach().reshape(-1, 1, 25)
-    assert (rows2 == bank.data["conv2"].reshape(1, -1, 25)).all(-1).any(-1).all()
+    for layer, k in (("conv1", 7), ("conv2", 5)):
+        drawn = model.bayes_layers()[layer].mu.detach().reshape(-1, 1, k * k)
+        pool = bank.slices(layer).reshape(1, -1, k * k)
+        assert (drawn == pool).all(-1).any(-1).all(), f"{layer}: a slice not from the bank"
 
     init = DWPInit({"conv1": toy_vae, "conv2": vae5})
     model = bayes.initialise(BayesianCNN(small_cfg()), init, seed=3)
@@ -470,7 +476,7 @@ def test_initialised_values_are_the_ones_the_optimiser_trains(kind, data, toy_va
     x, y = data
     init = {
         "xavier": XavierInit(),
-        "filters": FiltersInit(FakeBank()),
+        "filters": FiltersInit(toy_bank()),
         "dwp": DWPInit({"conv1": toy_vae, "conv2": vae5}),
     }[kind]
     cfg = small_cfg(steps=1, lr=1e-3)
