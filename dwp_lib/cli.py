@@ -58,8 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_source_nets)
 
     p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
-    p.add_argument("--preset", choices=PRESETS, default="book")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="starting preset (default: the config file's, else book)",
+    )
     p.add_argument("--out", required=True, help="output folder (resumes if it exists)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a setting, e.g. bayes.steps=2000, source.prune_norms=[0.3,0.1], "
+        "grid.methods=dwp:dwp,normal:xavier (repeatable; see dwp_lib.experiment)",
+    )
+    p.add_argument("--config", default=None, help="JSON or TOML file of settings (before --set)")
+    p.add_argument("--name", default=None, help="label of the run in results and figures")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_reproduce)
     return parser
 

@@ -714,3 +714,132 @@ def plot_posterior_scales(models: dict, bins: int = 60):
 
 
 # --- chapters 4 and 5: the implicit prior and the experiment ---------------------------------
+
+
+# chapter 5: the experiment (kernel examples, latent space, init curves, accuracy vs n)
+
+
+def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, seed: int = 0):
+    """Per layer, real source slices (left) next to kernel VAE samples (right), each slice scaled
+    to its own largest |weight|. VAE samples are decoder means at z ~ N(0, I) (the dwp init).
+    Returns the Figure."""
+    layers = [layer for layer in bank.layers if layer in kernel_vaes]
+    fig, axes = plt.subplots(len(layers), 2, figsize=(8.4, 1.5 + 1.35 * len(layers)), squeeze=False)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+    g = torch.Generator().manual_seed(seed)
+    for row, layer in zip(axes, layers, strict=True):
+        real = bank.slices(layer, "train")
+        real = real[torch.randperm(len(real), generator=g)[:n]]
+        fake = kernel_vaes[layer].sample(n, generator=g).cpu()
+        k = real.shape[-1]
+        for ax, s, what in ((row[0], real, "source slices"), (row[1], fake, "kernel VAE samples")):
+            ax.imshow(
+                slice_grid(s, ncols=ncols), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest"
+            )
+            ax.set_title(f"{layer} ({k}x{k}): {what}", fontsize=10)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int = 0):
+    """The encoder means E[z | w] of the bank's training slices, one panel per layer, coloured by
+    the slice's L2 norm. For a latent space of more than 2 dimensions the two dimensions with the
+    largest spread are shown (the others are mostly unused). Returns the Figure."""
+    layers = [layer for layer in bank.layers if layer in kernel_vaes]
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.6 * len(layers), 3.8), squeeze=False)
+    g = torch.Generator().manual_seed(seed)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        vae = kernel_vaes[layer]
+        s = bank.slices(layer, "train")
+        s = s[torch.randperm(len(s), generator=g)[:max_points]]
+        device = next(vae.parameters()).device
+        mu = torch.cat([vae.encode(c.to(device))[0].cpu() for c in s.split(1024)])
+        dims = mu.std(0).argsort(descending=True)[:2].sort().values.tolist()
+        if len(dims) == 1:
+            dims = dims * 2
+        norms = s.flatten(1).norm(dim=1).numpy()
+        sc = ax.scatter(mu[:, dims[0]], mu[:, dims[1]], c=norms, s=4, cmap="viridis", alpha=0.7)
+        fig.colorbar(sc, ax=ax, label="slice L2 norm")
+        ax.set_xlabel(f"z{dims[0] + 1}")
+        ax.set_ylabel(f"z{dims[1] + 1}")
+        d = vae.latent_dim
+        ax.set_title(f"{layer}: {len(s):,} slices, latent dim {d}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_init_curves(rows, ax=None):
+    """Test accuracy of a plain CNN vs training step from each initialisation: the mean over
+    seeds, with a band from the lowest to the highest seed. ``rows``: dicts with ``init``,
+    ``seed``, ``step``, ``test_acc`` (``init_curves.csv``). Returns the Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    else:
+        fig = ax.figure
+    inits = list(dict.fromkeys(r["init"] for r in rows))
+    for i, init in enumerate(inits):
+        by_step: dict[int, list[float]] = {}
+        for r in rows:
+            if r["init"] == init:
+                by_step.setdefault(int(r["step"]), []).append(float(r["test_acc"]))
+        steps = np.array(sorted(by_step))
+        acc = [np.array(by_step[s]) for s in steps]
+        mean = np.array([a.mean() for a in acc])
+        seeds = max(len(a) for a in acc)
+        ax.plot(steps, mean, color=f"C{i}", label=f"{init} ({seeds} seed{'s' * (seeds > 1)})")
+        lo, hi = np.array([a.min() for a in acc]), np.array([a.max() for a in acc])
+        ax.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("MNIST test accuracy")
+    ax.set_title("Plain CNN from four initialisations", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_n(rows, paper: bool = True, title: str | None = None, ax=None):
+    """Ensemble test accuracy vs training-set size n per method (mean ± std over split seeds,
+    seeds as dots), with the paper's numbers for the same prior dashed. ``rows``: the dicts of
+    ``results.csv``. Returns the Figure."""
+    from .experiment import PAPER_RESULTS, PRIOR_LABELS, summarise
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    stats = summarise(rows)
+    methods = list(dict.fromkeys((k[0], k[1]) for k in stats))
+    priors_drawn = []
+    for i, (prior, init) in enumerate(methods):
+        ns = sorted(k[2] for k in stats if k[:2] == (prior, init))
+        mean = np.array([stats[(prior, init, n)]["mean"] for n in ns])
+        std = np.array([stats[(prior, init, n)]["std"] for n in ns])
+        label = f"{PRIOR_LABELS.get(prior, prior)}, {init} init"
+        ax.errorbar(ns, mean, yerr=std, color=f"C{i}", marker="o", capsize=3, label=label)
+        pts = [
+            (int(r["n"]), float(r["acc_ensemble"]))
+            for r in rows
+            if (r["prior"], r["init"]) == (prior, init)
+        ]
+        ax.scatter(*zip(*pts, strict=True), color=f"C{i}", s=8, alpha=0.4)
+        ref = PAPER_RESULTS.get(prior)
+        if paper and ref and prior not in priors_drawn:
+            priors_drawn.append(prior)
+            rn = sorted(ref)
+            ax.plot(rn, [ref[n] for n in rn], color=f"C{i}", ls="--", lw=1, alpha=0.8)
+    if paper:
+        ax.plot([], [], color="0.4", ls="--", lw=1, label="paper (Atanov et al. 2019)")
+    ax.set_xscale("log")
+    sizes = sorted({int(r["n"]) for r in rows})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples n (class-balanced)")
+    ax.set_ylabel("MNIST test accuracy (ensemble)")
+    ax.set_title(title or "Bayesian CNN: priors compared", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,1417 @@
+"""The whole experiment: source nets -> kernel bank -> kernel VAEs -> init experiment -> priors.
+
+This is the pipeline of ``book/05_experiment.md`` and of ``python -m dwp_lib reproduce``. One
+:class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``) holds every stage's config:
+
+- ``source``: :class:`~dwp_lib.source_nets.SourceNetsConfig` (the nets, and the bank's pruning);
+- ``vae``:    :class:`KernelVAEStageConfig`, one kernel VAE per layer (architecture, training);
+- ``init``:   :class:`InitExperimentConfig`, a plain CNN on MNIST from four initialisations;
+- ``bayes``:  :class:`~dwp_lib.bayes.BayesConfig`, the Bayesian CNN (steps, lr, log sigma^2...);
+- ``grid``:   :class:`GridConfig`, the prior comparison (sizes, priors and inits, split seeds).
+
+Any field can be overridden by a dotted path (:func:`apply_overrides`), from the command line
+(``--set bayes.steps=2000 --set source.prune_norms=[0.3,0.1]``) or from a JSON/TOML file
+(:func:`load_config_file`), so ablations run through the CLI and are recorded in provenance.
+
+:class:`Experiment` runs the stages, each cached and resumable:
+
+>>> exp = Experiment(ExperimentConfig.preset("tiny"))   # doctest: +SKIP
+>>> bank = exp.kernel_bank()       # trains the source nets, or loads them (and says which)
+>>> vaes = exp.kernel_vaes()       # {"conv1": KernelVAE, "conv2": KernelVAE}, cached
+>>> curves = exp.init_experiment() # rows: init, seed, step, accuracy
+>>> rows = exp.prior_grid()        # rows: prior, init, n, seed, accuracies, loss terms...
+>>> exp.write_figures(); exp.write_provenance()
+
+Outputs in the run folder: ``results.csv`` (one row per grid cell and split seed, appended as
+each finishes, so an interrupted run resumes), ``init_curves.csv``, ``init_costs.json``,
+``figures/*.png``, ``config.json`` and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from . import artifacts as _artifacts
+from .bayes import (
+    BayesConfig,
+    BayesianCNN,
+    DeepWeightPrior,
+    DWPInit,
+    FiltersInit,
+    LogUniform,
+    StandardNormal,
+    XavierInit,
+    det_cnn,
+    ensemble_accuracy,
+    initialise,
+    mean_accuracy,
+    train_bayesian_cnn,
+    train_det_cnn,
+)
+from .config import check_preset, to_dict
+from .device import default_device, seed_everything
+from .progress import progress
+from .source_nets import LAYERS, FConv, KernelBank, SourceNetsConfig, get_kernel_bank
+from .vae import (
+    KernelVAE,
+    KernelVAEConfig,
+    KernelVAETrainConfig,
+    nats_above_baseline,
+    train_kernel_vae,
+)
+
+#: The paper's Table (MNIST, test accuracy of a 10-sample ensemble, mean over 10 class-balanced
+#: subsets; Atanov et al. 2019, {cite}`atanov2019dwp`). Typed from the paper: a reference to
+#: compare with, never a result of this library.
+PAPER_RESULTS: dict[str, dict[int, float]] = {
+    "dwp": {50: 0.800, 100: 0.867, 200: 0.915, 500: 0.945, 1000: 0.961},
+    "log-uniform": {50: 0.766, 100: 0.839, 200: 0.894, 500: 0.938, 1000: 0.958},
+    "normal": {50: 0.717, 100: 0.816, 200: 0.890, 500: 0.938, 1000: 0.959},
+    "det": {50: 0.751, 100: 0.827, 200: 0.879, 500: 0.926, 1000: 0.954},
+}
+PRIOR_LABELS = {"dwp": "DWP", "log-uniform": "log-uniform", "normal": "N(0, 1)", "det": "det. CNN"}
+PRIORS = ("dwp", "normal", "log-uniform", "det")
+INITS = ("default", "xavier", "filters", "dwp")
+
+
+class ExperimentError(RuntimeError):
+    """A run folder, a config or an override that the experiment cannot use (says why and what
+    to do)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerVAEConfig:
+    """The kernel VAE of one layer: its architecture, its training, how it is scored.
+
+    ``split``: the bank split it is fitted to; the held-out score uses the ``test`` split
+    (at most ``eval_slices`` slices, ``eval_samples`` importance samples each).
+    """
+
+    arch: KernelVAEConfig
+    train: KernelVAETrainConfig
+    seed: int = 0
+    split: str = "train"
+    eval_slices: int | None = 2000
+    eval_samples: int = 100
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "all"):
+            raise ValueError(f"split={self.split!r} must be 'train' or 'all'")
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples={self.eval_samples} must be >= 1")
+
+
+@dataclass
+class KernelVAEStageConfig:
+    """One kernel VAE per conv layer (``conv1``: 7x7 slices, ``conv2``: 5x5)."""
+
+    conv1: LayerVAEConfig
+    conv2: LayerVAEConfig
+
+    def layers(self) -> dict[str, LayerVAEConfig]:
+        return {"conv1": self.conv1, "conv2": self.conv2}
+
+    @classmethod
+    def preset(cls, name: str) -> KernelVAEStageConfig:
+        check_preset(name)
+
+        def layer(k: int, arch: dict | None = None, **train) -> LayerVAEConfig:
+            return LayerVAEConfig(
+                arch=KernelVAEConfig.for_kernel(k, **(arch or {})),
+                train=dataclasses.replace(KernelVAETrainConfig.preset(name), **train),
+                eval_slices={"tiny": 100, "book": 1000, "paper": None}[name],
+                eval_samples={"tiny": 10, "book": 100, "paper": 1000}[name],
+            )
+
+        if name == "tiny":
+            small = {"hidden": 16}
+            return cls(
+                conv1=layer(7, small, steps=100, batch_size=64),
+                conv2=layer(5, small, steps=100, batch_size=64),
+            )
+        if name == "book":
+            return cls(conv1=layer(7, steps=1000), conv2=layer(5, steps=1000, batch_size=256))
+        return cls(conv1=layer(7), conv2=layer(5))  # the authors' 300 epochs, batch 128
+
+
+@dataclass
+class InitExperimentConfig:
+    """Convergence of a plain CNN on MNIST from each initialisation (the slides' last claim).
+
+    ``inits``: any of ``default`` (PyTorch's own Conv2d init, a Kaiming-uniform), ``xavier``
+    (Xavier-normal), ``filters`` (random source slices from the bank), ``dwp`` (kernel VAE
+    samples). Only the conv kernels differ; the head is Xavier-normal in every run. Adam with a
+    constant ``lr`` on mini-batches of the full MNIST training set; test accuracy on
+    ``test_images`` images every ``eval_every`` steps. ``draw_repeats``: timings of drawing a
+    layer's kernels (the memory and time claim).
+    """
+
+    enabled: bool = True
+    inits: tuple[str, ...] = INITS
+    seeds: tuple[int, ...] = (0, 1)
+    channels: tuple[int, int] = (32, 128)
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    eval_every: int = 20
+    test_images: int | None = 1000
+    draw_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        self.inits = tuple(self.inits)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.channels = tuple(int(c) for c in self.channels)
+        bad = [i for i in self.inits if i not in INITS]
+        if bad:
+            raise ValueError(f"unknown init(s) {bad}; valid inits are {', '.join(INITS)}")
+        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"steps, eval_every, batch_size must be >= 1 and lr > 0: {self}")
+
+    @classmethod
+    def preset(cls, name: str) -> InitExperimentConfig:
+        check_preset(name)
+        if name == "tiny":
+            return cls(
+                seeds=(0,),
+                channels=(8, 16),
+                steps=20,
+                batch_size=32,
+                eval_every=10,
+                test_images=200,
+            )
+        if name == "book":
+            return cls()
+        return cls(seeds=(0, 1, 2, 3, 4), steps=500, eval_every=10, test_images=None)
+
+
+@dataclass
+class GridConfig:
+    """The prior comparison: a Bayesian CNN on class-balanced MNIST subsets.
+
+    ``methods``: ``"prior:init"`` strings. Priors: ``dwp``, ``normal`` (N(0, 1)),
+    ``log-uniform``, ``det`` (a plain CNN with L2), or per layer ``"conv1prior/conv2prior"``
+    from ``dwp`` and ``normal`` (e.g. ``"dwp/normal:dwp"``: DWP on the 7x7 layer only). Inits:
+    ``xavier``, ``filters``, ``dwp``, ``default``.
+    ``sizes``: training-set sizes n (multiples of 10); ``split_seeds``: one subset (and one
+    training seed) each. ``steps_by_size``: ``{"50": 10000, ...}`` overrides ``bayes.steps`` for
+    a size. Evaluation: the ensemble over ``bayes.eval_samples`` weight samples on a seeded
+    subset of ``test_images`` MNIST test images (``None``: all 10,000).
+    """
+
+    enabled: bool = True
+    sizes: tuple[int, ...] = (50, 100)
+    methods: tuple[str, ...] = ("dwp:dwp", "log-uniform:xavier", "normal:xavier", "det:xavier")
+    split_seeds: tuple[int, ...] = (0, 1, 2)
+    steps_by_size: dict[str, int] = field(default_factory=dict)
+    test_images: int | None = 2000
+    test_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.sizes = tuple(int(n) for n in self.sizes)
+        self.split_seeds = tuple(int(s) for s in self.split_seeds)
+        self.methods = tuple(self.methods)
+        self.steps_by_size = {str(k): int(v) for k, v in self.steps_by_size.items()}
+        for m in self.methods:
+            parse_method(m)
+        bad = [n for n in self.sizes if n < 10 or n % 10]
+        if bad:
+            raise ValueError(f"sizes {bad}: each n must be a positive multiple of 10 (classes)")
+        if self.test_images is not None and self.test_images < 1:
+            raise ValueError(f"test_images={self.test_images} must be None or >= 1")
+
+    def steps_for(self, n: int, default: int) -> int:
+        return int(self.steps_by_size.get(str(n), default))
+
+    @classmethod
+    def preset(cls, name: str) -> GridConfig:
+        check_preset(name)
+        if name == "tiny":
+            return cls(sizes=(50,), split_seeds=(0, 1), test_images=500)
+        if name == "book":
+            return cls()
+        return cls(sizes=(50, 100, 200, 500, 1000), split_seeds=tuple(range(10)), test_images=None)
+
+
+#: Fields that may change between runs in one folder: they add cells, never change a cell.
+EXTENDABLE = ("name", "grid.enabled", "grid.sizes", "grid.methods", "grid.split_seeds")
+EXTENDABLE += ("init.enabled", "init.inits", "init.seeds", "num_threads")
+
+
+@dataclass
+class ExperimentConfig:
+    """Every knob of the experiment, one dataclass per stage (see the module docstring).
+
+    ``name`` labels the run in results rows and figures; ``from_preset`` says which preset the
+    config started from (overrides are recorded separately in the provenance). ``num_threads``:
+    torch's intra-op threads for the run (``None``: torch's default). On a CPU shared with other
+    work, 1 thread is often several times faster than 2; results agree at rounding level.
+    """
+
+    name: str
+    from_preset: str
+    source: SourceNetsConfig
+    vae: KernelVAEStageConfig
+    init: InitExperimentConfig
+    bayes: BayesConfig
+    grid: GridConfig
+    num_threads: int | None = None
+
+    @classmethod
+    def preset_config(cls, name: str) -> ExperimentConfig:
+        check_preset(name)
+        bayes = BayesConfig.preset(name)
+        if name == "book":
+            # CPU-sized: a narrower target net and fewer steps than the paper (see book/05)
+            bayes = dataclasses.replace(bayes, channels=(16, 64), steps=300)
+        return cls(
+            name=name,
+            from_preset=name,
+            source=SourceNetsConfig.preset(name),
+            vae=KernelVAEStageConfig.preset(name),
+            init=InitExperimentConfig.preset(name),
+            bayes=bayes,
+            grid=GridConfig.preset(name),
+        )
+
+    @classmethod
+    def preset(cls, name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
+        """The ``tiny``/``book``/``paper`` preset, with ``"path=value"`` overrides applied."""
+        return apply_overrides(cls.preset_config(name), overrides)
+
+    @classmethod
+    def tiny(cls) -> ExperimentConfig:
+        return cls.preset_config("tiny")
+
+    @classmethod
+    def book(cls) -> ExperimentConfig:
+        return cls.preset_config("book")
+
+    @classmethod
+    def paper(cls) -> ExperimentConfig:
+        return cls.preset_config("paper")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(to_dict(self)))
+
+    def key(self) -> str:
+        """A short hash of every field that changes a result (not the extendable ones)."""
+        d = _drop_paths(self.to_dict(), EXTENDABLE)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------------
+# Overrides: "bayes.steps=2000", "source.prune_norms=[0.3,0.1]", "grid.steps_by_size.50=10000"
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON if it parses (numbers, true/false/null, lists, objects),
+    ``None`` for ``None``, else the text itself."""
+    text = text.strip()
+    if text in ("None", "none"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _coerce(value: Any, current: Any, path: str) -> Any:
+    """``value`` as the type of the field's ``current`` value (error if it cannot be)."""
+    if value is None or current is None:
+        return value
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, Mapping):
+            raise ExperimentError(f"{path} is a section; set its fields ({path}.FIELD=VALUE)")
+        out = current
+        for k, v in value.items():
+            out = _set_path(out, str(k).split("."), v, f"{path}.{k}")
+        return out
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ExperimentError(f"{path} is true/false, got {value!r}")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ExperimentError(f"{path} is an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ExperimentError(f"{path} is an integer, got {value!r}")
+        return int(value)
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ExperimentError(f"{path} is a number, got {value!r}")
+        return float(value)
+    if isinstance(current, str):
+        return str(value)
+    if isinstance(current, tuple | list):
+        if isinstance(value, str):
+            value = [parse_value(v) for v in value.split(",") if v.strip()]
+        elif not isinstance(value, list | tuple):
+            value = [value]
+        like = current[0] if len(current) else None
+        return tuple(_coerce(v, like, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(current, dict):
+        if not isinstance(value, Mapping):
+            raise ExperimentError(f"{path} is a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
+    """A copy of ``obj`` with the field at ``parts`` set to ``value`` (coerced)."""
+    if not parts:
+        return _coerce(value, obj, path)
+    head, rest = parts[0], parts[1:]
+    if dataclasses.is_dataclass(obj):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if head not in names:
+            near = difflib.get_close_matches(head, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ExperimentError(
+                f"unknown setting {path!r}: {type(obj).__name__} has no field {head!r}{hint}; "
+                f"its fields are {', '.join(names)}"
+            )
+        new = _set_path(getattr(obj, head), rest, value, path)
+        try:
+            return dataclasses.replace(obj, **{head: new})
+        except (ValueError, TypeError) as err:
+            raise ExperimentError(f"{path}={value!r}: {err}") from None
+    if isinstance(obj, dict):
+        out = dict(obj)
+        out[head] = _set_path(obj.get(head), rest, value, path)
+        return out
+    if isinstance(obj, tuple | list):
+        try:
+            i = int(head)
+            items = list(obj)
+            items[i] = _set_path(items[i], rest, value, path)
+        except (ValueError, IndexError):
+            raise ExperimentError(f"{path}: {head!r} is not an index of {obj!r}") from None
+        return tuple(items)
+    raise ExperimentError(f"{path}: cannot go into {type(obj).__name__} value {obj!r}")
+
+
+def set_field(cfg: ExperimentConfig, path: str, value: Any) -> ExperimentConfig:
+    """``cfg`` with the dotted ``path`` set to ``value`` (``value`` is coerced to the field's
+    type; tuples take lists or comma-separated text; ``a.b.0`` indexes a tuple)."""
+    parts = [p for p in path.replace("[", ".").replace("]", "").split(".") if p]
+    if not parts:
+        raise ExperimentError("empty setting name")
+    return _set_path(cfg, parts, value, path)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
+    """Apply ``"path=value"`` strings in order (see :func:`set_field`, :func:`parse_value`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ExperimentError(
+                f"override {item!r} is not PATH=VALUE (e.g. bayes.steps=2000, "
+                "source.prune_norms=[0.3,0.1], grid.methods=dwp:dwp,normal:xavier)"
+            )
+        path, text = item.split("=", 1)
+        cfg = set_field(cfg, path.strip(), parse_value(text))
+    return cfg
+
+
+def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not path.endswith("steps_by_size"):
+            out += _flatten(v, path + ".")
+        else:
+            out.append((path, v))
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> tuple[str | None, list[tuple[str, Any]]]:
+    """Read a JSON or TOML config file: ``(preset or None, [(path, value), ...])``.
+
+    The file is nested like :class:`ExperimentConfig` (``{"bayes": {"steps": 2000}}``, or
+    ``[bayes]`` / ``steps = 2000`` in TOML) or flat with dotted keys; a top-level ``preset``
+    names the starting preset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ExperimentError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 (json and toml raise different errors)
+        raise ExperimentError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ExperimentError(f"config file {path} must hold a mapping of settings")
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is not None:
+        check_preset(preset)
+    return preset, _flatten(data)
+
+
+def config_from(
+    preset: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    name: str | None = None,
+) -> ExperimentConfig:
+    """The config of a run: preset (argument, else the file's, else ``book``), then the file's
+    settings, then ``overrides``, then ``name``."""
+    file_preset, settings = (None, []) if config_file is None else load_config_file(config_file)
+    cfg = ExperimentConfig.preset_config(preset or file_preset or "book")
+    for path, value in settings:
+        cfg = set_field(cfg, path, value)
+    cfg = apply_overrides(cfg, overrides)
+    if name:
+        cfg = dataclasses.replace(cfg, name=name)
+    return cfg
+
+
+def _drop_paths(d: dict, paths: Iterable[str]) -> dict:
+    d = copy.deepcopy(d)
+    for p in paths:
+        *parents, last = p.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return d
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted paths where two config dicts differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        p = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and not p.endswith("steps_by_size"):
+            out += config_differences(va, vb, p + ".")
+        elif va != vb:
+            out.append(f"{p}: {va!r} -> {vb!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Methods: "prior:init" -> priors and an initialisation
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_method(method: str) -> tuple[str, str]:
+    """``"dwp:dwp"`` -> ``("dwp", "dwp")``; checks both names (see :class:`GridConfig`)."""
+    if method.count(":") != 1:
+        raise ValueError(f"method {method!r} must be 'prior:init', e.g. 'dwp:dwp', 'normal:xavier'")
+    prior, init = method.split(":")
+    parts = prior.split("/")
+    if len(parts) == 1:
+        ok = prior in PRIORS
+    else:
+        ok = len(parts) == len(LAYERS) and all(p in ("dwp", "normal") for p in parts)
+    if not ok:
+        raise ValueError(
+            f"method {method!r}: unknown prior {prior!r}; use one of {', '.join(PRIORS)}, or "
+            "'conv1/conv2' per layer from dwp and normal (e.g. 'dwp/normal')"
+        )
+    if init not in INITS:
+        raise ValueError(f"method {method!r}: unknown init {init!r}; use one of {', '.join(INITS)}")
+    return prior, init
+
+
+def method_label(method: str) -> str:
+    """``"dwp:dwp"`` -> ``"DWP (dwp init)"``."""
+    prior, init = parse_method(method)
+    return f"{PRIOR_LABELS.get(prior, prior)} ({init} init)"
+
+
+class TorchDefaultInit:
+    """PyTorch's own ``nn.Conv2d`` init (Kaiming-uniform with a = sqrt(5)): the "default"."""
+
+    name = "default"
+
+    def conv_weight(self, layer: str, shape: tuple[int, ...], generator: torch.Generator):
+        w = torch.empty(shape)
+        return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+
+
+def make_init(name: str, bank: KernelBank | None, vaes: Mapping[str, KernelVAE] | None):
+    """The initialisation object of ``name`` (``default``, ``xavier``, ``filters``, ``dwp``)."""
+    if name == "default":
+        return TorchDefaultInit()
+    if name == "xavier":
+        return XavierInit()
+    if name == "filters":
+        if bank is None:
+            raise ExperimentError("the filters init needs the kernel bank")
+        return FiltersInit(bank)
+    if name == "dwp":
+        if vaes is None:
+            raise ExperimentError("the dwp init needs the kernel VAEs")
+        return DWPInit(vaes)
+    raise ExperimentError(f"unknown init {name!r}; valid inits are {', '.join(INITS)}")
+
+
+def make_priors(prior: str, vaes: Mapping[str, KernelVAE] | None, cfg: BayesConfig):
+    """The prior(s) of a Bayesian CNN for ``prior`` (not ``det``): one object or one per layer."""
+
+    def one(name: str, layer: str):
+        if name == "normal":
+            return StandardNormal()
+        if name == "log-uniform":
+            return LogUniform()
+        if name == "dwp":
+            if vaes is None:
+                raise ExperimentError("the DWP prior needs the kernel VAEs")
+            return DeepWeightPrior(vaes[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
+        raise ExperimentError(f"unknown prior {name!r}")
+
+    names = prior.split("/")
+    if len(names) == 1:
+        names = names * len(LAYERS)
+    return {layer: one(n, layer) for layer, n in zip(LAYERS, names, strict=True)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Results files
+# ------------------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = (
+    "experiment",
+    "prior",
+    "init",
+    "n",
+    "seed",
+    "acc_ensemble",
+    "acc_mean",
+    "train_acc",
+    "loss",
+    "nll",
+    "kl",
+    "log_sigma2_conv1",
+    "log_sigma2_conv2",
+    "steps",
+    "lr",
+    "log_sigma2_init",
+    "kl_weight",
+    "channels",
+    "dwp_slices_per_step",
+    "dwp_train_reverse",
+    "eval_samples",
+    "test_images",
+    "seconds",
+    "device",
+    "threads",
+    "config_key",
+    "bank_sha256",
+    "vae_sha256",
+)
+CURVE_COLUMNS = ("init", "seed", "step", "test_acc", "train_loss", "seconds")
+
+
+def read_rows(
+    path: str | os.PathLike, columns: Sequence[str] | None = None, repair: bool = False
+) -> list[dict]:
+    """Rows of a results CSV as dicts of typed values (numbers parsed, empty -> None).
+
+    Rows are appended whole, newline last, so a last line without its newline is a write that
+    was interrupted: it is dropped with a warning (and, with ``repair=True``, removed from the
+    file so the next append starts on a clean line). A header that differs from ``columns``
+    raises.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    torn = 0
+    if lines and not lines[-1].endswith("\n"):
+        lines, torn = lines[:-1], 1
+    reader = csv.DictReader(lines)
+    header = tuple(reader.fieldnames or ())
+    if columns is not None and header and header != tuple(columns):
+        raise ExperimentError(
+            f"{path} has columns {header}, not this version's {tuple(columns)}; "
+            "move it away (or use a new --out folder)"
+        )
+    rows = []
+    for raw in reader:
+        if None in raw or any(v is None for v in raw.values()):
+            torn += 1
+            continue
+        rows.append({k: _parse_cell(v) for k, v in raw.items()})
+    if torn:
+        print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)")
+        if repair:
+            with _artifacts.atomic_path(path) as tmp:
+                tmp.write_text("".join(lines[:1]))
+                for r in rows:
+                    append_row(tmp, r, header)
+    return rows
+
+
+def _parse_cell(v: str) -> Any:
+    if v == "":
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    if v in ("True", "False"):
+        return v == "True"
+    return v
+
+
+def append_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str]) -> None:
+    """Append one row (header first if the file is new), flushed to disk before returning."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tuple, dict]:
+    """``{(prior, init, n): {"mean", "std", "count", "seeds"}}`` over split seeds."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["prior"], r["init"], int(r["n"])), []).append(r)
+    out = {}
+    for key, rs in sorted(groups.items()):
+        vals = [float(r[value]) for r in rs]
+        out[key] = {
+            "mean": statistics.fmean(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "count": len(vals),
+            "seeds": sorted(int(r["seed"]) for r in rs),
+        }
+    return out
+
+
+def paired_difference(
+    rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
+) -> dict:
+    """``a`` minus ``b`` (methods ``"prior:init"``) at size ``n``, paired by split seed:
+    the per-seed differences, their mean and std, and how many seeds ``a`` won."""
+    pa, pb = parse_method(a), parse_method(b)
+    by = {pa: {}, pb: {}}
+    for r in rows:
+        key = (r["prior"], r["init"])
+        if key in by and int(r["n"]) == n:
+            by[key][int(r["seed"])] = float(r[value])
+    seeds = sorted(set(by[pa]) & set(by[pb]))
+    diffs = [by[pa][s] - by[pb][s] for s in seeds]
+    return {
+        "a": a,
+        "b": b,
+        "n": n,
+        "seeds": seeds,
+        "differences": diffs,
+        "mean": statistics.fmean(diffs) if diffs else float("nan"),
+        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+        "wins": sum(d > 0 for d in diffs),
+    }
+
+
+def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
+    """A Markdown table: one line per method, one column per n, ``mean ± std (seeds)``; with
+    ``paper=True`` the paper's number for the same prior beside ours (in brackets)."""
+    rows = list(rows)
+    stats = summarise(rows)
+    sizes = sorted({k[2] for k in stats})
+    methods = sorted({(k[0], k[1]) for k in stats}, key=lambda m: (_prior_order(m[0]), m[1]))
+    head = "| method | " + " | ".join(f"n = {n}" for n in sizes) + " |"
+    lines = [head, "|" + "---|" * (len(sizes) + 1)]
+    for prior, init in methods:
+        cells = []
+        for n in sizes:
+            s = stats.get((prior, init, n))
+            if s is None:
+                cells.append("")
+                continue
+            cell = f"{s['mean']:.3f} ± {s['std']:.3f} ({s['count']})"
+            ref = PAPER_RESULTS.get(prior, {}).get(n)
+            if paper and ref is not None:
+                cell += f" [paper {ref:.3f}]"
+            cells.append(cell)
+        label = f"{PRIOR_LABELS.get(prior, prior)}, {init} init"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _prior_order(prior: str) -> int:
+    return PRIORS.index(prior) if prior in PRIORS else len(PRIORS)
+
+
+def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """The rows of ``folder/results.csv`` and its ``provenance.json`` (None if absent)."""
+    folder = Path(folder)
+    rows = read_rows(folder / "results.csv", RESULT_COLUMNS)
+    prov_path = folder / "provenance.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
+    return rows, prov
+
+
+def find_results(root: str | os.PathLike = "results") -> list[Path]:
+    """Run folders under ``root`` holding a ``results.csv``, largest first (by rows)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.glob("*/results.csv")]
+    return sorted(found, key=lambda p: -len(read_rows(p / "results.csv")))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces of the stages (pure-ish functions; the Experiment class caches and records them)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_subset(x: torch.Tensor, y: torch.Tensor, k: int | None, seed: int):
+    """A seeded random subset of ``k`` test images (all of them for ``None``)."""
+    if k is None or k >= len(y):
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(y), generator=g)[:k].sort().values
+    return x[idx], y[idx]
+
+
+def train_plain_cnn_curve(
+    init_name: str,
+    seed: int,
+    cfg: InitExperimentConfig,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    bank: KernelBank | None,
+    vaes: Mapping[str, KernelVAE] | None,
+    device: torch.device,
+) -> list[dict]:
+    """Train a plain FConv on MNIST from one init; test accuracy every ``eval_every`` steps.
+
+    Returns rows ``{init, seed, step, test_acc, train_loss, seconds}`` (step 0: before any
+    update). Mini-batch order depends on ``seed`` only, so inits are compared on the same
+    batches.
+    """
+    from .source_nets import accuracy
+
+    x, y, xt, yt = data
+    seed_everything(seed)
+    net = FConv(*cfg.channels)
+    initialise(net, make_init(init_name, bank, vaes), seed)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    order = torch.Generator().manual_seed(10_000 + seed)
+    rows = [dict(init=init_name, seed=seed, step=0, test_acc=accuracy(net, xt, yt))]
+    rows[0].update(train_loss=None, seconds=0.0)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(len(y), (cfg.batch_size,), generator=order)
+        loss = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.append(
+                dict(
+                    init=init_name,
+                    seed=seed,
+                    step=step,
+                    test_acc=accuracy(net, xt, yt),
+                    train_loss=statistics.fmean(losses[-cfg.eval_every :]),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+    return rows
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def init_costs(
+    bank: KernelBank,
+    vaes: Mapping[str, KernelVAE],
+    channels: tuple[int, int],
+    repeats: int = 5,
+    bank_file: str | os.PathLike | None = None,
+) -> dict:
+    """The slides' claim in numbers: what the dwp init and the filters init need, per layer.
+
+    - bytes: the kernel VAE's parameters (float32) vs the bank's kept slices it samples from;
+    - seconds (median of ``repeats``): drawing the kernels of one layer of FConv(``channels``)
+      from the VAE (decoder means at z ~ N(0, I)) vs picking random slices of the bank.
+    """
+    c1, c2 = channels
+    shapes = {"conv1": (c1, 1, 7, 7), "conv2": (c2, c1, 5, 5)}
+    dwp, filters = DWPInit(vaes), FiltersInit(bank)
+    out: dict[str, Any] = {"channels": list(channels), "layers": {}}
+    for layer, shape in shapes.items():
+        g = torch.Generator().manual_seed(0)
+        vae_bytes = sum(p.numel() * p.element_size() for p in vaes[layer].parameters())
+        bank_slices = bank.slices(layer, "train")
+        out["layers"][layer] = {
+            "kernels_drawn": shape[0] * shape[1],
+            "vae_parameters": sum(p.numel() for p in vaes[layer].parameters()),
+            "vae_bytes": vae_bytes,
+            "bank_slices": len(bank_slices),
+            "bank_bytes": bank_slices.numel() * bank_slices.element_size(),
+            "seconds_dwp": _median_seconds(partial(dwp.conv_weight, layer, shape, g), repeats),
+            "seconds_filters": _median_seconds(
+                partial(filters.conv_weight, layer, shape, g), repeats
+            ),
+        }
+    if bank_file is not None and Path(bank_file).exists():
+        out["bank_file_bytes"] = Path(bank_file).stat().st_size
+    nets = bank.provenance.get("nets", [])
+    out["source_nets"] = len(nets)
+    return out
+
+
+def _mean_log_var(model: nn.Module, layer: str) -> float | None:
+    if not isinstance(model, BayesianCNN):
+        return None
+    return float(model.bayes_layers()[layer].log_var().detach().mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# The experiment: cached, resumable stages
+# ------------------------------------------------------------------------------------------------
+
+
+class Experiment:
+    """Runs the stages of ``cfg`` into ``out_dir`` (default: a cache folder named after the
+    config), loading what an earlier run left there and saying so.
+
+    The source nets and the bank are cached by :func:`~dwp_lib.source_nets.get_kernel_bank`;
+    the kernel VAEs under ``$DWP_CACHE/kernel_vaes`` (named after the bank's hash and the VAE
+    config); the init experiment and the grid append rows to CSV files in ``out_dir``.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: str | os.PathLike | None = None,
+        device: torch.device | str | None = None,
+        *,
+        verbose: bool = True,
+        command: str | None = None,
+        overrides: Sequence[str] = (),
+        config_file: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir) if out_dir else _artifacts.cache_dir("experiments", cfg.key())
+        self.device = torch.device(device) if device is not None else default_device()
+        self.verbose = verbose
+        self.command = command
+        self.overrides = list(overrides)
+        self.config_file = config_file
+        self.stage_seconds: dict[str, float] = {}
+        self.stage_loaded: dict[str, bool] = {}
+        self._bank: KernelBank | None = None
+        self._bank_path: Path | None = None
+        self._vaes: dict[str, KernelVAE] | None = None
+        self.vae_records: dict[str, dict] = {}
+        self._mnist = None
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_folder()
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def say(self, *msg) -> None:
+        if self.verbose:
+            print(*msg)
+
+    @property
+    def results_path(self) -> Path:
+        return self.out / "results.csv"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.out / "init_curves.csv"
+
+    def _check_folder(self) -> None:
+        """Refuse a folder whose earlier run used other settings (mixing would be wrong)."""
+        path = self.out / "config.json"
+        now = self.cfg.to_dict()
+        if path.exists():
+            before = json.loads(path.read_text())
+            diff = config_differences(_drop_paths(before, EXTENDABLE), _drop_paths(now, EXTENDABLE))
+            if diff:
+                raise ExperimentError(
+                    f"{self.out} holds a run with other settings ({'; '.join(diff[:6])}"
+                    f"{'...' if len(diff) > 6 else ''}); use a new --out folder for these "
+                    "settings (only sizes, methods, seeds and inits may change in one folder)"
+                )
+        _artifacts.atomic_write_json(path, now)
+
+    def _timed(self, stage: str, t0: float, loaded: bool) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
+        self.stage_loaded[stage] = loaded
+
+    def mnist(self):
+        """MNIST train and test :class:`~dwp_lib.data.ImageSet` s (loaded once)."""
+        if self._mnist is None:
+            from .data import load_mnist
+
+            self._mnist = (load_mnist("train"), load_mnist("test"))
+        return self._mnist
+
+    # -- stage 1: source nets and the bank --------------------------------------------------------
+    def kernel_bank(self) -> KernelBank:
+        """The kernel bank of ``cfg.source`` (trained, or loaded from the cache)."""
+        if self._bank is None:
+            t0 = time.perf_counter()
+            out = self.cfg.source.default_dir()
+            existed = (out / "kernel_bank.pt").exists()
+            self._bank = get_kernel_bank(self.cfg.source, out, self.device, verbose=self.verbose)
+            self._bank_path = out / "kernel_bank.pt"
+            loaded = existed and self._bank.provenance.get("file") is not None
+            self._timed("source_nets_and_bank", t0, loaded)
+        return self._bank
+
+    # -- stage 2: one kernel VAE per layer ------------------------------------------------------
+    def vae_path(self, layer: str) -> Path:
+        bank = self.kernel_bank()
+        lc = self.cfg.vae.layers()[layer]
+        spec = {"bank": self._bank_sha(), "layer": layer, "config": to_dict(lc)}
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        del bank
+        return _artifacts.cache_dir("kernel_vaes") / f"{layer}-{key}.pt"
+
+    def _bank_sha(self) -> str:
+        bank = self.kernel_bank()
+        sha = bank.provenance.get("sha256")
+        if sha is None and self._bank_path is not None and self._bank_path.exists():
+            sha = _artifacts.read_record(self._bank_path)["sha256"]
+        return str(sha)
+
+    def kernel_vaes(self) -> dict[str, KernelVAE]:
+        """``{"conv1": KernelVAE, "conv2": KernelVAE}``, each trained on its layer's bank slices
+        (or loaded, hash-checked, from the cache) and scored on held-out slices."""
+        if self._vaes is not None:
+            return self._vaes
+        bank = self.kernel_bank()
+        t0 = time.perf_counter()
+        vaes, all_loaded = {}, True
+        for layer, lc in self.cfg.vae.layers().items():
+            path = self.vae_path(layer)
+            if _artifacts.is_valid_artifact(path):
+                vae = KernelVAE.load(path, map_location=self.device)
+                self.say(f"Loaded the {layer} kernel VAE from {path}")
+            else:
+                all_loaded = False
+                vae = self._train_vae(layer, lc, bank, path)
+            vaes[layer] = vae
+            rec = _artifacts.read_record(path)
+            self.vae_records[layer] = {
+                "file": str(path),
+                "sha256": rec["sha256"],
+                "bytes": rec["bytes"],
+                **rec["provenance"].get("training", {}),
+            }
+        self._vaes = vaes
+        self._timed("kernel_vaes", t0, all_loaded)
+        return vaes
+
+    def _train_vae(self, layer: str, lc: LayerVAEConfig, bank: KernelBank, path: Path):
+        k = LAYERS[layer]
+        if lc.arch.kernel_size != k:
+            raise ExperimentError(f"vae.{layer}.arch.kernel_size must be {k}")
+        slices = bank.slices(layer, lc.split)
+        if len(slices) < 2:
+            raise ExperimentError(
+                f"the bank has {len(slices)} {layer} slices in split {lc.split!r}: too few to fit "
+                "a kernel VAE; train more source nets or lower source.prune_norms"
+            )
+        vae = KernelVAE(lc.arch)
+        hist = train_kernel_vae(vae, slices, lc.train, lc.seed, self.device)
+        test = bank.slices(layer, "test")
+        score = None
+        if len(test):
+            if lc.eval_slices is not None and len(test) > lc.eval_slices:
+                g = torch.Generator().manual_seed(lc.seed)
+                test = test[torch.randperm(len(test), generator=g)[: lc.eval_slices]]
+            score = nats_above_baseline(
+                vae, slices, test, num_samples=lc.eval_samples, seed=lc.seed
+            ).as_dict()
+        tail = hist.loss[-max(1, len(hist.loss) // 10) :]
+        training = {
+            "steps": hist.steps,
+            "seconds": hist.seconds,
+            "final_loss": statistics.fmean(tail),
+            "train_slices": len(slices),
+            "held_out": score,
+        }
+        vae.save(
+            path,
+            {
+                "stage": "kernel_vae",
+                "layer": layer,
+                "bank_sha256": self._bank_sha(),
+                "layer_config": to_dict(lc),
+                "training": training,
+            },
+        )
+        adv = f"; {score['advantage']:+.2f} nats/slice vs a per-pixel Gaussian" if score else ""
+        self.say(
+            f"Trained the {layer} kernel VAE ({hist.steps} steps, {hist.seconds:.0f} s, "
+            f"{len(slices):,} slices{adv}); saved to {path}"
+        )
+        return vae
+
+    # -- stage 3: the initialisation experiment --------------------------------------------------
+    def init_experiment(self) -> list[dict]:
+        """Accuracy-vs-step rows of a plain CNN from each init and seed (resumes per run)."""
+        ic = self.cfg.init
+        rows = read_rows(self.curves_path, CURVE_COLUMNS, repair=True)
+        if not ic.enabled:
+            return rows
+        done = {(r["init"], int(r["seed"])) for r in rows if int(r["step"]) == ic.steps}
+        todo = [(i, s) for i in ic.inits for s in ic.seeds if (i, s) not in done]
+        t0 = time.perf_counter()
+        if todo:
+            need_bank = any(i == "filters" for i, _ in todo)
+            need_vaes = any(i == "dwp" for i, _ in todo)
+            bank = self.kernel_bank() if need_bank or need_vaes else None
+            vaes = self.kernel_vaes() if need_vaes else None
+            t0 = time.perf_counter()
+            train, test = self.mnist()
+            xt, yt = test_subset(test.float_images(), test.labels, ic.test_images, 0)
+            data = (train.float_images(), train.labels, xt, yt)
+            # drop partial runs (interrupted mid-way): they are redone from step 0
+            keep = [r for r in rows if (r["init"], int(r["seed"])) in done]
+            if len(keep) != len(rows):
+                self._rewrite(self.curves_path, keep, CURVE_COLUMNS)
+                rows = keep
+            for init_name, seed in progress(todo, desc="init experiment", position=0):
+                new = train_plain_cnn_curve(init_name, seed, ic, data, bank, vaes, self.device)
+                for r in new:
+                    append_row(self.curves_path, r, CURVE_COLUMNS)
+                rows += new
+            self.say(f"Init experiment: trained {len(todo)} run(s) into {self.curves_path}")
+        else:
+            self.say(f"Init experiment: loaded {len(rows)} rows from {self.curves_path}")
+        self._timed("init_experiment", t0, not todo)
+        return [r for r in rows if r["init"] in ic.inits and int(r["seed"]) in ic.seeds]
+
+    def init_costs(self) -> dict:
+        """Bytes and seconds of the dwp init vs the filters init (saved as init_costs.json)."""
+        vaes, bank = self.kernel_vaes(), self.kernel_bank()
+        costs = init_costs(bank, vaes, self.cfg.init.channels, self.cfg.init.draw_repeats)
+        path = self._bank_path
+        costs["bank_file_bytes"] = path.stat().st_size if path and path.exists() else None
+        costs["vae_file_bytes"] = {k: v["bytes"] for k, v in self.vae_records.items()}
+        costs["source_net_seconds"] = sum(float(r.get("seconds") or 0) for r in self._net_records())
+        costs["vae_training_seconds"] = {k: v.get("seconds") for k, v in self.vae_records.items()}
+        _artifacts.atomic_write_json(self.out / "init_costs.json", costs)
+        return costs
+
+    def _net_records(self) -> list[dict]:
+        folder = self.cfg.source.default_dir()
+        out = []
+        for i in range(self.cfg.source.n_nets):
+            path = folder / f"net_{i:03d}.pt"
+            if path.exists():
+                out.append(_artifacts.read_record(path)["provenance"].get("record", {}))
+        return out
+
+    @staticmethod
+    def _rewrite(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
+        with _artifacts.atomic_path(path) as tmp:
+            for r in rows:
+                append_row(tmp, r, columns)
+            if not rows:
+                tmp.write_text("")
+
+    # -- stage 4: the prior comparison -----------------------------------------------------------
+    def planned_cells(self) -> list[tuple[str, int, int]]:
+        """``(method, n, seed)`` of every cell of the grid, small n first."""
+        g = self.cfg.grid
+        return [(m, n, s) for n in g.sizes for s in g.split_seeds for m in g.methods]
+
+    def prior_grid(self) -> list[dict]:
+        """Train and evaluate every cell not yet in ``results.csv``; return the rows of the
+        cells of this config (earlier rows of other sizes, methods or seeds stay in the file)."""
+        g = self.cfg.grid
+        rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
+        if not g.enabled:
+            return rows
+        have = {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows}
+        todo = [
+            (m, n, s) for m, n, s in self.planned_cells() if (*parse_method(m), n, s) not in have
+        ]
+        t0 = time.perf_counter()
+        if todo:
+            needs = {parse_method(m)[0] for m, _, _ in todo} | {
+                parse_method(m)[1] for m, _, _ in todo
+            }
+            bank = self.kernel_bank()
+            vaes = self.kernel_vaes() if "dwp" in "/".join(needs) else None
+            t0 = time.perf_counter()
+            train, test = self.mnist()
+            xt, yt = test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
+            bar = progress(todo, desc="prior grid", position=0)
+            for method, n, seed in bar:
+                bar.set_postfix_str(f"{method} n={n} seed={seed}")
+                row = self.run_cell(method, n, seed, train, (xt, yt), bank, vaes)
+                append_row(self.results_path, row, RESULT_COLUMNS)
+                rows.append(row)
+            self.say(f"Prior grid: ran {len(todo)} cell(s) into {self.results_path}")
+        else:
+            self.say(
+                f"Prior grid: all {len(self.planned_cells())} cells found in {self.results_path}"
+            )
+        self._timed("prior_grid", t0, not todo)
+        planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
+        return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
+
+    def run_cell(self, method, n, seed, train, test_xy, bank, vaes) -> dict:
+        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed)."""
+        from .data import balanced_subset
+
+        prior, init_name = parse_method(method)
+        bc = dataclasses.replace(
+            self.cfg.bayes, steps=self.cfg.grid.steps_for(n, self.cfg.bayes.steps)
+        )
+        sub = balanced_subset(train, n, seed)
+        x, y = sub.float_images(), sub.labels
+        xt, yt = test_xy
+        init = make_init(init_name, bank, vaes)
+        t0 = time.perf_counter()
+        if prior == "det":
+            model = det_cnn(bc)
+            initialise(model, init, seed)
+            hist = train_det_cnn(model, x, y, bc, seed, self.device)
+        else:
+            model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
+            initialise(model, init, seed)
+            priors = make_priors(prior, vaes, bc)
+            hist = train_bayesian_cnn(model, priors, x, y, bc, seed, self.device)
+        torch.manual_seed(seed)  # the evaluation's weight samples
+        samples = bc.eval_samples if prior != "det" else 1
+        acc_ens = ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
+        acc_mean = mean_accuracy(model, xt, yt, bc.eval_batch_size)
+        train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
+        seconds = time.perf_counter() - t0
+        tail = max(1, len(hist.loss) // 10)
+        vae_sha = {k: v["sha256"][:12] for k, v in self.vae_records.items()} if vaes else {}
+        return {
+            "experiment": self.cfg.name,
+            "prior": prior,
+            "init": init_name,
+            "n": n,
+            "seed": seed,
+            "acc_ensemble": round(acc_ens, 6),
+            "acc_mean": round(acc_mean, 6),
+            "train_acc": round(train_acc, 6),
+            "loss": round(statistics.fmean(hist.loss[-tail:]), 6),
+            "nll": round(statistics.fmean(hist.nll[-tail:]), 6),
+            "kl": round(statistics.fmean(hist.kl[-tail:]), 6),
+            "log_sigma2_conv1": _mean_log_var(model, "conv1"),
+            "log_sigma2_conv2": _mean_log_var(model, "conv2"),
+            "steps": bc.steps,
+            "lr": bc.lr,
+            "log_sigma2_init": bc.log_sigma2_init,
+            "kl_weight": bc.kl_weight,
+            "channels": "x".join(str(c) for c in bc.channels),
+            "dwp_slices_per_step": bc.dwp_slices_per_step,
+            "dwp_train_reverse": bc.dwp_train_reverse,
+            "eval_samples": samples,
+            "test_images": len(yt),
+            "seconds": round(seconds, 3),
+            "device": str(self.device),
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "config_key": self.cfg.key(),
+            "bank_sha256": self._bank_sha()[:12],
+            "vae_sha256": "/".join(f"{k}={v}" for k, v in vae_sha.items()),
+        }
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
+        """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        from . import plots
+
+        t0 = time.perf_counter()
+        folder = self.out / "figures"
+        folder.mkdir(exist_ok=True)
+        figs = {}
+        bank, vaes = self.kernel_bank(), self.kernel_vaes()
+        figs["kernel_examples"] = plots.plot_kernel_examples(bank, vaes)
+        figs["latent_space"] = plots.plot_latent_space(bank, vaes)
+        if curves is None:
+            curves = read_rows(self.curves_path, CURVE_COLUMNS)
+        if curves:
+            figs["init_curves"] = plots.plot_init_curves(curves)
+        if rows is None:
+            rows = read_rows(self.results_path, RESULT_COLUMNS)
+        if rows:
+            figs["accuracy_vs_n"] = plots.plot_accuracy_vs_n(rows, title=self.cfg.name)
+        paths = {}
+        for name, fig in figs.items():
+            path = folder / f"{name}.png"
+            with _artifacts.atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
+            plt.close(fig)
+            paths[name] = path
+        self._timed("figures", t0, False)
+        return paths
+
+    def provenance(self) -> dict:
+        """What the run was: command, config, overrides, data, artifacts, versions, times."""
+        bank = self._bank
+        rows = read_rows(self.results_path, RESULT_COLUMNS)
+        data: dict[str, Any] = {}
+        if self._mnist is not None:
+            data["mnist"] = {
+                s.provenance.get("split", i): dict(s.provenance) for i, s in enumerate(self._mnist)
+            }
+        if bank is not None:
+            data["source"] = bank.provenance.get("data", {})
+        planned = len(self.planned_cells()) if self.cfg.grid.enabled else 0
+        return {
+            "command": self.command,
+            "preset": self.cfg.from_preset,
+            "name": self.cfg.name,
+            "overrides": self.overrides,
+            "config_file": self.config_file,
+            "config": self.cfg.to_dict(),
+            "config_key": self.cfg.key(),
+            "seeds": {
+                "split_seeds": list(self.cfg.grid.split_seeds),
+                "init_seeds": list(self.cfg.init.seeds),
+                "source_net_seeds": [
+                    self.cfg.source.seed + i for i in range(self.cfg.source.n_nets)
+                ],
+                "vae_seeds": {k: v.seed for k, v in self.cfg.vae.layers().items()},
+            },
+            "data": data,
+            "bank": None
+            if bank is None
+            else {
+                "file": str(self._bank_path),
+                "sha256": self._bank_sha(),
+                "counts": bank.counts(),
+                "norms": bank.provenance.get("norms"),
+                "source_accuracy": bank.provenance.get("accuracy"),
+            },
+            "kernel_vaes": self.vae_records,
+            "rows": len(rows),
+            "cells_planned": planned,
+            "complete": planned == 0 or len(self.prior_grid_done()) >= planned,
+            "stage_seconds": self.stage_seconds,
+            "stage_loaded_from_cache": self.stage_loaded,
+            "environment": _artifacts.environment_record(),
+            "threads": torch.get_num_threads(),
+        }
+
+    def prior_grid_done(self) -> set:
+        planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
+        rows = read_rows(self.results_path, RESULT_COLUMNS)
+        return {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows} & planned
+
+    def write_provenance(self, extra: Mapping | None = None) -> Path:
+        prov = self.provenance()
+        if extra:
+            prov.update(extra)
+        path = self.out / "provenance.json"
+        _artifacts.atomic_write_json(path, prov)
+        return path
+
+    def run(self) -> dict:
+        """Every stage in order, then figures and provenance. Returns a summary dict."""
+        t0 = time.perf_counter()
+        bank = self.kernel_bank()
+        self.say(bank.summary())
+        self.kernel_vaes()
+        self.write_provenance({"wall_seconds": time.perf_counter() - t0})
+        costs = curves = None
+        if self.cfg.init.enabled:
+            curves = self.init_experiment()
+            costs = self.init_costs()
+            self.write_provenance({"wall_seconds": time.perf_counter() - t0})
+        rows = self.prior_grid()
+        self.write_figures(curves, rows, costs)
+        prov = self.write_provenance({"wall_seconds": time.perf_counter() - t0})
+        return {"rows": rows, "curves": curves, "costs": costs, "provenance": prov}
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
+# ------------------------------------------------------------------------------------------------
+
+
+def cli(args: argparse.Namespace) -> int:
+    """``python -m dwp_lib reproduce``: run (or resume) the pipeline into ``--out``."""
+    overrides = list(getattr(args, "set", None) or [])
+    config_file = getattr(args, "config", None)
+    try:
+        cfg = config_from(args.preset, config_file, overrides, getattr(args, "name", None))
+    except (ExperimentError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if getattr(args, "print_config", False):
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        exp = Experiment(
+            cfg, args.out, command=command, overrides=overrides, config_file=config_file
+        )
+    except ExperimentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"Experiment {cfg.name!r} (preset {cfg.from_preset}, dwp_lib {__version__}) -> {exp.out}")
+    out = exp.run()
+    rows = out["rows"]
+    if rows:
+        print(results_table(rows))
+    print(f"Results: {exp.results_path}\nProvenance: {out['provenance']}")
+    return 0

@@ -1,0 +1,365 @@
+"""Tests of dwp_lib.experiment: the config and its overrides, the results files, the summaries,
+and the pipeline end to end on a fake bank and fake digits (seconds, no data needed): resuming
+after an interruption, refusing a folder made with other settings, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dwp_lib import experiment as ex
+from dwp_lib.cli import main as cli_main
+from dwp_lib.data import ImageSet
+from dwp_lib.experiment import (
+    PAPER_RESULTS,
+    RESULT_COLUMNS,
+    Experiment,
+    ExperimentConfig,
+    ExperimentError,
+    apply_overrides,
+    config_from,
+    paired_difference,
+    parse_method,
+    read_rows,
+    results_table,
+    summarise,
+)
+from dwp_lib.source_nets import (
+    FConv,
+    KernelBank,
+    SourceNetsConfig,
+    build_kernel_bank,
+    xavier_normal_init,
+)
+
+torch.set_num_threads(1)  # the tests share two cores with other work
+
+
+# --------------------------------------------------------------------------------------------
+# Config and overrides
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "book", "paper"])
+def test_presets_build_and_name_every_stage(name):
+    cfg = ExperimentConfig.preset(name)
+    assert cfg.from_preset == name
+    assert set(cfg.vae.layers()) == {"conv1", "conv2"}
+    assert cfg.vae.conv1.arch.kernel_size == 7 and cfg.vae.conv2.arch.kernel_size == 5
+    for m in cfg.grid.methods:
+        parse_method(m)
+
+
+def test_paper_preset_is_the_authors_grid():
+    cfg = ExperimentConfig.paper()
+    assert cfg.grid.sizes == (50, 100, 200, 500, 1000)
+    assert len(cfg.grid.split_seeds) == 10 and cfg.grid.test_images is None
+    assert cfg.bayes.steps == 10_000 and cfg.bayes.log_sigma2_init == -10
+    assert cfg.source.n_nets == 100 and cfg.source.widths == (256, 512)
+    assert {parse_method(m)[0] for m in cfg.grid.methods} == {"dwp", "normal", "log-uniform", "det"}
+
+
+def test_overrides_are_typed_by_the_field():
+    cfg = apply_overrides(
+        ExperimentConfig.tiny(),
+        [
+            "bayes.steps=2000",  # int
+            "bayes.lr=1",  # an int given to a float field becomes a float
+            "bayes.batch_size=None",  # optional
+            "bayes.dwp_train_reverse=true",
+            "source.prune_norms=[0.3, 0.1]",  # a list for a tuple
+            "grid.sizes=50,100,200",  # comma-separated text for a tuple
+            "grid.methods=dwp:dwp,normal:dwp",
+            "vae.conv2.arch.logvar_floor=-6",  # nested dataclasses
+            "vae.conv1.train.steps=7",
+            "grid.steps_by_size.50=10000",  # a dict key
+            "source.widths.1=128",  # a tuple index
+        ],
+    )
+    assert cfg.bayes.steps == 2000 and isinstance(cfg.bayes.lr, float) and cfg.bayes.lr == 1.0
+    assert cfg.bayes.batch_size is None and cfg.bayes.dwp_train_reverse is True
+    assert cfg.source.prune_norms == (0.3, 0.1)
+    assert cfg.grid.sizes == (50, 100, 200)
+    assert cfg.grid.methods == ("dwp:dwp", "normal:dwp")
+    assert cfg.vae.conv2.arch.logvar_floor == -6.0 and cfg.vae.conv1.train.steps == 7
+    assert cfg.grid.steps_for(50, 1) == 10_000 and cfg.grid.steps_for(100, 1) == 1
+    assert cfg.source.widths == (8, 128)
+    # the original preset is untouched
+    assert ExperimentConfig.tiny().bayes.steps != 2000
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("bayes.stepz=3", "did you mean 'steps'"),
+        ("bayes.steps=2.5", "is an integer"),
+        ("bayes.steps=many", "is an integer"),
+        ("grid.sizes=[55]", "multiple of 10"),
+        ("grid.methods=dwp:magic", "unknown init"),
+        ("grid.methods=flat:xavier", "unknown prior"),
+        ("bayes.steps", "PATH=VALUE"),
+        ("bayes=3", "is a section"),
+        ("source.prune_norms.5=0.1", "not an index"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(item, message):
+    with pytest.raises(ExperimentError, match=message):
+        apply_overrides(ExperimentConfig.tiny(), [item])
+
+
+def test_config_files_json_and_toml_equal_the_command_line(tmp_path):
+    (tmp_path / "a.json").write_text(
+        json.dumps({"preset": "tiny", "bayes": {"steps": 77}, "grid.sizes": [50, 100]})
+    )
+    (tmp_path / "a.toml").write_text(
+        'preset = "tiny"\n[bayes]\nsteps = 77\n[grid]\nsizes = [50, 100]\n'
+        "[grid.steps_by_size]\n100 = 9\n"
+    )
+    cli = config_from("tiny", None, ["bayes.steps=77", "grid.sizes=[50,100]"])
+    from_json = config_from(None, tmp_path / "a.json")
+    from_toml = config_from(None, tmp_path / "a.toml")
+    assert from_json == cli
+    assert from_toml.grid.steps_by_size == {"100": 9}
+    assert from_toml.bayes == cli.bayes and from_toml.grid.sizes == cli.grid.sizes
+    # --set applies after the file; an explicit preset wins over the file's
+    assert config_from(None, tmp_path / "a.json", ["bayes.steps=5"]).bayes.steps == 5
+    assert config_from("book", tmp_path / "a.json").from_preset == "book"
+    with pytest.raises(ExperimentError, match="does not exist"):
+        config_from(None, tmp_path / "missing.json")
+
+
+def test_key_changes_with_a_result_setting_but_not_with_the_grid_extent():
+    base = ExperimentConfig.tiny()
+    assert apply_overrides(base, ["bayes.steps=31"]).key() != base.key()
+    assert apply_overrides(base, ["source.prune_norms=[0.1,0.1]"]).key() != base.key()
+    assert (
+        apply_overrides(base, ["grid.sizes=50,100", "grid.split_seeds=0,1,2"]).key() == base.key()
+    )
+
+
+def test_parse_method():
+    assert parse_method("dwp:dwp") == ("dwp", "dwp")
+    assert parse_method("dwp/normal:xavier") == ("dwp/normal", "xavier")
+    for bad in ("dwp", "dwp:dwp:dwp", "log-uniform/dwp:xavier", "dwp/dwp/dwp:xavier"):
+        with pytest.raises(ValueError):
+            parse_method(bad)
+
+
+def test_cli_prints_the_resolved_config(capsys):
+    rc = cli_main(
+        ["reproduce", "--preset", "tiny", "--out", "unused", "--set", "bayes.steps=12"]
+        + ["--name", "probe", "--print-config"]
+    )
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["bayes"]["steps"] == 12 and printed["name"] == "probe"
+    assert cli_main(["reproduce", "--out", "x", "--set", "bayes.nope=1"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Results files and summaries
+# --------------------------------------------------------------------------------------------
+
+
+def _row(prior, init, n, seed, acc):
+    return {"prior": prior, "init": init, "n": n, "seed": seed, "acc_ensemble": acc}
+
+
+def test_append_and_read_rows_drop_a_torn_line(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    cols = ("prior", "init", "n", "seed", "acc_ensemble")
+    ex.append_row(path, _row("dwp", "dwp", 50, 0, 0.5), cols)
+    ex.append_row(path, _row("normal", "xavier", 50, 0, 0.25), cols)
+    with open(path, "a") as f:
+        f.write("dwp,dwp,50")  # an interrupted write
+    rows = read_rows(path, cols)
+    assert [r["acc_ensemble"] for r in rows] == [0.5, 0.25]
+    assert isinstance(rows[0]["n"], int)
+    assert "dropped 1 incomplete row" in capsys.readouterr().out
+    with pytest.raises(ExperimentError, match="columns"):
+        read_rows(path, ("a", "b"))
+
+
+def test_summaries_and_paired_differences():
+    rows = [
+        _row("dwp", "dwp", 50, 0, 0.80),
+        _row("dwp", "dwp", 50, 1, 0.70),
+        _row("dwp", "dwp", 50, 2, 0.60),
+        _row("normal", "xavier", 50, 0, 0.75),
+        _row("normal", "xavier", 50, 1, 0.72),
+        _row("normal", "xavier", 50, 3, 0.10),  # no partner seed: not in the paired test
+    ]
+    s = summarise(rows)[("dwp", "dwp", 50)]
+    assert s["count"] == 3 and math.isclose(s["mean"], 0.70) and math.isclose(s["std"], 0.10)
+    d = paired_difference(rows, "dwp:dwp", "normal:xavier", 50)
+    assert d["seeds"] == [0, 1] and d["wins"] == 1
+    assert [round(x, 6) for x in d["differences"]] == [0.05, -0.02]
+    assert math.isclose(d["mean"], 0.015)
+    table = results_table(rows)
+    assert "0.700 ± 0.100 (3)" in table and f"[paper {PAPER_RESULTS['dwp'][50]:.3f}]" in table
+    assert table.index("DWP") < table.index("N(0, 1)")
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline end to end, on a fake bank and fake digits
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_digits(n: int, seed: int) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for c in range(10):  # a class-dependent bright bar, so a net can learn something
+        images[labels == c, 2 + 2 * c : 4 + 2 * c, 4:24] = 255
+    return ImageSet(images, labels.to(torch.int64), {"dataset": "fake digits", "split": "x"})
+
+
+@pytest.fixture
+def fake_world(monkeypatch, tmp_path):
+    """The experiment on a bank cut from 3 random nets and on 300 fake digits."""
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_PROGRESS", "0")
+    calls = {"bank": 0}
+
+    def fake_bank(cfg, out_dir=None, device=None, **kw):
+        calls["bank"] += 1
+        nets = [
+            xavier_normal_init(FConv(*cfg.widths), torch.Generator().manual_seed(i))
+            for i in range(3)
+        ]
+        recs = [{"index": i, "seed": i, "test_accuracy": 0.5} for i in range(3)]
+        path = out_dir / "kernel_bank.pt"
+        build_kernel_bank(nets, cfg, recs).save(path)
+        return KernelBank.load(path)
+
+    monkeypatch.setattr(ex, "get_kernel_bank", fake_bank)
+    digits = (_fake_digits(300, 0), _fake_digits(100, 1))
+    monkeypatch.setattr(Experiment, "mnist", lambda self: digits)
+    return calls
+
+
+def micro_config(**extra) -> ExperimentConfig:
+    overrides = [
+        "source.widths=[4,8]",
+        "vae.conv1.arch.hidden=4",
+        "vae.conv2.arch.hidden=4",
+        "vae.conv1.train.steps=3",
+        "vae.conv2.train.steps=3",
+        "vae.conv1.eval_samples=2",
+        "vae.conv2.eval_samples=2",
+        "init.channels=[4,8]",
+        "init.steps=4",
+        "init.eval_every=2",
+        "init.batch_size=8",
+        "init.test_images=50",
+        "init.draw_repeats=1",
+        "bayes.channels=[4,8]",
+        "bayes.steps=3",
+        "bayes.eval_samples=2",
+        "grid.sizes=[10]",
+        "grid.split_seeds=[0,1]",
+        "grid.test_images=40",
+        "grid.methods=dwp:dwp,normal:xavier,log-uniform:xavier,det:xavier,dwp/normal:filters",
+    ]
+    return apply_overrides(
+        ExperimentConfig.tiny(), overrides + [f"{k}={v}" for k, v in extra.items()]
+    )
+
+
+def test_pipeline_writes_rows_curves_figures_and_provenance(fake_world, tmp_path):
+    out = tmp_path / "run"
+    exp = Experiment(micro_config(), out, "cpu", verbose=False, command="test")
+    result = exp.run()
+    rows = read_rows(out / "results.csv", RESULT_COLUMNS)
+    assert len(rows) == len(result["rows"]) == 5 * 2  # methods x seeds
+    assert {(r["prior"], r["init"]) for r in rows} >= {("dwp/normal", "filters"), ("det", "xavier")}
+    for r in rows:
+        assert 0 <= r["acc_ensemble"] <= 1 and 0 <= r["acc_mean"] <= 1
+        assert r["steps"] == 3 and r["test_images"] == 40 and r["config_key"] == exp.cfg.key()
+        if r["prior"] == "det":
+            assert r["log_sigma2_conv1"] is None and r["eval_samples"] == 1
+        else:
+            assert r["log_sigma2_conv1"] is not None and r["eval_samples"] == 2
+        if "dwp" in r["prior"] or r["init"] == "dwp":
+            assert "conv1=" in r["vae_sha256"]
+    curves = read_rows(out / "init_curves.csv")
+    assert {c["init"] for c in curves} == {"default", "xavier", "filters", "dwp"}
+    assert sorted({c["step"] for c in curves}) == [0, 2, 4]
+    for name in ("kernel_examples", "latent_space", "init_curves", "accuracy_vs_n"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["complete"] and prov["rows"] == 10 and prov["command"] == "test"
+    assert prov["config"]["bayes"]["steps"] == 3 and prov["preset"] == "tiny"
+    assert set(prov["kernel_vaes"]) == {"conv1", "conv2"}
+    assert prov["kernel_vaes"]["conv2"]["held_out"]["num_samples"] == 2
+    assert {"kernel_vaes", "prior_grid", "init_experiment"} <= set(prov["stage_seconds"])
+    costs = json.loads((out / "init_costs.json").read_text())
+    assert costs["layers"]["conv2"]["kernels_drawn"] == 4 * 8
+    assert costs["layers"]["conv2"]["vae_bytes"] > 0 and costs["layers"]["conv2"]["bank_bytes"] > 0
+
+
+def test_an_interrupted_grid_resumes_and_the_vaes_come_from_the_cache(
+    fake_world, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    cfg = micro_config(**{"init.enabled": "false", "grid.methods": "normal:xavier,dwp:dwp"})
+    first = Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    assert len(first) == 4
+    # interrupt: the last row is lost (and a torn half line is left behind)
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-1]) + lines[-1][:20])
+    ran = []
+    original = Experiment.run_cell
+
+    def counting(self, method, n, seed, *a):
+        ran.append((method, n, seed))
+        return original(self, method, n, seed, *a)
+
+    monkeypatch.setattr(Experiment, "run_cell", counting)
+    again = Experiment(cfg, out, "cpu", verbose=False)
+    rows = again.prior_grid()
+    assert len(ran) == 1 and len(rows) == 4
+    assert again.stage_loaded["kernel_vaes"] is True  # both VAEs loaded, hash-checked
+    # the redone cell equals the lost one (seeded): same accuracy
+    lost = next(
+        r
+        for r in first
+        if (r["prior"], r["init"], r["n"], r["seed"])
+        == (*parse_method(ran[0][0]), ran[0][1], ran[0][2])
+    )
+    redone = next(
+        r
+        for r in rows
+        if (r["prior"], r["init"], r["seed"]) == (lost["prior"], lost["init"], lost["seed"])
+    )
+    assert redone["acc_ensemble"] == lost["acc_ensemble"] and redone["nll"] == lost["nll"]
+    # more seeds in the same folder: only the new cells run
+    ran.clear()
+    more = apply_overrides(cfg, ["grid.split_seeds=[0,1,2]"])
+    assert len(Experiment(more, out, "cpu", verbose=False).prior_grid()) == 6 and len(ran) == 2
+
+
+def test_a_folder_made_with_other_settings_is_refused(fake_world, tmp_path):
+    out = tmp_path / "run"
+    Experiment(micro_config(), out, "cpu", verbose=False)
+    with pytest.raises(ExperimentError, match=r"bayes.steps: 3 -> 4.*new --out"):
+        Experiment(micro_config(**{"bayes.steps": 4}), out, "cpu", verbose=False)
+
+
+def test_a_corrupted_kernel_vae_is_retrained_not_trusted(fake_world, tmp_path):
+    cfg = micro_config(**{"init.enabled": "false", "grid.enabled": "false"})
+    exp = Experiment(cfg, tmp_path / "a", "cpu", verbose=False)
+    exp.kernel_vaes()
+    path = exp.vae_path("conv1")
+    path.write_bytes(path.read_bytes()[:-10])  # truncated
+    again = Experiment(cfg, tmp_path / "a", "cpu", verbose=False)
+    again.kernel_vaes()
+    assert again.stage_loaded["kernel_vaes"] is False
+    assert ex._artifacts.is_valid_artifact(path)
+
+
+def test_source_config_is_the_source_nets_preset():
+    assert ExperimentConfig.book().source == SourceNetsConfig.book()
