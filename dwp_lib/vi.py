@@ -484,6 +484,7 @@ class GradientStudyConfig:
     n_repeats: int = 200  # estimates per S
     batch_sizes: tuple[int, ...] = (10, 30, 100, 300, 1000)  # local reparametrisation study
     n_batch_repeats: int = 50
+    check_batch_size: int = 100  # where the costly per-example sampler is compared with local
 
     @classmethod
     def tiny(cls) -> GradientStudyConfig:
@@ -925,11 +926,12 @@ class MinibatchVIConfig:
     logvar_init: float = -6.0
     prior_logvar: float = 0.0  # N(0, 1) prior
     n_eval_samples: int = 10
+    n_test: int | None = None  # test images to evaluate on (None: the whole test set)
     seed: int = 0
 
     @classmethod
     def tiny(cls) -> MinibatchVIConfig:
-        return cls(n_train=1000, epochs=2, n_eval_samples=3)
+        return cls(n_train=1000, epochs=5, n_eval_samples=3, n_test=2000)
 
     @classmethod
     def book(cls) -> MinibatchVIConfig:
