@@ -61,6 +61,7 @@ __all__ = [
     "make_regression_data",
     "mean_field_optimum",
     "VIFitConfig",
+    "FitHistory",
     "fit_vlb",
     "linear_output_moments",
     "linear_local_reparam",
@@ -71,6 +72,7 @@ __all__ = [
     "BayesianLinear",
     "BayesianMLP",
     "MinibatchVIConfig",
+    "VIHistory",
     "train_minibatch_vi",
     "predictive_accuracy",
 ]

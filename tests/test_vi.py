@@ -453,3 +453,65 @@ def test_train_minibatch_vi_learns_a_separable_problem():
     assert vi.predictive_accuracy(model, x, y, n_samples=0) > 0.9
     with pytest.raises(ValueError, match="disagree"):
         vi.train_minibatch_vi(model, x, y[:10], cfg)
+
+
+# --- presets, data and figures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [vi.VIFitConfig, vi.MinibatchVIConfig, vi.GradientStudyConfig])
+def test_presets_build_and_grow(cls):
+    from dwp_lib.config import preset_of, to_dict
+
+    tiny, book, paper = (preset_of(cls, name) for name in ("tiny", "book", "paper"))
+    assert to_dict(tiny) != to_dict(book) != to_dict(paper)
+
+
+def test_make_regression_data_is_seeded_and_follows_the_model():
+    X, y, x = vi.make_regression_data(5000, weights=(0.5, -1.0), noise_std=0.5, seed=3)
+    assert X.shape == (5000, 2) and y.shape == (5000,) and (X[:, 0] == 1).all()
+    assert torch.equal(X[:, 1], x) and ((x >= 0) & (x <= 2)).all()
+    X2, y2, _ = vi.make_regression_data(5000, weights=(0.5, -1.0), noise_std=0.5, seed=3)
+    assert torch.equal(y, y2)
+    resid = y - X @ torch.tensor([0.5, -1.0], dtype=D64)
+    assert abs(resid.mean()) < 5 * 0.5 / math.sqrt(5000)
+    assert abs(resid.std() - 0.5) < 0.02
+
+
+def test_fit_vlb_checks_log_lik_shape():
+    q = vi.MeanFieldGaussian(torch.zeros(2))
+    with pytest.raises(ValueError, match="log_lik must return"):
+        vi.fit_vlb(q, lambda w: w, vi.VIFitConfig(steps=1, n_samples=3))
+
+
+def test_chapter_figures_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from dwp_lib import plots
+
+    mean, cov = torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    X, y, x = vi.make_regression_data(10)
+    hist = vi.VIHistory(elbo=[-3.0] * 30, data_term=[-1.0] * 30, kl=[2.0] * 30)
+    figs = [
+        plots.plot_q_vs_posterior(mean, cov, {"q": (mean, torch.eye(2))}, prior_var=1.0),
+        plots.plot_vlb_traces({"q": list(range(-60, 0))}, log_evidence=0.0),
+        plots.plot_mean_field_failure(
+            torch.tensor([0.0, 0.5]),
+            torch.tensor([1.0, 0.75]),
+            torch.tensor([0.0, 0.14]),
+            [(0.5, cov, torch.tensor([0.75, 0.75]))],
+        ),
+        plots.plot_blr_posterior(x, y, mean, cov, 1.0, 0.25),
+        plots.plot_blr_grid([[(mean, cov)]], [1.0], [10], 0.25, truth=(0.5, -1.0)),
+        plots.plot_estimator_histograms({"a": torch.randn(100)}, exact=0.0),
+        plots.plot_estimator_variance([2, 8], {"a": torch.tensor([1.0, 0.25])}),
+        plots.plot_vi_history(hist, n_data=10),
+        plots.plot_pixel_posterior(torch.randn(784, 10), torch.zeros(784, 10)),
+        plots.plot_gradient_variance_vs_batch([10, 100], {"a": torch.tensor([1.0, 0.1])}),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
