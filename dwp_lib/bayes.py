@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -465,6 +466,16 @@ def mean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
 # ------------------------------------------------------------------------------------------------
 
 
+class Initialisation(Protocol):
+    """How to draw the conv weights of a layer: ``xavier``, ``filters`` or ``dwp``."""
+
+    name: str
+
+    def conv_weight(
+        self, layer: str, shape: tuple[int, ...], generator: torch.Generator
+    ) -> Tensor: ...
+
+
 class XavierInit:
     """Xavier-normal (Glorot & Bengio 2010): N(0, 2 / (fan_in + fan_out)), not torch's default."""
 
@@ -524,7 +535,7 @@ def conv_weights(model: FConv) -> dict[str, nn.Parameter]:
 
 
 @torch.no_grad()
-def initialise(model: nn.Module, init, seed: int = 0) -> nn.Module:
+def initialise(model: FConv, init: Initialisation, seed: int = 0) -> FConv:
     """Set the conv weights (Bayesian: their means) with ``init``; Xavier-normal for the head.
 
     Values are copied *into* the existing parameters, so an optimiser built before or after
@@ -534,6 +545,7 @@ def initialise(model: nn.Module, init, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     for name, weight in conv_weights(model).items():
         weight.copy_(init.conv_weight(name, tuple(weight.shape), gen))
+        model.conv_layers()[name].bias.zero_()
     head = model.fc
     head.weight.copy_(
         nn.init.xavier_normal_(torch.empty_like(head.weight, device="cpu"), generator=gen)

@@ -33,7 +33,14 @@ from dwp_lib.vae import (
     train_kernel_vae,
 )
 
-torch.set_num_threads(1)  # the tests share two cores with other work; one thread is faster
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These small tensors run faster on one thread on a shared machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def mc_tolerance(samples: np.ndarray, k: float = 5.0) -> float:
