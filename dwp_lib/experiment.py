@@ -787,13 +787,103 @@ def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:
     return rows, prov
 
 
-def find_results(root: str | os.PathLike = "results") -> list[Path]:
-    """Run folders under ``root`` holding a ``results.csv``, largest first (by rows)."""
-    root = Path(root)
+def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) -> str:
+    """A Markdown table of the init experiment: test accuracy per init (mean ± std over seeds)
+    at ``steps`` (default: the first evaluation after step 0, the middle one and the last)."""
+    curves = list(curves)
+    all_steps = sorted({int(r["step"]) for r in curves} - {0})
+    if steps is None:
+        steps = sorted({all_steps[0], all_steps[len(all_steps) // 2], all_steps[-1]})
+    inits = list(dict.fromkeys(r["init"] for r in curves))
+    lines = ["| init | " + " | ".join(f"step {t}" for t in steps) + " |"]
+    lines.append("|" + "---|" * (len(steps) + 1))
+    for init in inits:
+        cells = []
+        for t in steps:
+            vals = [
+                float(r["test_acc"]) for r in curves if r["init"] == init and int(r["step"]) == t
+            ]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.fmean(vals):.3f} ± {sd:.3f}" if vals else "")
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def costs_table(costs: Mapping) -> str:
+    """A Markdown table of :func:`init_costs`: bytes and seconds per layer, dwp vs filters."""
+    lines = [
+        "| layer | kernels drawn | kernel VAE (bytes) | bank slices (bytes) | "
+        "draw with the VAE (ms) | draw from the bank (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for layer, c in costs["layers"].items():
+        lines.append(
+            f"| {layer} | {c['kernels_drawn']:,} | {c['vae_bytes']:,} | "
+            f"{c['bank_bytes']:,} ({c['bank_slices']:,} slices) | "
+            f"{1000 * c['seconds_dwp']:.2f} | {1000 * c['seconds_filters']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def repo_results_dir() -> Path:
+    """``results/`` of the repository this library was installed from (editable installs and
+    a checkout); it does not exist for a plain ``pip install``."""
+    return Path(__file__).resolve().parents[1] / "results"
+
+
+def find_results(root: str | os.PathLike | None = None) -> list[Path]:
+    """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``,
+    the one with most rows first."""
+    root = Path(root) if root is not None else repo_results_dir()
     if not root.is_dir():
         return []
     found = [p.parent for p in root.glob("*/results.csv")]
-    return sorted(found, key=lambda p: -len(read_rows(p / "results.csv")))
+    return sorted(found, key=lambda p: (-len(read_rows(p / "results.csv")), p.name))
+
+
+def config_summary(cfg: ExperimentConfig) -> str:
+    """A Markdown table of the settings that size each stage (for a chapter to show)."""
+    s, b, g, i = cfg.source, cfg.bayes, cfg.grid, cfg.init
+    v1, v2 = cfg.vae.conv1, cfg.vae.conv2
+
+    def vae(lc: LayerVAEConfig) -> str:
+        t = lc.train
+        length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
+        return (
+            f"latent {lc.arch.latent_dim}, hidden {lc.arch.hidden}, {length}, batch {t.batch_size}"
+        )
+
+    steps = ", ".join(
+        f"{b.steps if str(n) not in g.steps_by_size else g.steps_by_size[str(n)]}" for n in g.sizes
+    )
+    rows = [
+        (
+            "source nets",
+            f"{s.n_nets} x FConv{tuple(s.widths)}, {s.epochs} epochs, "
+            f"notMNIST variant '{s.data_variant}', prune norms {tuple(s.prune_norms)}",
+        ),
+        ("kernel VAE conv1 (7x7)", vae(v1)),
+        ("kernel VAE conv2 (5x5)", vae(v2)),
+        (
+            "init experiment",
+            f"FConv{tuple(i.channels)}, inits {', '.join(i.inits)}, "
+            f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}",
+        ),
+        (
+            "Bayesian CNN",
+            f"FConv{tuple(b.channels)}, steps {steps} (n = "
+            f"{', '.join(map(str, g.sizes))}), lr {b.lr:g}, log sigma^2 init {b.log_sigma2_init:g}, "
+            f"DWP slices per step {b.dwp_slices_per_step}, {b.eval_samples}-sample ensemble",
+        ),
+        (
+            "prior grid",
+            f"methods {', '.join(g.methods)}; n = {', '.join(map(str, g.sizes))}; "
+            f"split seeds {', '.join(map(str, g.split_seeds))}; "
+            f"{'all 10,000' if g.test_images is None else f'{g.test_images:,}'} test images",
+        ),
+    ]
+    lines = ["| stage | settings |", "|---|---|"] + [f"| {a} | {b_} |" for a, b_ in rows]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -909,6 +999,133 @@ def init_costs(
     return out
 
 
+#: Training images of the source task, per notMNIST variant (real sets: whole tarballs, about).
+SOURCE_IMAGES = {"small": 18_724, "large": 529_114}
+
+
+def _step_seconds(step, repeats: int) -> float:
+    step()  # warm-up (allocations, oneDNN kernels)
+    return _median_seconds(step, repeats)
+
+
+def estimate_cost(
+    cfg: ExperimentConfig,
+    device: torch.device | str | None = None,
+    repeats: int = 2,
+    source_images: int | None = None,
+) -> dict:
+    """What running ``cfg`` would take on ``device``, from a few timed steps (no training).
+
+    - source nets: one Adam step of FConv(``source.widths``) (timed on 32 images and scaled to
+      the batch), times
+      ``n_nets * epochs * ceil(images / batch)`` (``source_images``: default from
+      :data:`SOURCE_IMAGES`; the synthetic set's size is read from its cache);
+    - prior grid: one ELBO step per prior at the two smallest sizes (cost is close to linear in
+      n under full batch), extrapolated to every size, times steps and split seeds; kernel VAEs
+      of the configured architecture (untrained: the cost does not depend on their weights).
+
+    Kernel VAEs, the init experiment and evaluation are left out (minutes at most). Returns
+    seconds per part and in total, with the measured step times, and the bytes of the unpruned
+    bank (float32 slices of every net).
+    """
+    from .source_nets import conv_l2
+
+    device = torch.device(device) if device is not None else default_device()
+    s, b, g = cfg.source, cfg.bayes, cfg.grid
+    if source_images is None:
+        source_images = SOURCE_IMAGES.get(s.data_variant)
+        if source_images is None:
+            from .data import load_notmnist
+            from .data.synthetic import SyntheticConfig
+
+            cfg_syn = SyntheticConfig.preset(s.data_preset)
+            source_images = len(load_notmnist("train", "synthetic", cfg_syn))
+        if s.train_images is not None:
+            source_images = min(source_images, s.train_images)
+    net = FConv(*s.widths).to(device)
+    opt = torch.optim.Adam(net.parameters())
+    timed_batch = min(s.batch_size, 32)  # timed on 32 images, scaled to the batch (linear)
+    xb = torch.rand(timed_batch, 1, 28, 28, device=device)
+    yb = torch.arange(timed_batch, device=device) % 10
+
+    def source_step():
+        loss = F.cross_entropy(net(xb), yb) + s.l2 * conv_l2(net)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    per_source_step = _step_seconds(source_step, repeats) * s.batch_size / timed_batch
+    source_steps = s.n_nets * s.epochs * math.ceil(source_images / s.batch_size)
+    vaes = {k: KernelVAE(lc.arch).to(device) for k, lc in cfg.vae.layers().items()}
+    probe = sorted(g.sizes)[:2] if len(g.sizes) > 1 else [g.sizes[0], 2 * g.sizes[0]]
+    step_seconds: dict[str, dict[int, float]] = {}
+    grid_seconds = 0.0
+    for method in g.methods:
+        prior, _ = parse_method(method)
+        measured = {}
+        for n in probe:
+            measured[n] = _step_seconds(_elbo_step(prior, n, b, vaes, device), repeats)
+        (n0, t0), (n1, t1) = sorted(measured.items())
+        slope = max(0.0, (t1 - t0) / (n1 - n0))
+        per_n = {n: t0 + slope * (n - n0) for n in g.sizes}
+        step_seconds[method] = per_n
+        grid_seconds += sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes) * len(
+            g.split_seeds
+        )
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "source_step_seconds": per_source_step,
+        "source_steps": source_steps,
+        "source_images": source_images,
+        "source_seconds": per_source_step * source_steps,
+        "bank_bytes_unpruned": 4 * s.n_nets * s.widths[0] * (49 + 25 * s.widths[1]),
+        "grid_step_seconds": step_seconds,
+        "grid_cells": len(g.methods) * len(g.sizes) * len(g.split_seeds),
+        "grid_seconds": grid_seconds,
+        "total_seconds": per_source_step * source_steps + grid_seconds,
+    }
+
+
+def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device):
+    """One training step of the grid's network for ``prior`` on random data of size ``n``."""
+    x = torch.rand(n if b.batch_size is None else min(n, b.batch_size), 1, 28, 28, device=device)
+    y = torch.arange(len(x), device=device) % 10
+    if prior == "det":
+        net = det_cnn(b).to(device)
+        opt = torch.optim.Adam(net.parameters())
+
+        def step():
+            loss = F.cross_entropy(net(x), y) + b.det_weight_decay * conv_l2_of(net)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return step
+    from .bayes import negative_elbo
+
+    model = BayesianCNN(b, alpha_parametrised=prior == "log-uniform").to(device)
+    priors = make_priors(prior, vaes, b)
+    for p in priors.values():
+        p.to(device)
+    opt = torch.optim.Adam(model.parameters())
+
+    def step():
+        model.train()
+        loss = negative_elbo(model, x, y, n, priors, b.kl_weight).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def conv_l2_of(net: FConv) -> torch.Tensor:
+    from .source_nets import conv_l2
+
+    return conv_l2(net)
+
+
 def _mean_log_var(model: nn.Module, layer: str) -> float | None:
     if not isinstance(model, BayesianCNN):
         return None
@@ -1014,11 +1231,16 @@ class Experiment:
 
     # -- stage 2: one kernel VAE per layer ------------------------------------------------------
     def vae_path(self, layer: str) -> Path:
+        """Where the kernel VAE of ``layer`` is cached: named after a hash of the slices it is
+        fitted to and held out on (the bank's contents, not its file, so a bank re-cut with
+        the same slices keeps its VAEs) and of the layer's VAE config."""
         bank = self.kernel_bank()
         lc = self.cfg.vae.layers()[layer]
-        spec = {"bank": self._bank_sha(), "layer": layer, "config": to_dict(lc)}
+        digest = hashlib.sha256()
+        for split in (lc.split, "test"):
+            digest.update(bank.slices(layer, split).contiguous().numpy().tobytes())
+        spec = {"slices": digest.hexdigest(), "layer": layer, "config": to_dict(lc)}
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-        del bank
         return _artifacts.cache_dir("kernel_vaes") / f"{layer}-{key}.pt"
 
     def _bank_sha(self) -> str:
