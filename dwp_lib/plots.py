@@ -524,7 +524,8 @@ def plot_kernel_vae_samples(real, samples, ncols: int = 8, scale: str = "shared"
     ]
     vmax = max(float(np.nanmax(np.abs(g))) for g in grids) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    height, width = grids[0].shape
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4 * height / width + 0.5))
     k = torch.as_tensor(real).shape[-1]
     for ax, g, t in zip(
         axes, grids, [f"training slices ({k}x{k})", "kernel-VAE samples"], strict=True

@@ -169,26 +169,37 @@ class VAE(nn.Module):
 
 @dataclass
 class MLPVAEConfig:
-    """A fully-connected VAE for binary images: encoder and decoder with one hidden layer each.
+    """A fully-connected VAE for binary images. ``hidden`` lists the widths of the encoder's
+    hidden layers; the decoder uses them in reverse order.
 
     A 2-D latent space (``latent_dim=2``) can be drawn, coloured by digit; more latent
     dimensions fit MNIST better.
     """
 
     image_shape: tuple[int, int] = (28, 28)
-    hidden: int = 400
+    hidden: tuple[int, ...] = (512, 256)
     latent_dim: int = 2
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(self.image_shape)
+        self.hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
         if len(self.image_shape) != 2 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width), got {self.image_shape}")
-        if self.hidden < 1 or self.latent_dim < 1:
-            raise ValueError(f"hidden and latent_dim must be >= 1, got {self}")
+        if not self.hidden or min(self.hidden) < 1 or self.latent_dim < 1:
+            raise ValueError(f"hidden widths and latent_dim must be >= 1, got {self}")
 
     @property
     def input_dim(self) -> int:
         return self.image_shape[0] * self.image_shape[1]
+
+
+def _mlp(widths: list[int], last_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if last_activation or i < len(widths) - 2:
+            layers.append(nn.ELU())
+    return nn.Sequential(*layers)
 
 
 class MLPVAE(VAE):
@@ -202,12 +213,11 @@ class MLPVAE(VAE):
         super().__init__()
         self.config = cfg = config or MLPVAEConfig()
         self.latent_dim = cfg.latent_dim
-        self.encoder = nn.Sequential(nn.Linear(cfg.input_dim, cfg.hidden), nn.ELU())
-        self.z_mean = nn.Linear(cfg.hidden, cfg.latent_dim)
-        self.z_logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
-        self.decoder = nn.Sequential(
-            nn.Linear(cfg.latent_dim, cfg.hidden), nn.ELU(), nn.Linear(cfg.hidden, cfg.input_dim)
-        )
+        widths = [cfg.input_dim, *cfg.hidden]
+        self.encoder = _mlp(widths, last_activation=True)
+        self.z_mean = nn.Linear(widths[-1], cfg.latent_dim)
+        self.z_logvar = nn.Linear(widths[-1], cfg.latent_dim)
+        self.decoder = _mlp([cfg.latent_dim, *reversed(widths)], last_activation=False)
 
     def check_input(self, x: Tensor) -> Tensor:
         """Images ``(B, H, W)``, ``(B, 1, H, W)`` or flattened ``(B, H*W)`` -> ``(B, H*W)``."""
@@ -522,7 +532,7 @@ class VAETrainConfig:
 
     @classmethod
     def book(cls):
-        return cls(steps=4000)
+        return cls(steps=3000)
 
     @classmethod
     def paper(cls):
@@ -785,19 +795,22 @@ def toy_kernel_slices(
     scale: float = 0.3,
     return_angles: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """n synthetic "edge detector" slices ``(n, k, k)``: Gabor patches with a random orientation
-    and phase (a 2-D family, like the oriented filters of a trained first layer), plus
-    per-pixel noise of standard deviation ``noise``. Not real kernels: those come from the
-    source networks (book/05). With ``return_angles`` also returns the orientations ``(n,)``
-    in [0, pi).
+    """n synthetic "edge detector" slices ``(n, k, k)``, for tests and the chapter-3 demo.
+
+    Each slice is an odd Gabor patch, dark on one side and light on the other, with a random
+    direction in [0, 2 pi) and a random contrast in [0.3, 1] x ``scale``, plus per-pixel noise
+    of standard deviation ``noise``. A 2-D family (direction on a circle, contrast along a
+    radius), like the oriented filters of a trained first layer. Not real kernels: those come
+    from the source networks (book/05). With ``return_angles`` also returns the directions
+    ``(n,)``.
     """
     gen = torch.Generator().manual_seed(seed)
     r = torch.linspace(-1.0, 1.0, kernel_size)
     y, x = torch.meshgrid(r, r, indexing="ij")
-    theta = torch.rand(n, 1, 1, generator=gen) * math.pi
-    phase = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
+    theta = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
+    contrast = 0.3 + 0.7 * torch.rand(n, 1, 1, generator=gen)
     u = x * torch.cos(theta) + y * torch.sin(theta)
     envelope = torch.exp(-(x**2 + y**2) / 0.5)
-    w = scale * envelope * torch.cos(math.pi * u + phase)
+    w = scale * contrast * envelope * torch.sin(math.pi * u)
     w = w + noise * torch.randn(n, kernel_size, kernel_size, generator=gen)
     return (w, theta.flatten()) if return_angles else w

@@ -120,20 +120,30 @@ def fitted_vae():
     return vae, slices
 
 
-def test_iw_estimate_above_elbo_and_growing(fitted_vae):
-    vae, _ = fitted_vae
-    w = toy_kernel_slices(256, 7, seed=5)
+def _elbo_and_iw(vae, w, ks):
     gen = torch.Generator().manual_seed(1)
     elbo = vae.elbo(w, num_samples=64, generator=gen).mean().item()
-    iw = {k: vae.log_likelihood_iw(w, k, generator=gen).mean().item() for k in (1, 10, 50)}
-    # K = 1 is an unbiased estimate of the ELBO; more samples tighten the bound
-    assert abs(iw[1] - elbo) < 1.0, (iw[1], elbo)
+    return elbo, {k: vae.log_likelihood_iw(w, k, generator=gen).mean().item() for k in ks}
+
+
+def test_iw_estimate_above_elbo_and_growing(fitted_vae):
+    w = toy_kernel_slices(256, 7, seed=5)
+    # an untrained encoder is a poor posterior: a wide gap that closes as K grows
+    torch.manual_seed(0)
+    fresh = KernelVAE(KernelVAEConfig.for_kernel(7))
+    fresh.init_output_from_data(w)
+    elbo, iw = _elbo_and_iw(fresh, w, (1, 10, 100))
+    assert abs(iw[1] - elbo) < 0.5, (iw[1], elbo)  # K = 1 estimates the ELBO
+    assert elbo + 0.5 < iw[10] < iw[100] - 0.1, (elbo, iw)
+    # a trained encoder is close to the posterior: the gap is small but still positive
+    elbo, iw = _elbo_and_iw(fitted_vae[0], w, (1, 10, 50))
+    assert abs(iw[1] - elbo) < 0.5, (iw[1], elbo)
     assert elbo < iw[10] < iw[50], (elbo, iw)
     # chunked log-sum-exp equals the one-shot one
     g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     torch.testing.assert_close(
-        vae.log_likelihood_iw(w[:8], 50, generator=g1, chunk=7),
-        vae.log_likelihood_iw(w[:8], 50, generator=g2, chunk=50),
+        fitted_vae[0].log_likelihood_iw(w[:8], 50, generator=g1, chunk=7),
+        fitted_vae[0].log_likelihood_iw(w[:8], 50, generator=g2, chunk=50),
     )
 
 
@@ -194,7 +204,7 @@ def _toy_images(n: int, seed: int = 0) -> torch.Tensor:
 def test_mlp_vae_shapes_and_input_checks():
     from dwp_lib.vae import MLPVAE, MLPVAEConfig, binarize
 
-    model = MLPVAE(MLPVAEConfig(hidden=32, latent_dim=3))
+    model = MLPVAE(MLPVAEConfig(hidden=(32, 16), latent_dim=3))
     x = _toy_images(5)
     for xs in (x, x.unsqueeze(1), x.flatten(1)):
         mu, logvar = model.encode(xs)
