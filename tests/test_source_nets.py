@@ -39,7 +39,8 @@ def fake_data(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SourceDat
 
 
 def tiny(**overrides) -> SourceNetsConfig:
-    return SourceNetsConfig.preset("tiny", **overrides)
+    """The tiny preset without pruning (the random task's kernels are small)."""
+    return SourceNetsConfig.preset("tiny", **{"prune_norms": (0.0, 0.0), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,8 @@ def test_bank_counts_before_and_after_pruning(trained):
     assert torch.equal(compact.slices("conv1", "train"), pruned.slices("conv1", "train"))
     with pytest.raises(ValueError, match="store_unpruned"):
         compact.slices("conv1", "all_unpruned")
+    with pytest.raises(ValueError, match="no slice has an L2 norm >= the pruning threshold"):
+        build_kernel_bank(out, dataclasses.replace(cfg, prune_norms=(0.0, 100.0)))
     with pytest.raises(KeyError, match="splits are"):
         bank.slices("conv1", "validation")
     # "filters" init: a conv weight made of bank slices
