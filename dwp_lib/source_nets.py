@@ -148,9 +148,9 @@ class SourceNetsConfig:
 
     @classmethod
     def tiny(cls) -> SourceNetsConfig:
-        """Seconds: two narrow nets on 1,000 images (tests, ``DWP_PRESET=tiny``)."""
+        """Seconds: four narrow nets on 1,000 images (tests, ``DWP_PRESET=tiny``)."""
         return cls(
-            n_nets=2,
+            n_nets=4,
             widths=(8, 16),
             epochs=2,
             batch_size=32,
