@@ -271,7 +271,7 @@ def xavier_normal_init(module: nn.Module, generator: torch.Generator | None = No
     """Xavier-normal (Glorot) init of every conv and linear weight; biases set to zero.
 
     ``w ~ N(0, 2 / (fan_in + fan_out))`` with ``fan_in = c_in * k * k`` and
-    ``fan_out = c_out * k * k`` ({cite}`glorot2010xavier`). PyTorch's *default* init of ``Conv2d``
+    ``fan_out = c_out * k * k`` (Glorot and Bengio, 2010). PyTorch's *default* init of ``Conv2d``
     is a Kaiming-uniform, not this; the authors' "Xavier" baseline means this one.
     """
     for m in module.modules():
