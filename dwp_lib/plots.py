@@ -467,11 +467,15 @@ def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap
         fig = ax.figure
     if np.issubdtype(v.dtype, np.integer):
         colours = plt.get_cmap(cmap)
-        for c in np.unique(v):
-            m = v == c
-            name = labels[c] if labels is not None else str(c)
-            ax.scatter(z[m, 0], z[m, 1], s=4, alpha=0.6, color=colours(int(c) % 10), label=name)
-        ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        # one scatter in a random order, so no class is painted over by the ones drawn after it
+        order = np.random.default_rng(0).permutation(len(v))
+        ax.scatter(z[order, 0], z[order, 1], s=4, alpha=0.6, color=colours(v[order] % 10))
+        names = {c: str(c) if labels is None else labels[c] for c in np.unique(v)}
+        handles = [
+            plt.Line2D([], [], ls="", marker="o", color=colours(int(c) % 10), label=name)
+            for c, name in names.items()
+        ]
+        ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     else:
         sc = ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.7, c=v, cmap=cmap)
         fig.colorbar(sc, ax=ax, label=labels or "")

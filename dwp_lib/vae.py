@@ -528,7 +528,7 @@ class VAETrainConfig:
     # The MNIST VAE of chapter 3 (60,000 images; batch 128 is 469 steps per epoch).
     @classmethod
     def tiny(cls):
-        return cls(steps=300)
+        return cls(steps=200)
 
     @classmethod
     def book(cls):
