@@ -1,0 +1,515 @@
+"""The auxiliary bound of the deep weight prior, measured (book/04_implicit_prior.md).
+
+The deep weight prior p(w) = ∫ p(w|z) p(z) dz has no density we can evaluate, so the ELBO of a
+Bayesian CNN uses, per k x k slice w, the auxiliary bound (book/04 eq. ``eq-aux-slice``)
+
+    log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ]    (the kernel VAE's ELBO),
+
+whose gap is KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``). This module measures both
+sides of that inequality for a trained :class:`~dwp_lib.vae.KernelVAE`:
+
+- :class:`LatentGrid`: log p(w) by quadrature over a square grid of a 2-D latent space (the 7x7
+  VAE has d = 2), and the true posterior p(z|w) on that grid;
+- :func:`score_slices`: per slice, the bound (a Monte-Carlo average), the importance-weighted
+  estimate of log p(w) (:meth:`~dwp_lib.vae.VAE.log_likelihood_iw`) and, where a grid is given,
+  the quadrature value; the gap is their difference;
+- :func:`train_reverse`: a copy of the VAE whose reverse model r(z|w) alone is fitted to a set
+  of slices (the decoder, which *is* the prior, stays frozen), as when the DWP trains r;
+- :func:`layer_penalty`: the per-layer penalty -H(q) + sum of slice terms of a factorised
+  Gaussian q over a conv weight (eq. ``eq-dwp-penalty``), in expectation;
+- slices that did not come from a source net: :func:`gaussian_slices`, :func:`xavier_slices`,
+  :func:`shuffle_pixels`.
+
+Shapes: slices ``(B, k, k)``; per-slice quantities ``(B,)``; latent codes ``(..., d)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .config import preset_of
+from .progress import progress
+from .vae import KernelVAE, gaussian_log_prob, rsample, standard_normal_log_prob
+
+LOG_2PI_E = math.log(2 * math.pi * math.e)
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration: every knob of chapter 4's measurements
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImplicitPriorConfig:
+    """How chapter 4 measures the bound, its gap, and the penalty.
+
+    slices_per_kind:  slices of each kind scored (held-out source slices: at most this many).
+    bound_samples:    draws z ~ r(z|w) averaged in the bound E_r[...] of each slice.
+    iw_samples:       K of the importance-weighted estimate of log p(w).
+    curve_slices:     slices of each kind whose IW estimate is followed as K grows
+                      (:func:`iw_curve`), up to K = ``curve_samples``.
+    grid_size:        points per axis of the quadrature grid (2-D latents only).
+    grid_radius:      the grid covers [-R, R]^2 of the latent space (p(z) = N(0, I)).
+    reverse_steps:    Adam steps that fit r(z|w) to a set of slices (:func:`train_reverse`).
+    reverse_lr:       their learning rate (constant).
+    reverse_batch_size: slices per step (None: all of them).
+    penalty_samples:  draws of w ~ q (and z ~ r) averaged in :func:`layer_penalty`.
+    """
+
+    slices_per_kind: int = 48
+    bound_samples: int = 32
+    iw_samples: int = 256
+    curve_slices: int = 6
+    curve_samples: int = 512
+    grid_size: int = 121
+    grid_radius: float = 5.0
+    reverse_steps: int = 150
+    reverse_lr: float = 3e-3
+    reverse_batch_size: int | None = None
+    penalty_samples: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        ints = (
+            "slices_per_kind",
+            "bound_samples",
+            "iw_samples",
+            "curve_slices",
+            "curve_samples",
+            "reverse_steps",
+            "penalty_samples",
+        )
+        bad = [name for name in ints if getattr(self, name) < 1]
+        if self.grid_size < 3 or self.grid_radius <= 0 or self.reverse_lr <= 0:
+            bad.append("grid_size >= 3, grid_radius > 0, reverse_lr > 0")
+        if self.reverse_batch_size is not None and self.reverse_batch_size < 1:
+            bad.append("reverse_batch_size (None or >= 1)")
+        if bad:
+            raise ValueError(f"ImplicitPriorConfig: invalid {', '.join(bad)}: {self}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ImplicitPriorConfig:
+        return preset_of(cls, name, **overrides)
+
+    @classmethod
+    def tiny(cls) -> ImplicitPriorConfig:
+        return cls(
+            slices_per_kind=12,
+            bound_samples=8,
+            iw_samples=32,
+            curve_slices=3,
+            curve_samples=64,
+            grid_size=41,
+            reverse_steps=30,
+            penalty_samples=2,
+        )
+
+    @classmethod
+    def book(cls) -> ImplicitPriorConfig:
+        return cls()
+
+    @classmethod
+    def paper(cls) -> ImplicitPriorConfig:
+        return cls(
+            slices_per_kind=256,
+            bound_samples=256,
+            iw_samples=5000,
+            curve_slices=32,
+            curve_samples=8192,
+            grid_size=301,
+            grid_radius=6.0,
+            reverse_steps=1000,
+            reverse_lr=1e-3,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# log p(w) by quadrature over a 2-D latent space
+# ------------------------------------------------------------------------------------------------
+
+
+class LatentGrid:
+    """p(w) = ∫ p(w|z) p(z) dz as a sum over a square grid of z (book/04 eq. ``eq-dwp-marginal``).
+
+    The decoder is evaluated once at every grid point (``size**2`` codes); every slice is then
+    scored against the stored means and variances. Only for a 2-D latent space: a 4-D one
+    would need ``size**4`` decoder calls.
+
+    ``log_marginal(w)`` is log sum_g p(w|z_g) p(z_g) dA, the midpoint rule with cell area dA.
+    It converges to log p(w) as the grid grows, provided the posterior p(z|w) lies inside the
+    grid and is wider than a cell; :meth:`edge_mass` and :meth:`peak_mass` say whether it does.
+    """
+
+    def __init__(self, vae: KernelVAE, size: int, radius: float, batch: int = 4096) -> None:
+        if vae.latent_dim != 2:
+            raise ValueError(
+                f"LatentGrid integrates over a 2-D latent space; this KernelVAE has "
+                f"latent_dim={vae.latent_dim}. Use vae.log_likelihood_iw for it instead."
+            )
+        if size < 3 or radius <= 0:
+            raise ValueError(f"need size >= 3 and radius > 0, got size={size}, radius={radius}")
+        self.vae, self.size, self.radius = vae, size, radius
+        device = next(vae.parameters()).device
+        self.axis = torch.linspace(-radius, radius, size, device=device)
+        z1, z2 = torch.meshgrid(self.axis, self.axis, indexing="ij")
+        self.z = torch.stack([z1.flatten(), z2.flatten()], -1)  # (G, 2), row-major over (z1, z2)
+        self.log_cell = 2 * math.log(2 * radius / (size - 1))
+        self.log_prior = standard_normal_log_prob(self.z)  # (G,)
+        with torch.no_grad():
+            parts = [vae.decode(chunk) for chunk in self.z.split(batch)]
+        self.mean = torch.cat([m for m, _ in parts])  # (G, k, k)
+        self.logvar = torch.cat([v for _, v in parts])
+
+    @torch.no_grad()
+    def log_joint(self, w: Tensor, chunk: int = 8) -> Tensor:
+        """log p(w|z_g) + log p(z_g) at every grid point, ``(B, G)``."""
+        w = self.vae.check_input(w).to(self.mean.device)
+        rows = []
+        for part in w.split(chunk):
+            ll = gaussian_log_prob(part[:, None], self.mean, self.logvar).sum((-2, -1))
+            rows.append(ll + self.log_prior)
+        return torch.cat(rows)
+
+    def log_marginal(self, w: Tensor) -> Tensor:
+        """log p(w) by quadrature, ``(B,)``."""
+        return torch.logsumexp(self.log_joint(w), -1) + self.log_cell
+
+    def log_posterior(self, w: Tensor) -> Tensor:
+        """log p(z|w) (a density in z) on the grid, ``(B, size, size)``; index [b, i, j] is
+        z = (axis[i], axis[j])."""
+        lj = self.log_joint(w)
+        log_post = lj - torch.logsumexp(lj, -1, keepdim=True) - self.log_cell
+        return log_post.reshape(-1, self.size, self.size)
+
+    def _masses(self, w: Tensor) -> Tensor:
+        lj = self.log_joint(w)
+        return torch.softmax(lj, -1).reshape(-1, self.size, self.size)
+
+    def edge_mass(self, w: Tensor) -> Tensor:
+        """Posterior mass in the outermost ring of cells, ``(B,)``: near 0 when the grid is wide
+        enough."""
+        p = self._masses(w)
+        inner = p[:, 1:-1, 1:-1].sum((-2, -1))
+        return 1.0 - inner
+
+    def peak_mass(self, w: Tensor) -> Tensor:
+        """Posterior mass of the single heaviest cell, ``(B,)``: near 1 when the posterior is
+        narrower than a cell and the quadrature is too coarse to be trusted."""
+        return self._masses(w).flatten(1).amax(-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The bound and log p(w), per slice
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SliceScores:
+    """Per-slice numbers (nats) for one kind of slice, all ``(B,)`` tensors on the CPU.
+
+    bound:       E_r(z|w)[log p(w|z) + log p(z) - log r(z|w)] (eq. ``eq-aux-slice``), a
+                 Monte-Carlo mean over ``bound_samples`` draws.
+    log_p_iw:    the importance-weighted estimate with K = ``iw_samples`` (a stochastic lower
+                 bound on log p(w) that rises to it as K grows).
+    log_p_grid:  quadrature over the latent grid (None without a grid).
+    """
+
+    kind: str
+    bound: Tensor
+    log_p_iw: Tensor
+    log_p_grid: Tensor | None = None
+    edge_mass: Tensor | None = None
+    peak_mass: Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def log_p(self) -> Tensor:
+        """The estimate of log p(w) the gap uses: the quadrature where there is a grid (it has
+        no sampling noise), else the importance-weighted estimate."""
+        return self.log_p_iw if self.log_p_grid is None else self.log_p_grid
+
+    @property
+    def gap(self) -> Tensor:
+        """log p(w) - bound: an estimate of KL(r(z|w) || p(z|w)) >= 0 (eq. ``eq-aux-gap``)."""
+        return self.log_p - self.bound
+
+    def summary(self) -> dict:
+        """Means over the slices (and the median gap), as plain floats."""
+        out = {
+            "kind": self.kind,
+            "slices": len(self.bound),
+            "bound": self.bound.mean().item(),
+            "log_p_iw": self.log_p_iw.mean().item(),
+            "log_p": self.log_p.mean().item(),
+            "gap": self.gap.mean().item(),
+            "gap_median": self.gap.median().item(),
+        }
+        if self.log_p_grid is not None:
+            out["log_p_grid"] = self.log_p_grid.mean().item()
+            out["edge_mass_max"] = self.edge_mass.max().item()
+            out["peak_mass_max"] = self.peak_mass.max().item()
+        return out
+
+
+def scores_table(scores: list[SliceScores], after: list[SliceScores] | None = None) -> str:
+    """A Markdown table of :class:`SliceScores` (means over slices, nats per slice); with
+    ``after`` (the same kinds scored with a trained r), its gap is added as a column."""
+    if after is not None and [a.kind for a in after] != [s.kind for s in scores]:
+        raise ValueError("after must score the same kinds, in the same order, as scores")
+    grid = all(s.log_p_grid is not None for s in scores)
+    k = scores[0].info.get("iw_samples", "?") if scores else "?"
+    head = ["kind", "slices", f"log p(w), IW K={k}", "bound"]
+    if grid:
+        head.insert(2, "log p(w), grid")
+    head += ["gap mean", "gap median"]
+    if after is not None:
+        head += ["gap mean, r trained", "gap median, r trained"]
+    if grid:
+        head += ["max edge mass", "max peak mass"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, s in enumerate(scores):
+        d = s.summary()
+        row = [s.kind, f"{d['slices']}", f"{d['log_p_iw']:.2f}", f"{d['bound']:.2f}"]
+        if grid:
+            row.insert(2, f"{d['log_p_grid']:.2f}")
+        row += [f"{d['gap']:.2f}", f"{d['gap_median']:.2f}"]
+        if after is not None:
+            a = after[i].summary()
+            row += [f"{a['gap']:.2f}", f"{a['gap_median']:.2f}"]
+        if grid:
+            row += [f"{d['edge_mass_max']:.1e}", f"{d['peak_mass_max']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def score_slices(
+    vae: KernelVAE,
+    w: Tensor,
+    cfg: ImplicitPriorConfig,
+    kind: str = "",
+    grid: LatentGrid | None = None,
+    batch_size: int = 256,
+    log_p_iw: Tensor | None = None,
+) -> SliceScores:
+    """The bound and log p(w) of every slice of ``w`` ``(B, k, k)`` under ``vae`` (book/04).
+
+    Seeded by ``cfg.seed``. With ``grid`` (a :class:`LatentGrid` of the same VAE), log p(w) is
+    also computed by quadrature, with the grid's diagnostics. ``log_p_iw``: reuse an earlier
+    importance-weighted estimate (log p(w) depends on the decoder only, so after
+    :func:`train_reverse` only the bound needs recomputing); otherwise it is computed here.
+    """
+    vae.eval()
+    device = next(vae.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    w = vae.check_input(w).float()
+    if log_p_iw is not None and log_p_iw.shape != w.shape[:1]:
+        raise ValueError(f"log_p_iw has shape {tuple(log_p_iw.shape)}, expected ({len(w)},)")
+    bound, iw = [], []
+    for part in w.split(batch_size):
+        part = part.to(device)
+        bound.append(vae.elbo(part, cfg.bound_samples, gen).cpu())
+        if log_p_iw is None:
+            iw.append(vae.log_likelihood_iw(part, cfg.iw_samples, gen).cpu())
+    iw_values = torch.cat(iw) if log_p_iw is None else log_p_iw.detach().cpu()
+    scores = SliceScores(kind, torch.cat(bound), iw_values)
+    if grid is not None:
+        if not same_decoder(grid.vae, vae):
+            raise ValueError(
+                "the grid was built from another VAE's decoder p(w|z); build it from this VAE "
+                "(a copy from train_reverse shares the decoder and may use the original's grid)"
+            )
+        scores.log_p_grid = grid.log_marginal(w).cpu()
+        scores.edge_mass = grid.edge_mass(w).cpu()
+        scores.peak_mass = grid.peak_mass(w).cpu()
+    scores.info = {"bound_samples": cfg.bound_samples, "iw_samples": cfg.iw_samples}
+    return scores
+
+
+@torch.no_grad()
+def log_importance_weights(
+    vae: KernelVAE, w: Tensor, num_samples: int, seed: int = 0, chunk: int = 256
+) -> Tensor:
+    """log p(w|z_k) + log p(z_k) - log r(z_k|w) for z_k ~ r(z|w), ``(K, B)`` (book/03, IWAE).
+
+    Their mean over k is a one-sample bound estimate; their log-mean-exp is the IW estimate.
+    """
+    vae.eval()
+    device = next(vae.parameters()).device
+    w = vae.check_input(w).float().to(device)
+    gen = torch.Generator().manual_seed(seed)
+    mu, logvar = vae.encode(w)
+    out = []
+    for start in range(0, num_samples, chunk):
+        z = rsample(mu, logvar, min(chunk, num_samples - start), gen)  # (s, B, d)
+        log_r = gaussian_log_prob(z, mu, logvar).sum(-1)
+        out.append((vae.log_likelihood(w, z) + standard_normal_log_prob(z) - log_r).cpu())
+    return torch.cat(out)
+
+
+def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Tensor]:
+    """The IW estimate of log p(w) as a function of K, from ``log_w`` ``(K_max, B)``.
+
+    For each K the K_max weights are cut into K_max // K disjoint blocks and the estimate
+    log (1/K) sum_k w_k is averaged over the blocks: an estimate of E[log-mean-exp of K
+    weights], the expected IW bound, which rises with K from the bound (K = 1) towards
+    log p(w). ``ks`` defaults to the powers of two up to K_max. Returns ``(ks, (len(ks), B))``.
+    """
+    k_max = log_w.shape[0]
+    ks = ks or [2**i for i in range(int(math.log2(k_max)) + 1)]
+    rows = []
+    for k in ks:
+        if not 1 <= k <= k_max:
+            raise ValueError(f"K={k} outside 1..{k_max}")
+        blocks = log_w[: (k_max // k) * k].reshape(k_max // k, k, -1)
+        rows.append((torch.logsumexp(blocks, 1) - math.log(k)).mean(0))
+    return list(ks), torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training the reverse model r(z|w) alone
+# ------------------------------------------------------------------------------------------------
+
+
+def decoder_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
+    """The parameters of p(w|z): the kernel VAE's decoder and its mean and log-variance heads."""
+    return [p for m in (vae.decoder, vae.w_mean, vae.w_logvar) for p in m.parameters()]
+
+
+def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
+    """Whether two kernel VAEs have the same p(w|z) (the same prior), value for value."""
+    pa, pb = decoder_parameters(a), decoder_parameters(b)
+    return len(pa) == len(pb) and all(
+        x.shape == y.shape and torch.equal(x.detach().cpu(), y.detach().cpu())
+        for x, y in zip(pa, pb, strict=True)
+    )
+
+
+def reverse_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
+    """The parameters of r(z|w): the kernel VAE's encoder and its mean and variance heads."""
+    return [p for m in (vae.encoder, vae.z_mean, vae.z_var) for p in m.parameters()]
+
+
+def train_reverse(
+    vae: KernelVAE, slices: Tensor, cfg: ImplicitPriorConfig
+) -> tuple[KernelVAE, list[float]]:
+    """A copy of ``vae`` whose reverse model r(z|w) is fitted to ``slices`` ``(N, k, k)``.
+
+    Maximises the mean bound (the ELBO) of the slices over r's parameters only, with Adam at a
+    constant rate; the decoder p(w|z), which *is* the prior, is frozen, so log p(w) does not
+    change and every nat gained closes the gap KL(r || p(z|w)) (eq. ``eq-aux-gap``). This is what
+    the paper's algorithm does to r while it trains q (``DeepWeightPrior(train_reverse=True)``).
+    Returns the copy (in eval mode) and the loss (negative mean bound) of every step.
+    """
+    if len(slices) == 0:
+        raise ValueError("train_reverse needs at least one slice")
+    fitted = copy.deepcopy(vae).eval()  # eval: no dropout/BN here, but keep the VAE's mode
+    fitted.requires_grad_(False)
+    params = reverse_parameters(fitted)
+    for p in params:
+        p.requires_grad_(True)
+    device = next(fitted.parameters()).device
+    data = fitted.check_input(slices.float()).to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(params, lr=cfg.reverse_lr)
+    n, b = len(data), cfg.reverse_batch_size or len(data)
+    losses = []
+    for _ in progress(range(cfg.reverse_steps), desc="r(z|w)"):
+        idx = torch.randperm(n, generator=gen)[:b].to(device) if b < n else slice(None)
+        loss = -fitted.elbo(data[idx], 1, gen).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    fitted.requires_grad_(False)
+    return fitted, losses
+
+
+# ------------------------------------------------------------------------------------------------
+# The per-layer penalty of a factorised Gaussian q under the DWP
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PenaltyTerms:
+    """The DWP penalty of one layer (eq. ``eq-dwp-penalty``), in nats.
+
+    neg_entropy: -H(q), in closed form;
+    slice_terms: per slice, -E_q(w_s)[bound(w_s)] = E_q E_r[-log p(w_s|z) + log r(z|w_s) -
+                 log p(z)], ``(M,)``, Monte-Carlo.
+    """
+
+    neg_entropy: float
+    slice_terms: Tensor
+
+    @property
+    def total(self) -> float:
+        """-H(q) + sum of slice terms: an upper bound on KL(q(w) || p(w)) (in expectation)."""
+        return self.neg_entropy + self.slice_terms.sum().item()
+
+
+@torch.no_grad()
+def layer_penalty(
+    vae: KernelVAE, mu: Tensor, log_var: Tensor, num_samples: int, seed: int = 0
+) -> PenaltyTerms:
+    """-H(q) + sum_s E_q(w_s)[-bound(w_s)] for q(w) = prod N(w | mu, exp(log_var)) (book/04).
+
+    ``mu`` and ``log_var`` are per-slice ``(M, k, k)`` (a conv weight ``(c_out, c_in, k, k)``
+    reshaped, e.g. by :meth:`dwp_lib.bayes.BayesConv2d.slices`). Each slice term averages
+    ``num_samples`` draws of w ~ q and one z ~ r(z|w) per draw: the expectation that
+    ``DeepWeightPrior.kl`` estimates with one draw per step.
+    """
+    if mu.shape != log_var.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)} differ")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    device = next(vae.parameters()).device
+    mu, log_var = vae.check_input(mu).to(device), log_var.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    neg_entropy = -0.5 * (LOG_2PI_E + log_var).sum().item()
+    total = torch.zeros(len(mu), device=device)
+    for _ in range(num_samples):
+        w = mu + torch.exp(0.5 * log_var) * _randn(mu.shape, gen, mu)
+        total -= vae.elbo(w, 1, gen)
+    return PenaltyTerms(neg_entropy, (total / num_samples).cpu())
+
+
+def _randn(shape, gen: torch.Generator, like: Tensor) -> Tensor:
+    return torch.randn(shape, generator=gen, dtype=like.dtype).to(like.device)
+
+
+# ------------------------------------------------------------------------------------------------
+# Slices that did not come from a source net
+# ------------------------------------------------------------------------------------------------
+
+
+def gaussian_slices(n: int, kernel_size: int, std: float, seed: int = 0) -> Tensor:
+    """n slices of i.i.d. N(0, std^2) weights, ``(n, k, k)``: noise at a chosen scale."""
+    if n < 0 or std < 0:
+        raise ValueError(f"need n >= 0 and std >= 0, got n={n}, std={std}")
+    gen = torch.Generator().manual_seed(seed)
+    return std * torch.randn(n, kernel_size, kernel_size, generator=gen)
+
+
+def xavier_std(c_in: int, c_out: int, kernel_size: int) -> float:
+    """Standard deviation of a Xavier-normal conv weight: sqrt(2 / ((c_in + c_out) k^2))."""
+    return math.sqrt(2.0 / ((c_in + c_out) * kernel_size**2))
+
+
+def xavier_slices(n: int, kernel_size: int, c_in: int, c_out: int, seed: int = 0) -> Tensor:
+    """n slices as a Xavier-normal init of a Conv(c_in -> c_out, k x k) would draw them."""
+    return gaussian_slices(n, kernel_size, xavier_std(c_in, c_out, kernel_size), seed)
+
+
+def shuffle_pixels(slices: Tensor, seed: int = 0) -> Tensor:
+    """Each slice with its k*k weights permuted at random (its own permutation): the same
+    values, hence the same norm, without the spatial structure."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = slices.flatten(1)
+    order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
+    return torch.gather(flat, 1, order.to(flat.device)).reshape(slices.shape)
