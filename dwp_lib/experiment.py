@@ -207,7 +207,7 @@ class InitExperimentConfig:
                 test_images=200,
             )
         if name == "book":
-            return cls()
+            return cls(steps=150, eval_every=15, test_images=500)
         return cls(seeds=(0, 1, 2, 3, 4), steps=500, eval_every=10, test_images=None)
 
 
@@ -255,7 +255,7 @@ class GridConfig:
         if name == "tiny":
             return cls(sizes=(50,), split_seeds=(0, 1), test_images=500)
         if name == "book":
-            return cls()
+            return cls(test_images=1000)
         return cls(sizes=(50, 100, 200, 500, 1000), split_seeds=tuple(range(10)), test_images=None)
 
 
@@ -289,7 +289,7 @@ class ExperimentConfig:
         bayes = BayesConfig.preset(name)
         if name == "book":
             # CPU-sized: a narrower target net and fewer steps than the paper (see book/05)
-            bayes = dataclasses.replace(bayes, channels=(16, 64), steps=300)
+            bayes = dataclasses.replace(bayes, channels=(16, 64), steps=200)
         return cls(
             name=name,
             from_preset=name,
@@ -1621,6 +1621,16 @@ def cli(args: argparse.Namespace) -> int:
         return 2
     if getattr(args, "print_config", False):
         print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if getattr(args, "estimate", False):
+        est = estimate_cost(cfg)
+        print(json.dumps(est, indent=2))
+        print(
+            f"About {est['source_seconds'] / 3600:.1f} h for the source nets and "
+            f"{est['grid_seconds'] / 3600:.1f} h for the {est['grid_cells']} grid cells on "
+            f"{est['device']} with {est['threads']} thread(s) (kernel VAEs, the init experiment "
+            "and evaluation not included)"
+        )
         return 0
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
