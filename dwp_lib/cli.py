@@ -5,6 +5,7 @@ Commands
 ``data prepare``          fetch, verify and cache MNIST and notMNIST (see :mod:`dwp_lib.data`)
 ``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`)
 ``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
+``ablate``                run named ablation cells, write the table (:mod:`dwp_lib.ablation`)
 
 Every command takes ``--preset tiny|book|paper`` where it trains something.
 """
@@ -33,6 +34,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     from . import experiment
 
     return experiment.cli(args)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from . import ablation
+
+    return ablation.cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="time a few steps and print what the run would take on this machine, then exit",
     )
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("ablate", help="run named ablation cells and write the table (issue 9)")
+    p.add_argument("--preset", choices=PRESETS, default="book")
+    p.add_argument("--out", required=True, help="output folder for the table and provenance")
+    p.add_argument("--cells", default=None, help="comma-separated cell names (default: all)")
+    p.add_argument("--set", action="append", help="override, e.g. bayes.steps=2000 (repeatable)")
+    p.add_argument(
+        "--own-only", action="store_true", help="run only each cell's own runs (read shared ones)"
+    )
+    p.set_defaults(func=_ablate)
     return parser
 
 
