@@ -832,13 +832,34 @@ def repo_results_dir() -> Path:
 
 
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
-    """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``,
-    the one with most rows first."""
+    """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``
+    written by :class:`Experiment`, the one with most rows first."""
     root = Path(root) if root is not None else repo_results_dir()
     if not root.is_dir():
         return []
-    found = [p.parent for p in root.glob("*/results.csv")]
-    return sorted(found, key=lambda p: (-len(read_rows(p / "results.csv")), p.name))
+    found = {}
+    for path in root.glob("*/results.csv"):
+        with open(path, newline="") as f:
+            header = tuple(next(csv.reader(f), ()))
+        if header == RESULT_COLUMNS:  # other tables (e.g. an ablation's) are not grid runs
+            found[path.parent] = len(read_rows(path, RESULT_COLUMNS))
+    return sorted(found, key=lambda p: (-found[p], p.name))
+
+
+def describe_run(name: str, rows: Sequence[Mapping], provenance: Mapping | None) -> str:
+    """A few lines on a results folder: runs, command, wall time, machine (what is recorded)."""
+    lines = [f"{name}: {len(rows)} runs"]
+    if provenance is None:
+        return lines[0] + " (no provenance.json beside the results)"
+    env = provenance.get("environment", {})
+    lines.append(f"command: {provenance.get('command') or '(not recorded)'}")
+    wall = provenance.get("wall_seconds")
+    where = f"{env.get('device', '?')}, {provenance.get('threads', '?')} thread(s), {env.get('platform', '?')}"
+    lines.append(f"wall time: {wall / 60:.0f} min on {where}" if wall else f"machine: {where}")
+    lines.append(
+        f"dwp_lib {env.get('dwp_lib', '?')}, torch {env.get('torch', '?')}, {env.get('created', '')}"
+    )
+    return "\n".join(lines)
 
 
 def config_summary(cfg: ExperimentConfig) -> str:

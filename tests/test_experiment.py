@@ -363,3 +363,32 @@ def test_a_corrupted_kernel_vae_is_retrained_not_trusted(fake_world, tmp_path):
 
 def test_source_config_is_the_source_nets_preset():
     assert ExperimentConfig.book().source == SourceNetsConfig.book()
+
+
+def test_find_results_picks_grid_runs_only_largest_first(tmp_path):
+    small, big, other = tmp_path / "small", tmp_path / "big", tmp_path / "ablation"
+    for folder, k in ((small, 1), (big, 3)):
+        folder.mkdir()
+        for seed in range(k):
+            row = dict.fromkeys(RESULT_COLUMNS, 0) | _row("dwp", "dwp", 50, seed, 0.5)
+            ex.append_row(folder / "results.csv", row, RESULT_COLUMNS)
+    other.mkdir()
+    ex.append_row(other / "results.csv", {"cell": "x", "diff": 1}, ("cell", "diff"))
+    assert ex.find_results(tmp_path) == [big, small]
+    assert ex.find_results(tmp_path / "nowhere") == []
+    rows, prov = ex.load_results(big)
+    assert len(rows) == 3 and prov is None
+    assert "no provenance.json" in ex.describe_run("big", rows, prov)
+    text = ex.describe_run("big", rows, {"command": "c", "wall_seconds": 120, "environment": {}})
+    assert "command: c" in text and "2 min" in text
+
+
+def test_estimate_cost_counts_steps_and_cells():
+    cfg = micro_config(**{"grid.sizes": "[10,20,40]", "source.epochs": 2, "source.n_nets": 3})
+    est = ex.estimate_cost(cfg, "cpu", repeats=1, source_images=1000)
+    assert est["source_steps"] == 3 * 2 * math.ceil(1000 / cfg.source.batch_size)
+    assert est["grid_cells"] == 5 * 3 * 2
+    assert set(est["grid_step_seconds"]) == set(cfg.grid.methods)
+    assert all(t > 0 for per_n in est["grid_step_seconds"].values() for t in per_n.values())
+    assert est["total_seconds"] == pytest.approx(est["source_seconds"] + est["grid_seconds"])
+    assert est["bank_bytes_unpruned"] == 4 * 3 * 4 * (49 + 25 * 8)
