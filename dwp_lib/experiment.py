@@ -941,7 +941,7 @@ def train_plain_cnn_curve(
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
-    initialise(net, make_init(init_name, bank, vaes), seed)
+    initialise_kernels(net, make_init(init_name, bank, vaes), seed)
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(10_000 + seed)
@@ -968,6 +968,18 @@ def train_plain_cnn_curve(
                 )
             )
     return rows
+
+
+@torch.no_grad()
+def initialise_kernels(model: FConv, init, seed: int) -> FConv:
+    """:func:`dwp_lib.bayes.initialise`, then the head redrawn from its own generator, so runs
+    with the same seed and different inits differ in their conv kernels only (``initialise``
+    draws the head after the kernels from one generator, so its draw depends on the init)."""
+    initialise(model, init, seed)
+    gen = torch.Generator().manual_seed(1_000_003 + seed)
+    head = torch.empty(model.fc.weight.shape)
+    model.fc.weight.copy_(nn.init.xavier_normal_(head, generator=gen))
+    return model
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -1466,11 +1478,11 @@ class Experiment:
         t0 = time.perf_counter()
         if prior == "det":
             model = det_cnn(bc)
-            initialise(model, init, seed)
+            initialise_kernels(model, init, seed)
             hist = train_det_cnn(model, x, y, bc, seed, self.device)
         else:
             model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
-            initialise(model, init, seed)
+            initialise_kernels(model, init, seed)
             priors = make_priors(prior, vaes, bc)
             hist = train_bayesian_cnn(model, priors, x, y, bc, seed, self.device)
         torch.manual_seed(seed)  # the evaluation's weight samples

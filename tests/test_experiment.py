@@ -392,3 +392,19 @@ def test_estimate_cost_counts_steps_and_cells():
     assert all(t > 0 for per_n in est["grid_step_seconds"].values() for t in per_n.values())
     assert est["total_seconds"] == pytest.approx(est["source_seconds"] + est["grid_seconds"])
     assert est["bank_bytes_unpruned"] == 4 * 3 * 4 * (49 + 25 * 8)
+
+
+def test_inits_with_one_seed_differ_in_their_kernels_only(fake_world, tmp_path):
+    exp = Experiment(micro_config(), tmp_path / "run", "cpu", verbose=False)
+    bank, vaes = exp.kernel_bank(), exp.kernel_vaes()
+    nets = {
+        name: ex.initialise_kernels(FConv(4, 8), ex.make_init(name, bank, vaes), seed=3)
+        for name in ex.INITS
+    }
+    heads = [n.fc.weight for n in nets.values()]
+    assert all(torch.equal(heads[0], h) for h in heads[1:])
+    kernels = [n.conv2.weight for n in nets.values()]
+    assert not any(torch.equal(kernels[0], k) for k in kernels[1:])
+    # PyTorch's default conv init is a Kaiming-uniform: bounded by 1 / sqrt(fan_in)
+    bound = 1 / math.sqrt(4 * 25)
+    assert nets["default"].conv2.weight.abs().max() <= bound
