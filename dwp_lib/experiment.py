@@ -888,7 +888,7 @@ def config_summary(cfg: ExperimentConfig) -> str:
         (
             "init experiment",
             f"FConv{tuple(i.channels)}, inits {', '.join(i.inits)}, "
-            f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}",
+            f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}, Adam lr {i.lr:g}",
         ),
         (
             "Bayesian CNN",
