@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--own-only", action="store_true", help="run only each cell's own runs (read shared ones)"
     )
+    p.add_argument(
+        "--table-only", action="store_true", help="run nothing: tabulate the runs already made"
+    )
     p.set_defaults(func=_ablate)
     return parser
 
