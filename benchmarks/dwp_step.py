@@ -11,7 +11,9 @@ whose load drifts. It prints medians over rounds.
 
 It also prints the relative standard deviation of each DWP estimator of the conv2 penalty
 (std over draws / |mean|) at the start of training, where q's means are kernel-VAE samples (the
-"dwp" initialisation): the price in noise that subsampling pays for its speed.
+"dwp" initialisation): the price in noise that subsampling pays for its speed. And, because Adam
+divides each step by the gradient's RMS, the median |mean gradient| / RMS gradient of the
+penalty with respect to conv2's means: how much smaller a step a noisier estimator takes.
 
 Cost does not depend on the weights, only on the shapes, so the kernel VAEs are the authors'
 architectures (7x7: latent 2, hidden 32; 5x5: latent 4, hidden 64) fitted briefly to toy slices
@@ -50,7 +52,7 @@ def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:
 
 
 def make_step(priors, alpha: bool, init, x, y):
-    """A closure doing one training step, and the model it trains."""
+    """A closure doing one training step of a fresh Bayesian CNN under ``priors``."""
     model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha)
     bayes.initialise(model, init, seed=0)
     by_layer = bayes.priors_by_layer(model, priors)
@@ -63,7 +65,7 @@ def make_step(priors, alpha: bool, init, x, y):
         bayes.negative_elbo(model, x, y, len(x), by_layer).loss.backward()
         opt.step()
 
-    return step, model
+    return step
 
 
 def time_steps(steps: dict, rounds: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -81,19 +83,32 @@ def time_steps(steps: dict, rounds: int, warmup: int = 3) -> dict[str, list[floa
     return seconds
 
 
-@torch.no_grad()
 def penalty_spread(layer: bayes.BayesConv2d, prior: bayes.DeepWeightPrior, draws: int):
-    """Mean and std over draws of the slice part of the penalty, -sum_s aux_bound (nats)."""
+    """Over ``draws`` draws of the penalty: mean and std of its slice part (-sum_s aux_bound,
+    nats), and the median over weights of |mean gradient| / RMS gradient wrt ``layer.mu``.
+
+    The last figure is the size of an Adam step relative to the learning rate when this term
+    dominates the gradient: Adam divides by the RMS, so a noisier estimator takes smaller
+    steps towards the same expected gradient.
+    """
     entropy = layer.entropy().item()
-    values = torch.tensor([prior.kl(layer).item() + entropy for _ in range(draws)])
-    return values.mean().item(), values.std().item()
+    values, grads = [], []
+    for _ in range(draws):
+        layer.zero_grad(set_to_none=True)
+        penalty = prior.kl(layer)
+        penalty.backward()
+        values.append(penalty.item() + entropy)
+        grads.append(layer.mu.grad.flatten().clone())
+    values, g = torch.tensor(values), torch.stack(grads)
+    snr = (g.mean(0).abs() / g.pow(2).mean(0).sqrt().clamp_min(1e-30)).median()
+    return values.mean().item(), values.std().item(), snr.item()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--slices", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--draws", type=int, default=100, help="draws for the relative std")
+    parser.add_argument("--draws", type=int, default=50, help="draws for the relative std")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -118,9 +133,7 @@ def main() -> None:
     configs["DWP exact"] = (dwp(None), False)
     for m in args.slices:
         configs[f"DWP {m} slices"] = (dwp(m), False)
-    steps, models = {}, {}
-    for name, (priors, alpha) in configs.items():
-        steps[name], models[name] = make_step(priors, alpha, init, x, y)
+    steps = {name: make_step(p, alpha, init, x, y) for name, (p, alpha) in configs.items()}
 
     seconds = time_steps(steps, args.rounds)
     base = seconds["N(0,1)"]
@@ -136,17 +149,18 @@ def main() -> None:
         mark = "   <- default" if name == default_name else ""
         print(f"{name:<18} {1000 * statistics.median(ts):9.1f} {ratio:9.2f}{mark}")
 
-    layer = models["N(0,1)"].conv2  # q at the dwp initialisation, log sigma^2 = -10
+    fresh = bayes.initialise(bayes.BayesianCNN(bayes.BayesConfig()), init, seed=0)
+    layer = fresh.conv2  # q at the dwp initialisation, log sigma^2 = -10
     print(
         f"\nconv2 DWP penalty (sum over {layer.out_channels * layer.in_channels} slices of "
         f"-aux_bound) at the dwp initialisation, {args.draws} draws:"
     )
-    print(f"{'estimator':<18} {'mean':>11} {'std':>9} {'rel. std':>9}")
-    exact_mean, _ = penalty_spread(layer, dwp(None)["conv2"], args.draws)
-    for m in [None, *args.slices]:
-        mean, std = penalty_spread(layer, dwp(m)["conv2"], args.draws)
+    print(f"{'estimator':<18} {'mean':>11} {'std':>9} {'rel. std':>9} {'grad |mean|/rms':>16}")
+    rows = {m: penalty_spread(layer, dwp(m)["conv2"], args.draws) for m in [None, *args.slices]}
+    exact_mean = rows[None][0]
+    for m, (mean, std, snr) in rows.items():
         name = "exact" if m is None else f"{m} slices"
-        print(f"{name:<18} {mean:11.1f} {std:9.1f} {std / abs(exact_mean):9.4f}")
+        print(f"{name:<18} {mean:11.1f} {std:9.1f} {std / abs(exact_mean):9.4f} {snr:16.3f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Shapes: images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is cut 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from .config import preset_of, to_dict
 from .device import default_device, seed_everything
+from .implicit_prior import reverse_parameters
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, conv_l2, linear_decay
 from .vae import KernelVAE
@@ -311,12 +313,12 @@ class DeepWeightPrior(Prior):
         super().__init__()
         if slices_per_step is not None and slices_per_step < 1:
             raise ValueError(f"slices_per_step must be None (exact) or >= 1, got {slices_per_step}")
-        self.kernel_vae = _copy_of(kernel_vae).eval()
+        self.kernel_vae = copy.deepcopy(kernel_vae).eval()
         self.slices_per_step = slices_per_step
         self.train_reverse = train_reverse
         self.kernel_vae.requires_grad_(False)
-        for module in _reverse_modules(self.kernel_vae) if train_reverse else ():
-            module.requires_grad_(True)
+        for p in reverse_parameters(self.kernel_vae) if train_reverse else ():
+            p.requires_grad_(True)
 
     def extra_repr(self) -> str:
         return f"slices_per_step={self.slices_per_step}, train_reverse={self.train_reverse}"
@@ -344,17 +346,6 @@ class DeepWeightPrior(Prior):
             mu, log_var = mu[idx], log_var[idx]
         w = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
         return -layer.entropy() - (total / m) * self.aux_bound(w).sum()
-
-
-def _copy_of(vae: KernelVAE) -> KernelVAE:
-    copy = type(vae)(vae.config)
-    copy.load_state_dict(vae.state_dict())
-    return copy.to(next(vae.parameters()).device)
-
-
-def _reverse_modules(vae: KernelVAE) -> list[nn.Module]:
-    """The modules of r(z|w): the kernel VAE's encoder and its two heads."""
-    return [vae.encoder, vae.z_mean, vae.z_var]
 
 
 PriorSpec = Prior | Mapping[str, Prior]
