@@ -140,7 +140,21 @@ CELLS: tuple[Cell, ...] = (
         "target FConv(32,128) (authors'), 1,000 steps",
         ("bayes.channels=[32,128]", "bayes.steps=1000"),
     ),
-    Cell("logvar-6", "1 posterior variance", "log sigma^2 init -6", ("bayes.log_sigma2_init=-6",)),
+    Cell(
+        "logvar-6",
+        "1 posterior variance",
+        "log sigma^2 init -6",
+        ("bayes.log_sigma2_init=-6",),
+        seeds=SEEDS5,
+    ),
+    Cell(
+        "logvar-6-n100",
+        "1 posterior variance",
+        "log sigma^2 init -6, n = 100",
+        ("bayes.log_sigma2_init=-6",),
+        seeds=SEEDS5,
+        sizes=(100,),
+    ),
     Cell("lr3e-3", "1 learning rate", "lr 3e-3 (all parameters)", ("bayes.lr=0.003",)),
     Cell("nets2", "2 bank", "2 source nets (of 8)", ("source.n_nets=2",)),
     Cell("nets2-ep6", "2 bank", "2 nets x 6 epochs", ("source.n_nets=2", "source.epochs=6")),
@@ -158,7 +172,21 @@ CELLS: tuple[Cell, ...] = (
     ),
     Cell("vae5-z8", "3 kernel VAEs", "5x5 latent 8", ("vae.conv2.arch.latent_dim=8",)),
     Cell(
-        "vae5-floor", "3 kernel VAEs", "5x5 decoder floor -6", ("vae.conv2.arch.logvar_floor=-6",)
+        "vae5-floor",
+        "3 kernel VAEs",
+        "5x5 decoder floor -6",
+        ("vae.conv2.arch.logvar_floor=-6",),
+        seeds=SEEDS5,
+    ),
+    Cell(
+        "vae5-floor-n100",
+        "3 kernel VAEs",
+        "5x5 decoder floor -6, n = 100",
+        ("vae.conv2.arch.logvar_floor=-6",),
+        sizes=(100,),
+    ),
+    Cell(
+        "vae5-floor-4", "3 kernel VAEs", "5x5 decoder floor -4", ("vae.conv2.arch.logvar_floor=-4",)
     ),
     Cell(
         "width128",
@@ -166,7 +194,7 @@ CELLS: tuple[Cell, ...] = (
         "sources FConv(32,128), 2 nets",
         ("source.n_nets=2", "source.widths=[32,128]"),
     ),
-    Cell("reverse", "5 reverse model", "r(z|w) trained", ("bayes.dwp_train_reverse=true",)),
+    Cell("reverse", "5 reverse model", "reverse model trained", ("bayes.dwp_train_reverse=true",)),
     Cell("exact", "6 penalty", "exact sum over slices", ("bayes.dwp_slices_per_step=None",)),
 )
 
@@ -291,7 +319,8 @@ def run_cells(
                 res.rows += done  # complete: no stage is loaded (a shared bank may have changed)
             else:
                 exp = Experiment(run_cfg, folder, verbose=verbose)
-                res.rows += exp.prior_grid()
+                exp.prior_grid()
+                res.rows += _rows_in(folder, run_cfg)
                 if uses_vaes:
                     _artifacts.atomic_write_json(stages, _stage_summary(exp))
             if uses_vaes:
@@ -329,8 +358,13 @@ def _planned(cfg: ExperimentConfig) -> int:
 def _rows_in(folder: Path, cfg: ExperimentConfig) -> list[dict]:
     planned = {(*parse_method(m), n, s) for m in cfg.grid.methods for n in cfg.grid.sizes
                for s in cfg.grid.split_seeds}  # fmt: skip
-    rows = read_rows(folder / "results.csv", RESULT_COLUMNS)
-    return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
+    out, seen = [], set()
+    for r in read_rows(folder / "results.csv", RESULT_COLUMNS):
+        key = (r["prior"], r["init"], int(r["n"]), int(r["seed"]))
+        if key in planned and key not in seen:  # the first run of a cell counts (a second
+            seen.add(key)  # invocation may have run it again side by side)
+            out.append(r)
+    return out
 
 
 def _vae_summary(exp: Experiment) -> dict:
