@@ -82,10 +82,10 @@ def test_summary_pairs_differences_by_seed():
 
 def test_tiny_ablation_end_to_end(tmp_path, capsys, monkeypatch):
     """The CLI runs two cells through the experiment's stages and writes a consistent table;
-    the second cell reuses the first cell's N(0,1) runs."""
+    the second cell reuses the N(0,1) runs of the base cell's folder."""
     monkeypatch.setattr(ablation, "default_root", lambda: tmp_path / "runs")
     out = tmp_path / "abl"
-    args = ["ablate", "--preset", "tiny", "--out", str(out), "--cells", "base-n100,vae5-floor"]
+    args = ["ablate", "--preset", "tiny", "--out", str(out), "--cells", "base-n100,reverse"]
     args += [a for o in FAST for a in ("--set", o)]
     args += ["--set", "grid.split_seeds=[0,1]"]
     assert main(args) == 0
@@ -94,18 +94,21 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys, monkeypatch):
     with open(out / "table.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
     prov = json.loads((out / "provenance.json").read_text())
-    assert {r["cell"] for r in table} == {"base-n100", "vae5-floor"}
+    assert {r["cell"] for r in table} == {"base-n100", "reverse"}
     assert [r["n"] for r in table] == ["100", "50"]
     assert len(runs) == 8  # 2 cells x 2 methods x 2 seeds
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in runs)
-    base = {r["seed"]: r["accuracy"] for r in runs if r["cell"] == "vae5-floor"}
-    assert base  # ran
+    assert {r["method"] for r in runs if r["cell"] == "reverse"} == {BASELINE, DWP}
     folders = {c["cell"]["name"]: c["run_folders"] for c in prov["cells"]}
     # N(0,1)/Xavier is owned by the base cell's folder (first in CELLS), for both cells
-    assert folders["vae5-floor"][BASELINE] == folders["base-n100"][BASELINE]
-    assert folders["vae5-floor"][DWP] != folders["base-n100"][DWP]
+    assert folders["reverse"][BASELINE] == folders["base-n100"][BASELINE]
+    assert folders["reverse"][DWP] != folders["base-n100"][DWP]
     assert prov["extra_overrides"][:2] == list(FAST[:2])
-    assert prov["cells"][1]["config"]["vae"]["conv2"]["arch"]["logvar_floor"] == -6.0
+    assert prov["cells"][1]["config"]["bayes"]["dwp_train_reverse"] is True
     assert "advantage" in prov["cells"][1]["kernel_vaes"]["conv2"]["held_out"]
     assert prov["files"]["table.csv"]
     assert "Wrote" in capsys.readouterr().out
+    # --table-only runs nothing and rebuilds the same table from the cached runs
+    again = tmp_path / "again"
+    assert main([*args[:4], str(again), *args[5:], "--table-only"]) == 0
+    assert (again / "table.csv").read_text() == (out / "table.csv").read_text()
