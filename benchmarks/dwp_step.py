@@ -1,6 +1,6 @@
 """How much does the deep weight prior cost per training step? (issue 7)
 
-    python benchmarks/dwp_step.py [--rounds 15] [--slices 256 512 1024] [--threads N]
+    python benchmarks/dwp_step.py [--rounds 15] [--slices 256 512 1024] [--threads 1] [--device cpu]
 
 Times one training step of the Bayesian CNN FConv(32, 128) (50 examples, one full batch:
 forward, negative ELBO, backward, Adam step) under each prior: N(0, 1), log-uniform, the deep
@@ -34,6 +34,7 @@ import torch
 os.environ.setdefault("DWP_PROGRESS", "0")
 
 from dwp_lib import bayes  # noqa: E402
+from dwp_lib.device import default_device  # noqa: E402
 from dwp_lib.vae import (  # noqa: E402
     KernelVAE,
     KernelVAEConfig,
@@ -53,17 +54,20 @@ def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:
 
 def make_step(priors, alpha: bool, init, x, y):
     """A closure doing one training step of a fresh Bayesian CNN under ``priors``."""
-    model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha)
+    model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha).to(x.device)
     bayes.initialise(model, init, seed=0)
     by_layer = bayes.priors_by_layer(model, priors)
-    extra = [p for prior in by_layer.values() for p in prior.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(list(model.parameters()) + extra, lr=1e-3)
+    extra = [p for prior in by_layer.values() for p in prior.to(x.device).parameters()]
+    params = list(model.parameters()) + [p for p in extra if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-3)
     model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         bayes.negative_elbo(model, x, y, len(x), by_layer).loss.backward()
         opt.step()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
@@ -110,21 +114,27 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--draws", type=int, default=50, help="draws for the relative std")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine two threads per process make "
+        "the timings erratic; 0 keeps torch's default)",
     )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--vae7", default=None, help="saved 7x7 KernelVAE (default: toy-fitted)")
     parser.add_argument("--vae5", default=None, help="saved 5x5 KernelVAE (default: toy-fitted)")
     parser.add_argument("--vae-steps", type=int, default=500)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else default_device()
     random.seed(0)
     torch.manual_seed(0)
 
     vaes = {"conv1": kernel_vae(7, args.vae7, args.vae_steps)}
     vaes["conv2"] = kernel_vae(5, args.vae5, args.vae_steps)
     init = bayes.DWPInit(vaes)
-    x, y = torch.rand(50, 1, 28, 28), torch.arange(50) % 10
+    x, y = torch.rand(50, 1, 28, 28, device=device), torch.arange(50, device=device) % 10
 
     def dwp(m):
         return {name: bayes.DeepWeightPrior(vae, m) for name, vae in vaes.items()}
@@ -140,8 +150,9 @@ def main() -> None:
     default = bayes.DWP_SLICES_PER_STEP
     default_name = "DWP exact" if default is None else f"DWP {default} slices"
     print(
-        f"one training step, FConv(32, 128), 50 examples full batch; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds (median; ratio per round)"
+        f"one training step, FConv(32, 128), 50 examples full batch; torch {torch.__version__} "
+        f"on {device} ({torch.get_num_threads()} CPU threads); {args.rounds} rounds, median of "
+        "the per-round ratios"
     )
     print(f"{'prior':<18} {'ms/step':>9} {'x N(0,1)':>9}")
     for name, ts in seconds.items():
@@ -149,14 +160,17 @@ def main() -> None:
         mark = "   <- default" if name == default_name else ""
         print(f"{name:<18} {1000 * statistics.median(ts):9.1f} {ratio:9.2f}{mark}")
 
-    fresh = bayes.initialise(bayes.BayesianCNN(bayes.BayesConfig()), init, seed=0)
+    fresh = bayes.initialise(bayes.BayesianCNN(bayes.BayesConfig()).to(device), init, seed=0)
     layer = fresh.conv2  # q at the dwp initialisation, log sigma^2 = -10
     print(
         f"\nconv2 DWP penalty (sum over {layer.out_channels * layer.in_channels} slices of "
         f"-aux_bound) at the dwp initialisation, {args.draws} draws:"
     )
     print(f"{'estimator':<18} {'mean':>11} {'std':>9} {'rel. std':>9} {'grad |mean|/rms':>16}")
-    rows = {m: penalty_spread(layer, dwp(m)["conv2"], args.draws) for m in [None, *args.slices]}
+    rows = {
+        m: penalty_spread(layer, dwp(m)["conv2"].to(device), args.draws)
+        for m in [None, *args.slices]
+    }
     exact_mean = rows[None][0]
     for m, (mean, std, snr) in rows.items():
         name = "exact" if m is None else f"{m} slices"
