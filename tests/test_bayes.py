@@ -35,15 +35,6 @@ from dwp_lib.vae import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These small tensors run faster on one thread on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def mc_tolerance(samples: np.ndarray, k: float = 5.0) -> float:
     """k standard errors of the mean of ``samples``."""
     return k * float(np.std(samples)) / math.sqrt(len(samples))

@@ -35,9 +35,6 @@ from dwp_lib.source_nets import (
     xavier_normal_init,
 )
 
-torch.set_num_threads(1)  # the tests share two cores with other work
-
-
 # --------------------------------------------------------------------------------------------
 # Config and overrides
 # --------------------------------------------------------------------------------------------

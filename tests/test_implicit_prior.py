@@ -17,8 +17,6 @@ import torch
 from dwp_lib import implicit_prior as ip
 from dwp_lib.vae import KernelVAE, KernelVAEConfig
 
-torch.set_num_threads(1)  # the tests share two cores with other work
-
 K, D, S = 7, 2, 0.1  # kernel size, latent dim, decoder standard deviation
 SCALES = torch.tensor([0.5, 0.3], dtype=torch.float64)  # lengths of A's orthogonal columns
 

@@ -22,15 +22,6 @@ from dwp_lib.vae import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize(
     ("k", "latent", "hidden"), [(7, 2, 32), (5, 4, 64), (3, 2, 32), (9, 4, 64)]
 )
