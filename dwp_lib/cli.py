@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="starting preset (default: the config file's, else book)",
     )
-    p.add_argument("--out", required=True, help="output folder (resumes if it exists)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (resumes if it exists; not needed with --estimate or --print-config)",
+    )
     p.add_argument(
         "--set",
         action="append",

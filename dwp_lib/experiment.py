@@ -37,12 +37,14 @@ import difflib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -223,6 +225,9 @@ class GridConfig:
     training seed) each. ``steps_by_size``: ``{"50": 10000, ...}`` overrides ``bayes.steps`` for
     a size. Evaluation: the ensemble over ``bayes.eval_samples`` weight samples on a seeded
     subset of ``test_images`` MNIST test images (``None``: all 10,000).
+    ``workers``: cells trained side by side in that many processes (0: one after another in this
+    process). On a CPU each process uses one thread; on a GPU they share the device, which
+    small networks leave mostly idle. A cell's result does not depend on it.
     """
 
     enabled: bool = True
@@ -232,8 +237,11 @@ class GridConfig:
     steps_by_size: dict[str, int] = field(default_factory=dict)
     test_images: int | None = 2000
     test_seed: int = 0
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers} must be >= 0 (0: no extra processes)")
         self.sizes = tuple(int(n) for n in self.sizes)
         self.split_seeds = tuple(int(s) for s in self.split_seeds)
         self.methods = tuple(self.methods)
@@ -261,7 +269,7 @@ class GridConfig:
 
 #: Fields that may change between runs in one folder: they add cells, never change a cell.
 EXTENDABLE = ("name", "grid.enabled", "grid.sizes", "grid.methods", "grid.split_seeds")
-EXTENDABLE += ("init.enabled", "init.inits", "init.seeds", "num_threads")
+EXTENDABLE += ("init.enabled", "init.inits", "init.seeds", "num_threads", "grid.workers")
 
 
 @dataclass
@@ -1446,14 +1454,16 @@ class Experiment:
             bank = self.kernel_bank()
             vaes = self.kernel_vaes() if "dwp" in "/".join(needs) else None
             t0 = time.perf_counter()
-            train, test = self.mnist()
-            xt, yt = test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
-            bar = progress(todo, desc="prior grid", position=0)
-            for method, n, seed in bar:
-                bar.set_postfix_str(f"{method} n={n} seed={seed}")
-                row = self.run_cell(method, n, seed, train, (xt, yt), bank, vaes)
+            workers = min(g.workers, len(todo))
+            bar = progress(
+                total=len(todo), desc=f"prior grid ({workers or 1} at a time)", position=0
+            )
+            for row in self._grid_rows(todo, bank, vaes, workers):
                 append_row(self.results_path, row, RESULT_COLUMNS)
                 rows.append(row)
+                bar.set_postfix_str(f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}")
+                bar.update(1)
+            bar.close()
             self.say(f"Prior grid: ran {len(todo)} cell(s) into {self.results_path}")
         else:
             self.say(
@@ -1462,6 +1472,27 @@ class Experiment:
         self._timed("prior_grid", t0, not todo)
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
         return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
+
+    def _test_xy(self):
+        _, test = self.mnist()
+        g = self.cfg.grid
+        return test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
+
+    def _grid_rows(self, todo, bank, vaes, workers: int):
+        """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0)."""
+        if workers == 0:
+            train, _ = self.mnist()
+            test_xy = self._test_xy()
+            for method, n, seed in todo:
+                yield self.run_cell(method, n, seed, train, test_xy, bank, vaes)
+            return
+        # spawn, not fork: a forked child of a process that ran OpenMP or CUDA can hang
+        ctx = multiprocessing.get_context("spawn")
+        init = (self.cfg, str(self.out), str(self.device), vaes is not None)
+        with ProcessPoolExecutor(workers, ctx, _init_grid_worker, init) as pool:
+            futures = [pool.submit(_grid_worker_cell, *cell) for cell in todo]
+            for fut in as_completed(futures):
+                yield fut.result()
 
     def run_cell(self, method, n, seed, train, test_xy, bank, vaes) -> dict:
         """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed)."""
@@ -1639,6 +1670,28 @@ class Experiment:
 
 
 # ------------------------------------------------------------------------------------------------
+# Grid cells in worker processes (grid.workers > 0)
+# ------------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_grid_worker(cfg: ExperimentConfig, out: str, device: str, with_vaes: bool) -> None:
+    """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
+    cache that the parent process filled, MNIST from the data cache."""
+    exp = Experiment(cfg, out, device, verbose=False)
+    torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
+    bank = exp.kernel_bank()
+    vaes = exp.kernel_vaes() if with_vaes else None
+    _WORKER.update(exp=exp, bank=bank, vaes=vaes, train=exp.mnist()[0], test_xy=exp._test_xy())
+
+
+def _grid_worker_cell(method: str, n: int, seed: int) -> dict:
+    w = _WORKER
+    return w["exp"].run_cell(method, n, seed, w["train"], w["test_xy"], w["bank"], w["vaes"])
+
+
+# ------------------------------------------------------------------------------------------------
 # The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
 # ------------------------------------------------------------------------------------------------
 
@@ -1665,6 +1718,9 @@ def cli(args: argparse.Namespace) -> int:
             "and evaluation not included)"
         )
         return 0
+    if not args.out:
+        print("error: reproduce needs --out DIR (the run's folder)", file=sys.stderr)
+        return 2
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         exp = Experiment(

@@ -405,3 +405,24 @@ def test_inits_with_one_seed_differ_in_their_kernels_only(fake_world, tmp_path):
     # PyTorch's default conv init is a Kaiming-uniform: bounded by 1 / sqrt(fan_in)
     bound = 1 / math.sqrt(4 * 25)
     assert nets["default"].conv2.weight.abs().max() <= bound
+
+
+def test_grid_workers_give_the_same_rows_as_one_process(tmp_path, monkeypatch):
+    """Cells trained in worker processes (spawned: they see the real tiny bank and VAEs through
+    the cache, not this test's monkeypatches) equal the cells trained one after another."""
+    monkeypatch.setenv("DWP_PROGRESS", "0")
+    base = ["init.enabled=false", "grid.split_seeds=[0,1]", "bayes.steps=5", "num_threads=1"]
+    rows = {}
+    for workers in (0, 2):
+        cfg = ExperimentConfig.preset("tiny", [*base, f"grid.workers={workers}"])
+        got = Experiment(cfg, tmp_path / f"w{workers}", "cpu", verbose=False).prior_grid()
+        rows[workers] = {(r["prior"], r["init"], r["n"], r["seed"]): r for r in got}
+    assert len(rows[0]) == 8 and rows[0].keys() == rows[2].keys()
+    for key, r in rows[0].items():
+        assert rows[2][key]["acc_ensemble"] == r["acc_ensemble"], key
+        assert rows[2][key]["nll"] == pytest.approx(r["nll"], rel=1e-5), key
+
+
+def test_reproduce_without_out_says_so(capsys):
+    assert cli_main(["reproduce", "--preset", "tiny"]) == 2
+    assert "--out" in capsys.readouterr().err
