@@ -55,7 +55,9 @@ DATA_LABELS = {
     "large": "notMNIST (large, real)",
 }
 NET_FILE = "net_{:03d}.pt"
-BANK_FILE = "kernel_bank.pt"
+#: the bank's file in the nets' folder, named after :meth:`SourceNetsConfig.bank_key`: banks cut
+#: differently from the same nets (other pruning, split or count) live side by side
+BANK_FILE = "kernel_bank-{}.pt"
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -219,6 +221,24 @@ class SourceNetsConfig:
         """A short hash of the fields that change a trained net (names the checkpoint folder)."""
         blob = json.dumps(self.training_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    # fields that change how the bank is cut from the trained nets (not the nets themselves)
+    _BANK_FIELDS = ("n_nets", "prune_norms", "test_fraction", "split_by", "store_unpruned")
+
+    def bank_dict(self) -> dict[str, Any]:
+        """Every field that changes the bank: the nets' training and how the bank is cut."""
+        d = _config.to_dict(self)
+        return {**self.training_dict(), **{k: d[k] for k in self._BANK_FIELDS}}
+
+    def bank_key(self) -> str:
+        """A short hash of :meth:`bank_dict` (names the bank's file in the nets' folder)."""
+        return hashlib.sha256(json.dumps(self.bank_dict(), sort_keys=True).encode()).hexdigest()[
+            :12
+        ]
+
+    def bank_file(self) -> str:
+        """``kernel_bank-<bank_key>.pt``."""
+        return BANK_FILE.format(self.bank_key())
 
     def default_dir(self) -> Path:
         """``$DWP_CACHE/source_nets/<variant>-<training_key>``."""
@@ -930,7 +950,13 @@ def _bank_matches(bank_path: Path, cfg: SourceNetsConfig) -> bool:
         rec = _artifacts.read_record(bank_path)
     except _artifacts.ArtifactError:
         return False
-    return rec.get("provenance", {}).get("config") == json.loads(json.dumps(_config.to_dict(cfg)))
+    made_with = rec.get("provenance", {}).get("config")
+    if not isinstance(made_with, dict):
+        return False
+    try:  # the settings that change the bank; workers and threads do not
+        return SourceNetsConfig(**made_with).bank_dict() == cfg.bank_dict()
+    except (TypeError, ValueError):
+        return False
 
 
 def get_kernel_bank(
@@ -941,10 +967,10 @@ def get_kernel_bank(
     data: SourceData | None = None,
     verbose: bool = True,
 ) -> KernelBank:
-    """The bank of ``cfg``: loaded if ``out_dir/kernel_bank.pt`` was made with ``cfg``; else the
-    nets are trained (or resumed) and the bank is cut and saved. Prints which happened."""
+    """The bank of ``cfg``: loaded if ``out_dir/<cfg.bank_file()>`` was made with ``cfg``; else
+    the nets are trained (or resumed) and the bank is cut and saved. Prints which happened."""
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
-    path = out / BANK_FILE
+    path = out / cfg.bank_file()
     if path.exists() and _bank_matches(path, cfg):
         bank = KernelBank.load(path)  # a corrupted file raises here
         if verbose:

@@ -228,7 +228,7 @@ def fake_world(monkeypatch, tmp_path):
             for i in range(3)
         ]
         recs = [{"index": i, "seed": i, "test_accuracy": 0.5} for i in range(3)]
-        path = out_dir / "kernel_bank.pt"
+        path = out_dir / cfg.bank_file()
         build_kernel_bank(nets, cfg, recs).save(path)
         return KernelBank.load(path)
 

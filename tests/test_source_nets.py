@@ -16,6 +16,7 @@ from dwp_lib.source_nets import (
     SourceData,
     SourceNetsConfig,
     build_kernel_bank,
+    get_kernel_bank,
     linear_decay,
     load_source_nets,
     train_source_nets,
@@ -260,7 +261,7 @@ def test_get_kernel_bank_and_cli(tmp_path, data, monkeypatch, capsys):
     assert f"Trained {n} source net(s)" in out and "conv2 5x5" in out
     assert source_nets.cli(args) == 0
     assert "Loaded the kernel bank" in capsys.readouterr().out
-    bank = KernelBank.load(tmp_path / source_nets.BANK_FILE)
+    bank = KernelBank.load(tmp_path / SourceNetsConfig.tiny().bank_file())
     assert bank.provenance["n_nets"] == n
 
 
@@ -283,3 +284,27 @@ def test_plots(trained):
     grid = plots.slice_grid(torch.ones(5, 3, 3) * torch.tensor([1.0, -2, 3, 4, 5]).view(5, 1, 1), 4)
     assert grid.shape == (7, 15) and np.isnan(grid).sum() == 7 * 15 - 5 * 9
     assert np.nanmax(np.abs(grid)) == 1.0  # each slice scaled to its own max
+
+
+def test_banks_cut_differently_from_the_same_nets_live_side_by_side(trained, data, capsys):
+    """Two prunings of one set of nets get two bank files; neither overwrites the other, and a
+    setting that does not change the bank (workers, threads) does not re-cut it."""
+    cfg, out, _ = trained
+    loose = dataclasses.replace(cfg, prune_norms=(0.0, 0.0))
+    a = get_kernel_bank(loose, out, "cpu", data=data)
+    median = float(a.slices("conv2", "all").flatten(1).norm(dim=1).median())
+    strict = dataclasses.replace(cfg, prune_norms=(0.0, median))
+    assert loose.bank_file() != strict.bank_file() and loose.default_dir() == strict.default_dir()
+    b = get_kernel_bank(strict, out, "cpu", data=data)
+    assert len(b.slices("conv2", "all")) < len(a.slices("conv2", "all"))
+    sha = artifacts.read_record(out / loose.bank_file())["sha256"]
+    capsys.readouterr()
+    again = get_kernel_bank(dataclasses.replace(loose, workers=3, num_threads=2), out, data=data)
+    assert "Loaded the kernel bank" in capsys.readouterr().out
+    assert (
+        again.provenance["sha256"]
+        == sha
+        == artifacts.read_record(out / loose.bank_file())["sha256"]
+    )
+    assert torch.equal(again.slices("conv2", "all"), a.slices("conv2", "all"))
+    assert (out / loose.bank_file()).exists() and (out / strict.bank_file()).exists()
