@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from .config import preset_of, to_dict
 from .device import default_device, seed_everything
-from .implicit_prior import reverse_parameters
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, conv_l2, linear_decay
 from .vae import KernelVAE
@@ -327,7 +326,7 @@ class DeepWeightPrior(Prior):
         self.slices_per_step = slices_per_step
         self.train_reverse = train_reverse
         self.kernel_vae.requires_grad_(False)
-        for p in reverse_parameters(self.kernel_vae) if train_reverse else ():
+        for p in self.kernel_vae.reverse_parameters() if train_reverse else ():
             p.requires_grad_(True)
 
     def extra_repr(self) -> str:

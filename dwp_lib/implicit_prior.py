@@ -377,8 +377,8 @@ def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Ten
 
 
 def decoder_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
-    """The parameters of p(w|z): the kernel VAE's decoder and its mean and log-variance heads."""
-    return [p for m in (vae.decoder, vae.w_mean, vae.w_logvar) for p in m.parameters()]
+    """The parameters of p(w|z) (:meth:`KernelVAE.decoder_parameters`)."""
+    return vae.decoder_parameters()
 
 
 def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
@@ -391,8 +391,8 @@ def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
 
 
 def reverse_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
-    """The parameters of r(z|w): the kernel VAE's encoder and its mean and variance heads."""
-    return [p for m in (vae.encoder, vae.z_mean, vae.z_var) for p in m.parameters()]
+    """The parameters of r(z|w) (:meth:`KernelVAE.reverse_parameters`)."""
+    return vae.reverse_parameters()
 
 
 def train_reverse(

@@ -402,6 +402,14 @@ class KernelVAE(VAE):
         return self.to_model(w)
 
     # -- the two networks -----------------------------------------------------------------------
+    def reverse_parameters(self) -> list[nn.Parameter]:
+        """The parameters of r(z|w): the encoder and its mean and variance heads."""
+        return [p for m in (self.encoder, self.z_mean, self.z_var) for p in m.parameters()]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters of p(w|z), the prior itself: the decoder and its two heads."""
+        return [p for m in (self.decoder, self.w_mean, self.w_logvar) for p in m.parameters()]
+
     def encode(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """r(z|w) = q(z|w): slices ``(B, k, k)`` -> mean and log-variance of z, ``(B, d)`` each."""
         w = self.check_input(w)

@@ -277,3 +277,12 @@ def test_chapter3_figures(fitted_vae):
         plots.plot_vae_latent_space(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
     for f in figs:
         matplotlib.pyplot.close(f)
+
+
+def test_reverse_and_decoder_parameters_split_the_kernel_vae():
+    """r(z|w) and p(w|z) share no parameter and together are the whole VAE."""
+    vae = KernelVAE(KernelVAEConfig.for_kernel(5))
+    rev = {id(p) for p in vae.reverse_parameters()}
+    dec = {id(p) for p in vae.decoder_parameters()}
+    assert rev and dec and not rev & dec
+    assert rev | dec == {id(p) for p in vae.parameters()}
