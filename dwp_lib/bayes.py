@@ -534,21 +534,28 @@ def conv_weights(model: FConv) -> dict[str, nn.Parameter]:
     }
 
 
+#: the head's generator is seeded apart from the kernels' (see :func:`initialise`)
+HEAD_SEED_OFFSET = 1_000_003
+
+
 @torch.no_grad()
 def initialise(model: FConv, init: Initialisation, seed: int = 0) -> FConv:
     """Set the conv weights (Bayesian: their means) with ``init``; Xavier-normal for the head.
 
     Values are copied *into* the existing parameters, so an optimiser built before or after
     sees the same tensors (replacing a parameter after building the optimiser is a pitfall of
-    public code: the new weights never train). Biases start at zero.
+    public code: the new weights never train). Biases start at zero. The head has its own
+    generator (seeded ``HEAD_SEED_OFFSET + seed``), so two inits with one seed differ in their
+    conv kernels only.
     """
     gen = torch.Generator().manual_seed(seed)
     for name, weight in conv_weights(model).items():
         weight.copy_(init.conv_weight(name, tuple(weight.shape), gen))
         model.conv_layers()[name].bias.zero_()
     head = model.fc
+    head_gen = torch.Generator().manual_seed(HEAD_SEED_OFFSET + seed)
     head.weight.copy_(
-        nn.init.xavier_normal_(torch.empty_like(head.weight, device="cpu"), generator=gen)
+        nn.init.xavier_normal_(torch.empty_like(head.weight, device="cpu"), generator=head_gen)
     )
     head.bias.zero_()
     return model

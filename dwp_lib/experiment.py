@@ -983,14 +983,9 @@ def train_plain_cnn_curve(
 
 @torch.no_grad()
 def initialise_kernels(model: FConv, init, seed: int) -> FConv:
-    """:func:`dwp_lib.bayes.initialise`, then the head redrawn from its own generator, so runs
-    with the same seed and different inits differ in their conv kernels only (``initialise``
-    draws the head after the kernels from one generator, so its draw depends on the init)."""
-    initialise(model, init, seed)
-    gen = torch.Generator().manual_seed(1_000_003 + seed)
-    head = torch.empty(model.fc.weight.shape)
-    model.fc.weight.copy_(nn.init.xavier_normal_(head, generator=gen))
-    return model
+    """:func:`dwp_lib.bayes.initialise` (kept by name: runs with the same seed and different
+    inits differ in their conv kernels only; the head has its own generator)."""
+    return initialise(model, init, seed)
 
 
 def _median_seconds(fn, repeats: int) -> float:
