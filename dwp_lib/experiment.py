@@ -952,7 +952,7 @@ def train_plain_cnn_curve(
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
-    initialise_kernels(net, make_init(init_name, bank, vaes), seed)
+    initialise(net, make_init(init_name, bank, vaes), seed)
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(10_000 + seed)
@@ -979,13 +979,6 @@ def train_plain_cnn_curve(
                 )
             )
     return rows
-
-
-@torch.no_grad()
-def initialise_kernels(model: FConv, init, seed: int) -> FConv:
-    """:func:`dwp_lib.bayes.initialise` (kept by name: runs with the same seed and different
-    inits differ in their conv kernels only; the head has its own generator)."""
-    return initialise(model, init, seed)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -1512,11 +1505,11 @@ class Experiment:
         t0 = time.perf_counter()
         if prior == "det":
             model = det_cnn(bc)
-            initialise_kernels(model, init, seed)
+            initialise(model, init, seed)
             hist = train_det_cnn(model, x, y, bc, seed, self.device)
         else:
             model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
-            initialise_kernels(model, init, seed)
+            initialise(model, init, seed)
             priors = make_priors(prior, vaes, bc)
             hist = train_bayesian_cnn(model, priors, x, y, bc, seed, self.device)
         torch.manual_seed(seed)  # the evaluation's weight samples

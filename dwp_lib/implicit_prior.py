@@ -376,23 +376,13 @@ def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Ten
 # ------------------------------------------------------------------------------------------------
 
 
-def decoder_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
-    """The parameters of p(w|z) (:meth:`KernelVAE.decoder_parameters`)."""
-    return vae.decoder_parameters()
-
-
 def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
     """Whether two kernel VAEs have the same p(w|z) (the same prior), value for value."""
-    pa, pb = decoder_parameters(a), decoder_parameters(b)
+    pa, pb = a.decoder_parameters(), b.decoder_parameters()
     return len(pa) == len(pb) and all(
         x.shape == y.shape and torch.equal(x.detach().cpu(), y.detach().cpu())
         for x, y in zip(pa, pb, strict=True)
     )
-
-
-def reverse_parameters(vae: KernelVAE) -> list[torch.nn.Parameter]:
-    """The parameters of r(z|w) (:meth:`KernelVAE.reverse_parameters`)."""
-    return vae.reverse_parameters()
 
 
 def train_reverse(
@@ -410,7 +400,7 @@ def train_reverse(
         raise ValueError("train_reverse needs at least one slice")
     fitted = copy.deepcopy(vae).eval()  # eval: no dropout/BN here, but keep the VAE's mode
     fitted.requires_grad_(False)
-    params = reverse_parameters(fitted)
+    params = fitted.reverse_parameters()
     for p in params:
         p.requires_grad_(True)
     device = next(fitted.parameters()).device

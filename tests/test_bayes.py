@@ -24,7 +24,6 @@ from dwp_lib.bayes import (
     StandardNormal,
     XavierInit,
 )
-from dwp_lib.implicit_prior import decoder_parameters, reverse_parameters
 from dwp_lib.source_nets import KernelBank
 from dwp_lib.vae import (
     KernelVAE,
@@ -221,15 +220,15 @@ def test_joint_training_of_the_reverse_model_tightens_the_bound(toy_vae):
     vae.load_state_dict(toy_vae.state_dict())
     with torch.no_grad():  # a trained decoder with an untrained reverse model
         for mine, fresh in zip(
-            reverse_parameters(vae), reverse_parameters(untrained_r), strict=True
+            vae.reverse_parameters(), untrained_r.reverse_parameters(), strict=True
         ):
             mine.copy_(fresh)
     prior = DeepWeightPrior(vae, slices_per_step=None, train_reverse=True)
     layer = _layer_holding(toy_kernel_slices(50, 7, seed=4), c_out=10)
-    decoder = decoder_parameters(prior.kernel_vae)
+    decoder = prior.kernel_vae.decoder_parameters()
     decoder_before = [p.clone() for p in decoder]
     trainable = [p for p in prior.parameters() if p.requires_grad]
-    assert {id(p) for p in trainable} == {id(p) for p in reverse_parameters(prior.kernel_vae)}
+    assert {id(p) for p in trainable} == {id(p) for p in prior.kernel_vae.reverse_parameters()}
     assert not any(p.requires_grad for p in decoder), "the decoder is the prior: never trained"
 
     def penalty(n: int = 20) -> float:

@@ -395,7 +395,7 @@ def test_inits_with_one_seed_differ_in_their_kernels_only(fake_world, tmp_path):
     exp = Experiment(micro_config(), tmp_path / "run", "cpu", verbose=False)
     bank, vaes = exp.kernel_bank(), exp.kernel_vaes()
     nets = {
-        name: ex.initialise_kernels(FConv(4, 8), ex.make_init(name, bank, vaes), seed=3)
+        name: ex.initialise(FConv(4, 8), ex.make_init(name, bank, vaes), seed=3)
         for name in ex.INITS
     }
     heads = [n.fc.weight for n in nets.values()]
