@@ -6,6 +6,7 @@ Commands
 ``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`)
 ``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
 ``ablate``                run named ablation cells, write the table (:mod:`dwp_lib.ablation`)
+``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
 
 Every command takes ``--preset tiny|book|paper`` where it trains something.
 """
@@ -42,6 +43,12 @@ def _ablate(args: argparse.Namespace) -> int:
     return ablation.cli(args)
 
 
+def _release(args: argparse.Namespace) -> int:
+    from . import release
+
+    return release.cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"
     )
     p.set_defaults(func=_data)
+
+    p = sub.add_parser(
+        "release",
+        help="fetch (or find) and verify the paper authors' released kernel VAEs and banks "
+        "(GPL-3.0)",
+    )
+    p.set_defaults(func=_release)
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")

@@ -93,9 +93,20 @@ PAPER_RESULTS: dict[str, dict[int, float]] = {
     "normal": {50: 0.717, 100: 0.816, 200: 0.890, 500: 0.938, 1000: 0.959},
     "det": {50: 0.751, 100: 0.827, 200: 0.879, 500: 0.926, 1000: 0.954},
 }
-PRIOR_LABELS = {"dwp": "DWP", "log-uniform": "log-uniform", "normal": "N(0, 1)", "det": "det. CNN"}
-PRIORS = ("dwp", "normal", "log-uniform", "det")
-INITS = ("default", "xavier", "filters", "dwp")
+#: ``dwp`` uses the kernel VAEs this pipeline trains; ``dwp@released`` the paper authors'
+#: released ones (:mod:`dwp_lib.release`, GPL-3.0), as a prior or as an initialisation.
+RELEASED = "dwp@released"
+PRIOR_LABELS = {
+    "dwp": "DWP",
+    RELEASED: "DWP, released prior",
+    "log-uniform": "log-uniform",
+    "normal": "N(0, 1)",
+    "det": "det. CNN",
+}
+PRIORS = ("dwp", RELEASED, "normal", "log-uniform", "det")
+INITS = ("default", "xavier", "filters", "dwp", RELEASED)
+LAYER_PRIORS = ("dwp", RELEASED, "normal")  # the priors a per-layer spec may name
+INIT_LABELS = {RELEASED: "released-VAE"}
 
 
 class ExperimentError(RuntimeError):
@@ -176,7 +187,7 @@ class InitExperimentConfig:
     """
 
     enabled: bool = True
-    inits: tuple[str, ...] = INITS
+    inits: tuple[str, ...] = INITS[:4]  # the released VAEs (dwp@released) only when asked
     seeds: tuple[int, ...] = (0, 1)
     channels: tuple[int, int] = (32, 128)
     steps: int = 200
@@ -549,21 +560,28 @@ def parse_method(method: str) -> tuple[str, str]:
     if len(parts) == 1:
         ok = prior in PRIORS
     else:
-        ok = len(parts) == len(LAYERS) and all(p in ("dwp", "normal") for p in parts)
+        ok = len(parts) == len(LAYERS) and all(p in LAYER_PRIORS for p in parts)
     if not ok:
         raise ValueError(
             f"method {method!r}: unknown prior {prior!r}; use one of {', '.join(PRIORS)}, or "
-            "'conv1/conv2' per layer from dwp and normal (e.g. 'dwp/normal')"
+            f"'conv1/conv2' per layer from {', '.join(LAYER_PRIORS)} (e.g. 'dwp/normal')"
         )
     if init not in INITS:
         raise ValueError(f"method {method!r}: unknown init {init!r}; use one of {', '.join(INITS)}")
     return prior, init
 
 
+def vae_sources(method: str) -> set[str]:
+    """Which kernel VAEs a method needs: ``{"trained"}``, ``{"released"}``, both or neither."""
+    prior, init = parse_method(method)
+    names = prior.split("/") + [init]
+    return {"released" if n == RELEASED else "trained" for n in names if n in ("dwp", RELEASED)}
+
+
 def method_label(method: str) -> str:
     """``"dwp:dwp"`` -> ``"DWP (dwp init)"``."""
     prior, init = parse_method(method)
-    return f"{PRIOR_LABELS.get(prior, prior)} ({init} init)"
+    return f"{PRIOR_LABELS.get(prior, prior)} ({INIT_LABELS.get(init, init)} init)"
 
 
 class TorchDefaultInit:
@@ -576,8 +594,14 @@ class TorchDefaultInit:
         return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
 
 
-def make_init(name: str, bank: KernelBank | None, vaes: Mapping[str, KernelVAE] | None):
-    """The initialisation object of ``name`` (``default``, ``xavier``, ``filters``, ``dwp``)."""
+def make_init(
+    name: str,
+    bank: KernelBank | None,
+    vaes: Mapping[str, KernelVAE] | None,
+    released: Mapping[str, KernelVAE] | None = None,
+):
+    """The initialisation object of ``name`` (``default``, ``xavier``, ``filters``, ``dwp``,
+    ``dwp@released``): ``vaes`` are the pipeline's kernel VAEs, ``released`` the authors'."""
     if name == "default":
         return TorchDefaultInit()
     if name == "xavier":
@@ -590,11 +614,21 @@ def make_init(name: str, bank: KernelBank | None, vaes: Mapping[str, KernelVAE] 
         if vaes is None:
             raise ExperimentError("the dwp init needs the kernel VAEs")
         return DWPInit(vaes)
+    if name == RELEASED:
+        if released is None:
+            raise ExperimentError("the dwp@released init needs the released kernel VAEs")
+        return DWPInit(released)
     raise ExperimentError(f"unknown init {name!r}; valid inits are {', '.join(INITS)}")
 
 
-def make_priors(prior: str, vaes: Mapping[str, KernelVAE] | None, cfg: BayesConfig):
-    """The prior(s) of a Bayesian CNN for ``prior`` (not ``det``): one object or one per layer."""
+def make_priors(
+    prior: str,
+    vaes: Mapping[str, KernelVAE] | None,
+    cfg: BayesConfig,
+    released: Mapping[str, KernelVAE] | None = None,
+):
+    """The prior(s) of a Bayesian CNN for ``prior`` (not ``det``): one object or one per layer.
+    ``vaes`` are the pipeline's kernel VAEs (``dwp``), ``released`` the authors' (``dwp@released``)."""
 
     def one(name: str, layer: str):
         if name == "normal":
@@ -605,6 +639,10 @@ def make_priors(prior: str, vaes: Mapping[str, KernelVAE] | None, cfg: BayesConf
             if vaes is None:
                 raise ExperimentError("the DWP prior needs the kernel VAEs")
             return DeepWeightPrior(vaes[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
+        if name == RELEASED:
+            if released is None:
+                raise ExperimentError("the dwp@released prior needs the released kernel VAEs")
+            return DeepWeightPrior(released[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
         raise ExperimentError(f"unknown prior {name!r}")
 
     names = prior.split("/")
@@ -780,7 +818,7 @@ def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
             if paper and ref is not None:
                 cell += f" [paper {ref:.3f}]"
             cells.append(cell)
-        label = f"{PRIOR_LABELS.get(prior, prior)}, {init} init"
+        label = f"{PRIOR_LABELS.get(prior, prior)}, {INIT_LABELS.get(init, init)} init"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -881,9 +919,7 @@ def config_summary(cfg: ExperimentConfig) -> str:
     def vae(lc: LayerVAEConfig) -> str:
         t = lc.train
         length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
-        return (
-            f"latent {lc.arch.latent_dim}, hidden {lc.arch.hidden}, {length}, batch {t.batch_size}"
-        )
+        return f"{lc.arch.describe()}; {length}, batch {t.batch_size}"
 
     steps = ", ".join(
         f"{b.steps if str(n) not in g.steps_by_size else g.steps_by_size[str(n)]}" for n in g.sizes
@@ -940,6 +976,7 @@ def train_plain_cnn_curve(
     bank: KernelBank | None,
     vaes: Mapping[str, KernelVAE] | None,
     device: torch.device,
+    released: Mapping[str, KernelVAE] | None = None,
 ) -> list[dict]:
     """Train a plain FConv on MNIST from one init; test accuracy every ``eval_every`` steps.
 
@@ -952,7 +989,7 @@ def train_plain_cnn_curve(
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
-    initialise(net, make_init(init_name, bank, vaes), seed)
+    initialise(net, make_init(init_name, bank, vaes, released), seed)
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(10_000 + seed)
@@ -1089,6 +1126,7 @@ def estimate_cost(
     per_source_step = _step_seconds(source_step, repeats) * s.batch_size / timed_batch
     source_steps = s.n_nets * s.epochs * math.ceil(source_images / s.batch_size)
     vaes = {k: KernelVAE(lc.arch).to(device) for k, lc in cfg.vae.layers().items()}
+    released = {k: KernelVAE(KernelVAEConfig.authors(LAYERS[k])).to(device) for k in LAYERS}
     probe = sorted(g.sizes)[:2] if len(g.sizes) > 1 else [g.sizes[0], 2 * g.sizes[0]]
     step_seconds: dict[str, dict[int, float]] = {}
     grid_seconds = 0.0
@@ -1096,7 +1134,7 @@ def estimate_cost(
         prior, _ = parse_method(method)
         measured = {}
         for n in probe:
-            measured[n] = _step_seconds(_elbo_step(prior, n, b, vaes, device), repeats)
+            measured[n] = _step_seconds(_elbo_step(prior, n, b, vaes, device, released), repeats)
         (n0, t0), (n1, t1) = sorted(measured.items())
         slope = max(0.0, (t1 - t0) / (n1 - n0))
         per_n = {n: t0 + slope * (n - n0) for n in g.sizes}
@@ -1119,7 +1157,7 @@ def estimate_cost(
     }
 
 
-def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device):
+def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device, released=None):
     """One training step of the grid's network for ``prior`` on random data of size ``n``."""
     x = torch.rand(n if b.batch_size is None else min(n, b.batch_size), 1, 28, 28, device=device)
     y = torch.arange(len(x), device=device) % 10
@@ -1137,7 +1175,7 @@ def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device):
     from .bayes import negative_elbo
 
     model = BayesianCNN(b, alpha_parametrised=prior == "log-uniform").to(device)
-    priors = make_priors(prior, vaes, b)
+    priors = make_priors(prior, vaes, b, released)
     for p in priors.values():
         p.to(device)
     opt = torch.optim.Adam(model.parameters())
@@ -1202,6 +1240,8 @@ class Experiment:
         self._bank_path: Path | None = None
         self._vaes: dict[str, KernelVAE] | None = None
         self.vae_records: dict[str, dict] = {}
+        self._released: dict[str, KernelVAE] | None = None
+        self.released_records: dict[str, dict] = {}
         self._mnist = None
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_folder()
@@ -1310,6 +1350,22 @@ class Experiment:
         self._timed("kernel_vaes", t0, all_loaded)
         return vaes
 
+    def released_vaes(self) -> dict[str, KernelVAE]:
+        """The paper authors' released kernel VAEs (:func:`dwp_lib.release.load_released_vaes`:
+        verified, their exact architectures; GPL-3.0), loaded once."""
+        if self._released is None:
+            from . import release
+
+            t0 = time.perf_counter()
+            try:
+                self._released = release.load_released_vaes(self.device)
+            except release.ReleaseUnavailableError as err:
+                raise ExperimentError(f"the dwp@released prior/init needs them: {err}") from None
+            self.released_records = {k: dict(v.record) for k, v in self._released.items()}
+            self.say(release.AUTHORS_RELEASE.notice)
+            self._timed("released_vaes", t0, True)
+        return self._released
+
     def _train_vae(self, layer: str, lc: LayerVAEConfig, bank: KernelBank, path: Path):
         k = LAYERS[layer]
         if lc.arch.kernel_size != k:
@@ -1376,6 +1432,7 @@ class Experiment:
             need_vaes = any(i == "dwp" for i, _ in todo)
             bank = self.kernel_bank() if need_bank or need_vaes else None
             vaes = self.kernel_vaes() if need_vaes else None
+            released = self.released_vaes() if any(i == RELEASED for i, _ in todo) else None
             t0 = time.perf_counter()
             train, test = self.mnist()
             xt, yt = test_subset(test.float_images(), test.labels, ic.test_images, 0)
@@ -1386,7 +1443,9 @@ class Experiment:
                 self._rewrite(self.curves_path, keep, CURVE_COLUMNS)
                 rows = keep
             for init_name, seed in progress(todo, desc="init experiment", position=0):
-                new = train_plain_cnn_curve(init_name, seed, ic, data, bank, vaes, self.device)
+                new = train_plain_cnn_curve(
+                    init_name, seed, ic, data, bank, vaes, self.device, released
+                )
                 for r in new:
                     append_row(self.curves_path, r, CURVE_COLUMNS)
                 rows += new
@@ -1444,17 +1503,16 @@ class Experiment:
         ]
         t0 = time.perf_counter()
         if todo:
-            needs = {parse_method(m)[0] for m, _, _ in todo} | {
-                parse_method(m)[1] for m, _, _ in todo
-            }
+            sources = set().union(*(vae_sources(m) for m, _, _ in todo))
             bank = self.kernel_bank()
-            vaes = self.kernel_vaes() if "dwp" in "/".join(needs) else None
+            vaes = self.kernel_vaes() if "trained" in sources else None
+            released = self.released_vaes() if "released" in sources else None
             t0 = time.perf_counter()
             workers = min(g.workers, len(todo))
             bar = progress(
                 total=len(todo), desc=f"prior grid ({workers or 1} at a time)", position=0
             )
-            for row in self._grid_rows(todo, bank, vaes, workers):
+            for row in self._grid_rows(todo, bank, vaes, workers, released):
                 append_row(self.results_path, row, RESULT_COLUMNS)
                 rows.append(row)
                 bar.set_postfix_str(f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}")
@@ -1474,24 +1532,25 @@ class Experiment:
         g = self.cfg.grid
         return test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
 
-    def _grid_rows(self, todo, bank, vaes, workers: int):
+    def _grid_rows(self, todo, bank, vaes, workers: int, released=None):
         """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0)."""
         if workers == 0:
             train, _ = self.mnist()
             test_xy = self._test_xy()
             for method, n, seed in todo:
-                yield self.run_cell(method, n, seed, train, test_xy, bank, vaes)
+                yield self.run_cell(method, n, seed, train, test_xy, bank, vaes, released)
             return
         # spawn, not fork: a forked child of a process that ran OpenMP or CUDA can hang
         ctx = multiprocessing.get_context("spawn")
-        init = (self.cfg, str(self.out), str(self.device), vaes is not None)
+        init = (self.cfg, str(self.out), str(self.device), vaes is not None, released is not None)
         with ProcessPoolExecutor(workers, ctx, _init_grid_worker, init) as pool:
             futures = [pool.submit(_grid_worker_cell, *cell) for cell in todo]
             for fut in as_completed(futures):
                 yield fut.result()
 
-    def run_cell(self, method, n, seed, train, test_xy, bank, vaes) -> dict:
-        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed)."""
+    def run_cell(self, method, n, seed, train, test_xy, bank, vaes, released=None) -> dict:
+        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed).
+        ``vaes``: the pipeline's kernel VAEs; ``released``: the authors' (``dwp@released``)."""
         from .data import balanced_subset
 
         prior, init_name = parse_method(method)
@@ -1501,7 +1560,7 @@ class Experiment:
         sub = balanced_subset(train, n, seed)
         x, y = sub.float_images(), sub.labels
         xt, yt = test_xy
-        init = make_init(init_name, bank, vaes)
+        init = make_init(init_name, bank, vaes, released)
         t0 = time.perf_counter()
         if prior == "det":
             model = det_cnn(bc)
@@ -1510,7 +1569,7 @@ class Experiment:
         else:
             model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
             initialise(model, init, seed)
-            priors = make_priors(prior, vaes, bc)
+            priors = make_priors(prior, vaes, bc, released)
             hist = train_bayesian_cnn(model, priors, x, y, bc, seed, self.device)
         torch.manual_seed(seed)  # the evaluation's weight samples
         samples = bc.eval_samples if prior != "det" else 1
@@ -1519,7 +1578,14 @@ class Experiment:
         train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
         seconds = time.perf_counter() - t0
         tail = max(1, len(hist.loss) // 10)
-        vae_sha = {k: v["sha256"][:12] for k, v in self.vae_records.items()} if vaes else {}
+        used = vae_sources(method)
+        vae_sha = []
+        if "trained" in used:
+            vae_sha += [f"{k}={v['sha256'][:12]}" for k, v in self.vae_records.items()]
+        if "released" in used:
+            vae_sha += [
+                f"released:{k}={v['sha256'][:12]}" for k, v in self.released_records.items()
+            ]
         return {
             "experiment": self.cfg.name,
             "prior": prior,
@@ -1548,7 +1614,7 @@ class Experiment:
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "config_key": self.cfg.key(),
             "bank_sha256": self._bank_sha()[:12],
-            "vae_sha256": "/".join(f"{k}={v}" for k, v in vae_sha.items()),
+            "vae_sha256": "/".join(vae_sha),
         }
 
     # -- outputs ----------------------------------------------------------------------------------
@@ -1625,6 +1691,11 @@ class Experiment:
                 "source_accuracy": bank.provenance.get("accuracy"),
             },
             "kernel_vaes": self.vae_records,
+            "released_prior": (
+                {"layers": self.released_records, **_released_provenance()}
+                if self.released_records
+                else None
+            ),
             "rows": len(rows),
             "cells_planned": planned,
             "complete": planned == 0 or len(self.prior_grid_done()) >= planned,
@@ -1672,19 +1743,37 @@ class Experiment:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_grid_worker(cfg: ExperimentConfig, out: str, device: str, with_vaes: bool) -> None:
+def _released_provenance() -> dict:
+    from .release import provenance
+
+    return provenance()
+
+
+def _init_grid_worker(
+    cfg: ExperimentConfig, out: str, device: str, with_vaes: bool, with_released: bool = False
+) -> None:
     """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
     cache that the parent process filled, MNIST from the data cache."""
     exp = Experiment(cfg, out, device, verbose=False)
     torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
     bank = exp.kernel_bank()
     vaes = exp.kernel_vaes() if with_vaes else None
-    _WORKER.update(exp=exp, bank=bank, vaes=vaes, train=exp.mnist()[0], test_xy=exp._test_xy())
+    released = exp.released_vaes() if with_released else None
+    _WORKER.update(
+        exp=exp,
+        bank=bank,
+        vaes=vaes,
+        released=released,
+        train=exp.mnist()[0],
+        test_xy=exp._test_xy(),
+    )
 
 
 def _grid_worker_cell(method: str, n: int, seed: int) -> dict:
     w = _WORKER
-    return w["exp"].run_cell(method, n, seed, w["train"], w["test_xy"], w["bank"], w["vaes"])
+    return w["exp"].run_cell(
+        method, n, seed, w["train"], w["test_xy"], w["bank"], w["vaes"], w["released"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,25 +282,80 @@ def binarize(images: Tensor, threshold: float = 0.5) -> Tensor:
 # The kernel VAE: the generative model of the deep weight prior
 # ------------------------------------------------------------------------------------------------
 
-# The authors' architectures (bayesgroup/deep-weight-prior), one VAE per kernel size.
-AUTHORS_KERNEL_VAES = {7: dict(latent_dim=2, hidden=32), 5: dict(latent_dim=4, hidden=64)}
+# The authors' two kernel VAEs (bayesgroup/deep-weight-prior, checked against their released
+# weights): layer lists, latent size, softplus variances without a floor. See
+# ``KernelVAEConfig.authors`` and ``dwp_lib.release`` for their trained weights.
+AUTHORS_KERNEL_VAES = {
+    7: dict(
+        latent_dim=2,
+        encoder=("c3:32", "c3:64", "c3:64"),
+        decoder=("t3:64", "t3:64", "t3:32"),
+    ),
+    5: dict(
+        latent_dim=4,
+        encoder=("c3p1:64", "c3p1:64", "c3:128", "c3:128"),
+        decoder=("c1:128", "t3:128", "t3:128", "c1:64"),
+    ),
+}
+VARIANCES = ("floored", "softplus")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a kernel VAE, parsed from ``"c3:64"`` (Conv2d 3x3 -> 64 channels),
+    ``"c3p1:64"`` (the same, padded by 1) or ``"t3:64"`` (ConvTranspose2d 3x3 -> 64)."""
+
+    kind: str  # "c" (Conv2d) or "t" (ConvTranspose2d)
+    kernel: int
+    padding: int
+    channels: int
+
+    @classmethod
+    def parse(cls, text: str) -> LayerSpec:
+        m = re.fullmatch(r"([ct])(\d+)(?:p(\d+))?:(\d+)", str(text).strip())
+        if not m or int(m.group(2)) < 1 or int(m.group(4)) < 1:
+            raise ValueError(
+                f"layer {text!r}: write 'c3:64' (a 3x3 convolution to 64 channels), 'c3p1:64' "
+                "(padded by 1), 't3:64' (a transposed 3x3 convolution) or 'c1:128' (1x1)"
+            )
+        return cls(m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4)))
+
+    def out_side(self, side: int) -> int:
+        if self.kind == "c":
+            return side + 2 * self.padding - self.kernel + 1
+        return side - 2 * self.padding + self.kernel - 1
+
+    def module(self, in_channels: int) -> nn.Module:
+        conv = nn.Conv2d if self.kind == "c" else nn.ConvTranspose2d
+        return conv(in_channels, self.channels, self.kernel, padding=self.padding)
 
 
 @dataclass
 class KernelVAEConfig:
     """Architecture of a :class:`KernelVAE` for ``kernel_size`` x ``kernel_size`` slices.
 
-    ``logvar_floor`` is the smallest log-variance the decoder can output (a smooth floor, see
-    :meth:`KernelVAE.decode`): without it the Gaussian likelihood of a slice the decoder
-    reconstructs exactly is unbounded and training can diverge. exp(-10) is a standard deviation
-    of 0.0067, below the spread of real kernels (per-weight rms 0.03 to 0.2).
+    ``encoder`` and ``decoder`` are layer lists (:class:`LayerSpec` strings; ELU after each):
+    the encoder must take k x k to 1 x 1, the decoder 1 x 1 back to k x k; 1x1 heads follow
+    both. Left empty, they are our default mirrored network of ``hidden`` channels
+    (:attr:`paddings`); :meth:`authors` gives the authors' exact lists.
+
+    ``variance``: how the heads give variances. ``"floored"`` (ours): the encoder's variance is
+    softplus + ``z_var_floor``, the decoder's log-variance is floored smoothly at
+    ``logvar_floor`` (without a floor the Gaussian likelihood of a slice the decoder
+    reconstructs exactly is unbounded and training can diverge; exp(-10) is a standard deviation
+    of 0.0067, below the spread of real kernels). ``"softplus"`` (the authors'): both variances
+    are softplus of the head, plus ``z_var_floor`` / ``w_var_floor`` (0 in their networks).
     """
 
     kernel_size: int = 7
     latent_dim: int = 2
     hidden: int = 32
+    encoder: tuple[str, ...] = ()
+    decoder: tuple[str, ...] = ()
+    variance: str = "floored"
     logvar_floor: float = -10.0
     z_var_floor: float = 1e-6  # added to the encoder's softplus variance, keeps log finite
+    w_var_floor: float = 0.0  # "softplus" only: added to the decoder's variance
 
     def __post_init__(self) -> None:
         k = self.kernel_size
@@ -309,76 +366,167 @@ class KernelVAEConfig:
             )
         if self.latent_dim < 1 or self.hidden < 1:
             raise ValueError(f"latent_dim and hidden must be >= 1, got {self}")
+        if self.variance not in VARIANCES:
+            raise ValueError(f"variance={self.variance!r}: use one of {', '.join(VARIANCES)}")
+        if self.z_var_floor < 0 or self.w_var_floor < 0:
+            raise ValueError(f"z_var_floor and w_var_floor must be >= 0, got {self}")
+        self.encoder, self.decoder = tuple(self.encoder), tuple(self.decoder)
+        for name, specs, start, end in (
+            ("encoder", self.encoder_layers, k, 1),
+            ("decoder", self.decoder_layers, 1, k),
+        ):
+            side = start
+            for s in specs:
+                side = s.out_side(side)
+                if side < 1:
+                    break
+            if side != end:
+                raise ValueError(
+                    f"the {name} layers {[self._text(s) for s in specs]} map {start}x{start} to "
+                    f"{side}x{side}, not {end}x{end}; change their kernels or paddings"
+                )
+
+    @staticmethod
+    def _text(s: LayerSpec) -> str:
+        return f"{s.kind}{s.kernel}{f'p{s.padding}' if s.padding else ''}:{s.channels}"
 
     @classmethod
     def for_kernel(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
-        """The authors' preset for 7x7 (latent 2, hidden 32) and 5x5 (latent 4, hidden 64).
+        """Our kernel VAE for ``kernel_size``: the authors' latent sizes (2 for 7x7, 4 for 5x5)
+        and widths (32, 64), in our mirrored network (:attr:`paddings`) with floored variances.
 
-        Other odd sizes get our default (not the authors'): latent 2, hidden 32 for 3x3 (9
-        numbers need little), latent 4, hidden 64 otherwise.
+        Not the authors' layer lists: :meth:`authors` builds those. Other odd sizes get latent
+        2, hidden 32 for 3x3 (9 numbers need little), latent 4, hidden 64 otherwise.
         """
-        if kernel_size in AUTHORS_KERNEL_VAES:
-            arch = dict(AUTHORS_KERNEL_VAES[kernel_size])
-        elif kernel_size == 3:
-            arch = dict(latent_dim=2, hidden=32)
-        else:
-            arch = dict(latent_dim=4, hidden=64)
+        arch = (
+            dict(latent_dim=2, hidden=32)
+            if kernel_size in (3, 7)
+            else dict(latent_dim=4, hidden=64)
+        )
+        arch.update(overrides)
+        return cls(kernel_size=kernel_size, **arch)
+
+    @classmethod
+    def authors(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
+        """The authors' kernel VAE for 7x7 or 5x5 slices, layer for layer (their released
+        weights load into it, :func:`dwp_lib.release.load_released_vaes`): softplus variances,
+        no floors."""
+        if kernel_size not in AUTHORS_KERNEL_VAES:
+            raise ValueError(
+                f"the authors released kernel VAEs for 7x7 and 5x5 slices only, not {kernel_size}x"
+                f"{kernel_size}; use KernelVAEConfig.for_kernel({kernel_size})"
+            )
+        arch = dict(AUTHORS_KERNEL_VAES[kernel_size], variance="softplus", z_var_floor=0.0)
         arch.update(overrides)
         return cls(kernel_size=kernel_size, **arch)
 
     @property
     def num_layers(self) -> int:
-        """Number of 3x3 convolutions in the encoder: at least 3 (the authors' depth)."""
+        """Number of 3x3 convolutions in our default encoder: at least 3 (the authors' depth)."""
         return max(3, (self.kernel_size - 1) // 2)
 
     @property
     def paddings(self) -> list[int]:
-        """Padding of each encoder convolution: 'same' (1) first, then 'valid' (0).
+        """Padding of each convolution of our default encoder: 'same' (1) first, then 'valid' (0).
 
         A valid 3x3 convolution shrinks the side by 2, so k x k reaches 1 x 1 after (k-1)/2 of
         them: 7x7 needs all three (7 -> 5 -> 3 -> 1). A 5x5 slice needs two, so its first
         convolution is padded and keeps 5x5 (5 -> 5 -> 3 -> 1); a 3x3 slice has two padded
-        ones (3 -> 3 -> 3 -> 1). Padding the *first* layers keeps the depth of the authors'
-        network and lets every layer see a full 3x3 neighbourhood of real pixels at the end.
+        ones (3 -> 3 -> 3 -> 1). The default decoder mirrors it: a 1x1 convolution of z, then
+        transposed 3x3 convolutions with the same paddings in reverse order.
         """
         valid = (self.kernel_size - 1) // 2
         return [1] * (self.num_layers - valid) + [0] * valid
 
+    @property
+    def encoder_layers(self) -> list[LayerSpec]:
+        if self.encoder:
+            return [LayerSpec.parse(s) for s in self.encoder]
+        return [LayerSpec("c", 3, p, self.hidden) for p in self.paddings]
+
+    @property
+    def decoder_layers(self) -> list[LayerSpec]:
+        if self.decoder:
+            return [LayerSpec.parse(s) for s in self.decoder]
+        h = self.hidden
+        return [LayerSpec("c", 1, 0, h)] + [
+            LayerSpec("t", 3, p, h) for p in reversed(self.paddings)
+        ]
+
+    def describe(self) -> str:
+        """``encoder c3:32 c3:64 c3:64 | decoder t3:64 t3:64 t3:32, latent 2, softplus``."""
+        enc = " ".join(self._text(s) for s in self.encoder_layers)
+        dec = " ".join(self._text(s) for s in self.decoder_layers)
+        return f"encoder {enc} | decoder {dec}, latent {self.latent_dim}, {self.variance} variances"
+
+
+#: How the authors' state_dict keys map to :class:`KernelVAE`'s (regex, replacement), in order.
+#: Their encoder's variance head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5), the 5x5 decoder's
+#: heads are wrapped in a Sequential (``fc_mu.0``); both are softplus variances.
+AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"^encoder\.features\.(\d+)\.", r"encoder.\1."),
+    (r"^encoder\.fc_mu\.", "z_mean."),
+    (r"^encoder\.fc_(?:var|sigma)\.", "z_var."),
+    (r"^decoder\.decoder\.(\d+)\.", r"decoder.\1."),
+    (r"^decoder\.fc_mu\.(?:0\.)?", "w_mean."),
+    (r"^decoder\.fc_var\.(?:0\.)?", "w_var."),
+)
+
+
+def authors_key(key: str) -> str | None:
+    """Our name for a key of the authors' kernel VAE state_dict (None if none maps)."""
+    for pattern, repl in AUTHORS_KEY_MAP:
+        new, count = re.subn(pattern, repl, key)
+        if count:
+            return new
+    return None
+
+
+def _log_softplus(x: Tensor) -> Tensor:
+    """log(softplus(x)), finite where softplus underflows (log softplus(x) -> x as x -> -inf)."""
+    return torch.where(x < -20.0, x, torch.log(F.softplus(x.clamp_min(-20.0))))
+
+
+def _log_softplus_plus(x: Tensor, floor: float) -> Tensor:
+    """log(softplus(x) + floor)."""
+    return _log_softplus(x) if floor == 0 else torch.log(F.softplus(x) + floor)
+
+
+def _stack(specs: list[LayerSpec], in_channels: int) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = []
+    for s in specs:
+        layers += [s.module(in_channels), nn.ELU()]
+        in_channels = s.channels
+    return nn.Sequential(*layers), in_channels
+
 
 class KernelVAE(VAE):
-    """The authors' convolutional VAE for k x k kernel slices (book/03, book/04).
+    """The convolutional VAE for k x k kernel slices (book/03, book/04).
 
-    - encoder r(z|w) (the paper's reverse model, the VAE's q(z|w)): 3x3 convolutions with ELU
-      down to 1 x 1, then 1x1 heads for the mean and a softplus variance of z;
-    - decoder p(w|z): 1x1 convolution of z, transposed 3x3 convolutions with ELU back up to
-      k x k (mirroring the encoder), then 1x1 heads for a per-pixel mean and log-variance, so
+    - encoder r(z|w) (the paper's reverse model, the VAE's q(z|w)): convolutions with ELU
+      down to 1 x 1, then 1x1 heads for the mean and the (softplus) variance of z;
+    - decoder p(w|z): (transposed) convolutions with ELU from 1 x 1 back up to k x k, then 1x1
+      heads for a per-pixel mean and variance, so
       p(w|z) = prod_ij N(w_ij | mu_ij(z), sigma^2_ij(z)) (eq-dwp-decoder).
+
+    The layer lists are :class:`KernelVAEConfig`'s: ``KernelVAEConfig.for_kernel(k)`` is ours,
+    ``KernelVAEConfig.authors(k)`` the authors' exact networks (their weights load strictly,
+    see :meth:`load_authors_state_dict`).
     """
 
     def __init__(self, config: KernelVAEConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or KernelVAEConfig()
-        self.kernel_size, self.latent_dim, h = cfg.kernel_size, cfg.latent_dim, cfg.hidden
-
-        layers: list[nn.Module] = []
-        for i, pad in enumerate(cfg.paddings):
-            layers += [nn.Conv2d(1 if i == 0 else h, h, 3, padding=pad), nn.ELU()]
-        self.encoder = nn.Sequential(*layers)
+        self.kernel_size, self.latent_dim = cfg.kernel_size, cfg.latent_dim
+        self.encoder, h = _stack(cfg.encoder_layers, 1)
         self.z_mean = nn.Conv2d(h, cfg.latent_dim, 1)
-        self.z_var = nn.Sequential(nn.Conv2d(h, cfg.latent_dim, 1), nn.Softplus())
-
-        # A transposed 3x3 convolution with padding p maps side s to s + 2 - 2p: the exact
-        # mirror of the encoder's layer with the same padding.
-        layers = [nn.Conv2d(cfg.latent_dim, h, 1), nn.ELU()]
-        for pad in reversed(cfg.paddings):
-            layers += [nn.ConvTranspose2d(h, h, 3, padding=pad), nn.ELU()]
-        self.decoder = nn.Sequential(*layers)
+        self.z_var = nn.Conv2d(h, cfg.latent_dim, 1)  # softplus -> variance of z
+        self.decoder, h = _stack(cfg.decoder_layers, cfg.latent_dim)
         self.w_mean = nn.Conv2d(h, 1, 1)
-        self.w_logvar = nn.Conv2d(h, 1, 1)
+        self.w_var = nn.Conv2d(h, 1, 1)  # -> (log-)variance of each pixel, see decode
 
     def extra_repr(self) -> str:
-        c = self.config
-        return f"kernel_size={c.kernel_size}, latent_dim={c.latent_dim}, hidden={c.hidden}"
+        return self.config.describe()
 
     # -- checks -----------------------------------------------------------------------------------
     def check_input(self, w: Tensor) -> Tensor:
@@ -408,31 +556,34 @@ class KernelVAE(VAE):
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """The parameters of p(w|z), the prior itself: the decoder and its two heads."""
-        return [p for m in (self.decoder, self.w_mean, self.w_logvar) for p in m.parameters()]
+        return [p for m in (self.decoder, self.w_mean, self.w_var) for p in m.parameters()]
 
     def encode(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """r(z|w) = q(z|w): slices ``(B, k, k)`` -> mean and log-variance of z, ``(B, d)`` each."""
         w = self.check_input(w)
         hid = self.encoder(w.unsqueeze(1))  # (B, h, 1, 1)
         mu = self.z_mean(hid).flatten(1)
-        var = self.z_var(hid).flatten(1) + self.config.z_var_floor
-        return mu, torch.log(var)
+        return mu, _log_softplus_plus(self.z_var(hid).flatten(1), self.config.z_var_floor)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """p(w|z): codes ``(..., d)`` -> per-pixel mean and log-variance ``(..., k, k)`` each.
 
-        The log-variance is floored smoothly: logvar = floor + softplus(raw - floor) >= floor.
+        ``variance="floored"``: logvar = floor + softplus(raw - floor) >= floor (a smooth floor);
+        ``"softplus"``: the variance is softplus(raw) + ``w_var_floor``.
         """
         if z.shape[-1] != self.latent_dim:
             raise ValueError(
                 f"this KernelVAE has latent_dim={self.latent_dim}, got codes of shape "
                 f"{tuple(z.shape)}"
             )
-        lead, k = z.shape[:-1], self.kernel_size
+        lead, k, cfg = z.shape[:-1], self.kernel_size, self.config
         hid = self.decoder(self.to_model(z).reshape(-1, self.latent_dim, 1, 1))  # (M, h, k, k)
         mu = self.w_mean(hid).reshape(*lead, k, k)
-        floor = self.config.logvar_floor
-        logvar = floor + F.softplus(self.w_logvar(hid) - floor)
+        raw = self.w_var(hid)
+        if cfg.variance == "softplus":
+            logvar = _log_softplus_plus(raw, cfg.w_var_floor)
+        else:
+            logvar = cfg.logvar_floor + F.softplus(raw - cfg.logvar_floor)
         return mu, logvar.reshape(*lead, k, k)
 
     def log_likelihood(self, w: Tensor, z: Tensor) -> Tensor:
@@ -464,8 +615,44 @@ class KernelVAE(VAE):
         """
         slices = self.check_input(slices).float()
         self.w_mean.bias.fill_(slices.mean().item())
-        var = slices.var(0, unbiased=False).mean().item()
-        self.w_logvar.bias.fill_(max(math.log(max(var, 1e-30)), self.config.logvar_floor + 1.0))
+        var = max(slices.var(0, unbiased=False).mean().item(), 1e-30)
+        if self.config.variance == "softplus":
+            # the raw head value whose softplus is var: log(expm1(var)), stable for small var
+            var = max(var - self.config.w_var_floor, 1e-12)
+            self.w_var.bias.fill_(math.log(math.expm1(var)) if var < 20 else var)
+        else:
+            self.w_var.bias.fill_(max(math.log(var), self.config.logvar_floor + 1.0))
+
+    # -- the authors' released weights ---------------------------------------------------------
+    def load_authors_state_dict(self, state_dict: Mapping[str, Tensor]) -> KernelVAE:
+        """Load a state_dict of the authors' code (bayesgroup/deep-weight-prior) *strictly*.
+
+        Their keys are renamed by :data:`AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
+        -> ``encoder.2.weight``, ``decoder.fc_var.0.bias`` -> ``w_var.bias``); every key must
+        map, every parameter must be filled and every shape must agree, or the error lists what
+        did not. Build the model with ``KernelVAEConfig.authors(k)``. Returns ``self``.
+        """
+        renamed, unknown = {}, []
+        for key, value in state_dict.items():
+            new = authors_key(key)
+            (unknown.append(key) if new is None else renamed.__setitem__(new, value))
+        own = self.state_dict()
+        missing = sorted(set(own) - set(renamed))
+        extra = sorted(set(renamed) - set(own)) + unknown
+        shapes = [
+            f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+            for k, v in renamed.items()
+            if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if missing or extra or shapes:
+            raise ValueError(
+                "this state_dict does not fit a KernelVAE with "
+                f"{self.config.describe()}: missing {missing}, unexpected {extra}, "
+                f"shape mismatches {shapes}; build the model with KernelVAEConfig.authors("
+                f"{self.kernel_size}) for the authors' {self.kernel_size}x{self.kernel_size} VAE"
+            )
+        self.load_state_dict(renamed, strict=True)
+        return self
 
     # -- artifacts ------------------------------------------------------------------------------
     def save(self, path: str | Path, provenance: dict | None = None) -> str:

@@ -1,0 +1,283 @@
+"""The paper authors' released kernel VAEs and kernel banks, as a verified data source.
+
+Atanov et al. published, with the code of "The Deep Weight Prior" (repository
+``bayesgroup/deep-weight-prior``, licence **GPL-3.0**), the two kernel VAEs they used as the prior
+of the MNIST experiment and the kernel banks they were trained on. This module fetches those
+files at one pinned commit, checks each against its SHA-256, caches them with a provenance record
+(where they came from, the commit, the licence) and loads them:
+
+>>> from dwp_lib import release
+>>> vaes = release.load_released_vaes()      # {"conv1": 7x7 KernelVAE, "conv2": 5x5}  # doctest: +SKIP
+>>> bank = release.load_released_bank()      # {"conv1": {"train", "test"}, "conv2": {"test"}}  # doctest: +SKIP
+>>> print(release.AUTHORS_RELEASE.notice)    # the licence and where the files come from  # doctest: +SKIP
+
+The files are the authors', not ours: every result that uses them says so (``notice``), and
+their licence, GPL-3.0, is fetched and cached beside them.
+
+Sources, in order: the cache folder (``release_dir()``, files placed there by hand are used
+too); GitHub's raw files at the pinned commit, downloaded with ``pooch`` (skipped with
+``DWP_OFFLINE=1``). A file that is missing or fails its SHA-256 check, with no download possible,
+raises :class:`ReleaseUnavailableError` naming the file, the expected SHA-256 and the folder to
+put a correct copy in. ``python -m dwp_lib release`` fetches and verifies all of them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .vae import KernelVAE, KernelVAEConfig
+
+#: The layer of the target network each released file belongs to, and its kernel size.
+LAYER_KERNELS = {"conv1": 7, "conv2": 5}
+
+
+class ReleaseUnavailableError(RuntimeError):
+    """A released file is missing or damaged and cannot be downloaded; says what to do."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A pinned set of files from a public GitHub repository: paths and their SHA-256."""
+
+    repo: str
+    commit: str
+    licence: str
+    files: Mapping[str, str]  # path in the repository -> SHA-256
+    vaes: Mapping[str, str] = field(default_factory=dict)  # layer -> state_dict path
+    banks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # layer -> split -> path
+    licence_file: str = "LICENSE"
+    base_url: str | None = None  # default: GitHub's raw files at the commit
+
+    @property
+    def url(self) -> str:
+        if self.base_url is not None:
+            return self.base_url.rstrip("/") + "/"
+        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}/"
+
+    @property
+    def notice(self) -> str:
+        """One line for every figure, table and page that uses these files."""
+        return (
+            f"The released kernel VAEs and kernel banks of Atanov et al. (repository {self.repo}, "
+            f"commit {self.commit[:10]}), licence {self.licence}: the authors' files, not ours."
+        )
+
+
+#: The authors' MNIST-experiment release (checked byte for byte against these hashes).
+AUTHORS_RELEASE = Release(
+    repo="bayesgroup/deep-weight-prior",
+    commit="21c775c9cebd7d38b1a3b57e779255353658669f",
+    licence="GPL-3.0",
+    files={
+        "LICENSE": "8ceb4b9ee5adedde47b31e975c1d90c73ad27b6b165a1dcd80c7c545eb65b903",
+        "data/fconv/vae7x7/vae_params.torch": "0864949e9b99e2f8343a129279dd855e19921488b117b98c450915f1ce94bb55",
+        "data/fconv/vae7x7/params.yaml": "7d970669afd0fb711ed189df6a7e3f733e9f570b4e343ff3687233519401de71",
+        "data/fconv/vae5x5/vae_params.torch": "34e05ddff06f55c2a49fc78c8a1162294a9cb393aed51fde5230009435aca4ae",
+        "data/fconv/vae5x5/params.yaml": "845c01f8c2f64d23adf559560e7fee942eab90255e1c58d9d8b275e3e3489889",
+        "data/fconv/conv7x7/train.npy": "e800f1e3c5f0a8010e76562cc369f14ba975cf1481d54fd96c6e7a37b23efb31",
+        "data/fconv/conv7x7/test.npy": "9aee240bbde7c5567b17d405f3c14d6c41b95ef7da96e003acc45fb94a01ec8b",
+        "data/fconv/conv5x5/test.npy": "374e9001dac53eb6f2e9ec52d245d1f84e144756532107da9e869c2bda0b1526",
+    },
+    vaes={
+        "conv1": "data/fconv/vae7x7/vae_params.torch",
+        "conv2": "data/fconv/vae5x5/vae_params.torch",
+    },
+    # Their 5x5 train.npy (81,000+ slices) is not part of this pinned set: only the test file.
+    banks={
+        "conv1": {"train": "data/fconv/conv7x7/train.npy", "test": "data/fconv/conv7x7/test.npy"},
+        "conv2": {"test": "data/fconv/conv5x5/test.npy"},
+    },
+)
+
+RECORD = "release.json"
+
+
+def release_dir(release: Release | None = None) -> Path:
+    """Where the release is cached: ``$DWP_CACHE/data/authors-release/<commit>``; the files keep
+    their repository paths inside (``data/fconv/vae7x7/vae_params.torch``, ...)."""
+    release = release or AUTHORS_RELEASE
+    return artifacts.cache_dir("data", "authors-release", release.commit)
+
+
+def _offline() -> bool:
+    return os.environ.get("DWP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def _download(release: Release, path: str, dest: Path) -> None:
+    """Fetch one file with pooch (hash-checked before it is moved into place)."""
+    try:
+        import pooch
+    except ImportError:  # pragma: no cover (a dependency; only a broken install lacks it)
+        raise ReleaseUnavailableError(
+            "downloading the authors' release needs pooch: pip install pooch"
+        ) from None
+    from .data.sources import download_timeout
+
+    pooch.get_logger().setLevel("WARNING")
+    downloader = pooch.HTTPDownloader(timeout=download_timeout(), progressbar=False)
+    pooch.retrieve(
+        release.url + path,
+        known_hash=f"sha256:{release.files[path]}",
+        fname=dest.name,
+        path=dest.parent,
+        downloader=downloader,
+    )
+
+
+def fetch_release(
+    paths: Iterable[str] | None = None, release: Release | None = None
+) -> dict[str, Path]:
+    """The local, verified copy of each of ``paths`` (default: every file of the release).
+
+    A cached file that fails its SHA-256 check is downloaded again where possible; otherwise
+    the error names it, the expected hash and the folder where a correct copy may be placed.
+    Writes ``release.json`` (provenance and licence) into :func:`release_dir`.
+    """
+    release = release or AUTHORS_RELEASE
+    root = release_dir(release)
+    paths = list(release.files if paths is None else paths)
+    unknown = [p for p in paths if p not in release.files]
+    if unknown:
+        raise ValueError(f"not files of the release: {unknown}; it has {sorted(release.files)}")
+    if release.licence_file not in paths:
+        paths.append(release.licence_file)
+    problems, how, network = [], {}, None if not _offline() else "DWP_OFFLINE=1"
+    for path in paths:
+        dest, want = root / path, release.files[path]
+        why = _check(dest, want)
+        if why is None:
+            how[path] = "found in the cache"
+            continue
+        if network is None:
+            try:
+                _download(release, path, dest)
+                why = _check(dest, want)
+                how[path] = f"downloaded from {release.url}{path}"
+            except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
+                reason = str(err).splitlines()[0] if str(err) else ""
+                network = f"{type(err).__name__}: {reason[:160]}"
+                why = f"{why}; the download failed ({network})"
+        else:
+            why = f"{why}; not downloaded ({'DWP_OFFLINE=1' if _offline() else 'no network'})"
+        if why is not None:
+            problems.append(f"  {path}: {why}; expected SHA-256 {want}")
+    if problems:
+        raise ReleaseUnavailableError(
+            f"the authors' released files ({release.repo} at commit {release.commit}, "
+            f"{release.licence}) are not all available:\n"
+            + "\n".join(problems)
+            + f"\nHow to fix: on a machine with internet, run `python -m dwp_lib release`; "
+            f"offline, place a copy of each file, keeping its repository path, under\n  {root}\n"
+            f"(e.g. {root / release.vaes.get('conv1', paths[0])}), then run it again."
+        )
+    _write_record(release, root, how)
+    return {p: root / p for p in paths}
+
+
+def _check(path: Path, sha256: str) -> str | None:
+    if not path.is_file():
+        return "missing"
+    got = artifacts.sha256_file(path)
+    return None if got == sha256 else f"damaged (SHA-256 {got})"
+
+
+def _write_record(release: Release, root: Path, how: Mapping[str, str]) -> None:
+    """``release.json``: the release's provenance and, per file, its hash and how it came."""
+    path = root / RECORD
+    try:
+        files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}
+    except ValueError:
+        files = {}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for p, h in how.items():
+        if p not in files or not h.startswith("found"):
+            files[p] = {"sha256": release.files[p], "how": h, "when": now}
+    artifacts.atomic_write_json(path, {**provenance(release), "checked": now, "files": files})
+
+
+def provenance(release: Release | None = None) -> dict:
+    """What every result that uses the release records about it."""
+    release = release or AUTHORS_RELEASE
+    return {
+        "source": "released",
+        "repo": release.repo,
+        "commit": release.commit,
+        "licence": release.licence,
+        "url": release.url,
+        "notice": release.notice,
+    }
+
+
+def load_released_vaes(
+    device: torch.device | str = "cpu", release: Release | None = None
+) -> dict[str, KernelVAE]:
+    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained kernel VAEs
+    in their exact architectures (``KernelVAEConfig.authors``), loaded strictly, in eval mode.
+
+    Each has a ``record`` (file, SHA-256, repo, commit, licence) like a cached VAE's.
+    """
+    release = release or AUTHORS_RELEASE
+    files = fetch_release(release.vaes.values(), release)
+    out = {}
+    for layer, path in release.vaes.items():
+        k = LAYER_KERNELS[layer]
+        try:
+            state = torch.load(files[path], map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 (a file that passed its hash but does not load)
+            raise ReleaseUnavailableError(
+                f"{files[path]} does not load as a state_dict: {err}"
+            ) from None
+        vae = KernelVAE(KernelVAEConfig.authors(k)).load_authors_state_dict(state)
+        vae.record = {
+            "file": path,
+            "sha256": release.files[path],
+            "bytes": files[path].stat().st_size,
+            **provenance(release),
+        }
+        out[layer] = vae.to(device).eval()
+    return out
+
+
+def load_released_bank(release: Release | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """The authors' kernel banks as float32 slices ``(N, k, k)``: ``{layer: {split: tensor}}``."""
+    release = release or AUTHORS_RELEASE
+    import numpy as np
+
+    files = fetch_release([p for s in release.banks.values() for p in s.values()], release)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for layer, splits in release.banks.items():
+        k = LAYER_KERNELS[layer]
+        for split, path in splits.items():
+            arr = np.load(files[path], allow_pickle=False)
+            if arr.ndim not in (3, 4) or arr.shape[-2:] != (k, k):
+                raise ReleaseUnavailableError(
+                    f"{files[path]}: shape {arr.shape}, expected (N, 1, {k}, {k}) slices"
+                )
+            out.setdefault(layer, {})[split] = torch.from_numpy(
+                np.ascontiguousarray(arr, dtype=np.float32)
+            ).reshape(-1, k, k)
+    return out
+
+
+def cli(args) -> int:
+    """``python -m dwp_lib release``: fetch (or find) and verify every released file."""
+    try:
+        files = fetch_release()
+    except ReleaseUnavailableError as err:
+        print(f"error: {err}")
+        return 1
+    for path, local in files.items():
+        print(
+            f"ok  {path}  sha256 {AUTHORS_RELEASE.files[path][:16]}...  ({local.stat().st_size:,} bytes)"
+        )
+    print(AUTHORS_RELEASE.notice)
+    print(f"Cached in {release_dir()} (provenance: {RECORD})")
+    return 0

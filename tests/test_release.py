@@ -1,0 +1,336 @@
+"""dwp_lib.release and the authors' kernel VAE architectures, on a small *fake* release.
+
+No test reads the real files: a fake release (random weights in the authors' module layout, tiny
+banks, a licence) is built in a temporary cache with its own hashes, and the module's pinned
+release is swapped for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_experiment import fake_world, micro_config  # noqa: F401, F811 (a fixture, a config)
+from torch import nn
+
+from dwp_lib import release as rel
+from dwp_lib.vae import AUTHORS_KEY_MAP, KernelVAE, KernelVAEConfig, LayerSpec
+
+# ------------------------------------------------------------------------------------------------
+# A plain re-creation of the authors' two kernel VAEs (their module names and layer order)
+# ------------------------------------------------------------------------------------------------
+
+
+class _Enc7(nn.Module):
+    def __init__(self, h=32, z=2):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, h, 3), nn.ELU(), nn.Conv2d(h, 2 * h, 3), nn.ELU(),
+            nn.Conv2d(2 * h, 2 * h, 3), nn.ELU(),
+        )  # fmt: skip
+        self.fc_mu, self.fc_var = nn.Conv2d(2 * h, z, 1), nn.Conv2d(2 * h, z, 1)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.fc_mu(h), F.softplus(self.fc_var(h))
+
+
+class _Dec7(nn.Module):
+    def __init__(self, h=32, z=2):
+        super().__init__()
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(z, 2 * h, 3), nn.ELU(), nn.ConvTranspose2d(2 * h, 2 * h, 3),
+            nn.ELU(), nn.ConvTranspose2d(2 * h, h, 3), nn.ELU(),
+        )  # fmt: skip
+        self.fc_mu, self.fc_var = nn.Conv2d(h, 1, 1), nn.Conv2d(h, 1, 1)
+
+    def forward(self, z):
+        h = self.decoder(z)
+        return self.fc_mu(h), F.softplus(self.fc_var(h))
+
+
+class _Enc5(nn.Module):
+    def __init__(self, h=64, z=4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, h, 3, padding=1), nn.ELU(), nn.Conv2d(h, h, 3, padding=1), nn.ELU(),
+            nn.Conv2d(h, 2 * h, 3), nn.ELU(), nn.Conv2d(2 * h, 2 * h, 3), nn.ELU(),
+        )  # fmt: skip
+        self.fc_mu, self.fc_sigma = nn.Conv2d(2 * h, z, 1), nn.Conv2d(2 * h, z, 1)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.fc_mu(h), F.softplus(self.fc_sigma(h))
+
+
+class _Dec5(nn.Module):
+    def __init__(self, h=64, z=4):
+        super().__init__()
+        self.decoder = nn.Sequential(
+            nn.Conv2d(z, 2 * h, 1), nn.ELU(), nn.ConvTranspose2d(2 * h, 2 * h, 3), nn.ELU(),
+            nn.ConvTranspose2d(2 * h, 2 * h, 3), nn.ELU(), nn.Conv2d(2 * h, h, 1), nn.ELU(),
+        )  # fmt: skip
+        self.fc_mu = nn.Sequential(nn.Conv2d(h, 1, 1))
+        self.fc_var = nn.Sequential(nn.Conv2d(h, 1, 1), nn.Softplus())
+
+    def forward(self, z):
+        h = self.decoder(z)
+        return self.fc_mu(h), self.fc_var(h)
+
+
+class _AuthorsVAE(nn.Module):
+    def __init__(self, k: int):
+        super().__init__()
+        self.encoder, self.decoder = (_Enc7(), _Dec7()) if k == 7 else (_Enc5(), _Dec5())
+
+
+def _authors_vae(k: int, seed: int) -> _AuthorsVAE:
+    torch.manual_seed(seed)
+    net = _AuthorsVAE(k)
+    with torch.no_grad():  # spread the variance heads so softplus is exercised off its linear part
+        for p in net.parameters():
+            p.mul_(1.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("k, params", [(7, 112_678), (5, 564_234)])
+def test_authors_preset_matches_a_plain_recreation_to_1e5(k, params):
+    theirs = _authors_vae(k, seed=k)
+    ours = KernelVAE(KernelVAEConfig.authors(k))
+    assert sum(p.numel() for p in ours.parameters()) == params
+    assert sum(p.numel() for p in theirs.parameters()) == params
+    ours.load_authors_state_dict(theirs.state_dict()).eval()
+    w = 0.3 * torch.randn(64, k, k)
+    z_mu, z_var = theirs.encoder(w.unsqueeze(1))
+    mu, logvar = ours.encode(w)
+    torch.testing.assert_close(mu, z_mu.flatten(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logvar.exp(), z_var.flatten(1), atol=1e-5, rtol=1e-5)
+    z = torch.randn(64, ours.latent_dim)
+    w_mu, w_var = theirs.decoder(z[:, :, None, None])
+    mean, wlogvar = ours.decode(z)
+    torch.testing.assert_close(mean, w_mu.squeeze(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(wlogvar.exp(), w_var.squeeze(1), atol=1e-5, rtol=1e-5)
+
+
+def test_authors_state_dict_that_does_not_fit_is_a_clear_error():
+    theirs = _authors_vae(7, 0).state_dict()
+    with pytest.raises(ValueError, match=r"shape mismatches.*KernelVAEConfig.authors\(5\)"):
+        KernelVAE(KernelVAEConfig.authors(5)).load_authors_state_dict(theirs)
+    broken = {k: v for k, v in theirs.items() if "fc_mu" not in k}
+    broken["encoder.extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing \['w_mean.bias'.*unexpected.*encoder.extra"):
+        KernelVAE(KernelVAEConfig.authors(7)).load_authors_state_dict(broken)
+    # ours is another network: the authors' weights do not load into it
+    with pytest.raises(ValueError, match="does not fit"):
+        KernelVAE(KernelVAEConfig.for_kernel(7)).load_authors_state_dict(theirs)
+    assert len(AUTHORS_KEY_MAP) == 6
+
+
+def test_layer_lists_are_checked_and_parsed():
+    assert LayerSpec.parse("c3p1:64") == LayerSpec("c", 3, 1, 64)
+    assert LayerSpec.parse("t3:32").out_side(5) == 7
+    with pytest.raises(ValueError, match="write 'c3:64'"):
+        LayerSpec.parse("conv3x3")
+    with pytest.raises(ValueError, match=r"map 7x7 to 3x3, not 1x1"):
+        KernelVAEConfig(kernel_size=7, encoder=("c3:8", "c3:8"))
+    with pytest.raises(ValueError, match="released kernel VAEs for 7x7 and 5x5 slices only"):
+        KernelVAEConfig.authors(3)
+    with pytest.raises(ValueError, match="variance="):
+        KernelVAEConfig(variance="exp")
+    # our default network, written as layer lists
+    assert (
+        KernelVAEConfig.for_kernel(5)
+        .describe()
+        .startswith("encoder c3p1:64 c3:64 c3:64 | decoder c1:64 t3:64 t3:64 t3p1:64")
+    )
+
+
+def test_softplus_variance_stays_finite_where_softplus_underflows():
+    vae = KernelVAE(KernelVAEConfig.authors(7))
+    with torch.no_grad():
+        vae.w_var.bias.fill_(-200.0)
+        vae.z_var.bias.fill_(-200.0)
+    w = torch.randn(4, 7, 7)
+    mu, logvar = vae.encode(w)
+    assert torch.isfinite(logvar).all() and torch.isfinite(vae.decode(mu)[1]).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# The release as a data source
+# ------------------------------------------------------------------------------------------------
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture
+def fake_release(monkeypatch, tmp_path):
+    """A fake release with the real one's layout, placed in a temporary cache; returns
+    ``(release, files)`` with ``files`` the bytes of every path."""
+    import io
+
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    files = {"LICENSE": b"GNU GENERAL PUBLIC LICENSE, Version 3 (a fake)\n"}
+    for k, layer in ((7, "conv1"), (5, "conv2")):
+        buf = io.BytesIO()
+        torch.save(_authors_vae(k, seed=k).state_dict(), buf)
+        files[rel.AUTHORS_RELEASE.vaes[layer]] = buf.getvalue()
+        files[f"data/fconv/vae{k}x{k}/params.yaml"] = f"kernel_dim: {k}\n".encode()
+        for split in rel.AUTHORS_RELEASE.banks[layer]:
+            buf = io.BytesIO()
+            rng = np.random.default_rng(k)
+            np.save(buf, (0.2 * rng.standard_normal((30, 1, k, k))).astype(np.float32))
+            files[rel.AUTHORS_RELEASE.banks[layer][split]] = buf.getvalue()
+    fake = rel.Release(
+        repo="someone/fake-release",
+        commit="0" * 40,
+        licence="GPL-3.0",
+        files={p: _sha(b) for p, b in files.items()},
+        vaes=rel.AUTHORS_RELEASE.vaes,
+        banks=rel.AUTHORS_RELEASE.banks,
+    )
+    assert set(fake.files) == set(rel.AUTHORS_RELEASE.files)  # the same layout as the real one
+    monkeypatch.setattr(rel, "AUTHORS_RELEASE", fake)
+    root = rel.release_dir()
+    for p, b in files.items():
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_bytes(b)
+    return fake, files
+
+
+def test_a_placed_release_verifies_and_loads_strictly(fake_release, capsys):
+    fake, files = fake_release
+    assert rel.cli(None) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok  ") == len(files) and "GPL-3.0" in out
+    vaes = rel.load_released_vaes()
+    assert vaes["conv1"].kernel_size == 7 and vaes["conv2"].kernel_size == 5
+    theirs = _authors_vae(5, seed=5)
+    z = torch.randn(8, 4)
+    torch.testing.assert_close(
+        vaes["conv2"].decode(z)[0], theirs.decoder(z[:, :, None, None])[0].squeeze(1)
+    )
+    assert vaes["conv1"].record["licence"] == "GPL-3.0"
+    assert vaes["conv1"].record["sha256"] == fake.files[fake.vaes["conv1"]]
+    bank = rel.load_released_bank()
+    assert bank["conv1"]["train"].shape == (30, 7, 7) and set(bank["conv2"]) == {"test"}
+    record = (rel.release_dir() / rel.RECORD).read_text()
+    assert "GPL-3.0" in record and fake.commit in record
+
+
+def test_one_corrupted_byte_names_the_file_and_its_hash(fake_release):
+    fake, files = fake_release
+    path = fake.vaes["conv2"]
+    local = rel.release_dir() / path
+    data = bytearray(local.read_bytes())
+    data[100] ^= 1
+    local.write_bytes(bytes(data))
+    with pytest.raises(rel.ReleaseUnavailableError) as err:
+        rel.load_released_vaes()
+    msg = str(err.value)
+    assert f"{path}: damaged" in msg and fake.files[path] in msg
+    assert str(rel.release_dir()) in msg and "DWP_OFFLINE=1" in msg
+
+
+def test_offline_without_the_files_names_the_folder(fake_release):
+    fake, _ = fake_release
+    import shutil
+
+    shutil.rmtree(rel.release_dir() / "data")
+    with pytest.raises(rel.ReleaseUnavailableError) as err:
+        rel.fetch_release()
+    msg = str(err.value)
+    assert "missing" in msg and "place a copy of each file" in msg
+    assert str(rel.release_dir()) in msg
+    assert all(p in msg for p in fake.files if p != "LICENSE")
+
+
+def test_download_fills_the_cache_and_checks_the_hash(fake_release, monkeypatch, tmp_path):
+    """Online: a missing file is fetched (here from a loopback server) and verified."""
+    fake, files = fake_release
+    served = tmp_path / "served"
+    for p, b in files.items():
+        (served / p).parent.mkdir(parents=True, exist_ok=True)
+        (served / p).write_bytes(b)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import dataclasses
+        import shutil
+
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        online = dataclasses.replace(fake, base_url=url)
+        monkeypatch.setattr(rel, "AUTHORS_RELEASE", online)
+        monkeypatch.delenv("DWP_OFFLINE")
+        shutil.rmtree(rel.release_dir() / "data")
+        got = rel.fetch_release()
+        assert all(got[p].read_bytes() == b for p, b in files.items())
+        assert "downloaded from http://127.0.0.1" in (rel.release_dir() / rel.RECORD).read_text()
+        # a server that sends other bytes than the registry's hash: refused, nothing kept
+        (served / online.vaes["conv1"]).write_bytes(b"not the weights")
+        (rel.release_dir() / online.vaes["conv1"]).unlink()
+        with pytest.raises(rel.ReleaseUnavailableError, match="SHA-256"):
+            rel.fetch_release()
+        assert not (rel.release_dir() / online.vaes["conv1"]).exists()
+    finally:
+        server.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------
+# The experiment with the released prior beside ours
+# ------------------------------------------------------------------------------------------------
+
+
+def test_experiment_compares_the_released_prior_with_ours(fake_release, fake_world, tmp_path):  # noqa: F811
+    from dwp_lib.experiment import Experiment, method_label, read_rows
+
+    fake, _ = fake_release
+    methods = "dwp@released:dwp@released,dwp:dwp,normal:dwp@released,dwp@released/normal:xavier"
+    cfg = micro_config(**{"grid.methods": methods, "init.inits": "xavier,dwp@released"})
+    exp = Experiment(cfg, tmp_path / "run", "cpu", verbose=False, command="test")
+    rows = exp.prior_grid()
+    assert {(r["prior"], r["init"]) for r in rows} == {
+        ("dwp@released", "dwp@released"),
+        ("dwp", "dwp"),
+        ("normal", "dwp@released"),
+        ("dwp@released/normal", "xavier"),
+    }
+    by = {(r["prior"], r["init"]): r for r in rows if r["seed"] == 0}
+    released_sha = fake.files[fake.vaes["conv1"]][:12]
+    assert f"released:conv1={released_sha}" in by[("dwp@released", "dwp@released")]["vae_sha256"]
+    assert "released" not in by[("dwp", "dwp")]["vae_sha256"]
+    assert by[("normal", "dwp@released")]["vae_sha256"].startswith("released:")
+    # the released init is the released VAE's samples, not ours: other kernels, other results
+    assert by[("normal", "dwp@released")]["acc_ensemble"] is not None
+    curves = exp.init_experiment()
+    assert {r["init"] for r in curves} == {"xavier", "dwp@released"}
+    prov = exp.provenance()
+    assert prov["released_prior"]["licence"] == "GPL-3.0"
+    assert prov["released_prior"]["commit"] == fake.commit
+    assert set(prov["released_prior"]["layers"]) == {"conv1", "conv2"}
+    assert "released" in method_label("normal:dwp@released")
+    # resumes: nothing is run again
+    again = Experiment(cfg, tmp_path / "run", "cpu", verbose=False)
+    assert len(again.prior_grid()) == len(rows)
+    assert len(read_rows(tmp_path / "run" / "results.csv")) == len(rows)
+
+
+def test_experiment_without_the_release_says_where_to_put_it(fake_world, monkeypatch, tmp_path):  # noqa: F811
+    from dwp_lib.experiment import Experiment, ExperimentError
+
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    cfg = micro_config(**{"grid.methods": "dwp@released:xavier"})
+    exp = Experiment(cfg, tmp_path / "run", "cpu", verbose=False)
+    with pytest.raises(ExperimentError, match="(?s)dwp@released.*place a copy") as err:
+        exp.prior_grid()
+    assert str(rel.release_dir()) in str(err.value)
