@@ -49,6 +49,12 @@ def _release(args: argparse.Namespace) -> int:
     return release.cli(args)
 
 
+def _score_priors(args: argparse.Namespace) -> int:
+    from . import prior_scores
+
+    return prior_scores.cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(GPL-3.0)",
     )
     p.set_defaults(func=_release)
+
+    p = sub.add_parser(
+        "score-priors",
+        help="score the released prior and ours as densities over kernels (ELBO, IW log p(w))",
+    )
+    p.add_argument("--preset", choices=PRESETS, default="book", help="which of our priors")
+    p.add_argument("--out", required=True, help="output folder (scores.csv, figures, provenance)")
+    p.add_argument("--iw-samples", type=int, default=1000, help="K of the IW estimate of log p(w)")
+    p.add_argument("--max-slices", type=int, default=2000, help="slices per kind (at most)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(func=_score_priors)
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")

@@ -93,6 +93,8 @@ PAPER_RESULTS: dict[str, dict[int, float]] = {
     "normal": {50: 0.717, 100: 0.816, 200: 0.890, 500: 0.938, 1000: 0.959},
     "det": {50: 0.751, 100: 0.827, 200: 0.879, 500: 0.926, 1000: 0.954},
 }
+#: the paper's DWP rows used the kernel VAEs its authors released (dwp_lib.release)
+PAPER_RESULTS["dwp@released"] = PAPER_RESULTS["dwp"]
 #: ``dwp`` uses the kernel VAEs this pipeline trains; ``dwp@released`` the paper authors'
 #: released ones (:mod:`dwp_lib.release`, GPL-3.0), as a prior or as an initialisation.
 RELEASED = "dwp@released"

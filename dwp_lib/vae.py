@@ -13,7 +13,8 @@ Two models share that machinery (:class:`VAE`):
 
 - :class:`MLPVAE`: a small fully-connected VAE with a Bernoulli decoder, for the MNIST digits of
   chapter 3;
-- :class:`KernelVAE`: the authors' convolutional VAE for k x k kernel slices with a Gaussian
+- :class:`KernelVAE`: a convolutional VAE for k x k kernel slices (ours, or the authors' exact
+  layer lists: ``KernelVAEConfig.authors``) with a Gaussian
   decoder. Fitted to the slices of trained source networks, p(w) = ∫ p(w|z) p(z) dz is the deep
   weight prior, and its encoder is the reverse model r(z|w) of the auxiliary bound (chapter 4).
 
@@ -288,11 +289,13 @@ def binarize(images: Tensor, threshold: float = 0.5) -> Tensor:
 AUTHORS_KERNEL_VAES = {
     7: dict(
         latent_dim=2,
+        hidden=32,  # their hidden_dim: the first layer's width (unused once layers are listed)
         encoder=("c3:32", "c3:64", "c3:64"),
         decoder=("t3:64", "t3:64", "t3:32"),
     ),
     5: dict(
         latent_dim=4,
+        hidden=64,
         encoder=("c3p1:64", "c3p1:64", "c3:128", "c3:128"),
         decoder=("c1:128", "t3:128", "t3:128", "c1:64"),
     ),

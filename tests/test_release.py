@@ -334,3 +334,34 @@ def test_experiment_without_the_release_says_where_to_put_it(fake_world, monkeyp
     with pytest.raises(ExperimentError, match="(?s)dwp@released.*place a copy") as err:
         exp.prior_grid()
     assert str(rel.release_dir()) in str(err.value)
+
+
+def test_score_priors_cli_scores_both_priors_on_every_kind(fake_release, fake_world, tmp_path):  # noqa: F811
+    import json
+
+    from dwp_lib.cli import main as cli_main
+    from dwp_lib.experiment import read_rows
+
+    out = tmp_path / "scores"
+    args = ["score-priors", "--preset", "tiny", "--out", str(out), "--iw-samples", "4"]
+    assert cli_main([*args, "--max-slices", "20"]) == 0
+    rows = read_rows(out / "scores.csv")
+    kinds = {"released held-out", "ours held-out", "Xavier", "noise at released norm",
+             "noise at our norm"}  # fmt: skip
+    assert {(r["prior"], r["layer"]) for r in rows} == {
+        (p, l) for p in ("released", "ours") for l in ("conv1", "conv2")
+    }
+    assert {r["kind"] for r in rows} == kinds and len(rows) == 2 * 2 * len(kinds)
+    assert all(r["slices"] <= 20 and r["log_p_iw"] is not None for r in rows)
+    # the rescaled noise has the bank's median norm
+    by = {(r["prior"], r["layer"], r["kind"]): r for r in rows}
+    for layer in ("conv1", "conv2"):
+        a = by[("ours", layer, "released held-out")]["median_norm"]
+        assert by[("ours", layer, "noise at released norm")]["median_norm"] == pytest.approx(
+            a, rel=1e-3
+        )
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["released"]["licence"] == "GPL-3.0" and prov["ours"]["kernel_vaes"]
+    assert (out / "figures" / "scores.png").stat().st_size > 0
+    assert (out / "figures" / "samples.png").stat().st_size > 0
+    assert "released: ELBO" in (out / "scores.md").read_text()
