@@ -33,6 +33,7 @@ from .config import preset_of, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, conv_l2, linear_decay
+from .train import check_finite
 from .vae import KernelVAE
 from .vi import elbo, kl_normal_standard
 
@@ -611,7 +612,7 @@ def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> 
         terms.loss.backward()
         hist.lr.append(opt.param_groups[0]["lr"])
         opt.step()
-        hist.loss.append(terms.loss.item())
+        hist.loss.append(check_finite(terms.loss.item(), desc, step))
         hist.nll.append(terms.nll.item())
         hist.kl.append(terms.kl.item())
         if len(hist.loss) % 50 == 0:

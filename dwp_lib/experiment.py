@@ -76,6 +76,7 @@ from .config import check_preset, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, SourceNetsConfig, get_kernel_bank
+from .train import check_finite
 from .vae import (
     KernelVAE,
     KernelVAEConfig,
@@ -1005,7 +1006,7 @@ def train_plain_cnn_curve(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(check_finite(loss.item(), f"init experiment ({init_name})", step))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.append(
                 dict(
@@ -1378,6 +1379,7 @@ class Experiment:
                 f"the bank has {len(slices)} {layer} slices in split {lc.split!r}: too few to fit "
                 "a kernel VAE; train more source nets or lower source.prune_norms"
             )
+        seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
         vae = KernelVAE(lc.arch)
         hist = train_kernel_vae(vae, slices, lc.train, lc.seed, self.device)
         test = bank.slices(layer, "test")

@@ -43,6 +43,7 @@ from . import artifacts as _artifacts
 from . import config as _config
 from .device import default_device, seed_everything
 from .progress import progress
+from .train import check_finite
 
 #: The conv layers whose kernels make the bank, and their kernel sizes.
 LAYERS: dict[str, int] = {"conv1": 7, "conv2": 5}
@@ -466,6 +467,7 @@ def train_one_net(
                 run_loss += data_loss.cpu() * len(yb)
                 run_correct += (logits.argmax(1) == yb).sum().cpu()
                 bar.update()
+            check_finite(run_loss.item(), f"source net {index}, epoch {_epoch}", len(lrs))
             bar.set_postfix(loss=f"{run_loss.item() / n:.3f}")
         bar.close()
     finally:

@@ -40,6 +40,7 @@ from . import artifacts
 from .config import preset_of, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
+from .train import check_finite
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -820,7 +821,7 @@ def fit(
         history.lr.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-        history.loss.append(loss.item())
+        history.loss.append(check_finite(loss.item(), desc, len(history.loss)))
         if len(history.loss) % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.2f}")
     history.seconds = time.perf_counter() - start

@@ -491,3 +491,15 @@ def test_initialised_values_are_the_ones_the_optimiser_trains(kind, data, toy_va
 def test_unknown_layer_in_dwp_init_raises(toy_vae):
     with pytest.raises(KeyError, match="no kernel VAE"):
         bayes.initialise(BayesianCNN(small_cfg()), DWPInit({"conv1": toy_vae}))
+
+
+def test_nan_input_or_a_diverging_lr_stops_training():
+    from dwp_lib.train import NonFiniteLossError
+
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    x[0, 0, 5, 5] = float("nan")
+    cfg = BayesConfig(channels=(4, 8), steps=5, eval_samples=1)
+    with pytest.raises(NonFiniteLossError, match="Bayesian CNN: the loss is nan"):
+        bayes.train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), x, y, cfg, 0, "cpu")
+    with pytest.raises(NonFiniteLossError, match="det CNN"):
+        bayes.train_det_cnn(bayes.det_cnn(cfg), x, y, cfg, seed=0, device="cpu")

@@ -286,3 +286,13 @@ def test_reverse_and_decoder_parameters_split_the_kernel_vae():
     dec = {id(p) for p in vae.decoder_parameters()}
     assert rev and dec and not rev & dec
     assert rev | dec == {id(p) for p in vae.parameters()}
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error():
+    from dwp_lib.train import NonFiniteLossError
+
+    slices = toy_kernel_slices(64, 7, seed=0)
+    slices[3, 2, 2] = float("nan")
+    vae = KernelVAE(KernelVAEConfig.for_kernel(7, hidden=4))
+    with pytest.raises(NonFiniteLossError, match=r"kernel VAE 7x: the loss is nan at step 0"):
+        train_kernel_vae(vae, slices, KernelVAETrainConfig(steps=5, batch_size=64), seed=0)
