@@ -15,8 +15,9 @@ It also prints the relative standard deviation of each DWP estimator of the conv
 divides each step by the gradient's RMS, the median |mean gradient| / RMS gradient of the
 penalty with respect to conv2's means: how much smaller a step a noisier estimator takes.
 
-Cost does not depend on the weights, only on the shapes, so the kernel VAEs are the authors'
-architectures (7x7: latent 2, hidden 32; 5x5: latent 4, hidden 64) fitted briefly to toy slices
+Cost does not depend on the weights, only on the shapes, so the kernel VAEs are our
+defaults (``KernelVAEConfig.for_kernel``: 7x7 latent 2, hidden 32; 5x5 latent 4, hidden 64; not the
+authors' exact layers, see benchmarks/dwp_cell.py) fitted briefly to toy slices
 (`dwp_lib.vae.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
 random (timing does not depend on them either).
 """

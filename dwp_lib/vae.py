@@ -330,8 +330,31 @@ class LayerSpec:
         return side - 2 * self.padding + self.kernel - 1
 
     def module(self, in_channels: int) -> nn.Module:
-        conv = nn.Conv2d if self.kind == "c" else nn.ConvTranspose2d
+        conv = nn.Conv2d if self.kind == "c" else _ConvTranspose
         return conv(in_channels, self.channels, self.kernel, padding=self.padding)
+
+
+#: Transposed convolutions computed as the equivalent ordinary convolution (same numbers to float
+#: rounding, faster on a CPU); ``False`` runs torch's own, the reference kept for tests and
+#: ``benchmarks/dwp_cell.py``.
+CONVT_AS_CONV = True
+
+
+class _ConvTranspose(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (stride 1; same parameters and state_dict keys) computed as what it
+    equals: on a 1 x 1 input a matrix product, otherwise a convolution with the kernel flipped,
+    its two channel axes swapped, and padding k - 1 - p."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not CONVT_AS_CONV or self.stride != (1, 1) or self.output_padding != (0, 0):
+            return super().forward(x)
+        k, p = self.kernel_size[0], self.padding[0]
+        if x.shape[-2:] == (1, 1) and p == 0:
+            out = x.flatten(1) @ self.weight.reshape(self.in_channels, -1)
+            out = out.reshape(len(x), self.out_channels, k, k)
+            return out if self.bias is None else out + self.bias[:, None, None]
+        w = self.weight.flip(-1, -2).transpose(0, 1)
+        return F.conv2d(x, w, self.bias, padding=k - 1 - p)
 
 
 @dataclass

@@ -503,3 +503,32 @@ def test_nan_input_or_a_diverging_lr_stops_training():
         bayes.train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), x, y, cfg, 0, "cpu")
     with pytest.raises(NonFiniteLossError, match="det CNN"):
         bayes.train_det_cnn(bayes.det_cnn(cfg), x, y, cfg, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("slices", [256, None])
+def test_the_fast_paths_give_the_same_losses_as_the_reference(monkeypatch, slices):
+    """The fused local reparametrisation and the transposed convolutions computed as ordinary
+    ones change how the sums are taken, not what is computed: a seeded DWP run with the authors'
+    kernel VAE layers gives the same loss curve (to float rounding) on either path."""
+    from dwp_lib import vae as vae_mod
+
+    torch.manual_seed(0)
+    vaes = {
+        "conv1": KernelVAE(KernelVAEConfig.authors(7)).eval(),
+        "conv2": KernelVAE(KernelVAEConfig.authors(5)).eval(),
+    }
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    cfg = BayesConfig(channels=(8, 16), steps=15, eval_samples=1, dwp_slices_per_step=slices)
+
+    def run(fast: bool):
+        monkeypatch.setattr(bayes, "FUSED_LRT", fast)
+        monkeypatch.setattr(vae_mod, "CONVT_AS_CONV", fast)
+        model = bayes.initialise(BayesianCNN(cfg), DWPInit(vaes), seed=1)
+        priors = {k: DeepWeightPrior(v, slices) for k, v in vaes.items()}
+        hist = bayes.train_bayesian_cnn(model, priors, x, y, cfg, seed=2, device="cpu")
+        return torch.tensor(hist.loss, dtype=torch.float64), model
+
+    ref, ref_model = run(False)
+    fast, fast_model = run(True)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(fast_model.conv2.mu, ref_model.conv2.mu, rtol=1e-3, atol=1e-5)
