@@ -438,3 +438,12 @@ def test_a_retrained_kernel_vae_is_bit_identical_whatever_ran_before(fake_world,
     for layer, state in first.items():
         for key, value in state.items():
             assert torch.equal(again[layer].state_dict()[key], value), (layer, key)
+
+
+@pytest.mark.parametrize("path", sorted((ex.repo_results_dir().parent / "configs").glob("*.toml")))
+def test_committed_config_files_resolve(path):
+    """Every config under configs/ builds a valid experiment (the commands in results/ use them)."""
+    cfg = config_from(None, path)
+    for m in cfg.grid.methods:
+        parse_method(m)
+    assert cfg.name == path.stem
