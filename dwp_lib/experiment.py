@@ -30,6 +30,7 @@ each finishes, so an interrupted run resumes), ``init_curves.csv``, ``init_costs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -39,6 +40,7 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import shlex
 import statistics
 import sys
@@ -1279,6 +1281,27 @@ class Experiment:
                 )
         _artifacts.atomic_write_json(path, now)
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """Hold the run folder's lock while rows are appended: a second process writing to the
+        same folder is refused (it would store every cell twice), with the holder's pid."""
+        from filelock import FileLock, Timeout
+
+        lock, owner = FileLock(str(self.out / ".lock")), self.out / ".lock.owner"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = owner.read_text().strip() if owner.exists() else "another process"
+            raise ExperimentError(
+                f"{self.out} is being written by {who}; wait for it to finish (or stop it), or "
+                "use another --out folder. Two writers would store every cell twice."
+            ) from None
+        try:
+            owner.write_text(f"process {os.getpid()} on {platform.node()}\n")
+            yield
+        finally:
+            lock.release()
+
     def _timed(self, stage: str, t0: float, loaded: bool) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
         self.stage_loaded[stage] = loaded
@@ -1446,13 +1469,14 @@ class Experiment:
             if len(keep) != len(rows):
                 self._rewrite(self.curves_path, keep, CURVE_COLUMNS)
                 rows = keep
-            for init_name, seed in progress(todo, desc="init experiment", position=0):
-                new = train_plain_cnn_curve(
-                    init_name, seed, ic, data, bank, vaes, self.device, released
-                )
-                for r in new:
-                    append_row(self.curves_path, r, CURVE_COLUMNS)
-                rows += new
+            with self._writing():
+                for init_name, seed in progress(todo, desc="init experiment", position=0):
+                    new = train_plain_cnn_curve(
+                        init_name, seed, ic, data, bank, vaes, self.device, released
+                    )
+                    for r in new:
+                        append_row(self.curves_path, r, CURVE_COLUMNS)
+                    rows += new
             self.say(f"Init experiment: trained {len(todo)} run(s) into {self.curves_path}")
         else:
             self.say(f"Init experiment: loaded {len(rows)} rows from {self.curves_path}")
@@ -1501,10 +1525,7 @@ class Experiment:
         rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
         if not g.enabled:
             return rows
-        have = {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows}
-        todo = [
-            (m, n, s) for m, n, s in self.planned_cells() if (*parse_method(m), n, s) not in have
-        ]
+        todo = self._todo(rows)
         t0 = time.perf_counter()
         if todo:
             sources = set().union(*(vae_sources(m) for m, _, _ in todo))
@@ -1512,16 +1533,21 @@ class Experiment:
             vaes = self.kernel_vaes() if "trained" in sources else None
             released = self.released_vaes() if "released" in sources else None
             t0 = time.perf_counter()
-            workers = min(g.workers, len(todo))
-            bar = progress(
-                total=len(todo), desc=f"prior grid ({workers or 1} at a time)", position=0
-            )
-            for row in self._grid_rows(todo, bank, vaes, workers, released):
-                append_row(self.results_path, row, RESULT_COLUMNS)
-                rows.append(row)
-                bar.set_postfix_str(f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}")
-                bar.update(1)
-            bar.close()
+            with self._writing():
+                # read again under the lock: a writer that finished meanwhile added cells
+                rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
+                todo = self._todo(rows)
+                workers = min(g.workers, len(todo))
+                bar = progress(
+                    total=len(todo), desc=f"prior grid ({workers or 1} at a time)", position=0
+                )
+                for row in self._grid_rows(todo, bank, vaes, workers, released) if todo else ():
+                    append_row(self.results_path, row, RESULT_COLUMNS)
+                    rows.append(row)
+                    cell = f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}"
+                    bar.set_postfix_str(cell)
+                    bar.update(1)
+                bar.close()
             self.say(f"Prior grid: ran {len(todo)} cell(s) into {self.results_path}")
         else:
             self.say(
@@ -1530,6 +1556,13 @@ class Experiment:
         self._timed("prior_grid", t0, not todo)
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
         return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
+
+    def _todo(self, rows: list[dict]) -> list[tuple[str, int, int]]:
+        """The planned cells that have no row yet."""
+        have = {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows}
+        return [
+            (m, n, s) for m, n, s in self.planned_cells() if (*parse_method(m), n, s) not in have
+        ]
 
     def _test_xy(self):
         _, test = self.mnist()

@@ -447,3 +447,23 @@ def test_committed_config_files_resolve(path):
     for m in cfg.grid.methods:
         parse_method(m)
     assert cfg.name == path.stem
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(fake_world, tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "normal:xavier", "init.enabled": "false"})
+    exp = Experiment(cfg, out, "cpu", verbose=False)
+    held = FileLock(str(out / ".lock"))
+    held.acquire()  # another process writing (the lock is per file handle, like a second process)
+    (out / ".lock.owner").write_text("process 4242 on somewhere\n")
+    try:
+        with pytest.raises(ExperimentError, match="being written by process 4242"):
+            exp.prior_grid()
+    finally:
+        held.release()
+    assert not (out / "results.csv").exists()
+    rows = exp.prior_grid()  # free again: runs, and a rerun adds nothing
+    assert len(rows) == 2 and len(Experiment(cfg, out, "cpu", verbose=False).prior_grid()) == 2
+    assert len(read_rows(out / "results.csv")) == 2
