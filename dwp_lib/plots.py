@@ -944,18 +944,25 @@ def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, s
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
     g = torch.Generator().manual_seed(seed)
     for row, layer in zip(axes, layers, strict=True):
-        real = bank.slices(layer, "train")
-        real = real[torch.randperm(len(real), generator=g)[:n]]
-        fake = kernel_vaes[layer].sample(n, generator=g).cpu()
+        real, fake = _real_and_sampled(bank.slices(layer, "train"), kernel_vaes[layer], n, g)
         k = real.shape[-1]
-        for ax, s, what in ((row[0], real, "source slices"), (row[1], fake, "kernel VAE samples")):
-            ax.imshow(
-                slice_grid(s, ncols=ncols), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest"
-            )
-            ax.set_title(f"{layer} ({k}x{k}): {what}", fontsize=10)
-            ax.axis("off")
+        for ax, sl, what in ((row[0], real, "source slices"), (row[1], fake, "kernel VAE samples")):
+            _slice_panel(ax, sl, f"{layer} ({k}x{k}): {what}", cmap, ncols, 10)
     fig.tight_layout()
     return fig
+
+
+def _real_and_sampled(bank_slices, vae, n: int, g: torch.Generator):
+    """n random slices of a bank and n samples of a kernel VAE (decoder means at z ~ N(0, I))."""
+    real = bank_slices[torch.randperm(len(bank_slices), generator=g)[:n]]
+    return real, vae.sample(n, generator=g).cpu()
+
+
+def _slice_panel(ax, slices, title: str, cmap, ncols: int, fontsize: int) -> None:
+    """Slices tiled on ``ax``, each scaled to its own largest |weight|."""
+    ax.imshow(slice_grid(slices, ncols=ncols), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
 
 
 @torch.no_grad()
@@ -1077,16 +1084,10 @@ def plot_prior_samples(priors: dict, banks: dict, n: int = 16, ncols: int = 8, s
     for i, layer in enumerate(layers):
         for j, name in enumerate(names):
             g = torch.Generator().manual_seed(seed)
-            real = banks[name][layer]
-            real = real[torch.randperm(len(real), generator=g)[:n]]
-            fake = priors[name][layer].sample(n, generator=g).cpu()
+            real, fake = _real_and_sampled(banks[name][layer], priors[name][layer], n, g)
             k = real.shape[-1]
-            for ax, s, what in ((axes[i, 2 * j], real, "bank"), (axes[i, 2 * j + 1], fake, "VAE")):
-                ax.imshow(
-                    slice_grid(s, ncols=ncols), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest"
-                )
-                ax.set_title(f"{name} {what}, {layer} ({k}x{k})", fontsize=9)
-                ax.axis("off")
+            for ax, sl, what in ((axes[i, 2 * j], real, "bank"), (axes[i, 2 * j + 1], fake, "VAE")):
+                _slice_panel(ax, sl, f"{name} {what}, {layer} ({k}x{k})", cmap, ncols, 9)
     fig.tight_layout()
     return fig
 
