@@ -1700,7 +1700,7 @@ class Experiment:
             }
         if bank is not None:
             data["source"] = bank.provenance.get("data", {})
-        planned = len(self.planned_cells()) if self.cfg.grid.enabled else 0
+        planned = len(self.planned_cells())  # with grid.enabled=false too: says what is missing
         return {
             "command": self.command,
             "preset": self.cfg.from_preset,
