@@ -109,7 +109,8 @@ PRIOR_LABELS = {
     "det": "det. CNN",
 }
 PRIORS = ("dwp", RELEASED, "normal", "log-uniform", "det")
-INITS = ("default", "xavier", "filters", "dwp", RELEASED)
+PIPELINE_INITS = ("default", "xavier", "filters", "dwp")  # what the pipeline itself provides
+INITS = (*PIPELINE_INITS, RELEASED)
 LAYER_PRIORS = ("dwp", RELEASED, "normal")  # the priors a per-layer spec may name
 INIT_LABELS = {RELEASED: "released-VAE"}
 
@@ -192,7 +193,7 @@ class InitExperimentConfig:
     """
 
     enabled: bool = True
-    inits: tuple[str, ...] = INITS[:4]  # the released VAEs (dwp@released) only when asked
+    inits: tuple[str, ...] = PIPELINE_INITS  # the released VAEs (dwp@released) when asked
     seeds: tuple[int, ...] = (0, 1)
     channels: tuple[int, int] = (32, 128)
     steps: int = 200
