@@ -705,7 +705,13 @@ class KernelVAE(VAE):
                 "save one with KernelVAE.save"
             )
         vae = cls(KernelVAEConfig(**obj["config"]))
-        vae.load_state_dict(obj["state_dict"])
+        # files of dwp_lib before the layer lists named two heads differently
+        old = {"z_var.0.": "z_var.", "w_logvar.": "w_var."}
+        state = {
+            next((new + k[len(o) :] for o, new in old.items() if k.startswith(o)), k): v
+            for k, v in obj["state_dict"].items()
+        }
+        vae.load_state_dict(state)
         vae.record = record
         return vae.to(map_location).eval()
 

@@ -296,3 +296,17 @@ def test_non_finite_loss_stops_training_with_a_clear_error():
     vae = KernelVAE(KernelVAEConfig.for_kernel(7, hidden=4))
     with pytest.raises(NonFiniteLossError, match=r"kernel VAE 7x: the loss is nan at step 0"):
         train_kernel_vae(vae, slices, KernelVAETrainConfig(steps=5, batch_size=64), seed=0)
+
+
+def test_a_vae_saved_by_the_previous_version_still_loads(tmp_path):
+    vae = KernelVAE(KernelVAEConfig.for_kernel(5, hidden=8))
+    path = tmp_path / "old.pt"
+    state = {
+        k.replace("z_var.", "z_var.0.").replace("w_var.", "w_logvar."): v
+        for k, v in vae.state_dict().items()
+    }
+    config = {"kernel_size": 5, "latent_dim": 4, "hidden": 8, "logvar_floor": -10.0}
+    artifacts.save_artifact(path, {"kind": "KernelVAE", "config": config, "state_dict": state})
+    again = KernelVAE.load(path)
+    z = torch.randn(3, 4)
+    torch.testing.assert_close(again.decode(z)[1], vae.eval().decode(z)[1])
