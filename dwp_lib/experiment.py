@@ -539,6 +539,20 @@ def _drop_paths(d: dict, paths: Iterable[str]) -> dict:
     return d
 
 
+def _with_added_fields(before: dict, now: dict, preset: dict) -> dict:
+    """``before`` with every field it lacks filled from ``now`` where ``now`` has the preset's
+    value there (a field the library gained since ``before`` was written, left at its default)."""
+    out = dict(before)
+    for k, v in now.items():
+        p = preset.get(k) if isinstance(preset, dict) else None
+        if k not in before:
+            if v == p:
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(before[k], dict):
+            out[k] = _with_added_fields(before[k], v, p if isinstance(p, dict) else {})
+    return out
+
+
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted paths where two config dicts differ."""
     out = []
@@ -1272,7 +1286,17 @@ class Experiment:
         path = self.out / "config.json"
         now = self.cfg.to_dict()
         if path.exists():
-            before = json.loads(path.read_text())
+            try:
+                before = json.loads(path.read_text())
+            except ValueError as err:
+                raise ExperimentError(
+                    f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or "
+                    "move the folder away and start a new run"
+                ) from None
+            # a setting added to the library since that run, at its preset value, is the old
+            # behaviour (new fields default to what the code did before they existed)
+            preset = ExperimentConfig.preset_config(self.cfg.from_preset).to_dict()
+            before = _with_added_fields(before, now, preset)
             diff = config_differences(_drop_paths(before, EXTENDABLE), _drop_paths(now, EXTENDABLE))
             if diff:
                 raise ExperimentError(

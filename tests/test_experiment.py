@@ -467,3 +467,25 @@ def test_a_second_writer_of_a_run_folder_is_refused(fake_world, tmp_path):
     rows = exp.prior_grid()  # free again: runs, and a rerun adds nothing
     assert len(rows) == 2 and len(Experiment(cfg, out, "cpu", verbose=False).prior_grid()) == 2
     assert len(read_rows(out / "results.csv")) == 2
+
+
+def test_a_folder_from_before_a_new_setting_resumes_but_a_damaged_config_is_refused(
+    fake_world, tmp_path
+):
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "normal:xavier", "init.enabled": "false"})
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    old = json.loads((out / "config.json").read_text())
+    for layer in ("conv1", "conv2"):  # as written before the layer lists existed
+        for field in ("encoder", "decoder", "variance", "w_var_floor"):
+            del old["vae"][layer]["arch"][field]
+    (out / "config.json").write_text(json.dumps(old))
+    assert len(Experiment(cfg, out, "cpu", verbose=False).prior_grid()) == 2
+    # a new field set to something else than its preset value is a different run
+    (out / "config.json").write_text(json.dumps(old))
+    other = apply_overrides(cfg, ["vae.conv1.arch.variance=softplus"])
+    with pytest.raises(ExperimentError, match="other settings.*variance"):
+        Experiment(other, out, "cpu", verbose=False)
+    (out / "config.json").write_text('{"name": ')
+    with pytest.raises(ExperimentError, match="config.json is damaged"):
+        Experiment(cfg, out, "cpu", verbose=False)
