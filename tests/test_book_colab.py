@@ -55,7 +55,7 @@ def fresh_kernel(tmp_path_factory):
     python = venv / "bin" / "python"
     probe = subprocess.run([python, "-c", "import dwp_lib"], capture_output=True, cwd=content)
     assert probe.returncode != 0, "the fresh venv already sees dwp_lib"
-    _run(python, "-m", "pip", "install", "-q", "ipykernel<7")  # what Colab runs; 7.x can hang
+    _run(python, "-m", "pip", "install", "-q", "ipykernel")
     for absent in ("torch", "numpy", "matplotlib", "dwp_lib"):
         probe = subprocess.run([python, "-c", f"import {absent}"], capture_output=True, cwd=content)
         assert probe.returncode != 0, f"the fresh venv should not have {absent} yet"
