@@ -44,6 +44,7 @@ import platform
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -1811,11 +1812,26 @@ def _released_provenance() -> dict:
     return provenance()
 
 
+def _exit_with_parent(parent: int, every: float = 2.0) -> threading.Thread:
+    """End this worker when its parent is gone (killed, or stopped with SIGTERM): an orphaned
+    worker would go on computing a cell nobody will write."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _init_grid_worker(
     cfg: ExperimentConfig, out: str, device: str, with_vaes: bool, with_released: bool = False
 ) -> None:
     """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
     cache that the parent process filled, MNIST from the data cache."""
+    _exit_with_parent(os.getppid())
     exp = Experiment(cfg, out, device, verbose=False)
     torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
     bank = exp.kernel_bank()

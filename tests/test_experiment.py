@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -489,3 +490,39 @@ def test_a_folder_from_before_a_new_setting_resumes_but_a_damaged_config_is_refu
     (out / "config.json").write_text('{"name": ')
     with pytest.raises(ExperimentError, match="config.json is damaged"):
         Experiment(cfg, out, "cpu", verbose=False)
+
+
+def test_a_grid_worker_ends_when_its_parent_is_killed(tmp_path):
+    """The parent runs a worker that watches it, then dies without cleaning up (as on SIGKILL or
+    SIGTERM): the worker must end on its own, not compute on as an orphan."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    pidfile = tmp_path / "worker.pid"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "def work(path):\n"
+        "    from dwp_lib.experiment import _exit_with_parent\n"
+        "    _exit_with_parent(os.getppid(), every=0.1)\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=work, args=(sys.argv[1],))\n"
+        "    p.start()\n"
+        "    while not os.path.exists(sys.argv[1]): time.sleep(0.05)\n"
+        "    time.sleep(0.3)\n"
+        "    os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, str(script), str(pidfile)], timeout=60, check=True)
+    pid = int(pidfile.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail("the worker outlived its parent")
