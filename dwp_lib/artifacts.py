@@ -52,8 +52,28 @@ def cache_dir(*parts: str) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(_cache_problem(path, "cannot be created", err)) from None
     return path
+
+
+class CacheError(ArtifactError, OSError):
+    """The cache folder (``$DWP_CACHE``) cannot be created or written."""
+
+
+def _cache_problem(path: Path, what: str, err: OSError) -> str:
+    root = os.environ.get(CACHE_ENV)
+    where = f"{CACHE_ENV}={root!r}" if root else f"the default cache (set {CACHE_ENV} to change it)"
+    reason = err.strerror or type(err).__name__
+    if isinstance(err, FileExistsError | NotADirectoryError):
+        reason += " (a file stands where a folder is needed)"
+    return (
+        f"{path} {what}: {reason}. The library keeps its data and trained artifacts under "
+        f"{where}; point {CACHE_ENV} at a folder you can write, e.g. "
+        f"`export {CACHE_ENV}=$HOME/dwp-cache`, or fix that folder's permissions"
+    )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -78,8 +98,11 @@ def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as err:
+        raise CacheError(_cache_problem(path.parent, "cannot be written", err)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import preset_of, to_dict
+from .config import check_fields, preset_of, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, conv_l2, linear_decay
-from .train import check_finite
+from .train import check_finite, check_images_and_labels
 from .vae import KernelVAE
 from .vi import elbo, kl_normal_standard
 
@@ -75,6 +75,7 @@ class BayesConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.steps < 1 or self.lr <= 0 or self.kl_weight < 0 or self.eval_samples < 1:
             raise ValueError(f"need steps >= 1, lr > 0, kl_weight >= 0, eval_samples >= 1: {self}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -596,6 +597,12 @@ class BNNHistory:
     seed: int = 0
 
 
+def _num_classes(model: nn.Module) -> int | None:
+    """The number of outputs of the network's last linear layer (None if it has none)."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
+
+
 def _batches(n: int, batch_size: int | None, steps: int, gen: torch.Generator):
     """Index tensors, one per step: the full batch, or reshuffled passes of ``batch_size``."""
     if batch_size is None or batch_size >= n:
@@ -612,6 +619,7 @@ def _batches(n: int, batch_size: int | None, steps: int, gen: torch.Generator):
 
 
 def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> BNNHistory:
+    check_images_and_labels(x, y, desc, num_classes=_num_classes(model))
     gen = seed_everything(seed)
     x, y = x.to(device), y.to(device)
     opt = torch.optim.Adam(params, lr=cfg.lr)

@@ -1,8 +1,12 @@
-"""Where tensors live: CUDA when present, else the CPU."""
+"""Where work runs: CUDA when present, else the CPU; seeds; worker processes that end with
+their parent."""
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+import time
 
 import numpy as np
 import torch
@@ -19,3 +23,19 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))  # noqa: NPY002 (seeds code that uses the legacy API)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def exit_with_parent(parent: int | None = None, every: float = 2.0) -> threading.Thread:
+    """End this worker process when its parent is gone (killed, or stopped with SIGTERM): an
+    orphaned worker would go on computing what nobody will write. Call it first in a pool
+    worker's initialiser."""
+    parent = os.getppid() if parent is None else parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread

@@ -44,8 +44,8 @@ import platform
 import shlex
 import statistics
 import sys
-import threading
 import time
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -75,8 +75,8 @@ from .bayes import (
     train_bayesian_cnn,
     train_det_cnn,
 )
-from .config import check_preset, to_dict
-from .device import default_device, seed_everything
+from .config import ConfigValueError, check_fields, check_preset, to_dict
+from .device import default_device, exit_with_parent, seed_everything
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, SourceNetsConfig, get_kernel_bank
 from .train import check_finite
@@ -142,6 +142,7 @@ class LayerVAEConfig:
     eval_samples: int = 100
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.split not in ("train", "all"):
             raise ValueError(f"split={self.split!r} must be 'train' or 'all'")
         if self.eval_samples < 1:
@@ -205,6 +206,7 @@ class InitExperimentConfig:
     draw_repeats: int = 5
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.inits = tuple(self.inits)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.channels = tuple(int(c) for c in self.channels)
@@ -258,8 +260,13 @@ class GridConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers={self.workers} must be >= 0 (0: no extra processes)")
+        check_fields(self)
+        bad = [k for k in self.steps_by_size if not str(k).isdigit() or int(k) % 10 or not int(k)]
+        if bad:
+            raise ConfigValueError(
+                f"steps_by_size: {', '.join(map(repr, bad))} is not a size (a positive multiple "
+                "of 10, e.g. steps_by_size.50=10000)"
+            )
         self.sizes = tuple(int(n) for n in self.sizes)
         self.split_seeds = tuple(int(s) for s in self.split_seeds)
         self.methods = tuple(self.methods)
@@ -309,6 +316,10 @@ class ExperimentConfig:
     grid: GridConfig
     num_threads: int | None = None
 
+    def __post_init__(self) -> None:
+        check_preset(self.from_preset)
+        check_fields(self)
+
     @classmethod
     def preset_config(cls, name: str) -> ExperimentConfig:
         check_preset(name)
@@ -351,8 +362,13 @@ class ExperimentConfig:
 
     def key(self) -> str:
         """A short hash of every field that changes a result (not the extendable ones)."""
-        d = _drop_paths(self.to_dict(), EXTENDABLE)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return _key_of(self.to_dict())
+
+
+def _key_of(config: dict) -> str:
+    """:meth:`ExperimentConfig.key` of a config dict (as stored in a run's ``config.json``)."""
+    d = _drop_paths(config, EXTENDABLE)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,6 +431,13 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
     return value
 
 
+def _example_of(hint: Any) -> Any:
+    """A value of the (optional) type ``hint``, for coercing a setting whose field is None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = typing.get_origin(args[0]) or args[0]
+    return {int: 0, float: 0.0, str: "", bool: False, tuple: (), dict: {}}.get(kind)
+
+
 def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
     """A copy of ``obj`` with the field at ``parts`` set to ``value`` (coerced)."""
     if not parts:
@@ -429,9 +452,15 @@ def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
                 f"unknown setting {path!r}: {type(obj).__name__} has no field {head!r}{hint}; "
                 f"its fields are {', '.join(names)}"
             )
-        new = _set_path(getattr(obj, head), rest, value, path)
+        current = getattr(obj, head)
+        if current is None and not rest:  # an optional field now unset: its type says how
+            current = _example_of(typing.get_type_hints(type(obj)).get(head))
+        new = _set_path(current, rest, value, path)
         try:
             return dataclasses.replace(obj, **{head: new})
+        except ConfigValueError as err:  # names the field: add the sections above it
+            above = path[: len(path) - len(".".join(parts))]
+            raise ExperimentError(f"{above}{err}") from None
         except (ValueError, TypeError) as err:
             raise ExperimentError(f"{path}={value!r}: {err}") from None
     if isinstance(obj, dict):
@@ -492,6 +521,12 @@ def load_config_file(path: str | os.PathLike) -> tuple[str | None, list[tuple[st
     path = Path(path)
     if not path.exists():
         raise ExperimentError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".json"):
+        suffix = path.suffix or "a file without a suffix"
+        raise ExperimentError(
+            f"config file {path}: only .toml and .json files are read, not {suffix}; write it "
+            "as TOML (configs/*.toml are examples)"
+        )
     text = path.read_text()
     try:
         if path.suffix == ".toml":
@@ -1286,14 +1321,26 @@ class Experiment:
         """Refuse a folder whose earlier run used other settings (mixing would be wrong)."""
         path = self.out / "config.json"
         now = self.cfg.to_dict()
+        self.accepted_keys = {self.cfg.key()}
+        if not path.exists() and read_rows(self.curves_path):
+            raise ExperimentError(
+                f"{self.out} holds {self.curves_path.name} but no config.json, so nothing says "
+                "which settings made its rows; restore config.json (e.g. git checkout), or move "
+                "the folder away and start a new run"
+            )
         if path.exists():
             try:
                 before = json.loads(path.read_text())
+                if not isinstance(before, dict):
+                    raise ValueError("it does not hold a mapping of settings")
             except ValueError as err:
                 raise ExperimentError(
                     f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or "
                     "move the folder away and start a new run"
                 ) from None
+            # rows written before the library gained a field carry the key of the config then
+            self.accepted_keys.add(_key_of(before))
+            self.accepted_keys.update(self._provenance_keys())
             # a setting added to the library since that run, at its preset value, is the old
             # behaviour (new fields default to what the code did before they existed)
             preset = ExperimentConfig.preset_config(self.cfg.from_preset).to_dict()
@@ -1305,7 +1352,28 @@ class Experiment:
                     f"{'...' if len(diff) > 6 else ''}); use a new --out folder for these "
                     "settings (only sizes, methods, seeds and inits may change in one folder)"
                 )
+        self._check_row_keys(read_rows(self.results_path, RESULT_COLUMNS))
         _artifacts.atomic_write_json(path, now)
+
+    def _provenance_keys(self) -> set[str]:
+        """The config keys an earlier run of this folder recorded as its own (``config_keys``)."""
+        try:
+            prov = json.loads((self.out / "provenance.json").read_text())
+        except (OSError, ValueError):
+            return set()
+        keys = prov.get("config_keys") if isinstance(prov, dict) else None
+        return {str(k) for k in keys} if isinstance(keys, list) else set()
+
+    def _check_row_keys(self, rows: Sequence[Mapping]) -> None:
+        """Refuse rows that another config made (their ``config_key`` is not this run's)."""
+        bad = sorted({str(r.get("config_key")) for r in rows} - self.accepted_keys)
+        if bad:
+            n = sum(str(r.get("config_key")) in bad for r in rows)
+            raise ExperimentError(
+                f"{self.results_path} holds {n} row(s) made with other settings (config_key "
+                f"{', '.join(bad)}; this run's is {self.cfg.key()}): its config.json was replaced "
+                "or deleted. Use a new --out folder, or restore that run's config.json"
+            )
 
     @contextlib.contextmanager
     def _writing(self):
@@ -1386,6 +1454,7 @@ class Experiment:
             path = self.vae_path(layer)
             if _artifacts.is_valid_artifact(path):
                 vae = KernelVAE.load(path, map_location=self.device)
+                self._check_vae_file(path, vae, layer, lc)
                 self.say(f"Loaded the {layer} kernel VAE from {path}")
             else:
                 all_loaded = False
@@ -1401,6 +1470,20 @@ class Experiment:
         self._vaes = vaes
         self._timed("kernel_vaes", t0, all_loaded)
         return vaes
+
+    @staticmethod
+    def _check_vae_file(path: Path, vae: KernelVAE, layer: str, lc: LayerVAEConfig) -> None:
+        """Refuse a cached VAE file that is not the one asked for (another layer's, or another
+        architecture's, placed or copied under this name)."""
+        prov = getattr(vae, "record", {}).get("provenance", {})
+        made_for = prov.get("layer")
+        if made_for != layer or vae.config != lc.arch:
+            raise ExperimentError(
+                f"{path} holds a kernel VAE for {made_for or 'an unknown layer'} "
+                f"({vae.config.describe()}), not the {layer} VAE this run needs "
+                f"({lc.arch.describe()}): the file was copied or renamed. Delete it and its "
+                f"{path.name}.json, then rerun: the {layer} VAE is retrained from the bank"
+            )
 
     def released_vaes(self) -> dict[str, KernelVAE]:
         """The paper authors' released kernel VAEs (:func:`dwp_lib.release.load_released_vaes`:
@@ -1549,6 +1632,7 @@ class Experiment:
         cells of this config (earlier rows of other sizes, methods or seeds stay in the file)."""
         g = self.cfg.grid
         rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
+        self._check_row_keys(rows)
         if not g.enabled:
             return rows
         todo = self._todo(rows)
@@ -1735,6 +1819,9 @@ class Experiment:
             "config_file": self.config_file,
             "config": self.cfg.to_dict(),
             "config_key": self.cfg.key(),
+            # every key of this folder's rows: the same settings before and after the library
+            # gained a field
+            "config_keys": sorted({self.cfg.key()} | {str(r["config_key"]) for r in rows}),
             "seeds": {
                 "split_seeds": list(self.cfg.grid.split_seeds),
                 "init_seeds": list(self.cfg.init.seeds),
@@ -1812,18 +1899,7 @@ def _released_provenance() -> dict:
     return provenance()
 
 
-def _exit_with_parent(parent: int, every: float = 2.0) -> threading.Thread:
-    """End this worker when its parent is gone (killed, or stopped with SIGTERM): an orphaned
-    worker would go on computing a cell nobody will write."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(1)
-
-    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
-    thread.start()
-    return thread
+_exit_with_parent = exit_with_parent  # the name the grid's workers used first
 
 
 def _init_grid_worker(

@@ -41,7 +41,7 @@ from torch import nn
 from . import __version__
 from . import artifacts as _artifacts
 from . import config as _config
-from .device import default_device, seed_everything
+from .device import default_device, exit_with_parent, seed_everything
 from .progress import progress
 from .train import check_finite
 
@@ -125,6 +125,7 @@ class SourceNetsConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
+        _config.check_fields(self)
         problems = []
         if self.n_nets < 1:
             problems.append(f"n_nets={self.n_nets} must be >= 1")
@@ -550,6 +551,7 @@ _WORKER_DATA: SourceData | None = None
 
 def _init_worker(data: SourceData, threads: int) -> None:
     global _WORKER_DATA
+    exit_with_parent()  # a killed run leaves no worker training on
     torch.set_num_threads(threads)
     _WORKER_DATA = data
 
@@ -687,6 +689,10 @@ def norm_stats(norms: torch.Tensor) -> dict[str, float]:
     }
 
 
+#: provenance entries of a bank that differ between two builds of the same bank
+_VOLATILE = ("seconds_training_this_run", "sha256", "file")
+
+
 class KernelBank:
     """The slices of every source net's conv kernels, per layer, with their split and provenance.
 
@@ -810,9 +816,14 @@ class KernelBank:
         return f"KernelBank({parts})"
 
     def save(self, path: str | Path) -> str:
-        """Write the bank (and its provenance sidecar); return its SHA-256."""
+        """Write the bank (and its provenance sidecar); return its SHA-256.
+
+        The file holds the slices and what made them; how long that took goes in the sidecar
+        only, so the same nets always give a file with the same SHA-256 (a rebuild after a
+        fault, another machine)."""
+        content = {k: v for k, v in self.provenance.items() if k not in _VOLATILE}
         return _artifacts.save_artifact(
-            path, {"layers": self.layers, "provenance": self.provenance}, self.provenance
+            path, {"layers": self.layers, "provenance": content}, self.provenance
         )
 
     @classmethod

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import artifacts
-from .config import preset_of, to_dict
+from .config import check_fields, preset_of, to_dict
 from .device import default_device, seed_everything
 from .progress import progress
 from .train import check_finite
@@ -385,6 +385,7 @@ class KernelVAEConfig:
     w_var_floor: float = 0.0  # "softplus" only: added to the decoder's variance
 
     def __post_init__(self) -> None:
+        check_fields(self)
         k = self.kernel_size
         if not isinstance(k, int) or k < 3 or k % 2 == 0:
             raise ValueError(
@@ -737,6 +738,7 @@ class VAETrainConfig:
     schedule: str = "linear"  # "linear" or "constant"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"give exactly one of steps and epochs, got {self}")
         if self.schedule not in ("linear", "constant"):
@@ -830,6 +832,15 @@ def fit(
     gen = torch.Generator().manual_seed(seed)  # shuffling and the reparametrised noise
     vae.to(device).train()
     vae.check_input(data[:1].to(device))
+    if not data.is_floating_point():
+        raise ValueError(f"{desc}: the training data must be floats, got {data.dtype}")
+    finite = torch.isfinite(data.reshape(len(data), -1)).all(1)
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{desc}: {int((~finite).sum())} of {len(data)} training examples hold NaN or "
+            f"infinite values (the first is example {int((~finite).nonzero()[0])}); "
+            "remove them before fitting"
+        )
     data = data.to(device)
     total = cfg.num_steps(len(data))
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
@@ -881,7 +892,14 @@ def train_kernel_vae(
     vae.check_input(slices)
     if getattr(cfg, "init_from_data", False):
         vae.init_output_from_data(slices.to(next(vae.parameters()).device))
-    return fit(vae, slices.float(), cfg, seed, device, desc=f"kernel VAE {vae.kernel_size}x")
+    return fit(
+        vae,
+        slices.float(),
+        cfg,
+        seed,
+        device,
+        desc=f"kernel VAE {vae.kernel_size}x{vae.kernel_size}",
+    )
 
 
 @dataclass

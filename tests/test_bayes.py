@@ -497,12 +497,22 @@ def test_nan_input_or_a_diverging_lr_stops_training():
     from dwp_lib.train import NonFiniteLossError
 
     x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
-    x[0, 0, 5, 5] = float("nan")
     cfg = BayesConfig(channels=(4, 8), steps=5, eval_samples=1)
-    with pytest.raises(NonFiniteLossError, match="Bayesian CNN: the loss is nan"):
-        bayes.train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), x, y, cfg, 0, "cpu")
-    with pytest.raises(NonFiniteLossError, match="det CNN"):
-        bayes.train_det_cnn(bayes.det_cnn(cfg), x, y, cfg, seed=0, device="cpu")
+    bad = x.clone()
+    bad[3, 0, 5, 5] = float("nan")  # refused before a step is taken
+    with pytest.raises(ValueError, match="Bayesian CNN: 1 pixel.* NaN or infinite.*image 3"):
+        bayes.train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), bad, y, cfg, 0, "cpu")
+    with pytest.raises(ValueError, match="det CNN: 1 pixel"):
+        bayes.train_det_cnn(bayes.det_cnn(cfg), bad, y, cfg, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="labels run from 0 to 10, outside 0..9"):
+        bayes.train_det_cnn(bayes.det_cnn(cfg), x, torch.where(y == 3, 10, y), cfg, 0, "cpu")
+    with pytest.raises(ValueError, match="20 images but 19 labels"):
+        bayes.train_det_cnn(bayes.det_cnn(cfg), x, y[:19], cfg, 0, "cpu")
+    huge = BayesConfig(channels=(4, 8), steps=30, eval_samples=1, lr=1e4)  # diverges
+    with pytest.raises(NonFiniteLossError, match="Bayesian CNN: the loss is (nan|inf) at step"):
+        bayes.train_bayesian_cnn(BayesianCNN(huge), StandardNormal(), x, y, huge, 0, "cpu")
+    with pytest.raises(NonFiniteLossError, match="det CNN: the loss is"):
+        bayes.train_det_cnn(bayes.det_cnn(huge), x * 1e38, y, huge, seed=0, device="cpu")
 
 
 @pytest.mark.parametrize("slices", [256, None])

@@ -292,10 +292,15 @@ def test_non_finite_loss_stops_training_with_a_clear_error():
     from dwp_lib.train import NonFiniteLossError
 
     slices = toy_kernel_slices(64, 7, seed=0)
-    slices[3, 2, 2] = float("nan")
     vae = KernelVAE(KernelVAEConfig.for_kernel(7, hidden=4))
-    with pytest.raises(NonFiniteLossError, match=r"kernel VAE 7x: the loss is nan at step 0"):
-        train_kernel_vae(vae, slices, KernelVAETrainConfig(steps=5, batch_size=64), seed=0)
+    cfg = KernelVAETrainConfig(steps=5, batch_size=64)
+    with pytest.raises(
+        NonFiniteLossError, match=r"kernel VAE 7x7: the loss is (nan|inf) at step 0"
+    ):
+        train_kernel_vae(vae, slices * 1e30, cfg, seed=0)  # finite data, a loss that overflows
+    slices[3, 2, 2] = float("nan")  # one NaN is refused before training starts
+    with pytest.raises(ValueError, match=r"1 of 64 training examples hold NaN.*example 3"):
+        train_kernel_vae(vae, slices, cfg, seed=0)
 
 
 def test_a_vae_saved_by_the_previous_version_still_loads(tmp_path):

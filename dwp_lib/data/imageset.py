@@ -9,6 +9,7 @@ and loads fast. It is a ``torch.utils.data.Dataset``: ``ds[i]`` is ``(image, lab
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,14 +49,25 @@ class ImageSet(Dataset):
                 f"images must be a uint8 tensor (N, H, W); got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
-        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(
-                f"labels must be an int64 tensor ({len(self.images)},); got {self.labels.dtype} "
+                f"labels must be an int64 tensor (N,); got {self.labels.dtype} "
                 f"{tuple(self.labels.shape)}"
             )
+        if len(self.labels) != len(self.images):
+            raise ValueError(
+                f"{len(self.images)} images but {len(self.labels)} labels: give one label per image"
+            )
+        self.classes = tuple(self.classes)
+        if len(self.labels):
+            low, high = int(self.labels.min()), int(self.labels.max())
+            if low < 0 or high >= len(self.classes):
+                raise ValueError(
+                    f"labels run from {low} to {high}, but there are {len(self.classes)} classes "
+                    f"({''.join(self.classes)}): a label is an index 0..{len(self.classes) - 1}"
+                )
         if self.groups is not None and self.groups.shape != self.labels.shape:
             raise ValueError("groups must have one entry per image")
-        self.classes = tuple(self.classes)
         self.group_names = tuple(self.group_names)
 
     # --- the Dataset protocol -----------------------------------------------------------------
@@ -120,6 +132,11 @@ def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
     add data rather than redraw it).
     """
     c = dataset.num_classes
+    for name, v in (("n", n), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"balanced_subset: {name} must be an integer, got {v!r}")
+    if seed < 0:
+        raise ValueError(f"balanced_subset: seed must be >= 0, got {seed}")
     if n <= 0 or n % c:
         raise ValueError(f"n must be a positive multiple of the number of classes ({c}); got {n}")
     k = n // c

@@ -155,7 +155,12 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
         tarball.unlink()
         attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
         raise DataUnavailableError(
-            f"notMNIST {variant} {split}", attempts, "run again to download it afresh"
+            f"notMNIST {variant} {split}",
+            attempts,
+            f"it had the right size but is not a readable notMNIST tarball, so it was deleted. "
+            f"With internet access, run again to download it afresh; offline, put a good copy "
+            f"of {url} at {tarball} by hand, or use the notMNIST-style synthetic set "
+            "(variant='synthetic'), which is labelled as such.",
         ) from None
     md5 = file_md5(tarball)
     for name, part in splits.items():

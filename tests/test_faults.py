@@ -1,0 +1,290 @@
+"""The fault table: what a careful user or a flaky machine does wrong, one row per fault.
+
+Every row ends in one of two ways, and the test says which: a clear error (its type and the words
+that name what was wrong and what to do), or a rebuild that gives the same bytes as before. The
+last test kills a real seeded ``reproduce --preset tiny`` at several points and checks that the
+resumed run writes the rows an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_experiment import fake_world, micro_config  # noqa: F401 (a fixture)
+
+from dwp_lib import artifacts
+from dwp_lib import experiment as ex
+from dwp_lib.bayes import BayesConfig, BayesianCNN, StandardNormal, train_bayesian_cnn
+from dwp_lib.data import ImageSet, balanced_subset
+from dwp_lib.experiment import Experiment, ExperimentConfig, ExperimentError, config_from
+from dwp_lib.train import NonFiniteLossError
+from dwp_lib.vae import KernelVAE, KernelVAEConfig, KernelVAETrainConfig, train_kernel_vae
+
+# --------------------------------------------------------------------------------------------
+# Settings: refused when the config is built, with the dotted path of the field
+# --------------------------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    ("init.test_images=0", r"init.test_images=0: must be >= 1 \(or None\)"),
+    ("init.test_images=-5", r"init.test_images=-5: must be >= 1"),
+    ("grid.test_images=0", r"grid.test_images=0: must be >= 1"),
+    ("bayes.batch_size=20.5", r"bayes.batch_size is an integer, got 20.5"),
+    ("grid.steps_by_size.50=-3", r"grid.steps_by_size.50=-3: must be >= 1"),
+    ("grid.steps_by_size.fifty=30", r"'fifty' is not a size"),
+    ("grid.split_seeds=[-1]", r"grid.split_seeds\[0\]=-1: must be >= 0"),
+    ("grid.sizes=[55]", r"multiple of 10"),
+    ("num_threads=abc", r"num_threads is an integer, got 'abc'"),
+    ("num_threads=0", r"num_threads=0: must be >= 1"),
+    ("init.seeds=[1.5]", r"init.seeds\[0\] is an integer, got 1.5"),
+    ("source.seed=-3", r"source.seed=-3: must be >= 0"),
+    ("source.test_fraction=1.5", r"source.test_fraction=1.5: must be between 0 and 1"),
+    ("bayes.channels=[0,3]", r"bayes.channels\[0\]=0: must be >= 1"),
+    ("bayes.lr=-1", r"bayes.lr=-1.0: must be > 0"),
+    ("bayes.lr=abc", r"bayes.lr is a number, got 'abc'"),
+    ("bayes.kl_weight=true", r"bayes.kl_weight is a number, got True"),
+    ("vae.conv2.train.batch_size=0", r"vae.conv2.train.batch_size=0: must be >= 1"),
+    ("grid.methods=dwp:nope", r"unknown init 'nope'"),
+    ("bayes.stpes=3", r"no field 'stpes' \(did you mean 'steps'\?\)"),
+]
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_SETTINGS, ids=[s for s, _ in BAD_SETTINGS])
+def test_a_bad_setting_is_refused_when_the_config_is_built(setting, message):
+    with pytest.raises(ExperimentError, match=message):
+        ExperimentConfig.preset("tiny", [setting])
+
+
+def test_a_bad_value_in_a_config_file_names_its_field(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "tiny"\n[bayes]\nlr = nan\n')  # TOML has nan; JSON does not
+    with pytest.raises(ExperimentError, match=r"bayes.lr=nan: expected a finite number"):
+        config_from(None, path)
+    path = tmp_path / "run.yaml"
+    path.write_text("bayes:\n  steps: 3\n")
+    with pytest.raises(ExperimentError, match=r"only .toml and .json files are read, not .yaml"):
+        config_from(None, path)
+
+
+def test_a_library_config_built_directly_is_checked_too():
+    with pytest.raises(ValueError, match=r"batch_size=20.5: expected an integer"):
+        BayesConfig(batch_size=20.5)
+    with pytest.raises(ValueError, match=r"steps=True: expected an integer"):
+        KernelVAETrainConfig(steps=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: refused before any training, with what is wrong
+# --------------------------------------------------------------------------------------------
+
+
+def _digits(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 255, (n, 28, 28), dtype=torch.uint8, generator=g), torch.arange(n) % 10
+
+
+def _nan_pixel():
+    x = torch.rand(20, 1, 28, 28)
+    x[4, 0, 3, 3] = float("nan")
+    cfg = BayesConfig(channels=(4, 8), steps=3, eval_samples=1)
+    train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), x, torch.arange(20) % 10, cfg, 0, "cpu")
+
+
+def _diverging_lr():
+    x, cfg = torch.rand(20, 1, 28, 28), BayesConfig(channels=(4, 8), steps=30, lr=1e4)
+    train_bayesian_cnn(BayesianCNN(cfg), StandardNormal(), x, torch.arange(20) % 10, cfg, 0, "cpu")
+
+
+def _nan_slice():
+    slices = torch.randn(200, 7, 7) * 0.1
+    slices[17, 3, 3] = float("nan")
+    vae = KernelVAE(KernelVAEConfig.for_kernel(7, hidden=4))
+    train_kernel_vae(vae, slices, KernelVAETrainConfig(steps=3, batch_size=50), seed=0)
+
+
+BAD_DATA = [
+    ("label 42", lambda: ImageSet(_digits()[0], torch.where(_digits()[1] == 3, 42, _digits()[1])),
+     ValueError, r"labels run from 0 to 42, but there are 10 classes"),
+    ("lengths differ", lambda: ImageSet(_digits()[0], _digits()[1][:30]),
+     ValueError, r"40 images but 30 labels"),
+    ("float images", lambda: ImageSet(_digits()[0].float(), _digits()[1]),
+     ValueError, r"images must be a uint8 tensor"),
+    ("n = 20.0", lambda: balanced_subset(ImageSet(*_digits()), 20.0),
+     TypeError, r"n must be an integer, got 20.0"),
+    ("seed 1.5", lambda: balanced_subset(ImageSet(*_digits()), 20, 1.5),
+     TypeError, r"seed must be an integer, got 1.5"),
+    ("NaN pixel", _nan_pixel, ValueError, r"Bayesian CNN: 1 pixel\(s\) are NaN or infinite.*4"),
+    ("lr 1e4", _diverging_lr, NonFiniteLossError, r"the loss is (nan|inf) at step \d+.*smaller"),
+    ("NaN slice", _nan_slice, ValueError, r"1 of 200 training examples hold NaN.*example 17"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fault", "make", "kind", "message"), BAD_DATA, ids=[r[0] for r in BAD_DATA]
+)
+def test_bad_data_is_refused_with_what_is_wrong(fault, make, kind, message):
+    with pytest.raises(kind, match=message):
+        make()
+
+
+def test_an_unreadable_notmnist_tarball_of_the_right_size_says_what_to_do(tmp_path, monkeypatch):
+    from dwp_lib.data import DataUnavailableError, notmnist
+
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    tarball = notmnist.tarball_path("small")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    tarball.write_bytes(b"\0" * notmnist.SIZES["small"])
+    with pytest.raises(DataUnavailableError, match=r"(?s)not a readable notMNIST tarball.*offline, "
+                       r"put a good copy"):  # fmt: skip
+        notmnist.load_real_notmnist("train", "small")
+    assert not tarball.exists()  # deleted: the next try starts clean
+
+
+# --------------------------------------------------------------------------------------------
+# The cache folder and the files in it
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_cache_that_is_a_file_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(
+        artifacts.CacheError, match=r"a file stands where a folder is needed.*under DWP_CACHE="
+    ):
+        artifacts.cache_dir("kernel_vaes")
+
+
+def test_a_cache_that_cannot_be_created_names_the_variable(monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", "/proc/no-such-folder/cache")  # not creatable, even by root
+    with pytest.raises(artifacts.CacheError, match=r"cannot be created.*export DWP_CACHE="):
+        artifacts.cache_dir("data")
+
+
+def test_a_read_only_cache_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path))
+
+    def refused(*a, **k):  # what a read-only folder answers (root ignores chmod, so: simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(
+        artifacts.CacheError, match=r"cannot be written: Permission denied.*DWP_CACHE"
+    ):
+        artifacts.save_artifact(artifacts.cache_dir("x") / "a.pt", {"a": 1})
+
+
+def test_another_layers_vae_file_in_place_of_this_ones_is_refused(fake_world, tmp_path):  # noqa: F811
+    cfg = micro_config(**{"init.enabled": "false", "grid.enabled": "false"})
+    exp = Experiment(cfg, tmp_path / "run", "cpu", verbose=False)
+    exp.kernel_vaes()
+    one, two = exp.vae_path("conv1"), exp.vae_path("conv2")
+    two.write_bytes(one.read_bytes())  # copied over, with its record
+    artifacts.sidecar_path(two).write_bytes(artifacts.sidecar_path(one).read_bytes())
+    with pytest.raises(
+        ExperimentError, match=rf"{two.name} holds a kernel VAE for conv1.*Delete it"
+    ):
+        Experiment(cfg, tmp_path / "run", "cpu", verbose=False).kernel_vaes()
+
+
+# --------------------------------------------------------------------------------------------
+# The run folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_rows_of_other_settings_are_refused_when_config_json_is_gone(fake_world, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "normal:xavier", "init.enabled": "false"})
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    (out / "config.json").unlink()
+    other = ex.apply_overrides(cfg, ["bayes.steps=4"])
+    with pytest.raises(ExperimentError, match=r"2 row\(s\) made with other settings.*new --out"):
+        Experiment(other, out, "cpu", verbose=False)
+    assert len(Experiment(cfg, out, "cpu", verbose=False).prior_grid()) == 2  # its own: fine
+
+
+def test_curves_without_config_json_are_refused(fake_world, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.enabled": "false"})
+    Experiment(cfg, out, "cpu", verbose=False).init_experiment()
+    (out / "config.json").unlink()
+    with pytest.raises(ExperimentError, match=r"init_curves.csv but no config.json"):
+        Experiment(cfg, out, "cpu", verbose=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Killed at any point, resumed: the same rows as a run that was never interrupted
+# --------------------------------------------------------------------------------------------
+
+TIMING = {"seconds"}  # the only columns that may differ between two runs of the same cells
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+    return sorted(rows, key=lambda r: sorted(r.items()))
+
+
+def _reproduce(out: Path, env: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dwp_lib", "reproduce", "--preset", "tiny", "--out", str(out)]
+    cmd += ["--set", "num_threads=1", "--set", "source.workers=0"]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> bool:
+    """SIGKILL the run's whole process group as soon as ``ready()`` holds; False if it ended
+    first."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("reproduce --preset tiny took too long")
+    return False
+
+
+def _csv_rows(path: Path) -> int:
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def test_a_run_killed_anywhere_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path):
+    env = dict(os.environ, DWP_PROGRESS="0", DWP_OFFLINE="1", DWP_CACHE=str(tmp_path / "a"))
+    whole = _reproduce(tmp_path / "whole", env)
+    assert whole.wait(timeout=300) == 0
+    # the second run starts from the same data files, and from nothing else
+    (tmp_path / "b").mkdir()
+    os.symlink(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    env["DWP_CACHE"] = str(tmp_path / "b")
+    out = tmp_path / "killed"
+    nets = lambda: sorted((tmp_path / "b" / "source_nets").glob("*/net_*.pt"))  # noqa: E731
+    vaes = lambda: sorted((tmp_path / "b" / "kernel_vaes").glob("*.pt"))  # noqa: E731
+    points = {
+        "during the source nets": lambda: len(nets()) >= 2,
+        "between the two VAEs": lambda: [p.name[:5] for p in vaes()] == ["conv1"],
+        "during the init experiment": lambda: _csv_rows(out / "init_curves.csv") >= 2,
+        "mid-grid": lambda: _csv_rows(out / "results.csv") >= 3,
+    }
+    killed = []
+    for where, ready in points.items():
+        if _kill_when(_reproduce(out, env), ready):
+            killed.append(where)
+    assert killed == list(points), (
+        f"the run ended before it could be killed {set(points) - set(killed)}"
+    )
+    assert _reproduce(out, env).wait(timeout=300) == 0
+    for name in ("results.csv", "init_curves.csv"):
+        assert _rows(out / name) == _rows(tmp_path / "whole" / name), name
