@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.dwp-installed
 CHAPTERS := $(sort $(wildcard book/0*.md))
 
-.PHONY: all book test lint unit chapters student notebooks colab-test browser-deps browser-test \
+.PHONY: all book test lint unit chapters student instructor notebooks colab-test browser-deps browser-test \
 	clean distclean venv
 
 all: book
@@ -43,6 +43,10 @@ test: lint unit chapters
 student: $(STAMP)
 	$(PY) scripts/make_student.py --out student $(CHAPTERS)
 
+# The instructor's notebooks: the Colab ones with every solution kept (not committed).
+instructor: $(STAMP)
+	$(PY) scripts/make_student.py --solutions --out instructor $(CHAPTERS)
+
 # The Colab notebooks book/0N_x.ipynb, generated from the chapters; commit them after a change
 # (tests/test_book_notebooks.py fails while they differ).
 notebooks: $(STAMP)
@@ -65,7 +69,7 @@ browser-test: book browser-deps
 	  tests/test_book_browser.py
 
 clean:
-	rm -rf _build build .pytest_cache .ruff_cache student
+	rm -rf _build build .pytest_cache .ruff_cache student instructor
 
 distclean: clean
 	rm -rf $(VENV)

@@ -97,8 +97,18 @@ def _stable_ids(nb: nbformat.NotebookNode) -> None:
         cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
 
 
-def colab_notebook(md: Path, requirement: str | None = None) -> nbformat.NotebookNode:
-    """Chapter ``md`` as a notebook whose first cell installs ``dwp_lib``."""
+def colab_notebook(
+    md: Path, requirement: str | None = None, solutions: bool = False
+) -> nbformat.NotebookNode:
+    """Chapter ``md`` as the notebook Colab opens: first cell installs ``dwp_lib``, MyST written
+    out as plain Markdown, no solutions (``solutions=True``: the instructor's copy, with them)."""
+    from make_student import converted_notebook  # it imports this module
+
+    return converted_notebook(md, requirement, solutions)[0]
+
+
+def chapter_notebook(md: Path, requirement: str | None = None) -> nbformat.NotebookNode:
+    """Chapter ``md`` as jupytext reads it, with the install cell first (MyST left as is)."""
     nb = jupytext.read(md)
     try:
         source = md.resolve().relative_to(ROOT).as_posix()

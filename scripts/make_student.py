@@ -1,13 +1,17 @@
-"""Write solution-free notebooks of the chapters, to hand out to students.
+"""Write the chapters as notebooks for students (no solutions) or instructors (with them).
 
     python scripts/make_student.py --out student book/0*.md      # what `make student` runs
+    python scripts/make_student.py --solutions --out instructor book/0*.md   # `make instructor`
 
-Each chapter becomes ``<out>/0N_x.ipynb``: the same notebook as the Colab one (first cell
-installs ``dwp_lib``), with every sphinx-exercise solution removed: the
+Each chapter becomes ``<out>/0N_x.ipynb``. The student's copy is the committed Colab notebook
+(first cell installs ``dwp_lib``): every sphinx-exercise solution removed - the
 ``{solution-start}`` ... ``{solution-end}`` region (its directive lines, the code cells and
-text between them) and any ``{solution}`` directive. An exercise whose solution had code gets an
-empty code cell to answer in. ``{exercise}`` directives become a bold "Exercise N" line, since
-Jupyter and Colab do not render MyST directives. The HTML book keeps the solutions in dropdowns.
+text between them) and any ``{solution}`` directive - and an exercise whose solution had code
+gets an empty code cell to answer in. The instructor's copy keeps each solution under a bold
+"Solution to Exercise N.k" line. In both, ``{exercise}`` directives become a bold
+"Exercise N.k" line (numbered per chapter, as in the HTML book) and MyST roles become plain
+Markdown (:mod:`plain_markdown`), since Jupyter and Colab render neither. The HTML book keeps
+the solutions in dropdowns.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_notebooks import _stable_ids, colab_notebook, notebook_text  # noqa: E402
+from make_notebooks import _stable_ids, chapter_notebook, notebook_text  # noqa: E402
+from plain_markdown import BookIndex  # noqa: E402
 
 # The opening line of a MyST directive or code fence: ``:::{name} argument`` or ``` ```{name} ```.
 FENCE = re.compile(r"^(?P<fence>:{3,}|`{3,})\s*(?:\{(?P<name>[\w-]+)\})?\s*(?P<arg>.*?)\s*$")
@@ -38,10 +43,16 @@ def _closes(line: str, fence: str) -> bool:
 
 
 class _Stripper:
-    """Walks a notebook's cells, dropping solutions and rewriting exercise headers."""
+    """Walks a notebook's cells, dropping solutions and rewriting exercise headers.
 
-    def __init__(self, where: str) -> None:
+    With ``keep_solutions`` (the instructor's notebook) the solutions stay, each under a bold
+    "Solution to Exercise N.k" line; only their directive lines go."""
+
+    def __init__(self, where: str, keep_solutions: bool = False) -> None:
         self.where = where
+        self.keep_solutions = keep_solutions
+        m = re.match(r"(\d+)_", Path(where).name)
+        self.chapter = int(m.group(1)) if m else None
         self.in_solution = False  # between solution-start and solution-end
         self.solution_had_code = False
         self.solving = 0  # the exercise whose solution is being dropped
@@ -81,17 +92,20 @@ class _Stripper:
                     self.solving = self.exercises
                     self.solutions += 1
                     self.skip_until = fence
+                    if self.keep_solutions:
+                        kept.append(f"**Solution to Exercise {self.number(self.solving)}.**")
                     continue
                 if name == "solution-end":
                     if not self.in_solution:
                         raise SolutionError(f"{self.where}: solution-end without solution-start")
                     self.in_solution = False
-                    if self.solution_had_code:
+                    if self.solution_had_code and not self.keep_solutions:
                         flush()
-                        cells.append(nbformat.v4.new_code_cell(ANSWER_CELL.format(n=self.solving)))
+                        answer = ANSWER_CELL.format(n=self.number(self.solving))
+                        cells.append(nbformat.v4.new_code_cell(answer))
                     self.skip_until = fence
                     continue
-                if self.in_solution:
+                if self.in_solution and not self.keep_solutions:
                     continue
                 if name == "solution":
                     self.solutions += 1
@@ -100,14 +114,14 @@ class _Stripper:
                 if name == "exercise":
                     self.exercises += 1
                     title = f" ({opening['arg']})" if opening["arg"] else ""
-                    kept.append(f"**Exercise {self.exercises}**{title}.")
+                    kept.append(f"**Exercise {self.number(self.exercises)}**{title}.")
                     self.stack.append((fence, name))
                     self.skip_options = True
                     continue
                 self.stack.append((fence, name or ""))
                 kept.append(line)
                 continue
-            if self.in_solution:
+            if self.in_solution and not self.keep_solutions:
                 continue
             if self.stack and _closes(line, self.stack[-1][0]):
                 _, name = self.stack.pop()
@@ -118,6 +132,11 @@ class _Stripper:
         flush()
         return cells
 
+    def number(self, k: int) -> str:
+        """Exercise ``k`` of this chapter as the book numbers it (``4.3``; ``3`` without a
+        chapter number in the file name)."""
+        return f"{self.chapter}.{k}" if self.chapter is not None else str(k)
+
     def _closes_top(self, line: str) -> bool:
         return bool(self.stack) and _closes(line, self.stack[-1][0])
 
@@ -126,7 +145,7 @@ class _Stripper:
         for cell in nb.cells:
             if cell.cell_type == "markdown":
                 cells.extend(self.markdown(cell.source))
-            elif self.in_solution:
+            elif self.in_solution and not self.keep_solutions:
                 self.solution_had_code = True
             else:
                 cells.append(cell)
@@ -137,30 +156,49 @@ class _Stripper:
         return nb
 
 
+def converted_notebook(
+    md: Path, requirement: str | None = None, solutions: bool = False
+) -> tuple[nbformat.NotebookNode, _Stripper]:
+    """Chapter ``md`` as a notebook for Jupyter or Colab: the install cell, solutions removed
+    (kept with ``solutions``), MyST roles and directives written out (:mod:`plain_markdown`);
+    also the stripper, which counted the exercises and solutions."""
+    stripper = _Stripper(str(md), keep_solutions=solutions)
+    nb = stripper.notebook(chapter_notebook(md, requirement))
+    index = BookIndex.build(sorted(md.parent.glob("0*.md")))
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = index.convert(cell.source, md.name)
+    _stable_ids(nb)
+    return nb, stripper
+
+
 def student_notebook(md: Path) -> nbformat.NotebookNode:
     """Chapter ``md`` as a Colab notebook without solutions."""
-    return _Stripper(str(md)).notebook(colab_notebook(md))
+    return converted_notebook(md)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("chapters", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("student"))
+    parser.add_argument(
+        "--solutions", action="store_true", help="keep the solutions (the instructor's copy)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for md in args.chapters:
         if md.suffix != ".md" or not md.exists():
             raise SystemExit(f"make_student: {md} is not a chapter (.md file)")
-        stripper = _Stripper(str(md))
         try:
-            nb = stripper.notebook(colab_notebook(md))
+            nb, stripper = converted_notebook(md, solutions=args.solutions)
         except SolutionError as err:
             raise SystemExit(f"make_student: {err}; fix the chapter's solution markers") from None
         target = args.out / md.with_suffix(".ipynb").name
         target.write_text(notebook_text(nb))
+        how = "kept" if args.solutions else "removed"
         print(
             f"make_student: {target}: {stripper.exercises} exercise(s), "
-            f"{stripper.solutions} solution(s) removed"
+            f"{stripper.solutions} solution(s) {how}"
         )
     return 0
 

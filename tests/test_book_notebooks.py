@@ -148,12 +148,17 @@ def test_notebook_starts_with_the_install_cell(md):
     first = nb.cells[0]
     assert first.cell_type == "code" and make_notebooks.INSTALL_TAG in first.metadata["tags"]
     assert make_notebooks.pip_requirement() in first.source
-    # the chapter itself follows unchanged: its first code cell is the notebook's second one
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    # the chapter's code follows unchanged, in order, less the solutions' cells (answer cells
+    # stand in for them); the instructor's copy holds every one of them
     import jupytext
+    import make_student
 
     chapter = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
-    assert code[1:] == chapter
+    instructor = make_student.converted_notebook(md, solutions=True)[0]
+    assert [c.source for c in instructor.cells if c.cell_type == "code"][1:] == chapter
+    code = [c.source for c in nb.cells[1:] if c.cell_type == "code"]
+    kept = iter(chapter)
+    assert all(any(c == k for k in kept) for c in code if not c.startswith("# Your answer"))
 
 
 def test_install_url_comes_from_config(tmp_path):
@@ -237,12 +242,12 @@ def test_student_fixture_keeps_exercises_and_drops_solutions(tmp_path):
     for kept in ["Compute $x + 1$.", "A note the students keep.", "Last one.", "Closing words."]:
         assert kept in text
     assert [line for line in text.splitlines() if line.startswith("**Exercise")] == [
-        "**Exercise 1** (Warm-up).",
-        "**Exercise 2**.",
-        "**Exercise 3**.",
+        "**Exercise 9.1** (Warm-up).",
+        "**Exercise 9.2**.",
+        "**Exercise 9.3**.",
     ]
     answers = [c.source for c in nb.cells if c.source.startswith("# Your answer")]
-    assert answers == ["# Your answer to exercise 1."]  # only ex 1's solution had code
+    assert answers == ["# Your answer to exercise 9.1."]  # only ex 1's solution had code
     assert nb.cells[0].metadata["tags"] == [make_notebooks.INSTALL_TAG]
     nbformat.validate(nb)
 
@@ -285,3 +290,62 @@ def test_no_solution_leaks_into_student_notebooks(md, student_dir):
     assert "{solution" not in text
     n_exercises = len(re.findall(r"^(?::{3,}|`{3,})\{exercise\}", md.read_text(), re.M))
     assert text.count("**Exercise ") == n_exercises
+
+
+# -- plain Markdown for Jupyter and Colab, and the instructor's copy -----------------------
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_committed_notebooks_read_as_plain_markdown_without_solutions(md):
+    """Colab renders no MyST: no role, directive or labelled display may be left, and the
+    committed notebook is the student's (no line of a solution)."""
+    from plain_markdown import leftover_myst
+
+    nb = nbformat.read(make_notebooks.notebook_path(md), as_version=4)
+    left = [x for c in nb.cells if c.cell_type == "markdown" for x in leftover_myst(c.source)]
+    assert not left, f"MyST left in {md.with_suffix('.ipynb').name}: {left[:5]}"
+    leaked = solution_lines(md.read_text()) & notebook_text_lines(nb)
+    assert not leaked, f"solution lines in {md.with_suffix('.ipynb').name}: {sorted(leaked)[:5]}"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    n = int(md.name[:2])
+    labelled = len(re.findall(r"^\$\$\s*\(eq-[\w-]+\)\s*$", md.read_text(), re.M))
+    assert [f"\\tag{{{n}.{k}}}" in text for k in range(1, labelled + 1)] == [True] * labelled
+
+
+def test_roles_become_the_numbers_the_html_book_shows(tmp_path):
+    from plain_markdown import BookIndex, MystError
+
+    (tmp_path / "03_first.md").write_text("# A first chapter\n\n$$\na = b\n$$ (eq-ab)\n")
+    (tmp_path / "04_second.md").write_text(
+        "# Second\n\n$$\nx\n$$ (eq-x)\n\n$$\ny\n$$ (eq-y)\n\n:::{exercise}\n:label: ex-4-1\nDo.\n:::\n"
+    )
+    index = BookIndex.build(sorted(tmp_path.glob("0*.md")))
+    text = (
+        "By {eq}`eq-y` and {eq}`eq-ab` ({cite}`atanov2019dwp,blei2017vi`); see exercise "
+        "{ref}`ex-4-1` and {doc}`03_first`.\n$$\ny\n$$ (eq-y)\n:::{note} Careful\nkept\n:::"
+    )
+    out = index.convert(text, "04_second.md")
+    assert out.startswith("By (4.2) and (3.1) ([Atanov et al., 2019; Blei et al., 2017]); see ")
+    assert "see Exercise 4.1 and chapter 3 (*A first chapter*)." in out
+    assert "y\n\\tag{4.2}\n$$" in out and "**Careful.**\nkept" in out and ":::" not in out
+    with pytest.raises(MystError, match=r"\{eq\}`eq-nope` points at nothing"):
+        index.convert("{eq}`eq-nope`", "04_second.md")
+    with pytest.raises(MystError, match=r"no entry \['nobody2020'\]"):
+        index.convert("{cite}`nobody2020`", "04_second.md")
+
+
+def test_the_instructor_copy_keeps_the_solutions(tmp_path):
+    md = tmp_path / "09_fixture.md"
+    md.write_text(FIXTURE)
+    out = tmp_path / "instructor"
+    script = str(ROOT / "scripts" / "make_student.py")
+    subprocess.run(
+        [sys.executable, script, "--solutions", "--out", str(out), str(md)],
+        check=True,
+        capture_output=True,
+    )
+    nb = nbformat.read(out / "09_fixture.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    assert solution_lines(FIXTURE) - {"A non-gated secret solution."} <= notebook_text_lines(nb)
+    assert "**Solution to Exercise 9.1.**" in text and "**Solution to Exercise 9.2.**" in text
+    assert "{solution" not in text and "# Your answer" not in text
