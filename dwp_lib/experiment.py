@@ -418,8 +418,10 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
     if isinstance(current, str):
         return str(value)
     if isinstance(current, tuple | list):
-        if isinstance(value, str):
-            value = [parse_value(v) for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "a,b" or "[a,b]" (a list of words is not JSON)
+            text = value.strip()
+            text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+            value = [parse_value(v) for v in text.split(",") if v.strip()]
         elif not isinstance(value, list | tuple):
             value = [value]
         like = current[0] if len(current) else None
@@ -1355,6 +1357,41 @@ class Experiment:
         self._check_row_keys(read_rows(self.results_path, RESULT_COLUMNS))
         _artifacts.atomic_write_json(path, now)
 
+    def _check_artifacts(self, rows: Sequence[Mapping], vaes: bool) -> None:
+        """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
+        already in this folder (same settings, but the cache was rebuilt in between, e.g. with
+        another thread count): mixed rows would compare two priors under one name."""
+        mine = {"bank": self._bank_sha()[:12]}
+        if vaes:
+            mine.update({k: v["sha256"][:12] for k, v in self.vae_records.items()})
+        theirs: dict[str, set[str]] = {}
+        for r in rows:
+            if r.get("bank_sha256"):
+                theirs.setdefault("bank", set()).add(str(r["bank_sha256"]))
+            for part in str(r.get("vae_sha256") or "").split("/"):
+                layer, _, sha = part.partition("=")
+                if sha and layer in mine:
+                    theirs.setdefault(layer, set()).add(sha)
+        try:
+            prov = json.loads((self.out / "provenance.json").read_text())
+        except (OSError, ValueError):
+            prov = {}
+        if read_rows(self.curves_path) and isinstance(prov, dict):  # curves carry no hashes
+            if (prov.get("bank") or {}).get("sha256"):
+                theirs.setdefault("bank", set()).add(str(prov["bank"]["sha256"])[:12])
+            for layer, rec in (prov.get("kernel_vaes") or {}).items():
+                if layer in mine and isinstance(rec, dict) and rec.get("sha256"):
+                    theirs.setdefault(layer, set()).add(str(rec["sha256"])[:12])
+        wrong = [f"{k}: rows {', '.join(sorted(v))}, now {mine[k]}" for k, v in theirs.items()
+                 if k in mine and v != {mine[k]}]  # fmt: skip
+        if wrong:
+            raise ExperimentError(
+                f"{self.out} holds rows made from other artifacts than the cache holds now "
+                f"({'; '.join(wrong)}): the kernel bank or VAEs were rebuilt since (another "
+                "machine or thread count gives other bits). New rows would mix two priors under "
+                "one name; use a new --out folder, or restore the cached files those rows used"
+            )
+
     def _provenance_keys(self) -> set[str]:
         """The config keys an earlier run of this folder recorded as its own (``config_keys``)."""
         try:
@@ -1569,6 +1606,8 @@ class Experiment:
             bank = self.kernel_bank() if need_bank or need_vaes else None
             vaes = self.kernel_vaes() if need_vaes else None
             released = self.released_vaes() if any(i == RELEASED for i, _ in todo) else None
+            if bank is not None:
+                self._check_artifacts(read_rows(self.results_path, RESULT_COLUMNS), need_vaes)
             t0 = time.perf_counter()
             train, test = self.mnist()
             xt, yt = test_subset(test.float_images(), test.labels, ic.test_images, 0)
@@ -1642,6 +1681,7 @@ class Experiment:
             bank = self.kernel_bank()
             vaes = self.kernel_vaes() if "trained" in sources else None
             released = self.released_vaes() if "released" in sources else None
+            self._check_artifacts(rows, vaes is not None)
             t0 = time.perf_counter()
             with self._writing():
                 # read again under the lock: a writer that finished meanwhile added cells
@@ -1874,6 +1914,8 @@ class Experiment:
         bank = self.kernel_bank()
         self.say(bank.summary())
         self.kernel_vaes()
+        # before provenance.json is rewritten: it records the artifacts of the rows so far
+        self._check_artifacts(read_rows(self.results_path, RESULT_COLUMNS), vaes=True)
         self.write_provenance({"wall_seconds": time.perf_counter() - t0})
         costs = curves = None
         if self.cfg.init.enabled:
@@ -1969,7 +2011,21 @@ def cli(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"Experiment {cfg.name!r} (preset {cfg.from_preset}, dwp_lib {__version__}) -> {exp.out}")
-    out = exp.run()
+    from .data import DataUnavailableError
+    from .release import ReleaseUnavailableError
+    from .train import NonFiniteLossError
+
+    try:
+        out = exp.run()
+    except (
+        ExperimentError,
+        _artifacts.ArtifactError,
+        DataUnavailableError,
+        ReleaseUnavailableError,
+        NonFiniteLossError,
+    ) as err:  # they say what was wrong and what to do: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     rows = out["rows"]
     if rows:
         print(results_table(rows))

@@ -288,3 +288,22 @@ def test_a_run_killed_anywhere_resumes_to_the_rows_of_an_uninterrupted_run(tmp_p
     assert _reproduce(out, env).wait(timeout=300) == 0
     for name in ("results.csv", "init_curves.csv"):
         assert _rows(out / name) == _rows(tmp_path / "whole" / name), name
+
+
+def test_rows_from_other_artifacts_are_not_mixed_in(fake_world, tmp_path):  # noqa: F811
+    """Same settings, but the cached kernel VAE was rebuilt with other bits in between (another
+    machine or thread count): a run that would add rows to the folder is refused."""
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "dwp:dwp", "init.enabled": "false"})
+    exp = Experiment(cfg, out, "cpu", verbose=False)
+    exp.prior_grid()
+    path = exp.vae_path("conv2")
+    vae = KernelVAE.load(path)
+    with torch.no_grad():
+        next(vae.parameters()).add_(1e-6)  # a rounding-level difference, as another run gives
+    vae.save(path, vae.record["provenance"])
+    more = ex.apply_overrides(cfg, ["grid.split_seeds=[0,1,2]"])
+    with pytest.raises(ExperimentError, match=r"other artifacts than the cache holds now \(conv2"):
+        Experiment(more, out, "cpu", verbose=False).prior_grid()
+    fresh = Experiment(more, tmp_path / "new", "cpu", verbose=False).prior_grid()
+    assert len(fresh) == 3  # a new folder takes them
