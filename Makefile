@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
 chapters: $(STAMP)
-	$(PY) scripts/run_chapters.py $(CHAPTERS)
+	$(PY) scripts/run_chapters.py $(CHAPTERS) book/conclusion.md
 
 test: lint unit chapters
 

@@ -1,0 +1,305 @@
+"""The talk's claims, each with a verdict computed from the committed runs (``results/``).
+
+The talk ends with four claims: VAE samples look like real kernels; the dwp initialisation beats
+the default one; it needs less memory and computation than initialising from stored filters; and
+a Bayesian CNN with the deep weight prior beats N(0, 1) when labels are few. :func:`glance`
+reads the runs that test each claim and returns a :class:`Verdict` per claim and comparison; the
+verdict is computed, never typed: a paired difference over split seeds "holds" when its mean is
+at least two standard errors above zero on at least three seeds, "fails" when as far below,
+and is "no clear difference" in between; with fewer seeds it says so. Chapter 5's "result at a
+glance" and the conclusion page print :func:`markdown_table` of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HOLDS, FAILS, UNCLEAR, FEW = "holds", "fails", "no clear difference", "too few seeds"
+MIN_SEEDS = 3  # paired seeds needed before a verdict is more than "too few seeds"
+Z = 2.0  # standard errors from zero for "holds" / "fails"
+LAYER_NAMES = {"conv1": "7x7", "conv2": "5x5"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim measured once: what was compared, the verdict and the numbers behind it."""
+
+    claim: str
+    test: str  # what was compared, in words
+    verdict: str
+    evidence: str  # the numbers, in words
+    source: str  # the results folder(s)
+    short: str = ""  # a few words naming the comparison, for the summary at a glance
+
+
+def paired_verdict(differences: Sequence[float]) -> str:
+    """:data:`HOLDS`, :data:`FAILS`, :data:`UNCLEAR` or :data:`FEW` for paired differences
+    (positive: the claim's side is ahead)."""
+    k = len(differences)
+    if k < MIN_SEEDS:
+        return FEW
+    mean = statistics.fmean(differences)
+    se = statistics.stdev(differences) / math.sqrt(k)
+    if se == 0:
+        return HOLDS if mean > 0 else FAILS if mean < 0 else UNCLEAR
+    t = mean / se
+    return HOLDS if t >= Z else FAILS if t <= -Z else UNCLEAR
+
+
+def _points(diffs: Sequence[float]) -> str:
+    """``+7.1 ± 2.0 points (3 of 5 seeds ahead)`` for accuracy differences (fractions)."""
+    if not diffs:
+        return "no paired seeds yet"
+    mean = 100 * statistics.fmean(diffs)
+    sd = 100 * statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    wins = sum(d > 0 for d in diffs)
+    return f"{mean:+.1f} ± {sd:.1f} points ({wins} of {len(diffs)} seeds ahead)"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def compare_methods(
+    rows: Iterable[Mapping],
+    a: str,
+    b: str,
+    n: int,
+    claim: str,
+    test: str,
+    source: str,
+    short: str = "",
+) -> Verdict:
+    """Method ``a`` against ``b`` (``"prior:init"``) at size ``n``, paired by split seed."""
+    from .experiment import paired_difference
+
+    d = paired_difference(list(rows), a, b, n)
+    seeds = f"; split seeds {', '.join(map(str, d['seeds']))}" if d["seeds"] else ""
+    return Verdict(
+        claim,
+        test,
+        paired_verdict(d["differences"]),
+        _points(d["differences"]) + seeds,
+        source,
+        short,
+    )
+
+
+def compare_inits(
+    curves: Iterable[Mapping],
+    a: str,
+    b: str,
+    claim: str,
+    source: str,
+    label: str,
+    short: str = "",
+) -> list[Verdict]:
+    """Init ``a`` against ``b`` in the init experiment, at the first evaluation after step 0
+    and at the last step, paired by seed."""
+    by: dict[tuple[str, int], dict[int, float]] = {}
+    for r in curves:
+        by.setdefault((r["init"], int(r["step"])), {})[int(r["seed"])] = float(r["test_acc"])
+    steps = sorted({s for (_, s) in by if s > 0})
+    out = []
+    for step in [steps[0], steps[-1]] if steps else []:
+        ia, ib = by.get((a, step), {}), by.get((b, step), {})
+        seeds = sorted(set(ia) & set(ib))
+        diffs = [ia[s] - ib[s] for s in seeds]
+        when = "early" if step == steps[0] else "at the end"
+        out.append(
+            Verdict(
+                claim,
+                f"{label}, test accuracy after {step} steps ({when})",
+                paired_verdict(diffs),
+                _points(diffs) + f"; {a} {statistics.fmean(ia[s] for s in seeds):.3f} vs "
+                f"{b} {statistics.fmean(ib[s] for s in seeds):.3f}"
+                if seeds
+                else "no paired seeds",
+                source,
+                f"{short}, {when}",
+            )
+        )
+    return out
+
+
+def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
+    """Real held-out kernels against noise of the same norm, under each prior: how many nats
+    per slice the kernel VAE prefers the real ones (importance-weighted log p(w))."""
+    table = {(r["prior"], r["layer"], r["kind"]): float(r["log_p_iw"]) for r in scores}
+    out = []
+    for prior, own in (("released", "released"), ("ours", "our")):
+        for layer in ("conv1", "conv2"):
+            real = table.get(
+                (prior, layer, f"{'released' if prior == 'released' else 'ours'} held-out")
+            )
+            noise = table.get((prior, layer, f"noise at {own} norm"))
+            xavier = table.get((prior, layer, "Xavier"))
+            if real is None or noise is None:
+                continue
+            gap = real - noise
+            verdict = HOLDS if gap > 1 else FAILS if gap < -1 else UNCLEAR
+            extra = f"; Xavier-random slices {xavier:.1f}" if xavier is not None else ""
+            out.append(
+                Verdict(
+                    "VAE samples look like real kernels",
+                    f"{'the released' if prior == 'released' else 'our'} {layer} VAE: log p of "
+                    "its held-out kernels vs noise of the same norm",
+                    verdict,
+                    f"{real:.1f} vs {noise:.1f} nats per slice ({gap:+.1f}){extra}",
+                    source,
+                    f"{'released' if prior == 'released' else 'our'} {LAYER_NAMES[layer]}",
+                )
+            )
+    return out
+
+
+def memory_verdict(costs: Mapping, source: str) -> list[Verdict]:
+    """The VAE files against the bank of slices they replace: at the run's scale, and at the
+    paper's (100 FConv(256, 512): every slice stored, against the authors' two VAEs)."""
+    from .source_nets import SourceNetsConfig
+    from .vae import KernelVAE, KernelVAEConfig
+
+    layers = costs.get("layers", {})
+    vae = sum(v["vae_bytes"] for v in layers.values())
+    bank = sum(v["bank_bytes"] for v in layers.values())
+    paper = SourceNetsConfig.paper()
+    c1, c2 = paper.widths
+    paper_bank = 4 * paper.n_nets * (c1 * 1 * 7 * 7 + c2 * c1 * 5 * 5)
+    authors = 4 * sum(
+        sum(p.numel() for p in KernelVAE(KernelVAEConfig.authors(k)).parameters()) for k in (7, 5)
+    )
+    draws = sum(v["seconds_dwp"] for v in layers.values())
+    copies = sum(v["seconds_filters"] for v in layers.values())
+    return [
+        Verdict(
+            "less memory than stored filters",
+            "the book's run: kernel VAEs vs the bank of slices",
+            HOLDS if vae < bank else FAILS,
+            f"{vae / 1e3:,.0f} kB of VAE vs {bank / 1e3:,.0f} kB of bank",
+            source,
+            "the book's scale",
+        ),
+        Verdict(
+            "less memory than stored filters",
+            "the paper's scale: the authors' two VAEs vs 100 FConv(256, 512)'s slices",
+            HOLDS if authors < paper_bank else FAILS,
+            f"{authors / 1e6:.1f} MB of VAE vs {paper_bank / 1e9:.2f} GB of float32 slices",
+            "the architectures (dwp_lib)",
+            "the paper's scale",
+        ),
+        Verdict(
+            "less computation than stored filters",
+            "the book's run: time to draw one network's kernels",
+            HOLDS if draws < copies else FAILS,
+            f"{1e3 * draws:.1f} ms from the VAEs vs {1e3 * copies:.2f} ms from the bank",
+            source,
+            "drawing kernels",
+        ),
+    ]
+
+
+def repo_results() -> Path:
+    """The repository's ``results/`` folder (where the committed runs are)."""
+    from .experiment import repo_results_dir
+
+    return repo_results_dir()
+
+
+def glance(root: str | Path | None = None) -> list[Verdict]:
+    """Every claim's verdicts from the committed runs under ``root`` (default: the repository's
+    ``results/``); a run that is missing gives no verdict rather than a guess."""
+    root = Path(root) if root is not None else repo_results()
+    out: list[Verdict] = []
+    if (p := root / "prior-scores" / "scores.csv").exists():
+        out += density_verdicts(read_csv(p), "results/prior-scores")
+    init = next(
+        (f for f in ("init-book", "book-cpu") if (root / f / "init_curves.csv").exists()), None
+    )
+    if init is not None:
+        curves = read_csv(root / init / "init_curves.csv")
+        out += compare_inits(
+            curves, "dwp", "default", "dwp init beats the default init", f"results/{init}",
+            "our VAEs' samples vs PyTorch's default init, plain CNN", "our VAEs",
+        )  # fmt: skip
+        if any(r["init"] == "dwp@released" for r in curves):
+            out += compare_inits(
+                curves, "dwp@released", "default", "dwp init beats the default init",
+                f"results/{init}", "the released VAEs' samples vs the default init, plain CNN",
+                "the released VAEs",
+            )  # fmt: skip
+        if (p := root / init / "init_costs.json").exists():
+            out += memory_verdict(json.loads(p.read_text()), f"results/{init}")
+    claim = "DWP beats N(0, 1) with few labels"
+    runs = [
+        ("released-authors-setting", "dwp@released:dwp@released", "normal:xavier",
+         "the released prior vs N(0, 1), authors' setting, n = 50",
+         "released prior, authors' setting"),
+        ("released-authors-setting", "dwp@released:dwp@released", "normal:dwp@released",
+         "the released prior vs N(0, 1) from the same init, authors' setting, n = 50",
+         "released prior vs the same init, authors' setting"),
+        ("released-authors-setting", "dwp:dwp", "normal:xavier",
+         "our prior vs N(0, 1), authors' setting, n = 50", "our prior, authors' setting"),
+        ("paper-bnn-gpu", "dwp:dwp", "normal:xavier",
+         "our prior vs N(0, 1), authors' network and steps on a GPU, n = 50",
+         "our prior, authors' setting on a GPU"),
+        ("released-book", "dwp@released:dwp@released", "normal:dwp@released",
+         "the released prior vs N(0, 1) from the same init, book preset, n = 50",
+         "released prior vs the same init, book preset"),
+        ("book-cpu", "dwp:dwp", "normal:xavier", "our prior vs N(0, 1), book preset, n = 50",
+         "our prior, book preset"),
+    ]  # fmt: skip
+    for folder, a, b, test, short in runs:
+        if (p := root / folder / "results.csv").exists():
+            rows = read_csv(p)
+            out.append(compare_methods(rows, a, b, 50, claim, test, f"results/{folder}", short))
+    return out
+
+
+def markdown_table(verdicts: Sequence[Verdict]) -> str:
+    """The verdicts as a Markdown table, one row per comparison, claims in the talk's order."""
+    lines = [
+        "| the talk's claim | tested as | verdict | the numbers | run |",
+        "|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        lines.append(f"| {v.claim} | {v.test} | **{v.verdict}** | {v.evidence} | `{v.source}` |")
+    return "\n".join(lines)
+
+
+def glance_markdown(verdicts: Sequence[Verdict], link: str = "") -> str:
+    """A few lines for the top of a chapter: each claim, and each of its comparisons' verdict
+    with the headline number (the first part of its evidence)."""
+    if not verdicts:
+        return ("**Result at a glance.** No committed runs are available in this installation "
+                "(a checkout of the repository holds them under `results/`).")  # fmt: skip
+    lines = ["**Result at a glance.** Each claim of the talk, measured by the committed runs"
+             f"{link}:", ""]  # fmt: skip
+    for claim, vs in by_claim(verdicts).items():
+        parts = [f"{v.short or v.test}: **{v.verdict}** ({_headline(v)})" for v in vs]
+        lines.append(f"- *{claim}*: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def _headline(v: Verdict) -> str:
+    """The first number of a verdict's evidence: ``+7.1 points, 5 seeds`` or ``54.8 vs 46.8``."""
+    first = v.evidence.split(";")[0]
+    if "points (" in first:
+        mean = first.split(" ± ")[0]
+        seeds = first.split(" of ")[-1].split(" seeds")[0]
+        return f"{mean} points, {seeds} seed{'s' if seeds != '1' else ''}"
+    return first.split(" (")[0]
+
+
+def by_claim(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
+    """The verdicts grouped by claim, in the order they came."""
+    out: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        out.setdefault(v.claim, []).append(v)
+    return out
