@@ -37,7 +37,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -420,6 +420,43 @@ def contrasts(methods: Sequence[str]) -> list[tuple[str, str]]:
     out = [(m, BASELINE) for m in methods if m != BASELINE and BASELINE in methods]
     if DWP in methods and "normal:dwp" in methods:
         out.append((DWP, "normal:dwp"))
+    return out
+
+
+def forest_rows(runs: Sequence[Mapping]) -> list[dict]:
+    """One row per distinct paired difference of the ablation (``runs.csv`` rows): each cell's
+    :func:`contrasts` at its size, paired by seed, in accuracy points. A contrast whose seeds all
+    repeat an earlier row's values (a cell that shares the base runs and only adds methods) is
+    listed once, under the first cell that has it."""
+    by: dict[tuple[str, str, int], dict[int, float]] = {}
+    order: list[tuple[str, int]] = []
+    level: dict[str, str] = {}
+    for r in runs:
+        cell, n = str(r["cell"]), int(r["n"])
+        by.setdefault((cell, str(r["method"]), n), {})[int(r["seed"])] = float(r["accuracy"])
+        level.setdefault(cell, str(r.get("level") or cell))
+        if (cell, n) not in order:
+            order.append((cell, n))
+    out: list[dict] = []
+    for cell, n in order:
+        methods = [m for (c, m, k) in by if c == cell and k == n]
+        for a, b in contrasts(methods):
+            pa, pb = by[(cell, a, n)], by[(cell, b, n)]
+            seeds = sorted(set(pa) & set(pb))
+            diffs = tuple(round(100 * (pa[s] - pb[s]), 6) for s in seeds)
+            same = [e for e in out if (e["a"], e["b"], e["n"]) == (a, b, n)]
+            repeats = any(
+                all(s in e["seeds"] and e["diffs"][e["seeds"].index(s)] == d
+                    for s, d in zip(seeds, diffs, strict=True))
+                for e in same
+            )  # fmt: skip
+            if not diffs or repeats:  # the same runs, reported by a cell that shares them
+                continue
+            mean, sd = _mean_std(diffs)
+            out.append(
+                {"cell": cell, "level": level[cell], "n": n, "a": a, "b": b, "seeds": seeds,
+                 "diffs": list(diffs), "mean": mean, "sd": sd, "wins": sum(d > 0 for d in diffs)}
+            )  # fmt: skip
     return out
 
 

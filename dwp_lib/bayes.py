@@ -247,8 +247,9 @@ class BayesianCNN(FConv):
 class Prior(nn.Module):
     """A prior over the weights of a :class:`BayesConv2d`.
 
-    :meth:`kl` returns the layer's term of the ELBO's KL(q || p), a scalar to minimise: in
-    closed form where there is one, otherwise an unbiased estimate of an upper bound on it.
+    :meth:`kl` returns the layer's term of the ELBO's KL(q || p) = E_q [log q(w) - log p(w)]
+    (book/04, eq-kl-q-p), a scalar to minimise: in closed form where there is one, otherwise an
+    unbiased estimate of an upper bound on it.
     ``alpha_parametrised`` says which parametrisation of the layer the prior needs.
     """
 
@@ -302,7 +303,8 @@ class LogUniform(Prior):
 class DeepWeightPrior(Prior):
     """The deep weight prior of one layer: p(w) = prod_slices ∫ p(w_s|z) N(z|0, I) dz (book/04).
 
-    Its KL has no closed form; :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux)
+    Its KL has no closed form; :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux,
+    written out as in book/05, eq-exp-aux)
 
         KL(q || p) <= -H(q) + sum_s E_q(w_s) E_r(z|w_s) [ -log p(w_s|z) + log r(z|w_s) - log p(z) ]
                     = -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ],
@@ -427,7 +429,9 @@ def negative_elbo(
 
     One sample of the network (local reparametrisation) per step; the data term is scaled from
     the batch of B to the N training examples (:func:`dwp_lib.vi.elbo`) so that it is an
-    unbiased estimate of the sum over the training set.
+    unbiased estimate of the sum over the training set. With ``kl_weight=1``, -loss estimates
+    the ELBO of the prior comparison (book/05, eq-exp-elbo); with a :class:`DeepWeightPrior`,
+    whose KL is the auxiliary upper bound, it estimates L^aux instead (book/04, eq-aux-bound).
     """
     if not model.training:
         raise ValueError(
@@ -445,6 +449,10 @@ def predictive_probs(
     model: nn.Module, x: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> Tensor:
     """p(y | x) averaged over ``samples`` weight samples, ``(N, 10)`` (the ensemble).
+
+    The Monte-Carlo predictive (1/S) sum_j p(y | x, W_j) of (book/05, eq-exp-ensemble), one
+    sampling forward pass per term (the local reparametrisation trick draws the pre-activations
+    of that pass rather than W_j itself).
 
     ``samples=0`` means the posterior mean weights (one deterministic pass). Works for a plain
     CNN too (one pass: every sample would be the same network). No optimiser is involved.
@@ -466,7 +474,8 @@ def predictive_probs(
 def ensemble_accuracy(
     model: nn.Module, x: Tensor, y: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> float:
-    """Accuracy of the predictive mean over ``samples`` weight samples (the paper's metric)."""
+    """Accuracy of the predictive mean over ``samples`` weight samples (the paper's metric): the
+    argmax of :func:`predictive_probs`, the ensemble of (book/05, eq-exp-ensemble)."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}; use mean_accuracy for the mean")
     probs = predictive_probs(model, x, samples, batch_size)

@@ -834,7 +834,8 @@ def paired_difference(
     rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
 ) -> dict:
     """``a`` minus ``b`` (methods ``"prior:init"``) at size ``n``, paired by split seed:
-    the per-seed differences, their mean and std, and how many seeds ``a`` won."""
+    the per-seed differences d_s, their mean and std (book/05, eq-exp-paired), and how many
+    seeds ``a`` won."""
     pa, pb = parse_method(a), parse_method(b)
     by = {pa: {}, pb: {}}
     for r in rows:

@@ -181,7 +181,8 @@ class LatentGrid:
 
     def log_posterior(self, w: Tensor) -> Tensor:
         """log p(z|w) (a density in z) on the grid, ``(B, size, size)``; index [b, i, j] is
-        z = (axis[i], axis[j])."""
+        z = (axis[i], axis[j]). Bayes' rule (book/01, eq-bayes) with z in the role of the weights
+        and w in that of the data: log p(w|z) + log p(z) - log p(w)."""
         lj = self.log_joint(w)
         log_post = lj - torch.logsumexp(lj, -1, keepdim=True) - self.log_cell
         return log_post.reshape(-1, self.size, self.size)

@@ -81,7 +81,10 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL( N(mu, diag exp(logvar)) || N(0, I) ), summed over the last dimension (closed form)."""
+    """KL( N(mu, diag exp(logvar)) || N(0, I) ), summed over the last dimension.
+
+    The closed form 0.5 * sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) (book/03, eq-vae-kl).
+    """
     return 0.5 * (mu**2 + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
@@ -139,7 +142,8 @@ class VAE(nn.Module):
     ) -> Tensor:
         """Importance-weighted estimate of log p(x) (Burda et al.; book/03 eq-vae-iwae), ``(B,)``.
 
-        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). A lower bound on log p(x)
+        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), estimates the log of the
+        marginal p(x) = ∫ p(x|z) p(z) dz (book/03, eq-vae-marginal). A lower bound on log p(x)
         in expectation, equal to the ELBO's expectation for K = 1 and growing to log p(x) as K
         grows. Samples are processed ``chunk`` at a time with a running log-sum-exp, so memory
         stays bounded for large K.
@@ -243,7 +247,8 @@ class MLPVAE(VAE):
         return self.to_model(x.reshape(len(x), h * w))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z|x): images -> mean and log-variance of z, ``(B, d)`` each."""
+        """q(z|x) = N(mu(x), diag sigma^2(x)), the amortised encoder (book/03, eq-vae-encoder):
+        images -> mean and log-variance of z, ``(B, d)`` each."""
         hid = self.encoder(self.check_input(x))
         return self.z_mean(hid), self.z_logvar(hid)
 

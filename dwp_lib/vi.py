@@ -3,7 +3,7 @@
 Notation follows the talk and ``book/01_variational_inference.md``: the variational posterior is
 ``q_theta(w)``, the prior ``p(w)``, the data term ``E_q log p(D|w)``, and the bound
 
-    VLB(theta) = E_q log p(D|w) - KL(q_theta(w) || p(w)) <= log p(D)          (book eq. vlb)
+    VLB(theta) = E_q log p(D|w) - KL(q_theta(w) || p(w)) <= log p(D)      (book/01, eq-vlb)
 
 What lives here, in the order the book uses it:
 
@@ -12,9 +12,9 @@ What lives here, in the order the book uses it:
 - Variational families: :class:`MeanFieldGaussian` (``mu``, ``logvar`` = log sigma^2) and
   :class:`FullRankGaussian` (``mu`` and a Cholesky factor), both ``nn.Module`` with ``rsample``,
   ``log_prob``, ``entropy`` and ``kl_to_normal``.
-- :func:`elbo`: the mini-batch VLB estimate with the N / B scaling (book eq. ``minibatch-vlb``).
+- :func:`elbo`: the mini-batch VLB estimate with the N / B scaling (book/02, eq-minibatch-vlb).
 - Gradient estimators of d/dtheta E_q f(w): :func:`score_function_gradients` and
-  :func:`reparam_gradients` (book/02, eqs. ``score-function`` and ``reparam-grad``), and
+  :func:`reparam_gradients` (book/02, eq-score-function and book/02, eq-reparam-grad), and
   :func:`gradient_variance_by_samples`, which measures their variance against the sample count.
 - A model with an exact posterior and evidence: :class:`BayesianLinearRegression`, and
   :func:`mean_field_optimum` (the closed-form best mean-field q for a Gaussian posterior).
@@ -100,7 +100,7 @@ def kl_normal_standard(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Te
 
     ``mu`` and ``logvar`` (= log sigma^2) have the same shape. ``reduction="sum"`` (default) gives
     the KL of the whole mean-field q (a scalar); ``"none"`` keeps one term per weight.
-    See ``book/01_variational_inference.md``, eq. ``kl-standard``.
+    This is the second formula of (book/01, eq-kl-normal).
     """
     return _reduce(0.5 * (logvar.exp() + mu**2 - 1.0 - logvar), reduction)
 
@@ -114,8 +114,9 @@ def kl_normal_normal(
 ) -> Tensor:
     """KL( N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p)) ), elementwise, then reduced.
 
-    0.5 * ( logvar_p - logvar_q + (exp(logvar_q) + (mu_q - mu_p)^2) / exp(logvar_p) - 1 ).
-    The prior's arguments broadcast (a float gives the same prior to every weight).
+    0.5 * ( logvar_p - logvar_q + (exp(logvar_q) + (mu_q - mu_p)^2) / exp(logvar_p) - 1 ),
+    which with mu_p = 0 is the first formula of (book/01, eq-kl-normal). The prior's arguments
+    broadcast (a float gives the same prior to every weight).
     """
     mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
     logvar_p = torch.as_tensor(logvar_p, dtype=mu_q.dtype, device=mu_q.device)
@@ -127,8 +128,9 @@ def kl_gaussian(mu_q: Tensor, cov_q: Tensor, mu_p: Tensor, cov_p: Tensor) -> Ten
     """KL( N(mu_q, cov_q) || N(mu_p, cov_p) ) for full covariances of shape (D, D).
 
     0.5 * ( tr(cov_p^-1 cov_q) + (mu_p - mu_q)^T cov_p^-1 (mu_p - mu_q) - D
-            + log det cov_p - log det cov_q ).
-    Used in chapter 1 to measure the gap between the VLB and log p(D) (eq. ``gap``).
+            + log det cov_p - log det cov_q )                        (book/01, eq-kl-gaussian).
+    With the exact posterior as the second Gaussian it is KL(q || p(w|D)) (book/01, eq-kl-post),
+    which chapter 1 uses as the gap log p(D) - VLB = KL(q || p(w|D)) (book/01, eq-gap).
     """
     d = mu_q.shape[-1]
     l_p = torch.linalg.cholesky(cov_p)
@@ -147,9 +149,10 @@ def kl_gaussian(mu_q: Tensor, cov_q: Tensor, mu_p: Tensor, cov_p: Tensor) -> Ten
 class MeanFieldGaussian(nn.Module):
     """q_theta(w) = prod_i N(w_i | mu_i, sigma_i^2), theta = (mu, log sigma^2).
 
-    The parameters ``mu`` and ``logvar`` have the shape of the weight tensor (any shape); the whole
-    tensor is one event, so ``log_prob`` sums over it. Storing log sigma^2 keeps sigma positive
-    without constraints and matches the paper (which initialises log sigma^2 to -10).
+    The mean-field family of (book/01, eq-mean-field). The parameters ``mu`` and ``logvar`` have
+    the shape of the weight tensor (any shape); the whole tensor is one event, so ``log_prob``
+    sums over it. Storing log sigma^2 keeps sigma positive without constraints and matches the
+    paper (which initialises log sigma^2 to -10).
 
     >>> q = MeanFieldGaussian(torch.zeros(3), torch.zeros(3))
     >>> q.rsample((5,)).shape
@@ -196,7 +199,7 @@ class MeanFieldGaussian(nn.Module):
     ) -> Tensor:
         """xi = mu + sigma * eps, eps ~ N(0, I): a differentiable sample of shape (*sample_shape, *shape).
 
-        This is the reparametrisation trick (book/02, eq. ``reparam``).
+        This is the reparametrisation trick (book/02, eq-reparam).
         """
         eps = torch.randn(
             (*sample_shape, *self.shape),
@@ -321,7 +324,7 @@ class FullRankGaussian(nn.Module):
 
 
 def elbo(log_lik: Tensor, kl: Tensor, n_data: int) -> Tensor:
-    """Mini-batch estimate of the VLB (book/02, eq. ``minibatch-vlb``):
+    """Mini-batch estimate of the VLB (book/02, eq-minibatch-vlb):
 
         VLB ~= (N / B) * sum_{i in batch} log p(y_i | x_i, w) - KL(q || p),   w ~ q.
 
@@ -385,15 +388,16 @@ def score_function_gradients(
     generator: torch.Generator | None = None,
     baseline: str | None = None,
 ) -> GradientSamples:
-    """Score-function (REINFORCE) estimates of grad_theta E_q f(w) (book/02, eq. ``score-function``):
+    """Score-function (REINFORCE) estimates of grad_theta E_q f(w) (book/02, eq-score-function):
 
         grad_theta E_q f(w) = E_q [ f(w) grad_theta log q_theta(w) ].
 
     ``f`` is a black box mapping (S, *q.shape) to (S,); it need not be differentiable. For the
     mean-field Gaussian the score has a closed form, with w = mu + sigma eps:
-    d log q / d mu = eps / sigma and d log q / d log sigma^2 = (eps^2 - 1) / 2.
+    d log q / d mu = eps / sigma and d log q / d log sigma^2 = (eps^2 - 1) / 2
+    (book/02, eq-gauss-score).
     ``baseline="loo"`` subtracts, for each sample, the mean of f over the other samples (a control
-    variate that keeps the estimator unbiased); ``None`` uses f as is.
+    variate that keeps the estimator unbiased, book/02, eq-baseline); ``None`` uses f as is.
     """
     if baseline not in (None, "loo"):
         raise ValueError(f"baseline must be None or 'loo', got {baseline!r}")
@@ -417,7 +421,7 @@ def reparam_gradients(
     n_samples: int,
     generator: torch.Generator | None = None,
 ) -> GradientSamples:
-    """Reparametrised (pathwise) estimates of grad_theta E_q f(w) (book/02, eq. ``reparam-grad``):
+    """Reparametrised (pathwise) estimates of grad_theta E_q f(w) (book/02, eq-reparam-grad):
 
         grad_theta E_q f(w) = E_eps [ grad_theta f(mu + sigma eps) ],  eps ~ N(0, I),
 
@@ -518,11 +522,12 @@ class GradientStudyConfig:
 
 @dataclass(frozen=True)
 class BayesianLinearRegression:
-    """y = X w + noise, noise ~ N(0, noise_var), prior p(w) = N(0, prior_var I).
+    """y = X w + noise, noise ~ N(0, noise_var), prior p(w) = N(0, prior_var I) (book/01, eq-blr).
 
-    Everything is Gaussian, so the posterior p(w|D) and the evidence p(D) are known exactly
-    (book/01, eqs. ``blr-posterior`` and ``blr-evidence``) and the VLB of a Gaussian q has a closed
-    form too. ``X`` has shape (N, D), ``y`` shape (N,). Use float64 for exact comparisons.
+    Everything is Gaussian, so Bayes' rule p(w|D) = p(D|w) p(w) / p(D) (book/01, eq-bayes) can be
+    solved exactly: :meth:`posterior` and :meth:`log_evidence` (book/01, eq-blr-posterior and
+    book/01, eq-blr-evidence), and the VLB of a Gaussian q has a closed form too. ``X`` has
+    shape (N, D), ``y`` shape (N,). Use float64 for exact comparisons.
     """
 
     prior_var: float = 1.0
@@ -553,7 +558,7 @@ class BayesianLinearRegression:
 
     def posterior(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The exact posterior N(mean, cov): cov = (I / prior_var + X^T X / noise_var)^-1,
-        mean = cov X^T y / noise_var."""
+        mean = cov X^T y / noise_var (book/01, eq-blr-posterior)."""
         self._check(X, y)
         d = X.shape[1]
         precision = torch.eye(d, dtype=X.dtype, device=X.device) / self.prior_var
@@ -564,7 +569,8 @@ class BayesianLinearRegression:
         return mean, cov
 
     def log_evidence(self, X: Tensor, y: Tensor) -> Tensor:
-        """log p(D) = log N(y | 0, noise_var I + prior_var X X^T), the marginal likelihood."""
+        """log p(D) = log ∫ p(D|w) p(w) dw (book/01, eq-evidence), the marginal likelihood,
+        in closed form: log N(y | 0, noise_var I + prior_var X X^T) (book/01, eq-blr-evidence)."""
         self._check(X, y)
         n = X.shape[0]
         cov = self.noise_var * torch.eye(n, dtype=X.dtype, device=X.device)
@@ -573,7 +579,8 @@ class BayesianLinearRegression:
 
     def expected_log_likelihood(self, mean: Tensor, cov: Tensor, X: Tensor, y: Tensor) -> Tensor:
         """E_{N(w|mean,cov)} log p(D|w) in closed form:
-        -N/2 log(2 pi noise_var) - ( ||y - X mean||^2 + tr(X cov X^T) ) / (2 noise_var)."""
+        -N/2 log(2 pi noise_var) - ( ||y - X mean||^2 + tr(X cov X^T) ) / (2 noise_var)
+        (book/01, eq-blr-ell)."""
         self._check(X, y)
         n = X.shape[0]
         resid = y - X @ mean
@@ -584,7 +591,8 @@ class BayesianLinearRegression:
         )
 
     def vlb(self, mean: Tensor, cov: Tensor, X: Tensor, y: Tensor) -> Tensor:
-        """The VLB of q = N(mean, cov) in closed form: E_q log p(D|w) - KL(q || p(w))."""
+        """The VLB of q = N(mean, cov) in closed form: E_q log p(D|w) - KL(q || p(w)) (book/01,
+        eq-vlb): :meth:`expected_log_likelihood` minus :func:`kl_gaussian` to the prior."""
         d = mean.shape[0]
         prior_cov = self.prior_var * torch.eye(d, dtype=mean.dtype, device=mean.device)
         kl = kl_gaussian(mean, cov, torch.zeros_like(mean), prior_cov)
@@ -617,7 +625,9 @@ def make_regression_data(
 
 def mean_field_optimum(mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
     """The mean-field Gaussian closest to N(mean, cov) in KL(q || p): same mean, and variances
-    1 / Lambda_ii, where Lambda = cov^-1 is the precision (book/01, eq. ``mf-optimum``).
+    1 / Lambda_ii, where Lambda = cov^-1 is the precision (book/01, eq-mf-optimum). With the
+    exact posterior as N(mean, cov), this q minimises KL(q || p(w|D)) (book/01, eq-kl-post) over
+    the mean-field family.
 
     Returns ``(mu, var)``. Since 1 / Lambda_ii <= cov_ii, mean-field q under-estimates every
     marginal variance unless the posterior is already uncorrelated.
@@ -669,7 +679,8 @@ def fit_vlb(
 
     The data term is estimated with ``cfg.n_samples`` reparametrised samples (``log_lik`` maps
     weights (S, *q.shape) to log p(D|w) of shape (S,)); the KL is exact. Returns the history of the
-    VLB estimates. This is book/01, eq. ``vlb``, maximised as in book/02.
+    VLB estimates. This is (book/01, eq-vlb), maximised by gradient ascent as in (book/02,
+    eq-vlb-2).
     """
     if cfg.steps < 1 or cfg.n_samples < 1:
         raise ValueError("cfg.steps and cfg.n_samples must be >= 1")
@@ -705,7 +716,7 @@ def linear_output_moments(
 
     ``x`` (B, in), ``mu`` and ``logvar`` (in, out). Each output b_j = sum_i x_i W_ij is a sum of
     independent Gaussians, hence Gaussian with mean x @ mu and variance x^2 @ sigma^2
-    (book/02, eq. ``local-reparam``).
+    (book/02, eq-local-reparam).
     """
     if x.dim() != 2 or mu.dim() != 2 or x.shape[1] != mu.shape[0] or logvar.shape != mu.shape:
         raise ValueError(

@@ -112,3 +112,44 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys, monkeypatch):
     again = tmp_path / "again"
     assert main([*args[:4], str(again), *args[5:], "--table-only"]) == 0
     assert (again / "table.csv").read_text() == (out / "table.csv").read_text()
+
+
+def _runs():
+    rows = []
+    for seed in range(3):
+        for cell, method, acc in (
+            ("base", "dwp:dwp", 0.70 + 0.01 * seed),
+            ("base", "normal:xavier", 0.72),
+            ("x", "dwp:dwp", 0.70 + 0.01 * seed),  # the base runs, shared
+            ("x", "normal:xavier", 0.72),
+            ("x", "normal:dwp", 0.75),
+        ):
+            rows.append({"cell": cell, "level": cell, "method": method, "n": "50",
+                         "seed": str(seed), "accuracy": str(acc), "nll_end": str(10 + seed)})  # fmt: skip
+    return rows
+
+
+def test_forest_rows_list_each_distinct_contrast_once():
+    rows = ablation.forest_rows(_runs())
+    pairs = [(r["cell"], r["a"], r["b"]) for r in rows]
+    assert pairs == [("base", "dwp:dwp", "normal:xavier"), ("x", "normal:dwp", "normal:xavier"),
+                     ("x", "dwp:dwp", "normal:dwp")]  # fmt: skip
+    base = rows[0]
+    assert base["seeds"] == [0, 1, 2] and [round(d, 6) for d in base["diffs"]] == [-2.0, -1.0, 0.0]
+    assert base["mean"] == pytest.approx(-1.0) and base["wins"] == 0
+
+
+def test_forest_and_fit_plots_draw_every_row():
+    from dwp_lib import plots
+
+    rows = ablation.forest_rows(_runs())
+    fig = plots.plot_forest(rows)
+    ax = fig.axes[0]
+    assert len(ax.get_yticks()) == len(rows)
+    lo, hi = ax.get_xlim()
+    assert lo < min(d for r in rows for d in r["diffs"]) and hi > 0
+    fig = plots.plot_fit_vs_accuracy(_runs())
+    dots = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    assert dots == 6  # the dwp:dwp runs of both cells at n = 50
+    with pytest.raises(ValueError, match="no runs of normal:dwp at n = 100"):
+        plots.plot_fit_vs_accuracy(_runs(), "normal:dwp", 100)

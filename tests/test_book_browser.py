@@ -276,3 +276,56 @@ def test_page(page, server, browser, repository):
 def test_every_chapter_page_was_built():
     missing = sorted(CHAPTER_PAGES - set(PAGES))
     assert not missing, f"chapters without a page in {HTML}: {missing} (run `make book`)"
+
+
+# -- what a reader sees in the text: numbering, captions, no traces of the build -------------
+
+#: words about how the book was made, or the build machine's paths: never on a page
+MAKING_OF = re.compile(
+    r"/root/|/home/\w|/tmp/|/work/|\.cache/dwp_lib|site-packages|\blent\b|\bprototype\b|"
+    r"\bsession \d|\bissue \d+\b|\bthis session\b",
+    re.I,
+)
+
+
+def _text(path: Path) -> str:
+    html = path.read_text(errors="replace")
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    body = html.split("<main", 1)[-1]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+
+
+@pytest.mark.parametrize(
+    "page", sorted(CHAPTER_PAGES | {"book/intro.html", "book/conclusion.html"})
+)
+def test_page_text_numbering_and_captions(page):
+    path = HTML / page
+    assert path.is_file(), f"{path} is missing: run `make book`"
+    html = path.read_text(errors="replace")
+    text = _text(path)
+    problems = [f"shows {m.group(0)!r}: {text[max(0, m.start() - 60) : m.end() + 60]!r}"
+                for m in MAKING_OF.finditer(text)]  # fmt: skip
+    if page in CHAPTER_PAGES:
+        chapter = int(Path(page).stem[:2])
+        # every image a cell output shows is a numbered figure of this chapter with a caption
+        outputs = re.findall(
+            r'<div class="cell_output.*?(?=<div class="cell |</section>)', html, re.S
+        )
+        for out in outputs:
+            for img in re.findall(r"<img\b[^>]*>", out):
+                alt = re.search(r'alt="([^"]*)"', img)
+                if not alt or len(alt[1].split()) < 4 or re.fullmatch(r"[0-9a-f]{16,}", alt[1]):
+                    problems.append(f"output image without real alt text: {img[:120]}")
+        numbers = re.findall(r'<span class="caption-number">Fig\. (\d+)\.(\d+) </span>', html)
+        problems += [f"figure {c}.{k} numbered outside chapter {chapter}" for c, k in numbers
+                     if int(c) != chapter]  # fmt: skip
+        if not numbers:
+            problems.append("no numbered figure on the page")
+        exercises = re.findall(r"Exercise (\d+)\.(\d+)", text)
+        if not exercises:
+            problems.append("no exercise numbered per chapter (Exercise N.k)")
+        problems += [f"Exercise {c}.{k} on chapter {chapter}'s page" for c, k in set(exercises)
+                     if int(c) != chapter and f"{c}.{k}" not in text.split("Exercise")[0]]  # fmt: skip
+        if re.search(r"\bexercise Exercise\b", text, re.I):
+            problems.append("a cross-reference reads 'exercise Exercise'")
+    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
