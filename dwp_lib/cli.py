@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-slices", type=int, default=2000, help="slices per kind (at most)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--also",
+        action="append",
+        metavar="CONFIG",
+        help="a config file (TOML/JSON) whose kernel VAEs are scored as one more prior, named "
+        "after its 'name' (e.g. configs/released-bank-vaes.toml: ours fitted to the released "
+        "banks); repeatable",
+    )
     p.set_defaults(func=_score_priors)
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")

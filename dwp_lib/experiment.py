@@ -116,6 +116,14 @@ LAYER_PRIORS = ("dwp", RELEASED, "normal")  # the priors a per-layer spec may na
 INIT_LABELS = {RELEASED: "released-VAE"}
 
 
+#: where a kernel VAE's training slices come from (``LayerVAEConfig.bank``)
+VAE_BANKS = ("pipeline", "released")
+
+#: settings added to the library after runs were committed, with the value that is the old
+#: behaviour: at that value they are left out of every key, so old runs and caches keep theirs
+ADDED_AT_DEFAULT = {"vae.conv1.bank": "pipeline", "vae.conv2.bank": "pipeline"}
+
+
 class ExperimentError(RuntimeError):
     """A run folder, a config or an override that the experiment cannot use (says why and what
     to do)."""
@@ -131,7 +139,10 @@ class LayerVAEConfig:
     """The kernel VAE of one layer: its architecture, its training, how it is scored.
 
     ``split``: the bank split it is fitted to; the held-out score uses the ``test`` split
-    (at most ``eval_slices`` slices, ``eval_samples`` importance samples each).
+    (at most ``eval_slices`` slices, ``eval_samples`` importance samples each). ``bank``: whose
+    slices: ``"pipeline"`` (this pipeline's source nets) or ``"released"`` (the paper authors'
+    released banks, :func:`dwp_lib.release.released_bank_splits`: the question "is it our VAE
+    or our bank?").
     """
 
     arch: KernelVAEConfig
@@ -140,11 +151,14 @@ class LayerVAEConfig:
     split: str = "train"
     eval_slices: int | None = 2000
     eval_samples: int = 100
+    bank: str = "pipeline"
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.split not in ("train", "all"):
             raise ValueError(f"split={self.split!r} must be 'train' or 'all'")
+        if self.bank not in VAE_BANKS:
+            raise ValueError(f"bank={self.bank!r}: use one of {', '.join(VAE_BANKS)}")
         if self.eval_samples < 1:
             raise ValueError(f"eval_samples={self.eval_samples} must be >= 1")
 
@@ -365,9 +379,23 @@ class ExperimentConfig:
         return _key_of(self.to_dict())
 
 
+def _at_default(config: dict, prefix: str = "") -> list[str]:
+    """The paths of :data:`ADDED_AT_DEFAULT` that ``config`` holds at their default."""
+    out = []
+    for path, default in ADDED_AT_DEFAULT.items():
+        if not path.startswith(prefix):
+            continue
+        node: Any = config
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node == default:
+            out.append(path[len(prefix) :])
+    return out
+
+
 def _key_of(config: dict) -> str:
     """:meth:`ExperimentConfig.key` of a config dict (as stored in a run's ``config.json``)."""
-    d = _drop_paths(config, EXTENDABLE)
+    d = _drop_paths(config, EXTENDABLE + tuple(_at_default(config)))
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -1300,6 +1328,7 @@ class Experiment:
         self._vaes: dict[str, KernelVAE] | None = None
         self.vae_records: dict[str, dict] = {}
         self._released: dict[str, KernelVAE] | None = None
+        self._released_bank: dict | None = None
         self.released_records: dict[str, dict] = {}
         self._mnist = None
         self.out.mkdir(parents=True, exist_ok=True)
@@ -1464,14 +1493,32 @@ class Experiment:
         """Where the kernel VAE of ``layer`` is cached: named after a hash of the slices it is
         fitted to and held out on (the bank's contents, not its file, so a bank re-cut with
         the same slices keeps its VAEs) and of the layer's VAE config."""
-        bank = self.kernel_bank()
         lc = self.cfg.vae.layers()[layer]
         digest = hashlib.sha256()
         for split in (lc.split, "test"):
-            digest.update(bank.slices(layer, split).contiguous().numpy().tobytes())
-        spec = {"slices": digest.hexdigest(), "layer": layer, "config": to_dict(lc)}
+            digest.update(self.vae_slices(layer, split).contiguous().numpy().tobytes())
+        config = _drop_paths(
+            to_dict(lc), _at_default({"vae": {layer: to_dict(lc)}}, f"vae.{layer}.")
+        )
+        spec = {"slices": digest.hexdigest(), "layer": layer, "config": config}
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return _artifacts.cache_dir("kernel_vaes") / f"{layer}-{key}.pt"
+
+    def vae_slices(self, layer: str, split: str) -> torch.Tensor:
+        """The slices the kernel VAE of ``layer`` is fitted to (``split``: ``train``, ``test``
+        or ``all``): this pipeline's bank, or with ``vae.<layer>.bank = "released"`` the
+        authors' released bank (:func:`dwp_lib.release.released_bank_splits`)."""
+        if self.cfg.vae.layers()[layer].bank == "pipeline":
+            return self.kernel_bank().slices(layer, split)
+        if self._released_bank is None:
+            from . import release
+
+            try:
+                self._released_bank = release.released_bank_splits()
+            except release.ReleaseUnavailableError as err:
+                raise ExperimentError(f"vae.{layer}.bank=released needs them: {err}") from None
+        parts = self._released_bank[layer]
+        return torch.cat([parts["train"], parts["test"]]) if split == "all" else parts[split]
 
     def _bank_sha(self) -> str:
         bank = self.kernel_bank()
@@ -1503,6 +1550,7 @@ class Experiment:
                 "file": str(path),
                 "sha256": rec["sha256"],
                 "bytes": rec["bytes"],
+                "bank": lc.bank,
                 **rec["provenance"].get("training", {}),
             }
         self._vaes = vaes
@@ -1543,7 +1591,7 @@ class Experiment:
         k = LAYERS[layer]
         if lc.arch.kernel_size != k:
             raise ExperimentError(f"vae.{layer}.arch.kernel_size must be {k}")
-        slices = bank.slices(layer, lc.split)
+        slices = self.vae_slices(layer, lc.split)
         if len(slices) < 2:
             raise ExperimentError(
                 f"the bank has {len(slices)} {layer} slices in split {lc.split!r}: too few to fit "
@@ -1552,7 +1600,7 @@ class Experiment:
         seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
         vae = KernelVAE(lc.arch)
         hist = train_kernel_vae(vae, slices, lc.train, lc.seed, self.device)
-        test = bank.slices(layer, "test")
+        test = self.vae_slices(layer, "test")
         score = None
         if len(test):
             if lc.eval_slices is not None and len(test) > lc.eval_slices:
@@ -1580,6 +1628,12 @@ class Experiment:
                 "stage": "kernel_vae",
                 "layer": layer,
                 "bank_sha256": self._bank_sha(),
+                "slices_from": "this pipeline's bank"
+                if lc.bank == "pipeline"
+                else (
+                    "the authors' released bank (GPL-3.0): 7x7 their train split, 5x5 80% of "
+                    "their test file (seeded split)"
+                ),
                 "layer_config": to_dict(lc),
                 "training": training,
             },

@@ -123,7 +123,7 @@ def scores_markdown(rows: list[dict]) -> str:
 def cli(args: argparse.Namespace) -> int:
     """``python -m dwp_lib score-priors``: score the released prior and ours (see the module)."""
     from . import release
-    from .experiment import Experiment, ExperimentConfig, ExperimentError, append_row
+    from .experiment import Experiment, ExperimentConfig, ExperimentError, append_row, config_from
     from .plots import plot_prior_samples, plot_prior_scores
 
     out = Path(args.out)
@@ -138,13 +138,24 @@ def cli(args: argparse.Namespace) -> int:
         bank, ours = exp.kernel_bank(), exp.kernel_vaes()
         theirs = exp.released_vaes()
         rbank = release.load_released_bank()
-    except (ExperimentError, release.ReleaseUnavailableError) as err:
+        extra = {}
+        for path in getattr(args, "also", None) or []:
+            other = config_from(None, path)
+            extra[other.name] = Experiment(other, None, verbose=True)
+            extra[other.name].kernel_vaes()
+    except (ExperimentError, release.ReleaseUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ours_test = {layer: bank.slices(layer, "test") for layer in TARGET}
     rel_test = {layer: rbank[layer]["test"] for layer in TARGET}
+    # a prior fitted to part of a released file is scored, like the others, on the part it
+    # did not see (release.released_bank_splits: the 5x5 file's seeded 20%)
+    for layer in TARGET:
+        if any(e.cfg.vae.layers()[layer].bank == "released" for e in extra.values()):
+            rel_test[layer] = release.released_bank_splits()[layer]["test"]
     sets = slice_sets(ours_test, rel_test, args.max_slices, args.seed)
     priors = {"released": theirs, "ours": ours}
+    priors.update({name: e.kernel_vaes() for name, e in extra.items()})
     rows = score_priors(priors, sets, icfg)
     csv_path = out / "scores.csv"
     with artifacts.atomic_path(csv_path) as tmp:
@@ -158,7 +169,20 @@ def cli(args: argparse.Namespace) -> int:
 
     for name, fig in (
         ("scores", plot_prior_scores(rows)),
-        ("samples", plot_prior_samples(priors, {"ours": ours_test, "released": rel_test})),
+        (
+            "samples",
+            plot_prior_samples(
+                priors,
+                {
+                    "ours": ours_test,
+                    "released": rel_test,
+                    **{
+                        name: {layer: e.vae_slices(layer, "test") for layer in TARGET}
+                        for name, e in extra.items()
+                    },
+                },
+            ),
+        ),
     ):
         with artifacts.atomic_path(figures / f"{name}.png") as tmp:
             fig.savefig(tmp, dpi=120, format="png")
@@ -176,6 +200,23 @@ def cli(args: argparse.Namespace) -> int:
             "config": {k: v for k, v in cfg.to_dict().items() if k in ("source", "vae")},
         },
         "released": {"layers": exp.released_records, **release.provenance()},
+        "also": {
+            name: {
+                "config_file": path,
+                "kernel_vaes": e.vae_records,
+                "config": {k: v for k, v in e.cfg.to_dict().items() if k in ("source", "vae")},
+            }
+            for (name, e), path in zip(
+                extra.items(), getattr(args, "also", None) or [], strict=True
+            )
+        },
+        "released_held_out": {
+            layer: "the authors' test file"
+            if rel_test[layer] is rbank[layer]["test"]
+            else f"the seeded {release.CONV2_HELD_OUT:.0%} of the authors' test file that no prior "
+            "of ours was fitted to"
+            for layer in TARGET
+        },
         "seconds": time.perf_counter() - t0,
         "threads": torch.get_num_threads(),
         "environment": artifacts.environment_record(),

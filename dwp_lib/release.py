@@ -281,3 +281,22 @@ def cli(args) -> int:
     print(AUTHORS_RELEASE.notice)
     print(f"Cached in {release_dir()} (provenance: {RECORD})")
     return 0
+
+
+#: the share of the released 5x5 slices held out when our VAEs are fitted to them (the authors
+#: published only their 5x5 *test* bank: we split it, seeded, and say so wherever it is used)
+CONV2_HELD_OUT = 0.2
+
+
+def released_bank_splits(release: Release | None = None, seed: int = 0) -> dict:
+    """The released banks as training and held-out slices for fitting a kernel VAE of our own:
+    ``{layer: {"train": (N, k, k), "test": (M, k, k)}}``. The 7x7 layer keeps the authors' own
+    train / test split; their 5x5 layer has a test file only, which is split here by a seeded
+    permutation into ``1 - CONV2_HELD_OUT`` for training and ``CONV2_HELD_OUT`` held out."""
+    bank = load_released_bank(release)
+    out = {"conv1": dict(bank["conv1"])}
+    w = bank["conv2"]["test"]
+    order = torch.randperm(len(w), generator=torch.Generator().manual_seed(seed))
+    cut = int(round(len(w) * (1 - CONV2_HELD_OUT)))
+    out["conv2"] = {"train": w[order[:cut]], "test": w[order[cut:]]}
+    return out

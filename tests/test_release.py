@@ -365,3 +365,53 @@ def test_score_priors_cli_scores_both_priors_on_every_kind(fake_release, fake_wo
     assert (out / "figures" / "scores.png").stat().st_size > 0
     assert (out / "figures" / "samples.png").stat().st_size > 0
     assert "released: ELBO" in (out / "scores.md").read_text()
+
+
+def test_our_vaes_fitted_to_the_released_banks(fake_release, fake_world, tmp_path):  # noqa: F811
+    """vae.<layer>.bank=released: our kernel VAE trained on the authors' slices (7x7: their
+    train split; 5x5: a seeded 80% of their test file), cached apart from the pipeline's."""
+    from dwp_lib import artifacts
+    from dwp_lib.experiment import Experiment, ExperimentError
+
+    splits = rel.released_bank_splits()
+    assert len(splits["conv2"]["train"]) == 24 and len(splits["conv2"]["test"]) == 6  # of 30
+    assert torch.equal(splits["conv2"]["test"], rel.released_bank_splits()["conv2"]["test"])
+    base = micro_config(**{"grid.methods": "dwp:dwp", "init.enabled": "false"})
+    cfg = micro_config(
+        **{"grid.methods": "dwp:dwp", "init.enabled": "false", "vae.conv2.bank": "released"}
+    )
+    assert base.key() == micro_config(**{"grid.methods": "dwp:dwp", "init.enabled": "false",
+                                         "vae.conv2.bank": "pipeline"}).key()  # fmt: skip
+    assert cfg.key() != base.key()
+    ours = Experiment(base, tmp_path / "a", "cpu", verbose=False)
+    exp = Experiment(cfg, tmp_path / "b", "cpu", verbose=False)
+    assert torch.equal(exp.vae_slices("conv2", "train"), splits["conv2"]["train"])
+    assert torch.equal(exp.vae_slices("conv1", "train"), ours.vae_slices("conv1", "train"))
+    assert exp.vae_path("conv2") != ours.vae_path("conv2")
+    assert exp.vae_path("conv1") == ours.vae_path("conv1")  # the same VAE: shared in the cache
+    rows = exp.prior_grid()
+    assert len(rows) == 2 and exp.vae_records["conv2"]["bank"] == "released"
+    rec = artifacts.read_record(exp.vae_path("conv2"))
+    assert "released bank" in rec["provenance"]["slices_from"]
+    with pytest.raises(ExperimentError, match="bank='theirs': use one of pipeline, released"):
+        micro_config(**{"vae.conv1.bank": "theirs"})
+
+
+def test_score_priors_scores_a_prior_of_another_config(fake_release, fake_world, tmp_path):  # noqa: F811
+    import json
+
+    from dwp_lib.cli import main as cli_main
+    from dwp_lib.experiment import read_rows
+
+    config = tmp_path / "theirs-bank.toml"
+    config.write_text('preset = "tiny"\nname = "on-their-bank"\n[vae.conv2]\nbank = "released"\n')
+    out = tmp_path / "scores"
+    args = ["score-priors", "--preset", "tiny", "--out", str(out), "--iw-samples", "4"]
+    assert cli_main([*args, "--max-slices", "20", "--also", str(config)]) == 0
+    rows = read_rows(out / "scores.csv")
+    assert {r["prior"] for r in rows} == {"released", "ours", "on-their-bank"}
+    held = {r["slices"] for r in rows if r["layer"] == "conv2" and r["kind"] == "released held-out"}
+    assert held == {6}  # the 20% of the 5x5 file that no prior of ours was fitted to
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["also"]["on-their-bank"]["kernel_vaes"]["conv2"]["bank"] == "released"
+    assert "20%" in prov["released_held_out"]["conv2"]
