@@ -59,6 +59,22 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as messages show it: ``$DWP_CACHE/kernel_vaes/conv1-....pt`` for a file in the
+    cache (the same on every machine, and no home folder on a page), else as given."""
+    path = Path(path)
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
+    try:
+        return f"${CACHE_ENV}/{path.resolve().relative_to(base.resolve()).as_posix()}"
+    except ValueError:
+        return str(path)
+
+
 class CacheError(ArtifactError, OSError):
     """The cache folder (``$DWP_CACHE``) cannot be created or written."""
 

@@ -41,6 +41,7 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -988,7 +989,10 @@ def describe_run(name: str, rows: Sequence[Mapping], provenance: Mapping | None)
     if provenance is None:
         return lines[0] + " (no provenance.json beside the results)"
     env = provenance.get("environment", {})
-    lines.append(f"command: {provenance.get('command') or '(not recorded)'}")
+    command = provenance.get("command") or "(not recorded)"
+    # the machine's own folders say nothing about the run: .../name, as in the repository
+    command = re.sub(r"(?<=\s)/\S*/(?=[^/\s]+(\s|$))", ".../", command)
+    lines.append(f"command: {command}")
     wall = provenance.get("wall_seconds")
     where = f"{env.get('device', '?')}, {provenance.get('threads', '?')} thread(s), {env.get('platform', '?')}"
     lines.append(f"wall time: {wall / 60:.0f} min on {where}" if wall else f"machine: {where}")
@@ -1540,7 +1544,7 @@ class Experiment:
             if _artifacts.is_valid_artifact(path):
                 vae = KernelVAE.load(path, map_location=self.device)
                 self._check_vae_file(path, vae, layer, lc)
-                self.say(f"Loaded the {layer} kernel VAE from {path}")
+                self.say(f"Loaded the {layer} kernel VAE from {_artifacts.shown(path)}")
             else:
                 all_loaded = False
                 vae = self._train_vae(layer, lc, bank, path)
@@ -1641,7 +1645,7 @@ class Experiment:
         adv = f"; {score['advantage']:+.2f} nats/slice vs a per-pixel Gaussian" if score else ""
         self.say(
             f"Trained the {layer} kernel VAE ({hist.steps} steps, {hist.seconds:.0f} s, "
-            f"{len(slices):,} slices{adv}); saved to {path}"
+            f"{len(slices):,} slices{adv}); saved to {_artifacts.shown(path)}"
         )
         return vae
 
@@ -1680,9 +1684,13 @@ class Experiment:
                     for r in new:
                         append_row(self.curves_path, r, CURVE_COLUMNS)
                     rows += new
-            self.say(f"Init experiment: trained {len(todo)} run(s) into {self.curves_path}")
+            self.say(
+                f"Init experiment: trained {len(todo)} run(s) into {_artifacts.shown(self.curves_path)}"
+            )
         else:
-            self.say(f"Init experiment: loaded {len(rows)} rows from {self.curves_path}")
+            self.say(
+                f"Init experiment: loaded {len(rows)} rows from {_artifacts.shown(self.curves_path)}"
+            )
         self._timed("init_experiment", t0, not todo)
         return [r for r in rows if r["init"] in ic.inits and int(r["seed"]) in ic.seeds]
 
@@ -1753,10 +1761,13 @@ class Experiment:
                     bar.set_postfix_str(cell)
                     bar.update(1)
                 bar.close()
-            self.say(f"Prior grid: ran {len(todo)} cell(s) into {self.results_path}")
+            self.say(
+                f"Prior grid: ran {len(todo)} cell(s) into {_artifacts.shown(self.results_path)}"
+            )
         else:
             self.say(
-                f"Prior grid: all {len(self.planned_cells())} cells found in {self.results_path}"
+                f"Prior grid: all {len(self.planned_cells())} cells found in "
+                f"{_artifacts.shown(self.results_path)}"
             )
         self._timed("prior_grid", t0, not todo)
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}

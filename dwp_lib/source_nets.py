@@ -988,7 +988,8 @@ def get_kernel_bank(
         bank = KernelBank.load(path)  # a corrupted file raises here
         if verbose:
             print(
-                f"Loaded the kernel bank from {path} (sha256 {bank.provenance['sha256'][:12]}...)"
+                f"Loaded the kernel bank from {_artifacts.shown(path)} "
+                f"(sha256 {bank.provenance['sha256'][:12]}...)"
             )
         return bank
     t0 = time.perf_counter()
@@ -999,8 +1000,9 @@ def get_kernel_bank(
     bank.save(path)
     if verbose:
         print(
-            f"Trained {trained} source net(s) ({len(records) - trained} found in {out}) "
-            f"in {time.perf_counter() - t0:.0f} s; saved the kernel bank to {path}"
+            f"Trained {trained} source net(s) ({len(records) - trained} found in "
+            f"{_artifacts.shown(out)}) "
+            f"in {time.perf_counter() - t0:.0f} s; saved the kernel bank to {_artifacts.shown(path)}"
         )
     return bank
 
