@@ -50,7 +50,7 @@ instructor: $(STAMP)
 # The Colab notebooks book/0N_x.ipynb, generated from the chapters; commit them after a change
 # (tests/test_book_notebooks.py fails while they differ).
 notebooks: $(STAMP)
-	$(PY) scripts/make_notebooks.py $(CHAPTERS)
+	$(PY) scripts/make_notebooks.py $(CHAPTERS) book/conclusion.md
 
 # Each committed notebook run in a fresh venv that only its install cell sets up (minutes).
 colab-test: $(STAMP)

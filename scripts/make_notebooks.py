@@ -60,9 +60,19 @@ if importlib.util.find_spec("dwp_lib") is None:
 """
 
 
+#: pages with code that are not numbered chapters; they get a Colab notebook too
+PAGES_WITH_CODE = ("conclusion",)
+
+
 def chapters(root: Path = ROOT) -> list[Path]:
     """The book's chapters, ``book/0*.md``, in order."""
     return sorted((root / "book").glob("0*.md"))
+
+
+def notebook_pages(root: Path = ROOT) -> list[Path]:
+    """Every page that has a Colab notebook: the chapters, then :data:`PAGES_WITH_CODE`."""
+    extra = [root / "book" / f"{name}.md" for name in PAGES_WITH_CODE]
+    return chapters(root) + [p for p in extra if p.exists()]
 
 
 def notebook_path(md: Path) -> Path:
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("chapters", nargs="*", type=Path, help="default: book/0*.md")
     parser.add_argument("--check", action="store_true", help="report drift, write nothing")
     args = parser.parse_args(argv)
-    mds = args.chapters or chapters()
+    mds = args.chapters or notebook_pages()
     for md in mds:
         if md.suffix != ".md" or not md.exists():
             raise SystemExit(f"make_notebooks: {md} is not a chapter (.md file)")
