@@ -415,3 +415,4 @@ def test_score_priors_scores_a_prior_of_another_config(fake_release, fake_world,
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["also"]["on-their-bank"]["kernel_vaes"]["conv2"]["bank"] == "released"
     assert "20%" in prov["released_held_out"]["conv2"]
+    assert prov["released_held_out"]["conv1"] == "the authors' test file"
