@@ -43,15 +43,18 @@ class CorruptArtifactError(ArtifactError):
     """A cached file's bytes do not match the hash recorded when it was written."""
 
 
-def cache_dir(*parts: str) -> Path:
-    """The cache folder (created on demand), or a sub-folder of it."""
+def cache_root() -> Path:
+    """``$DWP_CACHE`` if set, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``); not created."""
     root = os.environ.get(CACHE_ENV)
     if root:
-        base = Path(root).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
-    path = base.joinpath(*parts)
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache folder (created on demand), or a sub-folder of it."""
+    path = cache_root().joinpath(*parts)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -63,14 +66,8 @@ def shown(path: str | os.PathLike) -> str:
     """``path`` as messages show it: ``$DWP_CACHE/kernel_vaes/conv1-....pt`` for a file in the
     cache (the same on every machine, and no home folder on a page), else as given."""
     path = Path(path)
-    root = os.environ.get(CACHE_ENV)
-    if root:
-        base = Path(root).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
     try:
-        return f"${CACHE_ENV}/{path.resolve().relative_to(base.resolve()).as_posix()}"
+        return f"${CACHE_ENV}/{path.resolve().relative_to(cache_root().resolve()).as_posix()}"
     except ValueError:
         return str(path)
 
