@@ -55,6 +55,12 @@ def _score_priors(args: argparse.Namespace) -> int:
     return prior_scores.cli(args)
 
 
+def _bank_stats(args: argparse.Namespace) -> int:
+    from . import bank_stats
+
+    return bank_stats.cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_score_priors)
 
+    p = sub.add_parser(
+        "bank-stats", help="statistics of our kernel banks beside the released ones (figure)"
+    )
+    p.add_argument("--preset", choices=PRESETS, default="book", help="which of our banks")
+    p.add_argument("--out", required=True, help="output folder (stats.csv, figures, provenance)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Xavier reference slices")
+    p.add_argument(
+        "--also",
+        action="append",
+        metavar="CONFIG",
+        help="add the bank of this config file (e.g. other source-net settings; repeatable)",
+    )
+    p.set_defaults(func=_bank_stats)
+
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")
     p.add_argument("--out", default=None, help="folder for the nets and the bank (default: cache)")
@@ -131,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--estimate",
         action="store_true",
         help="time a few steps and print what the run would take on this machine, then exit",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="K,K,...",
+        help="with --estimate: the device counts to print wall times for (default 1,2,4,8)",
+    )
+    p.add_argument(
+        "--estimate-from",
+        default=None,
+        metavar="FILE",
+        help="with --estimate: time nothing, read the step times of an estimate printed before "
+        "(e.g. on a GPU) and print its wall times for --devices",
     )
     p.set_defaults(func=_reproduce)
 

@@ -74,11 +74,14 @@ def to_dict(cfg) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 #: integer fields that may be 0 (seeds, process counts); every other integer must be >= 1
-NON_NEGATIVE_INTS = frozenset({"seed", "seeds", "split_seeds", "test_seed", "workers"})
+NON_NEGATIVE_INTS = frozenset({"seed", "seeds", "split_seeds", "test_seed", "workers", "num_gpus"})
 #: number fields that must be > 0 / >= 0; every number must be finite
-POSITIVE_NUMBERS = frozenset({"lr", "grid_radius", "reverse_lr", "prior_var", "noise_var"})
+POSITIVE_NUMBERS = frozenset(
+    {"lr", "grid_radius", "reverse_lr", "prior_var", "noise_var", "cpus_per_task"}
+)
 NON_NEGATIVE_NUMBERS = frozenset(
     {"l2", "kl_weight", "det_weight_decay", "z_var_floor", "w_var_floor", "prune_norms"}
+    | {"gpus_per_net", "gpus_per_cell"}
 )
 #: number fields in the open interval (0, 1)
 FRACTIONS = frozenset({"test_fraction"})

@@ -9,6 +9,9 @@ This is the pipeline of ``book/05_experiment.md`` and of ``python -m dwp_lib rep
 - ``bayes``:  :class:`~dwp_lib.bayes.BayesConfig`, the Bayesian CNN (steps, lr, log sigma^2...);
 - ``grid``:   :class:`GridConfig`, the prior comparison (sizes, priors and inits, split seeds).
 
+``executor`` (:class:`~dwp_lib.executor.ExecutorConfig`) says where the independent units (source
+nets, grid cells) run: this machine's processes or a Ray cluster; it changes no result.
+
 Any field can be overridden by a dotted path (:func:`apply_overrides`), from the command line
 (``--set bayes.steps=2000 --set source.prune_norms=[0.3,0.1]``) or from a JSON/TOML file
 (:func:`load_config_file`), so ablations run through the CLI and are recorded in provenance.
@@ -78,6 +81,7 @@ from .bayes import (
 )
 from .config import ConfigValueError, check_fields, check_preset, to_dict
 from .device import default_device, exit_with_parent, seed_everything
+from .executor import ExecutorConfig, run_on_ray
 from .progress import progress
 from .source_nets import LAYERS, FConv, KernelBank, SourceNetsConfig, get_kernel_bank
 from .train import check_finite
@@ -310,6 +314,7 @@ class GridConfig:
 #: Fields that may change between runs in one folder: they add cells, never change a cell.
 EXTENDABLE = ("name", "grid.enabled", "grid.sizes", "grid.methods", "grid.split_seeds")
 EXTENDABLE += ("init.enabled", "init.inits", "init.seeds", "num_threads", "grid.workers")
+EXTENDABLE += ("executor",)  # where units run never changes what they compute
 
 
 @dataclass
@@ -320,6 +325,8 @@ class ExperimentConfig:
     config started from (overrides are recorded separately in the provenance). ``num_threads``:
     torch's intra-op threads for the run (``None``: torch's default). On a CPU shared with other
     work, 1 thread is often several times faster than 2; results agree at rounding level.
+    ``executor``: where the source nets and the grid cells run (this machine's processes, or
+    a Ray cluster: :class:`~dwp_lib.executor.ExecutorConfig`); not part of the config key.
     """
 
     name: str
@@ -330,6 +337,7 @@ class ExperimentConfig:
     bayes: BayesConfig
     grid: GridConfig
     num_threads: int | None = None
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
         check_preset(self.from_preset)
@@ -1168,11 +1176,16 @@ def _step_seconds(step, repeats: int) -> float:
     return _median_seconds(step, repeats)
 
 
+#: The device counts ``reproduce --estimate`` prints wall times for (``--devices`` sets others).
+DEVICE_COUNTS = (1, 2, 4, 8)
+
+
 def estimate_cost(
     cfg: ExperimentConfig,
     device: torch.device | str | None = None,
     repeats: int = 2,
     source_images: int | None = None,
+    devices: Sequence[int] = DEVICE_COUNTS,
 ) -> dict:
     """What running ``cfg`` would take on ``device``, from a few timed steps (no training).
 
@@ -1185,8 +1198,9 @@ def estimate_cost(
       of the configured architecture (untrained: the cost does not depend on their weights).
 
     Kernel VAEs, the init experiment and evaluation are left out (minutes at most). Returns
-    seconds per part and in total, with the measured step times, and the bytes of the unpruned
-    bank (float32 slices of every net).
+    seconds per part and in total, with the measured step times, the bytes of the unpruned
+    bank (float32 slices of every net), and ``wall_seconds_on``: the wall time on each count of
+    ``devices`` like this one (:func:`wall_on_devices`, e.g. GPUs of a Ray cluster).
     """
     from .source_nets import conv_l2
 
@@ -1233,9 +1247,22 @@ def estimate_cost(
         grid_seconds += sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes) * len(
             g.split_seeds
         )
+    cell_seconds = [
+        step_seconds[m][n] * g.steps_for(n, b.steps)
+        for m in g.methods
+        for n in g.sizes
+        for _ in g.split_seeds
+    ]
+    net_seconds = per_source_step * source_steps / s.n_nets
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "source_net_seconds": net_seconds,
+        "grid_cell_seconds": {"min": min(cell_seconds), "max": max(cell_seconds)},
+        "wall_seconds_on": {
+            str(k): wall_on_devices(net_seconds, s.n_nets, cell_seconds, k, cfg.executor, device)
+            for k in devices
+        },
         "source_step_seconds": per_source_step,
         "source_steps": source_steps,
         "source_images": source_images,
@@ -1245,6 +1272,44 @@ def estimate_cost(
         "grid_cells": len(g.methods) * len(g.sizes) * len(g.split_seeds),
         "grid_seconds": grid_seconds,
         "total_seconds": per_source_step * source_steps + grid_seconds,
+    }
+
+
+def wall_on_devices(
+    net_seconds: float,
+    n_nets: int,
+    cell_seconds: Sequence[float],
+    devices: int,
+    executor: ExecutorConfig,
+    device: torch.device | str,
+) -> dict[str, float]:
+    """The wall time of the source nets and of the grid on ``devices`` devices like ``device``
+    (e.g. 8 GPUs on a Ray cluster), each unit taking the time measured for it in one process,
+    scheduled longest first (:func:`~dwp_lib.executor.estimate_wall`).
+
+    On GPUs the units ask for :meth:`~dwp_lib.executor.ExecutorConfig.share` of a GPU (by
+    default a whole one per source net, a quarter per grid cell): ``grid_seconds_shared``
+    assumes that cells sharing a GPU do not slow each other (a small Bayesian CNN leaves most
+    of a GPU idle; measure yours), ``grid_seconds`` gives each cell a GPU of its own. On CPUs a
+    device is one process with the measured thread count. Kernel VAEs (one per layer, minutes)
+    and the evaluation are not counted.
+    """
+    from .executor import estimate_wall
+
+    on_gpu = torch.device(device).type != "cpu"
+    net_share = executor.share("net", has_gpus=True) if on_gpu else 0.0
+    cell_share = executor.share("cell", has_gpus=True) if on_gpu else 0.0
+    net_slots = executor.slots(devices, net_share) if net_share > 0 else devices
+    cell_slots = executor.slots(devices, cell_share) if cell_share > 0 else devices
+    source = estimate_wall([net_seconds] * n_nets, net_slots)
+    grid = estimate_wall(list(cell_seconds), devices)
+    shared = estimate_wall(list(cell_seconds), cell_slots)
+    return {
+        "source_seconds": source,
+        "grid_seconds": grid,
+        "grid_seconds_shared": shared,
+        "cells_at_once": cell_slots,
+        "total_seconds": source + min(grid, shared),
     }
 
 
@@ -1487,7 +1552,9 @@ class Experiment:
             out = self.cfg.source.default_dir()
             self._bank_path = out / self.cfg.source.bank_file()
             existed = self._bank_path.exists()
-            self._bank = get_kernel_bank(self.cfg.source, out, self.device, verbose=self.verbose)
+            self._bank = get_kernel_bank(
+                self.cfg.source, out, self.device, verbose=self.verbose, executor=self.cfg.executor
+            )
             loaded = existed and self._bank.provenance.get("file") is not None
             self._timed("source_nets_and_bank", t0, loaded)
         return self._bank
@@ -1785,8 +1852,30 @@ class Experiment:
         g = self.cfg.grid
         return test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
 
+    def cell_context(
+        self, bank, vaes=None, released=None, *, with_data: bool = True
+    ) -> CellContext:
+        """What every grid cell reads, in one picklable object (see :class:`CellContext`)."""
+        vae_sha = {
+            "trained": [f"{k}={v['sha256'][:12]}" for k, v in self.vae_records.items()],
+            "released": [
+                f"released:{k}={v['sha256'][:12]}" for k, v in self.released_records.items()
+            ],
+        }
+        train, test_xy = (self.mnist()[0], self._test_xy()) if with_data else (None, None)
+        return CellContext(
+            self.cfg, train, test_xy, bank, vaes, released, self._bank_sha()[:12], vae_sha
+        )
+
     def _grid_rows(self, todo, bank, vaes, workers: int, released=None):
-        """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0)."""
+        """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0; on
+        Ray with ``executor.kind = "ray"``)."""
+        ex = self.cfg.executor
+        if ex.kind == "ray":
+            calls = [(*cell, ex.threads) for cell in todo]
+            ctx = self.cell_context(bank, vaes, released)
+            yield from run_on_ray(ex, _ray_grid_cell, ctx, calls, unit="cell")
+            return
         if workers == 0:
             train, _ = self.mnist()
             test_xy = self._test_xy()
@@ -1804,71 +1893,9 @@ class Experiment:
     def run_cell(self, method, n, seed, train, test_xy, bank, vaes, released=None) -> dict:
         """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed).
         ``vaes``: the pipeline's kernel VAEs; ``released``: the authors' (``dwp@released``)."""
-        from .data import balanced_subset
-
-        prior, init_name = parse_method(method)
-        bc = dataclasses.replace(
-            self.cfg.bayes, steps=self.cfg.grid.steps_for(n, self.cfg.bayes.steps)
-        )
-        sub = balanced_subset(train, n, seed)
-        x, y = sub.float_images(), sub.labels
-        xt, yt = test_xy
-        init = make_init(init_name, bank, vaes, released)
-        t0 = time.perf_counter()
-        if prior == "det":
-            model = det_cnn(bc)
-            initialise(model, init, seed)
-            hist = train_det_cnn(model, x, y, bc, seed, self.device)
-        else:
-            model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
-            initialise(model, init, seed)
-            priors = make_priors(prior, vaes, bc, released)
-            hist = train_bayesian_cnn(model, priors, x, y, bc, seed, self.device)
-        torch.manual_seed(seed)  # the evaluation's weight samples
-        samples = bc.eval_samples if prior != "det" else 1
-        acc_ens = ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
-        acc_mean = mean_accuracy(model, xt, yt, bc.eval_batch_size)
-        train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
-        seconds = time.perf_counter() - t0
-        tail = max(1, len(hist.loss) // 10)
-        used = vae_sources(method)
-        vae_sha = []
-        if "trained" in used:
-            vae_sha += [f"{k}={v['sha256'][:12]}" for k, v in self.vae_records.items()]
-        if "released" in used:
-            vae_sha += [
-                f"released:{k}={v['sha256'][:12]}" for k, v in self.released_records.items()
-            ]
-        return {
-            "experiment": self.cfg.name,
-            "prior": prior,
-            "init": init_name,
-            "n": n,
-            "seed": seed,
-            "acc_ensemble": round(acc_ens, 6),
-            "acc_mean": round(acc_mean, 6),
-            "train_acc": round(train_acc, 6),
-            "loss": round(statistics.fmean(hist.loss[-tail:]), 6),
-            "nll": round(statistics.fmean(hist.nll[-tail:]), 6),
-            "kl": round(statistics.fmean(hist.kl[-tail:]), 6),
-            "log_sigma2_conv1": _mean_log_var(model, "conv1"),
-            "log_sigma2_conv2": _mean_log_var(model, "conv2"),
-            "steps": bc.steps,
-            "lr": bc.lr,
-            "log_sigma2_init": bc.log_sigma2_init,
-            "kl_weight": bc.kl_weight,
-            "channels": "x".join(str(c) for c in bc.channels),
-            "dwp_slices_per_step": bc.dwp_slices_per_step,
-            "dwp_train_reverse": bc.dwp_train_reverse,
-            "eval_samples": samples,
-            "test_images": len(yt),
-            "seconds": round(seconds, 3),
-            "device": str(self.device),
-            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
-            "config_key": self.cfg.key(),
-            "bank_sha256": self._bank_sha()[:12],
-            "vae_sha256": "/".join(vae_sha),
-        }
+        ctx = self.cell_context(bank, vaes, released, with_data=False)
+        ctx = dataclasses.replace(ctx, train=train, test_xy=test_xy)
+        return run_grid_cell(ctx, method, n, seed, self.device)
 
     # -- outputs ----------------------------------------------------------------------------------
     def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
@@ -1995,6 +2022,104 @@ class Experiment:
 
 
 # ------------------------------------------------------------------------------------------------
+# One grid cell: the same function here, in a worker process or in a Ray task
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellContext:
+    """Everything a grid cell reads besides its ``(method, n, seed)``: the config, the MNIST
+    training set and the evaluation images, the bank (for the ``filters`` init), the kernel
+    VAEs (``vaes``: this pipeline's; ``released``: the authors') and the short hashes the row
+    records. It holds no paths, so a cell runs the same on any machine it is sent to."""
+
+    cfg: ExperimentConfig
+    train: Any
+    test_xy: tuple[torch.Tensor, torch.Tensor] | None
+    bank: KernelBank
+    vaes: dict[str, KernelVAE] | None
+    released: dict[str, KernelVAE] | None
+    bank_sha256: str
+    vae_sha256: dict[str, list[str]]
+
+
+def run_grid_cell(
+    ctx: CellContext, method: str, n: int, seed: int, device: torch.device | None = None
+) -> dict:
+    """Train one Bayesian CNN (or the det baseline) of ``method`` on the balanced subset
+    ``(n, seed)`` and evaluate it: one row of ``results.csv``."""
+    from .data import balanced_subset
+
+    device = torch.device(device) if device is not None else default_device()
+    prior, init_name = parse_method(method)
+    bc = dataclasses.replace(ctx.cfg.bayes, steps=ctx.cfg.grid.steps_for(n, ctx.cfg.bayes.steps))
+    sub = balanced_subset(ctx.train, n, seed)
+    x, y = sub.float_images(), sub.labels
+    xt, yt = ctx.test_xy
+    init = make_init(init_name, ctx.bank, ctx.vaes, ctx.released)
+    t0 = time.perf_counter()
+    if prior == "det":
+        model = det_cnn(bc)
+        initialise(model, init, seed)
+        hist = train_det_cnn(model, x, y, bc, seed, device)
+    else:
+        model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
+        initialise(model, init, seed)
+        priors = make_priors(prior, ctx.vaes, bc, ctx.released)
+        hist = train_bayesian_cnn(model, priors, x, y, bc, seed, device)
+    torch.manual_seed(seed)  # the evaluation's weight samples
+    samples = bc.eval_samples if prior != "det" else 1
+    acc_ens = ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
+    acc_mean = mean_accuracy(model, xt, yt, bc.eval_batch_size)
+    train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
+    seconds = time.perf_counter() - t0
+    tail = max(1, len(hist.loss) // 10)
+    vae_sha = [
+        h
+        for source in ("trained", "released")
+        if source in vae_sources(method)
+        for h in ctx.vae_sha256[source]
+    ]
+    return {
+        "experiment": ctx.cfg.name,
+        "prior": prior,
+        "init": init_name,
+        "n": n,
+        "seed": seed,
+        "acc_ensemble": round(acc_ens, 6),
+        "acc_mean": round(acc_mean, 6),
+        "train_acc": round(train_acc, 6),
+        "loss": round(statistics.fmean(hist.loss[-tail:]), 6),
+        "nll": round(statistics.fmean(hist.nll[-tail:]), 6),
+        "kl": round(statistics.fmean(hist.kl[-tail:]), 6),
+        "log_sigma2_conv1": _mean_log_var(model, "conv1"),
+        "log_sigma2_conv2": _mean_log_var(model, "conv2"),
+        "steps": bc.steps,
+        "lr": bc.lr,
+        "log_sigma2_init": bc.log_sigma2_init,
+        "kl_weight": bc.kl_weight,
+        "channels": "x".join(str(c) for c in bc.channels),
+        "dwp_slices_per_step": bc.dwp_slices_per_step,
+        "dwp_train_reverse": bc.dwp_train_reverse,
+        "eval_samples": samples,
+        "test_images": len(yt),
+        "seconds": round(seconds, 3),
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "config_key": ctx.cfg.key(),
+        "bank_sha256": ctx.bank_sha256,
+        "vae_sha256": "/".join(vae_sha),
+    }
+
+
+def _ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
+    """One grid cell as a Ray task: on the GPU share Ray gave it, else on ``threads`` CPU
+    threads (as a local worker process uses)."""
+    torch.set_num_threads(threads)
+    return run_grid_cell(ctx, method, n, seed)
+
+
+# ------------------------------------------------------------------------------------------------
 # Grid cells in worker processes (grid.workers > 0)
 # ------------------------------------------------------------------------------------------------
 
@@ -2021,26 +2146,93 @@ def _init_grid_worker(
     bank = exp.kernel_bank()
     vaes = exp.kernel_vaes() if with_vaes else None
     released = exp.released_vaes() if with_released else None
-    _WORKER.update(
-        exp=exp,
-        bank=bank,
-        vaes=vaes,
-        released=released,
-        train=exp.mnist()[0],
-        test_xy=exp._test_xy(),
-    )
+    _WORKER.update(exp=exp, ctx=exp.cell_context(bank, vaes, released))
 
 
 def _grid_worker_cell(method: str, n: int, seed: int) -> dict:
     w = _WORKER
-    return w["exp"].run_cell(
-        method, n, seed, w["train"], w["test_xy"], w["bank"], w["vaes"], w["released"]
-    )
+    return run_grid_cell(w["ctx"], method, n, seed, w["exp"].device)
 
 
 # ------------------------------------------------------------------------------------------------
 # The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
 # ------------------------------------------------------------------------------------------------
+
+
+def _device_counts(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return DEVICE_COUNTS
+    try:
+        counts = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ExperimentError(f"--devices {text!r}: give device counts >= 1, e.g. 1,2,4,8")
+    return counts
+
+
+def wall_from_saved_estimate(
+    path: str | os.PathLike, cfg: ExperimentConfig, devices: Sequence[int] = DEVICE_COUNTS
+) -> dict:
+    """An estimate that ``reproduce --estimate`` printed (on another machine, e.g. a GPU) with
+    its ``wall_seconds_on`` recomputed for ``devices`` from the step times it measured; ``cfg``
+    must be the config it was made for (the same methods, sizes, seeds and step counts)."""
+    text = Path(path).read_text() if Path(path).exists() else None
+    if text is None:
+        raise ExperimentError(f"--estimate-from {path}: no such file")
+    try:  # the JSON object that opens the printed estimate (a sentence may follow it)
+        est, _ = json.JSONDecoder().raw_decode(text.lstrip())
+        steps = est["grid_step_seconds"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ExperimentError(
+            f"--estimate-from {path}: not the output of reproduce --estimate (it opens with a "
+            "JSON object holding grid_step_seconds)"
+        ) from None
+    g, b = cfg.grid, cfg.bayes
+    missing = [f"{m} n={n}" for m in g.methods for n in g.sizes if str(n) not in steps.get(m, {})]
+    if missing or est.get("grid_cells") != len(g.methods) * len(g.sizes) * len(g.split_seeds):
+        raise ExperimentError(
+            f"--estimate-from {path} was made for another grid ({est.get('grid_cells')} cells; "
+            f"no step time for {', '.join(missing[:3]) or 'the same cells'}): pass the preset "
+            "and settings it was made with"
+        )
+    cells = [
+        steps[m][str(n)] * g.steps_for(n, b.steps)
+        for m in g.methods
+        for n in g.sizes
+        for _ in g.split_seeds
+    ]
+    net = est["source_seconds"] / cfg.source.n_nets
+    est["source_net_seconds"] = net
+    est["wall_seconds_on"] = {
+        str(k): wall_on_devices(net, cfg.source.n_nets, cells, k, cfg.executor, est["device"])
+        for k in devices
+    }
+    est["estimate_from"] = str(path)
+    return est
+
+
+def wall_table(est: dict) -> str:
+    """The ``wall_seconds_on`` part of :func:`estimate_cost` as lines of text, in hours."""
+    on_gpu = est["device"] != "cpu"
+    what = "GPUs" if on_gpu else f"processes of {est['threads']} thread(s)"
+    lines = [
+        f"Wall time on K {what} like this one ({est['device']}), e.g. as Ray tasks "
+        "(executor.kind=ray), units scheduled longest first:",
+        "    K  source nets  grid, 1 cell/device  grid, shared  total",
+    ]
+    for k, w in est["wall_seconds_on"].items():
+        shared = f"{w['grid_seconds_shared'] / 3600:8.2f} h" if on_gpu else "       -  "
+        lines.append(
+            f"  {int(k):3d}  {w['source_seconds'] / 3600:9.2f} h  {w['grid_seconds'] / 3600:17.2f} h"
+            f"  {shared}  {w['total_seconds'] / 3600:5.2f} h"
+        )
+    if on_gpu:
+        lines.append(
+            "  shared: cells_at_once cells per K GPUs (executor.gpus_per_cell), if cells sharing "
+            "a GPU do not slow each other; kernel VAEs and evaluation not counted"
+        )
+    return "\n".join(lines)
 
 
 def cli(args: argparse.Namespace) -> int:
@@ -2056,7 +2248,20 @@ def cli(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if getattr(args, "estimate", False):
-        est = estimate_cost(cfg)
+        try:
+            counts = _device_counts(getattr(args, "devices", None))
+        except ExperimentError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        saved = getattr(args, "estimate_from", None)
+        if saved:
+            try:
+                est = wall_from_saved_estimate(saved, cfg, counts)
+            except ExperimentError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        else:
+            est = estimate_cost(cfg, devices=counts)
         print(json.dumps(est, indent=2))
         print(
             f"About {est['source_seconds'] / 3600:.1f} h for the source nets and "
@@ -2064,6 +2269,7 @@ def cli(args: argparse.Namespace) -> int:
             f"{est['device']} with {est['threads']} thread(s) (kernel VAEs, the init experiment "
             "and evaluation not included)"
         )
+        print(wall_table(est))
         return 0
     if not args.out:
         print("error: reproduce needs --out DIR (the run's folder)", file=sys.stderr)

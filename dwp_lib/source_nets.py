@@ -42,6 +42,7 @@ from . import __version__
 from . import artifacts as _artifacts
 from . import config as _config
 from .device import default_device, exit_with_parent, seed_everything
+from .executor import ExecutorConfig, run_on_ray
 from .progress import progress
 from .train import check_finite
 
@@ -560,6 +561,14 @@ def _worker_task(cfg: SourceNetsConfig, index: int, out: str) -> dict:
     return _train_and_save(cfg, index, _WORKER_DATA, torch.device("cpu"), Path(out))
 
 
+def _ray_train_net(data: SourceData, cfg: SourceNetsConfig, index: int, threads: int):
+    """One source net as a Ray task: trained where the task runs (its GPU share, or its CPUs
+    with ``threads`` torch threads), returned to the caller, which saves it."""
+    torch.set_num_threads(threads)
+    net, record = train_one_net(cfg, index, data, default_device(), show_progress=False)
+    return {"state_dict": net.state_dict(), "widths": cfg.widths}, record
+
+
 def train_source_nets(
     cfg: SourceNetsConfig,
     out_dir: str | Path | None = None,
@@ -568,6 +577,7 @@ def train_source_nets(
     data: SourceData | None = None,
     max_new: int | None = None,
     on_net_done: Callable[[dict], None] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> list[dict]:
     """Train (or resume) ``cfg.n_nets`` source nets; each is saved to ``out_dir/net_XXX.pt``.
 
@@ -576,8 +586,10 @@ def train_source_nets(
     stops after that many newly trained nets (to split the work, or to test resuming);
     ``on_net_done(record)`` is called after each net is saved. ``data`` replaces notMNIST
     (tests pass small tensors). On a CPU the nets are trained ``cfg.workers`` at a time in
-    separate processes (see :func:`resolve_workers`). Returns one record per net, by index
-    (test accuracy, seed, steps, the last learning rate, the checkpoint ``path``...).
+    separate processes (see :func:`resolve_workers`); with ``executor.kind = "ray"`` each net
+    is a Ray task (:mod:`dwp_lib.executor`) and this process saves it as it arrives. Returns one
+    record per net, by index (test accuracy, seed, steps, the last learning rate, the
+    checkpoint ``path``...).
     """
     device = torch.device(device) if device is not None else default_device()
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
@@ -594,15 +606,25 @@ def train_source_nets(
         todo = todo[:max_new]
     if todo and data is None:
         data = load_source_data(cfg)
-    workers = resolve_workers(cfg, device, len(todo))
+    on_ray = executor is not None and executor.kind == "ray"
+    workers = 0 if on_ray else resolve_workers(cfg, device, len(todo))
 
     def done(record: dict) -> None:
         records.append(record)
         if on_net_done is not None:
             on_net_done(record)
 
-    bar = progress(total=len(todo), desc=f"source nets ({workers or 1} at a time)", position=0)
-    if workers == 0:
+    where = "as Ray tasks" if on_ray else f"{workers or 1} at a time"
+    bar = progress(total=len(todo), desc=f"source nets ({where})", position=0)
+    if on_ray:
+        threads = cfg.num_threads or executor.threads
+        calls = [(cfg, i, threads) for i in todo]
+        for state, record in run_on_ray(executor, _ray_train_net, data, calls, unit="net"):
+            path = out / NET_FILE.format(record["index"])
+            _artifacts.save_artifact(path, state, _net_provenance(cfg, record, data))
+            done(dict(record, path=str(path), resumed=False))
+            bar.update()
+    elif workers == 0:
         for i in todo:
             done(_train_and_save(cfg, i, data, device, out))
             bar.update()
@@ -979,9 +1001,11 @@ def get_kernel_bank(
     *,
     data: SourceData | None = None,
     verbose: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> KernelBank:
     """The bank of ``cfg``: loaded if ``out_dir/<cfg.bank_file()>`` was made with ``cfg``; else
-    the nets are trained (or resumed) and the bank is cut and saved. Prints which happened."""
+    the nets are trained (or resumed, on ``executor``) and the bank is cut and saved. Prints
+    which happened."""
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     path = out / cfg.bank_file()
     if path.exists() and _bank_matches(path, cfg):
@@ -993,7 +1017,7 @@ def get_kernel_bank(
             )
         return bank
     t0 = time.perf_counter()
-    records = train_source_nets(cfg, out, device, data=data)
+    records = train_source_nets(cfg, out, device, data=data, executor=executor)
     trained = sum(not r["resumed"] for r in records)
     bank = build_kernel_bank(out, cfg)
     bank.provenance["seconds_training_this_run"] = time.perf_counter() - t0
