@@ -50,8 +50,8 @@ from .experiment import (
     RESULT_COLUMNS,
     Experiment,
     ExperimentConfig,
-    _drop_paths,
     apply_overrides,
+    drop_paths,
     parse_method,
     read_rows,
 )
@@ -229,7 +229,7 @@ def method_key(cfg: ExperimentConfig, method: str) -> str:
         drop += ["bayes.dwp_slices_per_step", "bayes.dwp_train_reverse"]
         if init in ("xavier", "default"):
             drop += ["source", "vae"]
-    d = _drop_paths(cfg.to_dict(), drop)
+    d = drop_paths(cfg.to_dict(), drop)
     return hashlib.sha256(json.dumps([d, method], sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -340,7 +340,7 @@ def _stage_summary(exp: Experiment) -> dict:
     return {
         "kernel_vaes": _vae_summary(exp),
         "bank": {
-            "sha256": exp._bank_sha()[:12],
+            "sha256": exp.bank_sha()[:12],
             "norms": bank.provenance.get("norms"),
             "counts": bank.counts(),
             "source_accuracy": bank.provenance.get("accuracy"),
@@ -396,7 +396,7 @@ def _decoder_sd(vae, slices: torch.Tensor) -> float | None:
 
 
 def _source_seconds(exp: Experiment) -> float:
-    return sum(float(r.get("seconds") or 0) for r in exp._net_records())
+    return sum(float(r.get("seconds") or 0) for r in exp.net_records())
 
 
 # --------------------------------------------------------------------------------------------

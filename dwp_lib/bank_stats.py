@@ -239,7 +239,7 @@ def cli(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "ours": {
             name: {
-                "bank_sha256": exps[name]._bank_sha(),
+                "bank_sha256": exps[name].bank_sha(),
                 "bank_data": bank.provenance.get("data", {}),
                 "source": exps[name].cfg.to_dict()["source"],
             }

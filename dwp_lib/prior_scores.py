@@ -194,7 +194,7 @@ def cli(args: argparse.Namespace) -> int:
         "max_slices": args.max_slices,
         "seed": args.seed,
         "ours": {
-            "bank_sha256": exp._bank_sha(),
+            "bank_sha256": exp.bank_sha(),
             "bank_data": bank.provenance.get("data", {}),
             "kernel_vaes": exp.vae_records,
             "config": {k: v for k, v in cfg.to_dict().items() if k in ("source", "vae")},

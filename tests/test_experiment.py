@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from dwp_lib import experiment as ex
+from dwp_lib.artifacts import is_valid_artifact
+from dwp_lib.bayes import initialise
 from dwp_lib.cli import main as cli_main
 from dwp_lib.data import ImageSet
 from dwp_lib.experiment import (
@@ -233,7 +235,7 @@ def fake_world(monkeypatch, tmp_path):
         build_kernel_bank(nets, cfg, recs).save(path)
         return KernelBank.load(path)
 
-    monkeypatch.setattr(ex, "get_kernel_bank", fake_bank)
+    monkeypatch.setattr(ex.runner, "get_kernel_bank", fake_bank)
     digits = (_fake_digits(300, 0), _fake_digits(100, 1))
     monkeypatch.setattr(Experiment, "mnist", lambda self: digits)
     return calls
@@ -356,7 +358,7 @@ def test_a_corrupted_kernel_vae_is_retrained_not_trusted(fake_world, tmp_path):
     again = Experiment(cfg, tmp_path / "a", "cpu", verbose=False)
     again.kernel_vaes()
     assert again.stage_loaded["kernel_vaes"] is False
-    assert ex._artifacts.is_valid_artifact(path)
+    assert is_valid_artifact(path)
 
 
 def test_source_config_is_the_source_nets_preset():
@@ -396,7 +398,7 @@ def test_inits_with_one_seed_differ_in_their_kernels_only(fake_world, tmp_path):
     exp = Experiment(micro_config(), tmp_path / "run", "cpu", verbose=False)
     bank, vaes = exp.kernel_bank(), exp.kernel_vaes()
     nets = {
-        name: ex.initialise(FConv(4, 8), ex.make_init(name, bank, vaes), seed=3)
+        name: initialise(FConv(4, 8), ex.make_init(name, bank, vaes), seed=3)
         for name in ex.PIPELINE_INITS  # dwp@released: tests/test_release.py
     }
     heads = [n.fc.weight for n in nets.values()]
@@ -504,8 +506,8 @@ def test_a_grid_worker_ends_when_its_parent_is_killed(tmp_path):
     script.write_text(
         "import multiprocessing as mp, os, sys, time\n"
         "def work(path):\n"
-        "    from dwp_lib.experiment import _exit_with_parent\n"
-        "    _exit_with_parent(os.getppid(), every=0.1)\n"
+        "    from dwp_lib.device import exit_with_parent\n"
+        "    exit_with_parent(os.getppid(), every=0.1)\n"
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"
         "if __name__ == '__main__':\n"

@@ -1,0 +1,127 @@
+"""One grid cell: the same function here, in a worker process, or as a Ray task."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..bayes import (
+    BayesianCNN,
+    det_cnn,
+    ensemble_accuracy,
+    initialise,
+    mean_accuracy,
+    train_bayesian_cnn,
+    train_det_cnn,
+)
+from ..device import default_device
+from ..source_nets import KernelBank
+from ..vae import (
+    KernelVAE,
+)
+from .config import ExperimentConfig
+from .methods import make_init, make_priors
+from .names import parse_method, vae_sources
+from .stages import mean_log_var
+
+# ------------------------------------------------------------------------------------------------
+# One grid cell: the same function here, in a worker process or in a Ray task
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellContext:
+    """Everything a grid cell reads besides its ``(method, n, seed)``: the config, the MNIST
+    training set and the evaluation images, the bank (for the ``filters`` init), the kernel
+    VAEs (``vaes``: this pipeline's; ``released``: the authors') and the short hashes the row
+    records. It holds no paths, so a cell runs the same on any machine it is sent to."""
+
+    cfg: ExperimentConfig
+    train: Any
+    test_xy: tuple[torch.Tensor, torch.Tensor] | None
+    bank: KernelBank
+    vaes: dict[str, KernelVAE] | None
+    released: dict[str, KernelVAE] | None
+    bank_sha256: str
+    vae_sha256: dict[str, list[str]]
+
+
+def run_grid_cell(
+    ctx: CellContext, method: str, n: int, seed: int, device: torch.device | None = None
+) -> dict:
+    """Train one Bayesian CNN (or the det baseline) of ``method`` on the balanced subset
+    ``(n, seed)`` and evaluate it: one row of ``results.csv``."""
+    from ..data import balanced_subset
+
+    device = torch.device(device) if device is not None else default_device()
+    prior, init_name = parse_method(method)
+    bc = dataclasses.replace(ctx.cfg.bayes, steps=ctx.cfg.grid.steps_for(n, ctx.cfg.bayes.steps))
+    sub = balanced_subset(ctx.train, n, seed)
+    x, y = sub.float_images(), sub.labels
+    xt, yt = ctx.test_xy
+    init = make_init(init_name, ctx.bank, ctx.vaes, ctx.released)
+    t0 = time.perf_counter()
+    if prior == "det":
+        model = det_cnn(bc)
+        initialise(model, init, seed)
+        hist = train_det_cnn(model, x, y, bc, seed, device)
+    else:
+        model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
+        initialise(model, init, seed)
+        priors = make_priors(prior, ctx.vaes, bc, ctx.released)
+        hist = train_bayesian_cnn(model, priors, x, y, bc, seed, device)
+    torch.manual_seed(seed)  # the evaluation's weight samples
+    samples = bc.eval_samples if prior != "det" else 1
+    acc_ens = ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
+    acc_mean = mean_accuracy(model, xt, yt, bc.eval_batch_size)
+    train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
+    seconds = time.perf_counter() - t0
+    tail = max(1, len(hist.loss) // 10)
+    vae_sha = [
+        h
+        for source in ("trained", "released")
+        if source in vae_sources(method)
+        for h in ctx.vae_sha256[source]
+    ]
+    return {
+        "experiment": ctx.cfg.name,
+        "prior": prior,
+        "init": init_name,
+        "n": n,
+        "seed": seed,
+        "acc_ensemble": round(acc_ens, 6),
+        "acc_mean": round(acc_mean, 6),
+        "train_acc": round(train_acc, 6),
+        "loss": round(statistics.fmean(hist.loss[-tail:]), 6),
+        "nll": round(statistics.fmean(hist.nll[-tail:]), 6),
+        "kl": round(statistics.fmean(hist.kl[-tail:]), 6),
+        "log_sigma2_conv1": mean_log_var(model, "conv1"),
+        "log_sigma2_conv2": mean_log_var(model, "conv2"),
+        "steps": bc.steps,
+        "lr": bc.lr,
+        "log_sigma2_init": bc.log_sigma2_init,
+        "kl_weight": bc.kl_weight,
+        "channels": "x".join(str(c) for c in bc.channels),
+        "dwp_slices_per_step": bc.dwp_slices_per_step,
+        "dwp_train_reverse": bc.dwp_train_reverse,
+        "eval_samples": samples,
+        "test_images": len(yt),
+        "seconds": round(seconds, 3),
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "config_key": ctx.cfg.key(),
+        "bank_sha256": ctx.bank_sha256,
+        "vae_sha256": "/".join(vae_sha),
+    }
+
+
+def _ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
+    """One grid cell as a Ray task: on the GPU share Ray gave it, else on ``threads`` CPU
+    threads (as a local worker process uses)."""
+    torch.set_num_threads(threads)
+    return run_grid_cell(ctx, method, n, seed)

@@ -1,0 +1,171 @@
+"""The command line: ``python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from .. import artifacts as _artifacts
+from .config import ExperimentConfig, config_from
+from .names import ExperimentError
+from .results import results_table
+from .runner import Experiment
+from .stages import DEVICE_COUNTS, estimate_cost, wall_on_devices
+
+# ------------------------------------------------------------------------------------------------
+# The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
+# ------------------------------------------------------------------------------------------------
+
+
+def _device_counts(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return DEVICE_COUNTS
+    try:
+        counts = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ExperimentError(f"--devices {text!r}: give device counts >= 1, e.g. 1,2,4,8")
+    return counts
+
+
+def wall_from_saved_estimate(
+    path: str | os.PathLike,
+    cfg: ExperimentConfig,
+    devices: Sequence[int] = DEVICE_COUNTS,
+) -> dict:
+    """An estimate that ``reproduce --estimate`` printed (on another machine, e.g. a GPU) with
+    its ``wall_seconds_on`` recomputed for ``devices`` from the step times it measured; ``cfg``
+    must be the config it was made for (the same methods, sizes, seeds and step counts)."""
+    text = Path(path).read_text() if Path(path).exists() else None
+    if text is None:
+        raise ExperimentError(f"--estimate-from {path}: no such file")
+    try:  # the JSON object that opens the printed estimate (a sentence may follow it)
+        est, _ = json.JSONDecoder().raw_decode(text.lstrip())
+        steps = est["grid_step_seconds"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ExperimentError(
+            f"--estimate-from {path}: not the output of reproduce --estimate (it opens with a "
+            "JSON object holding grid_step_seconds)"
+        ) from None
+    g, b = cfg.grid, cfg.bayes
+    missing = [f"{m} n={n}" for m in g.methods for n in g.sizes if str(n) not in steps.get(m, {})]
+    if missing or est.get("grid_cells") != len(g.methods) * len(g.sizes) * len(g.split_seeds):
+        raise ExperimentError(
+            f"--estimate-from {path} was made for another grid ({est.get('grid_cells')} cells; "
+            f"no step time for {', '.join(missing[:3]) or 'the same cells'}): pass the preset "
+            "and settings it was made with"
+        )
+    cells = [
+        steps[m][str(n)] * g.steps_for(n, b.steps)
+        for m in g.methods
+        for n in g.sizes
+        for _ in g.split_seeds
+    ]
+    net = est["source_seconds"] / cfg.source.n_nets
+    est["source_net_seconds"] = net
+    est["wall_seconds_on"] = {
+        str(k): wall_on_devices(net, cfg.source.n_nets, cells, k, cfg.executor, est["device"])
+        for k in devices
+    }
+    est["estimate_from"] = str(path)
+    return est
+
+
+def wall_table(est: dict) -> str:
+    """The ``wall_seconds_on`` part of :func:`estimate_cost` as lines of text, in hours."""
+    on_gpu = est["device"] != "cpu"
+    what = "GPUs" if on_gpu else f"processes of {est['threads']} thread(s)"
+    lines = [
+        f"Wall time on K {what} like this one ({est['device']}), e.g. as Ray tasks "
+        "(executor.kind=ray), units scheduled longest first:",
+        "    K  source nets  grid, 1 cell/device  grid, shared  total",
+    ]
+    for k, w in est["wall_seconds_on"].items():
+        shared = f"{w['grid_seconds_shared'] / 3600:8.2f} h" if on_gpu else "       -  "
+        lines.append(
+            f"  {int(k):3d}  {w['source_seconds'] / 3600:9.2f} h  {w['grid_seconds'] / 3600:17.2f} h"
+            f"  {shared}  {w['total_seconds'] / 3600:5.2f} h"
+        )
+    if on_gpu:
+        lines.append(
+            "  shared: cells_at_once cells per K GPUs (executor.gpus_per_cell), if cells sharing "
+            "a GPU do not slow each other; kernel VAEs and evaluation not counted"
+        )
+    return "\n".join(lines)
+
+
+def cli(args: argparse.Namespace) -> int:
+    """``python -m dwp_lib reproduce``: run (or resume) the pipeline into ``--out``."""
+    overrides = list(getattr(args, "set", None) or [])
+    config_file = getattr(args, "config", None)
+    try:
+        cfg = config_from(args.preset, config_file, overrides, getattr(args, "name", None))
+    except (ExperimentError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if getattr(args, "print_config", False):
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if getattr(args, "estimate", False):
+        try:
+            counts = _device_counts(getattr(args, "devices", None))
+        except ExperimentError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        saved = getattr(args, "estimate_from", None)
+        if saved:
+            try:
+                est = wall_from_saved_estimate(saved, cfg, counts)
+            except ExperimentError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        else:
+            est = estimate_cost(cfg, devices=counts)
+        print(json.dumps(est, indent=2))
+        print(
+            f"About {est['source_seconds'] / 3600:.1f} h for the source nets and "
+            f"{est['grid_seconds'] / 3600:.1f} h for the {est['grid_cells']} grid cells on "
+            f"{est['device']} with {est['threads']} thread(s) (kernel VAEs, the init experiment "
+            "and evaluation not included)"
+        )
+        print(wall_table(est))
+        return 0
+    if not args.out:
+        print("error: reproduce needs --out DIR (the run's folder)", file=sys.stderr)
+        return 2
+    command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        exp = Experiment(
+            cfg, args.out, command=command, overrides=overrides, config_file=config_file
+        )
+    except ExperimentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"Experiment {cfg.name!r} (preset {cfg.from_preset}, dwp_lib {__version__}) -> {exp.out}")
+    from ..data import DataUnavailableError
+    from ..release import ReleaseUnavailableError
+    from ..train import NonFiniteLossError
+
+    try:
+        out = exp.run()
+    except (
+        ExperimentError,
+        _artifacts.ArtifactError,
+        DataUnavailableError,
+        ReleaseUnavailableError,
+        NonFiniteLossError,
+    ) as err:  # they say what was wrong and what to do: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = out["rows"]
+    if rows:
+        print(results_table(rows))
+    print(f"Results: {exp.results_path}\nProvenance: {out['provenance']}")
+    return 0

@@ -1,0 +1,610 @@
+"""Every knob of the experiment: one config dataclass per stage, the presets, the dotted
+overrides (``--set bayes.steps=2000``) and the config files that set them, and the config key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bayes import (
+    BayesConfig,
+)
+from ..config import ConfigValueError, check_fields, check_preset, to_dict
+from ..executor import ExecutorConfig
+from ..source_nets import SourceNetsConfig
+from ..vae import (
+    KernelVAEConfig,
+    KernelVAETrainConfig,
+)
+from .names import INITS, PIPELINE_INITS, ExperimentError, parse_method
+
+#: where a kernel VAE's training slices come from (``LayerVAEConfig.bank``)
+VAE_BANKS = ("pipeline", "released")
+
+#: settings added to the library after runs were committed, with the value that is the old
+#: behaviour: at that value they are left out of every key, so old runs and caches keep theirs
+ADDED_AT_DEFAULT = {"vae.conv1.bank": "pipeline", "vae.conv2.bank": "pipeline"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerVAEConfig:
+    """The kernel VAE of one layer: its architecture, its training, how it is scored.
+
+    ``split``: the bank split it is fitted to; the held-out score uses the ``test`` split
+    (at most ``eval_slices`` slices, ``eval_samples`` importance samples each). ``bank``: whose
+    slices: ``"pipeline"`` (this pipeline's source nets) or ``"released"`` (the paper authors'
+    released banks, :func:`dwp_lib.release.released_bank_splits`: the question "is it our VAE
+    or our bank?").
+    """
+
+    arch: KernelVAEConfig
+    train: KernelVAETrainConfig
+    seed: int = 0
+    split: str = "train"
+    eval_slices: int | None = 2000
+    eval_samples: int = 100
+    bank: str = "pipeline"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.split not in ("train", "all"):
+            raise ValueError(f"split={self.split!r} must be 'train' or 'all'")
+        if self.bank not in VAE_BANKS:
+            raise ValueError(f"bank={self.bank!r}: use one of {', '.join(VAE_BANKS)}")
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples={self.eval_samples} must be >= 1")
+
+
+@dataclass
+class KernelVAEStageConfig:
+    """One kernel VAE per conv layer (``conv1``: 7x7 slices, ``conv2``: 5x5)."""
+
+    conv1: LayerVAEConfig
+    conv2: LayerVAEConfig
+
+    def layers(self) -> dict[str, LayerVAEConfig]:
+        return {"conv1": self.conv1, "conv2": self.conv2}
+
+    @classmethod
+    def preset(cls, name: str) -> KernelVAEStageConfig:
+        check_preset(name)
+
+        def layer(k: int, arch: dict | None = None, **train) -> LayerVAEConfig:
+            return LayerVAEConfig(
+                arch=KernelVAEConfig.for_kernel(k, **(arch or {})),
+                train=dataclasses.replace(KernelVAETrainConfig.preset(name), **train),
+                eval_slices={"tiny": 100, "book": 1000, "paper": None}[name],
+                eval_samples={"tiny": 10, "book": 100, "paper": 1000}[name],
+            )
+
+        if name == "tiny":
+            small = {"hidden": 16}
+            return cls(
+                conv1=layer(7, small, steps=100, batch_size=64),
+                conv2=layer(5, small, steps=100, batch_size=64),
+            )
+        if name == "book":
+            return cls(conv1=layer(7, steps=1000), conv2=layer(5, steps=1000, batch_size=256))
+        return cls(conv1=layer(7), conv2=layer(5))  # the authors' 300 epochs, batch 128
+
+
+@dataclass
+class InitExperimentConfig:
+    """Convergence of a plain CNN on MNIST from each initialisation (the slides' last claim).
+
+    ``inits``: any of ``default`` (PyTorch's own Conv2d init, a Kaiming-uniform), ``xavier``
+    (Xavier-normal), ``filters`` (random source slices from the bank), ``dwp`` (kernel VAE
+    samples). Only the conv kernels differ; the head is Xavier-normal in every run. Adam with a
+    constant ``lr`` on mini-batches of the full MNIST training set; test accuracy on
+    ``test_images`` images every ``eval_every`` steps. ``draw_repeats``: timings of drawing a
+    layer's kernels (the memory and time claim).
+    """
+
+    enabled: bool = True
+    inits: tuple[str, ...] = PIPELINE_INITS  # the released VAEs (dwp@released) when asked
+    seeds: tuple[int, ...] = (0, 1)
+    channels: tuple[int, int] = (32, 128)
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    eval_every: int = 20
+    test_images: int | None = 1000
+    draw_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.inits = tuple(self.inits)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.channels = tuple(int(c) for c in self.channels)
+        bad = [i for i in self.inits if i not in INITS]
+        if bad:
+            raise ValueError(f"unknown init(s) {bad}; valid inits are {', '.join(INITS)}")
+        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"steps, eval_every, batch_size must be >= 1 and lr > 0: {self}")
+
+    @classmethod
+    def preset(cls, name: str) -> InitExperimentConfig:
+        check_preset(name)
+        if name == "tiny":
+            return cls(
+                seeds=(0,),
+                channels=(8, 16),
+                steps=20,
+                batch_size=32,
+                eval_every=10,
+                test_images=200,
+            )
+        if name == "book":
+            return cls(steps=150, eval_every=15, test_images=500)
+        return cls(seeds=(0, 1, 2, 3, 4), steps=500, eval_every=10, test_images=None)
+
+
+@dataclass
+class GridConfig:
+    """The prior comparison: a Bayesian CNN on class-balanced MNIST subsets.
+
+    ``methods``: ``"prior:init"`` strings. Priors: ``dwp``, ``normal`` (N(0, 1)),
+    ``log-uniform``, ``det`` (a plain CNN with L2), or per layer ``"conv1prior/conv2prior"``
+    from ``dwp`` and ``normal`` (e.g. ``"dwp/normal:dwp"``: DWP on the 7x7 layer only). Inits:
+    ``xavier``, ``filters``, ``dwp``, ``default``.
+    ``sizes``: training-set sizes n (multiples of 10); ``split_seeds``: one subset (and one
+    training seed) each. ``steps_by_size``: ``{"50": 10000, ...}`` overrides ``bayes.steps`` for
+    a size. Evaluation: the ensemble over ``bayes.eval_samples`` weight samples on a seeded
+    subset of ``test_images`` MNIST test images (``None``: all 10,000).
+    ``workers``: cells trained side by side in that many processes (0: one after another in this
+    process). On a CPU each process uses one thread; on a GPU they share the device, which
+    small networks leave mostly idle. A cell's result does not depend on it.
+    """
+
+    enabled: bool = True
+    sizes: tuple[int, ...] = (50, 100)
+    methods: tuple[str, ...] = (
+        "dwp:dwp",
+        "log-uniform:xavier",
+        "normal:xavier",
+        "det:xavier",
+    )
+    split_seeds: tuple[int, ...] = (0, 1, 2)
+    steps_by_size: dict[str, int] = field(default_factory=dict)
+    test_images: int | None = 2000
+    test_seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        bad = [k for k in self.steps_by_size if not str(k).isdigit() or int(k) % 10 or not int(k)]
+        if bad:
+            raise ConfigValueError(
+                f"steps_by_size: {', '.join(map(repr, bad))} is not a size (a positive multiple "
+                "of 10, e.g. steps_by_size.50=10000)"
+            )
+        self.sizes = tuple(int(n) for n in self.sizes)
+        self.split_seeds = tuple(int(s) for s in self.split_seeds)
+        self.methods = tuple(self.methods)
+        self.steps_by_size = {str(k): int(v) for k, v in self.steps_by_size.items()}
+        for m in self.methods:
+            parse_method(m)
+        bad = [n for n in self.sizes if n < 10 or n % 10]
+        if bad:
+            raise ValueError(f"sizes {bad}: each n must be a positive multiple of 10 (classes)")
+        if self.test_images is not None and self.test_images < 1:
+            raise ValueError(f"test_images={self.test_images} must be None or >= 1")
+
+    def steps_for(self, n: int, default: int) -> int:
+        return int(self.steps_by_size.get(str(n), default))
+
+    @classmethod
+    def preset(cls, name: str) -> GridConfig:
+        check_preset(name)
+        if name == "tiny":
+            return cls(sizes=(50,), split_seeds=(0, 1), test_images=500)
+        if name == "book":
+            return cls(test_images=1000)
+        return cls(
+            sizes=(50, 100, 200, 500, 1000),
+            split_seeds=tuple(range(10)),
+            test_images=None,
+        )
+
+
+#: Fields that may change between runs in one folder: they add cells, never change a cell.
+EXTENDABLE = ("name", "grid.enabled", "grid.sizes", "grid.methods", "grid.split_seeds")
+EXTENDABLE += (
+    "init.enabled",
+    "init.inits",
+    "init.seeds",
+    "num_threads",
+    "grid.workers",
+)
+EXTENDABLE += ("executor",)  # where units run never changes what they compute
+
+
+@dataclass
+class ExperimentConfig:
+    """Every knob of the experiment, one dataclass per stage (see the module docstring).
+
+    ``name`` labels the run in results rows and figures; ``from_preset`` says which preset the
+    config started from (overrides are recorded separately in the provenance). ``num_threads``:
+    torch's intra-op threads for the run (``None``: torch's default). On a CPU shared with other
+    work, 1 thread is often several times faster than 2; results agree at rounding level.
+    ``executor``: where the source nets and the grid cells run (this machine's processes, or
+    a Ray cluster: :class:`~dwp_lib.executor.ExecutorConfig`); not part of the config key.
+    """
+
+    name: str
+    from_preset: str
+    source: SourceNetsConfig
+    vae: KernelVAEStageConfig
+    init: InitExperimentConfig
+    bayes: BayesConfig
+    grid: GridConfig
+    num_threads: int | None = None
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def __post_init__(self) -> None:
+        check_preset(self.from_preset)
+        check_fields(self)
+
+    @classmethod
+    def preset_config(cls, name: str) -> ExperimentConfig:
+        check_preset(name)
+        bayes = BayesConfig.preset(name)
+        if name == "book":
+            # CPU-sized: a narrower target net and fewer steps than the paper (see book/05).
+            # log sigma^2 starts at -6, not the authors' -10: the one setting of the ablation
+            # (results/ablation, issue 9) under which the deep weight prior beats N(0, 1) at
+            # n = 50 on 5 of 5 split seeds with this short training (and at n = 100 on 4 of 5).
+            bayes = dataclasses.replace(bayes, channels=(16, 64), steps=300, log_sigma2_init=-6.0)
+        return cls(
+            name=name,
+            from_preset=name,
+            source=SourceNetsConfig.preset(name),
+            vae=KernelVAEStageConfig.preset(name),
+            init=InitExperimentConfig.preset(name),
+            bayes=bayes,
+            grid=GridConfig.preset(name),
+        )
+
+    @classmethod
+    def preset(cls, name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
+        """The ``tiny``/``book``/``paper`` preset, with ``"path=value"`` overrides applied."""
+        return apply_overrides(cls.preset_config(name), overrides)
+
+    @classmethod
+    def tiny(cls) -> ExperimentConfig:
+        return cls.preset_config("tiny")
+
+    @classmethod
+    def book(cls) -> ExperimentConfig:
+        return cls.preset_config("book")
+
+    @classmethod
+    def paper(cls) -> ExperimentConfig:
+        return cls.preset_config("paper")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(to_dict(self)))
+
+    def key(self) -> str:
+        """A short hash of every field that changes a result (not the extendable ones)."""
+        return key_of(self.to_dict())
+
+
+def at_default(config: dict, prefix: str = "") -> list[str]:
+    """The paths of :data:`ADDED_AT_DEFAULT` that ``config`` holds at their default."""
+    out = []
+    for path, default in ADDED_AT_DEFAULT.items():
+        if not path.startswith(prefix):
+            continue
+        node: Any = config
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node == default:
+            out.append(path[len(prefix) :])
+    return out
+
+
+def key_of(config: dict) -> str:
+    """:meth:`ExperimentConfig.key` of a config dict (as stored in a run's ``config.json``)."""
+    d = drop_paths(config, EXTENDABLE + tuple(at_default(config)))
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------------
+# Overrides: "bayes.steps=2000", "source.prune_norms=[0.3,0.1]", "grid.steps_by_size.50=10000"
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON if it parses (numbers, true/false/null, lists, objects),
+    ``None`` for ``None``, else the text itself."""
+    text = text.strip()
+    if text in ("None", "none"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _coerce(value: Any, current: Any, path: str) -> Any:
+    """``value`` as the type of the field's ``current`` value (error if it cannot be)."""
+    if value is None or current is None:
+        return value
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, Mapping):
+            raise ExperimentError(f"{path} is a section; set its fields ({path}.FIELD=VALUE)")
+        out = current
+        for k, v in value.items():
+            out = _set_path(out, str(k).split("."), v, f"{path}.{k}")
+        return out
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "yes",
+            "1",
+            "false",
+            "no",
+            "0",
+        ):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ExperimentError(f"{path} is true/false, got {value!r}")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ExperimentError(f"{path} is an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ExperimentError(f"{path} is an integer, got {value!r}")
+        return int(value)
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ExperimentError(f"{path} is a number, got {value!r}")
+        return float(value)
+    if isinstance(current, str):
+        return str(value)
+    if isinstance(current, tuple | list):
+        if isinstance(value, str):  # "a,b" or "[a,b]" (a list of words is not JSON)
+            text = value.strip()
+            text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+            value = [parse_value(v) for v in text.split(",") if v.strip()]
+        elif not isinstance(value, list | tuple):
+            value = [value]
+        like = current[0] if len(current) else None
+        return tuple(_coerce(v, like, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(current, dict):
+        if not isinstance(value, Mapping):
+            raise ExperimentError(f"{path} is a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+def _example_of(hint: Any) -> Any:
+    """A value of the (optional) type ``hint``, for coercing a setting whose field is None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = typing.get_origin(args[0]) or args[0]
+    return {int: 0, float: 0.0, str: "", bool: False, tuple: (), dict: {}}.get(kind)
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
+    """A copy of ``obj`` with the field at ``parts`` set to ``value`` (coerced)."""
+    if not parts:
+        return _coerce(value, obj, path)
+    head, rest = parts[0], parts[1:]
+    if dataclasses.is_dataclass(obj):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if head not in names:
+            near = difflib.get_close_matches(head, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ExperimentError(
+                f"unknown setting {path!r}: {type(obj).__name__} has no field {head!r}{hint}; "
+                f"its fields are {', '.join(names)}"
+            )
+        current = getattr(obj, head)
+        if current is None and not rest:  # an optional field now unset: its type says how
+            current = _example_of(typing.get_type_hints(type(obj)).get(head))
+        new = _set_path(current, rest, value, path)
+        try:
+            return dataclasses.replace(obj, **{head: new})
+        except ConfigValueError as err:  # names the field: add the sections above it
+            above = path[: len(path) - len(".".join(parts))]
+            raise ExperimentError(f"{above}{err}") from None
+        except (ValueError, TypeError) as err:
+            raise ExperimentError(f"{path}={value!r}: {err}") from None
+    if isinstance(obj, dict):
+        out = dict(obj)
+        out[head] = _set_path(obj.get(head), rest, value, path)
+        return out
+    if isinstance(obj, tuple | list):
+        try:
+            i = int(head)
+            items = list(obj)
+            items[i] = _set_path(items[i], rest, value, path)
+        except (ValueError, IndexError):
+            raise ExperimentError(f"{path}: {head!r} is not an index of {obj!r}") from None
+        return tuple(items)
+    raise ExperimentError(f"{path}: cannot go into {type(obj).__name__} value {obj!r}")
+
+
+def set_field(cfg: ExperimentConfig, path: str, value: Any) -> ExperimentConfig:
+    """``cfg`` with the dotted ``path`` set to ``value`` (``value`` is coerced to the field's
+    type; tuples take lists or comma-separated text; ``a.b.0`` indexes a tuple)."""
+    parts = [p for p in path.replace("[", ".").replace("]", "").split(".") if p]
+    if not parts:
+        raise ExperimentError("empty setting name")
+    return _set_path(cfg, parts, value, path)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
+    """Apply ``"path=value"`` strings in order (see :func:`set_field`, :func:`parse_value`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ExperimentError(
+                f"override {item!r} is not PATH=VALUE (e.g. bayes.steps=2000, "
+                "source.prune_norms=[0.3,0.1], grid.methods=dwp:dwp,normal:xavier)"
+            )
+        path, text = item.split("=", 1)
+        cfg = set_field(cfg, path.strip(), parse_value(text))
+    return cfg
+
+
+def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not path.endswith("steps_by_size"):
+            out += _flatten(v, path + ".")
+        else:
+            out.append((path, v))
+    return out
+
+
+def load_config_file(
+    path: str | os.PathLike,
+) -> tuple[str | None, list[tuple[str, Any]]]:
+    """Read a JSON or TOML config file: ``(preset or None, [(path, value), ...])``.
+
+    The file is nested like :class:`ExperimentConfig` (``{"bayes": {"steps": 2000}}``, or
+    ``[bayes]`` / ``steps = 2000`` in TOML) or flat with dotted keys; a top-level ``preset``
+    names the starting preset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ExperimentError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".json"):
+        suffix = path.suffix or "a file without a suffix"
+        raise ExperimentError(
+            f"config file {path}: only .toml and .json files are read, not {suffix}; write it "
+            "as TOML (configs/*.toml are examples)"
+        )
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 (json and toml raise different errors)
+        raise ExperimentError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ExperimentError(f"config file {path} must hold a mapping of settings")
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is not None:
+        check_preset(preset)
+    return preset, _flatten(data)
+
+
+def config_from(
+    preset: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    name: str | None = None,
+) -> ExperimentConfig:
+    """The config of a run: preset (argument, else the file's, else ``book``), then the file's
+    settings, then ``overrides``, then ``name``."""
+    file_preset, settings = (None, []) if config_file is None else load_config_file(config_file)
+    cfg = ExperimentConfig.preset_config(preset or file_preset or "book")
+    for path, value in settings:
+        cfg = set_field(cfg, path, value)
+    cfg = apply_overrides(cfg, overrides)
+    if name:
+        cfg = dataclasses.replace(cfg, name=name)
+    return cfg
+
+
+def drop_paths(d: dict, paths: Iterable[str]) -> dict:
+    d = copy.deepcopy(d)
+    for p in paths:
+        *parents, last = p.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return d
+
+
+def with_added_fields(before: dict, now: dict, preset: dict) -> dict:
+    """``before`` with every field it lacks filled from ``now`` where ``now`` has the preset's
+    value there (a field the library gained since ``before`` was written, left at its default)."""
+    out = dict(before)
+    for k, v in now.items():
+        p = preset.get(k) if isinstance(preset, dict) else None
+        if k not in before:
+            if v == p:
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(before[k], dict):
+            out[k] = with_added_fields(before[k], v, p if isinstance(p, dict) else {})
+    return out
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted paths where two config dicts differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        p = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and not p.endswith("steps_by_size"):
+            out += config_differences(va, vb, p + ".")
+        elif va != vb:
+            out.append(f"{p}: {va!r} -> {vb!r}")
+    return out
+
+
+def config_summary(cfg: ExperimentConfig) -> str:
+    """A Markdown table of the settings that size each stage (for a chapter to show)."""
+    s, b, g, i = cfg.source, cfg.bayes, cfg.grid, cfg.init
+    v1, v2 = cfg.vae.conv1, cfg.vae.conv2
+
+    def vae(lc: LayerVAEConfig) -> str:
+        t = lc.train
+        length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
+        return f"{lc.arch.describe()}; {length}, batch {t.batch_size}"
+
+    steps = ", ".join(
+        f"{b.steps if str(n) not in g.steps_by_size else g.steps_by_size[str(n)]}" for n in g.sizes
+    )
+    rows = [
+        (
+            "source nets",
+            f"{s.n_nets} x FConv{tuple(s.widths)}, {s.epochs} epochs, "
+            f"notMNIST variant '{s.data_variant}', prune norms {tuple(s.prune_norms)}",
+        ),
+        ("kernel VAE conv1 (7x7)", vae(v1)),
+        ("kernel VAE conv2 (5x5)", vae(v2)),
+        (
+            "init experiment",
+            f"FConv{tuple(i.channels)}, inits {', '.join(i.inits)}, "
+            f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}, Adam lr {i.lr:g}",
+        ),
+        (
+            "Bayesian CNN",
+            f"FConv{tuple(b.channels)}, steps {steps} (n = "
+            f"{', '.join(map(str, g.sizes))}), lr {b.lr:g}, log sigma^2 init {b.log_sigma2_init:g}, "
+            f"DWP slices per step {b.dwp_slices_per_step}, {b.eval_samples}-sample ensemble",
+        ),
+        (
+            "prior grid",
+            f"methods {', '.join(g.methods)}; n = {', '.join(map(str, g.sizes))}; "
+            f"split seeds {', '.join(map(str, g.split_seeds))}; "
+            f"{'all 10,000' if g.test_images is None else f'{g.test_images:,}'} test images",
+        ),
+    ]
+    lines = ["| stage | settings |", "|---|---|"] + [f"| {a} | {b_} |" for a, b_ in rows]
+    return "\n".join(lines)

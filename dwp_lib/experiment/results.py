@@ -1,0 +1,285 @@
+"""Results files: typed CSV rows, summaries, paired differences, and the tables chapters print."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import artifacts as _artifacts
+from .names import (
+    INIT_LABELS,
+    PAPER_RESULTS,
+    PRIOR_LABELS,
+    PRIORS,
+    ExperimentError,
+    parse_method,
+)
+
+# ------------------------------------------------------------------------------------------------
+# Results files
+# ------------------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = (
+    "experiment",
+    "prior",
+    "init",
+    "n",
+    "seed",
+    "acc_ensemble",
+    "acc_mean",
+    "train_acc",
+    "loss",
+    "nll",
+    "kl",
+    "log_sigma2_conv1",
+    "log_sigma2_conv2",
+    "steps",
+    "lr",
+    "log_sigma2_init",
+    "kl_weight",
+    "channels",
+    "dwp_slices_per_step",
+    "dwp_train_reverse",
+    "eval_samples",
+    "test_images",
+    "seconds",
+    "device",
+    "threads",
+    "config_key",
+    "bank_sha256",
+    "vae_sha256",
+)
+CURVE_COLUMNS = ("init", "seed", "step", "test_acc", "train_loss", "seconds")
+
+
+def read_rows(
+    path: str | os.PathLike, columns: Sequence[str] | None = None, repair: bool = False
+) -> list[dict]:
+    """Rows of a results CSV as dicts of typed values (numbers parsed, empty -> None).
+
+    Rows are appended whole, newline last, so a last line without its newline is a write that
+    was interrupted: it is dropped with a warning (and, with ``repair=True``, removed from the
+    file so the next append starts on a clean line). A header that differs from ``columns``
+    raises.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    torn = 0
+    if lines and not lines[-1].endswith("\n"):
+        lines, torn = lines[:-1], 1
+    reader = csv.DictReader(lines)
+    header = tuple(reader.fieldnames or ())
+    if columns is not None and header and header != tuple(columns):
+        raise ExperimentError(
+            f"{path} has columns {header}, not this version's {tuple(columns)}; "
+            "move it away (or use a new --out folder)"
+        )
+    rows = []
+    for raw in reader:
+        if None in raw or any(v is None for v in raw.values()):
+            torn += 1
+            continue
+        rows.append({k: _parse_cell(v) for k, v in raw.items()})
+    if torn:
+        print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)")
+        if repair:
+            with _artifacts.atomic_path(path) as tmp:
+                tmp.write_text("".join(lines[:1]))
+                for r in rows:
+                    append_row(tmp, r, header)
+    return rows
+
+
+def _parse_cell(v: str) -> Any:
+    if v == "":
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    if v in ("True", "False"):
+        return v == "True"
+    return v
+
+
+def append_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str]) -> None:
+    """Append one row (header first if the file is new), flushed to disk before returning."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tuple, dict]:
+    """``{(prior, init, n): {"mean", "std", "count", "seeds"}}`` over split seeds."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["prior"], r["init"], int(r["n"])), []).append(r)
+    out = {}
+    for key, rs in sorted(groups.items()):
+        vals = [float(r[value]) for r in rs]
+        out[key] = {
+            "mean": statistics.fmean(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "count": len(vals),
+            "seeds": sorted(int(r["seed"]) for r in rs),
+        }
+    return out
+
+
+def paired_difference(
+    rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
+) -> dict:
+    """``a`` minus ``b`` (methods ``"prior:init"``) at size ``n``, paired by split seed:
+    the per-seed differences d_s, their mean and std (book/05, eq-exp-paired), and how many
+    seeds ``a`` won."""
+    pa, pb = parse_method(a), parse_method(b)
+    by = {pa: {}, pb: {}}
+    for r in rows:
+        key = (r["prior"], r["init"])
+        if key in by and int(r["n"]) == n:
+            by[key][int(r["seed"])] = float(r[value])
+    seeds = sorted(set(by[pa]) & set(by[pb]))
+    diffs = [by[pa][s] - by[pb][s] for s in seeds]
+    return {
+        "a": a,
+        "b": b,
+        "n": n,
+        "seeds": seeds,
+        "differences": diffs,
+        "mean": statistics.fmean(diffs) if diffs else float("nan"),
+        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+        "wins": sum(d > 0 for d in diffs),
+    }
+
+
+def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
+    """A Markdown table: one line per method, one column per n, ``mean ± std (seeds)``; with
+    ``paper=True`` the paper's number for the same prior beside ours (in brackets)."""
+    rows = list(rows)
+    stats = summarise(rows)
+    sizes = sorted({k[2] for k in stats})
+    methods = sorted({(k[0], k[1]) for k in stats}, key=lambda m: (_prior_order(m[0]), m[1]))
+    head = "| method | " + " | ".join(f"n = {n}" for n in sizes) + " |"
+    lines = [head, "|" + "---|" * (len(sizes) + 1)]
+    for prior, init in methods:
+        cells = []
+        for n in sizes:
+            s = stats.get((prior, init, n))
+            if s is None:
+                cells.append("")
+                continue
+            cell = f"{s['mean']:.3f} ± {s['std']:.3f} ({s['count']})"
+            ref = PAPER_RESULTS.get(prior, {}).get(n)
+            if paper and ref is not None:
+                cell += f" [paper {ref:.3f}]"
+            cells.append(cell)
+        label = f"{PRIOR_LABELS.get(prior, prior)}, {INIT_LABELS.get(init, init)} init"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _prior_order(prior: str) -> int:
+    return PRIORS.index(prior) if prior in PRIORS else len(PRIORS)
+
+
+def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """The rows of ``folder/results.csv`` and its ``provenance.json`` (None if absent)."""
+    folder = Path(folder)
+    rows = read_rows(folder / "results.csv", RESULT_COLUMNS)
+    prov_path = folder / "provenance.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
+    return rows, prov
+
+
+def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) -> str:
+    """A Markdown table of the init experiment: test accuracy per init (mean ± std over seeds)
+    at ``steps`` (default: the first evaluation after step 0, the middle one and the last)."""
+    curves = list(curves)
+    all_steps = sorted({int(r["step"]) for r in curves} - {0})
+    if steps is None:
+        steps = sorted({all_steps[0], all_steps[len(all_steps) // 2], all_steps[-1]})
+    inits = list(dict.fromkeys(r["init"] for r in curves))
+    lines = ["| init | " + " | ".join(f"step {t}" for t in steps) + " |"]
+    lines.append("|" + "---|" * (len(steps) + 1))
+    for init in inits:
+        cells = []
+        for t in steps:
+            vals = [
+                float(r["test_acc"]) for r in curves if r["init"] == init and int(r["step"]) == t
+            ]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.fmean(vals):.3f} ± {sd:.3f}" if vals else "")
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def costs_table(costs: Mapping) -> str:
+    """A Markdown table of :func:`init_costs`: bytes and seconds per layer, dwp vs filters."""
+    lines = [
+        "| layer | kernels drawn | kernel VAE (bytes) | bank slices (bytes) | "
+        "draw with the VAE (ms) | draw from the bank (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for layer, c in costs["layers"].items():
+        lines.append(
+            f"| {layer} | {c['kernels_drawn']:,} | {c['vae_bytes']:,} | "
+            f"{c['bank_bytes']:,} ({c['bank_slices']:,} slices) | "
+            f"{1000 * c['seconds_dwp']:.2f} | {1000 * c['seconds_filters']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def repo_results_dir() -> Path:
+    """``results/`` of the repository this library was installed from (editable installs and
+    a checkout); it does not exist for a plain ``pip install``."""
+    return Path(__file__).resolve().parents[2] / "results"
+
+
+def find_results(root: str | os.PathLike | None = None) -> list[Path]:
+    """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``
+    written by :class:`Experiment`, the one with most rows first."""
+    root = Path(root) if root is not None else repo_results_dir()
+    if not root.is_dir():
+        return []
+    found = {}
+    for path in root.glob("*/results.csv"):
+        with open(path, newline="") as f:
+            header = tuple(next(csv.reader(f), ()))
+        if header == RESULT_COLUMNS:  # other tables (e.g. an ablation's) are not grid runs
+            found[path.parent] = len(read_rows(path, RESULT_COLUMNS))
+    return sorted(found, key=lambda p: (-found[p], p.name))
+
+
+def describe_run(name: str, rows: Sequence[Mapping], provenance: Mapping | None) -> str:
+    """A few lines on a results folder: runs, command, wall time, machine (what is recorded)."""
+    lines = [f"{name}: {len(rows)} runs"]
+    if provenance is None:
+        return lines[0] + " (no provenance.json beside the results)"
+    env = provenance.get("environment", {})
+    command = provenance.get("command") or "(not recorded)"
+    # the machine's own folders say nothing about the run: .../name, as in the repository
+    command = re.sub(r"(?<=\s)/\S*/(?=[^/\s]+(\s|$))", ".../", command)
+    lines.append(f"command: {command}")
+    wall = provenance.get("wall_seconds")
+    where = f"{env.get('device', '?')}, {provenance.get('threads', '?')} thread(s), {env.get('platform', '?')}"
+    lines.append(f"wall time: {wall / 60:.0f} min on {where}" if wall else f"machine: {where}")
+    lines.append(
+        f"dwp_lib {env.get('dwp_lib', '?')}, torch {env.get('torch', '?')}, {env.get('created', '')}"
+    )
+    return "\n".join(lines)

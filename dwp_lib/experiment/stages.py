@@ -1,0 +1,343 @@
+"""Pieces of the stages as functions: the init experiment's curve, its costs, and what a run
+would take (:func:`estimate_cost`, :func:`wall_on_devices`). The
+:class:`~dwp_lib.experiment.Experiment` caches and records them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bayes import (
+    BayesConfig,
+    BayesianCNN,
+    DWPInit,
+    FiltersInit,
+    det_cnn,
+    initialise,
+)
+from ..device import default_device, seed_everything
+from ..executor import ExecutorConfig
+from ..source_nets import LAYERS, FConv, KernelBank
+from ..train import check_finite
+from ..vae import (
+    KernelVAE,
+    KernelVAEConfig,
+)
+from .config import ExperimentConfig, InitExperimentConfig
+from .methods import make_init, make_priors
+from .names import parse_method
+
+# ------------------------------------------------------------------------------------------------
+# Pieces of the stages (pure-ish functions; the Experiment class caches and records them)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_subset(x: torch.Tensor, y: torch.Tensor, k: int | None, seed: int):
+    """A seeded random subset of ``k`` test images (all of them for ``None``)."""
+    if k is None or k >= len(y):
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(y), generator=g)[:k].sort().values
+    return x[idx], y[idx]
+
+
+def train_plain_cnn_curve(
+    init_name: str,
+    seed: int,
+    cfg: InitExperimentConfig,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    bank: KernelBank | None,
+    vaes: Mapping[str, KernelVAE] | None,
+    device: torch.device,
+    released: Mapping[str, KernelVAE] | None = None,
+) -> list[dict]:
+    """Train a plain FConv on MNIST from one init; test accuracy every ``eval_every`` steps.
+
+    Returns rows ``{init, seed, step, test_acc, train_loss, seconds}`` (step 0: before any
+    update). Mini-batch order depends on ``seed`` only, so inits are compared on the same
+    batches.
+    """
+    from ..source_nets import accuracy
+
+    x, y, xt, yt = data
+    seed_everything(seed)
+    net = FConv(*cfg.channels)
+    initialise(net, make_init(init_name, bank, vaes, released), seed)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    order = torch.Generator().manual_seed(10_000 + seed)
+    rows = [dict(init=init_name, seed=seed, step=0, test_acc=accuracy(net, xt, yt))]
+    rows[0].update(train_loss=None, seconds=0.0)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(len(y), (cfg.batch_size,), generator=order)
+        loss = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(check_finite(loss.item(), f"init experiment ({init_name})", step))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.append(
+                dict(
+                    init=init_name,
+                    seed=seed,
+                    step=step,
+                    test_acc=accuracy(net, xt, yt),
+                    train_loss=statistics.fmean(losses[-cfg.eval_every :]),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+    return rows
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def init_costs(
+    bank: KernelBank,
+    vaes: Mapping[str, KernelVAE],
+    channels: tuple[int, int],
+    repeats: int = 5,
+    bank_file: str | os.PathLike | None = None,
+) -> dict:
+    """The slides' claim in numbers: what the dwp init and the filters init need, per layer.
+
+    - bytes: the kernel VAE's parameters (float32) vs the bank's kept slices it samples from;
+    - seconds (median of ``repeats``): drawing the kernels of one layer of FConv(``channels``)
+      from the VAE (decoder means at z ~ N(0, I)) vs picking random slices of the bank.
+    """
+    c1, c2 = channels
+    shapes = {"conv1": (c1, 1, 7, 7), "conv2": (c2, c1, 5, 5)}
+    dwp, filters = DWPInit(vaes), FiltersInit(bank)
+    out: dict[str, Any] = {"channels": list(channels), "layers": {}}
+    for layer, shape in shapes.items():
+        g = torch.Generator().manual_seed(0)
+        vae_bytes = sum(p.numel() * p.element_size() for p in vaes[layer].parameters())
+        bank_slices = bank.slices(layer, "train")
+        out["layers"][layer] = {
+            "kernels_drawn": shape[0] * shape[1],
+            "vae_parameters": sum(p.numel() for p in vaes[layer].parameters()),
+            "vae_bytes": vae_bytes,
+            "bank_slices": len(bank_slices),
+            "bank_bytes": bank_slices.numel() * bank_slices.element_size(),
+            "seconds_dwp": _median_seconds(partial(dwp.conv_weight, layer, shape, g), repeats),
+            "seconds_filters": _median_seconds(
+                partial(filters.conv_weight, layer, shape, g), repeats
+            ),
+        }
+    if bank_file is not None and Path(bank_file).exists():
+        out["bank_file_bytes"] = Path(bank_file).stat().st_size
+    nets = bank.provenance.get("nets", [])
+    out["source_nets"] = len(nets)
+    return out
+
+
+#: Training images of the source task, per notMNIST variant (real sets: whole tarballs, about).
+SOURCE_IMAGES = {"small": 18_724, "large": 529_114}
+
+
+def _step_seconds(step, repeats: int) -> float:
+    step()  # warm-up (allocations, oneDNN kernels)
+    return _median_seconds(step, repeats)
+
+
+#: The device counts ``reproduce --estimate`` prints wall times for (``--devices`` sets others).
+DEVICE_COUNTS = (1, 2, 4, 8)
+
+
+def estimate_cost(
+    cfg: ExperimentConfig,
+    device: torch.device | str | None = None,
+    repeats: int = 2,
+    source_images: int | None = None,
+    devices: Sequence[int] = DEVICE_COUNTS,
+) -> dict:
+    """What running ``cfg`` would take on ``device``, from a few timed steps (no training).
+
+    - source nets: one Adam step of FConv(``source.widths``) (timed on 32 images and scaled to
+      the batch), times
+      ``n_nets * epochs * ceil(images / batch)`` (``source_images``: default from
+      :data:`SOURCE_IMAGES`; the synthetic set's size is read from its cache);
+    - prior grid: one ELBO step per prior at the two smallest sizes (cost is close to linear in
+      n under full batch), extrapolated to every size, times steps and split seeds; kernel VAEs
+      of the configured architecture (untrained: the cost does not depend on their weights).
+
+    Kernel VAEs, the init experiment and evaluation are left out (minutes at most). Returns
+    seconds per part and in total, with the measured step times, the bytes of the unpruned
+    bank (float32 slices of every net), and ``wall_seconds_on``: the wall time on each count of
+    ``devices`` like this one (:func:`wall_on_devices`, e.g. GPUs of a Ray cluster).
+    """
+    from ..source_nets import conv_l2
+
+    device = torch.device(device) if device is not None else default_device()
+    s, b, g = cfg.source, cfg.bayes, cfg.grid
+    if source_images is None:
+        source_images = SOURCE_IMAGES.get(s.data_variant)
+        if source_images is None:
+            from ..data import load_notmnist
+            from ..data.synthetic import SyntheticConfig
+
+            cfg_syn = SyntheticConfig.preset(s.data_preset)
+            source_images = len(load_notmnist("train", "synthetic", cfg_syn))
+        if s.train_images is not None:
+            source_images = min(source_images, s.train_images)
+    net = FConv(*s.widths).to(device)
+    opt = torch.optim.Adam(net.parameters())
+    timed_batch = min(s.batch_size, 32)  # timed on 32 images, scaled to the batch (linear)
+    xb = torch.rand(timed_batch, 1, 28, 28, device=device)
+    yb = torch.arange(timed_batch, device=device) % 10
+
+    def source_step():
+        loss = F.cross_entropy(net(xb), yb) + s.l2 * conv_l2(net)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    per_source_step = _step_seconds(source_step, repeats) * s.batch_size / timed_batch
+    source_steps = s.n_nets * s.epochs * math.ceil(source_images / s.batch_size)
+    vaes = {k: KernelVAE(lc.arch).to(device) for k, lc in cfg.vae.layers().items()}
+    released = {k: KernelVAE(KernelVAEConfig.authors(LAYERS[k])).to(device) for k in LAYERS}
+    probe = sorted(g.sizes)[:2] if len(g.sizes) > 1 else [g.sizes[0], 2 * g.sizes[0]]
+    step_seconds: dict[str, dict[int, float]] = {}
+    grid_seconds = 0.0
+    for method in g.methods:
+        prior, _ = parse_method(method)
+        measured = {}
+        for n in probe:
+            measured[n] = _step_seconds(_elbo_step(prior, n, b, vaes, device, released), repeats)
+        (n0, t0), (n1, t1) = sorted(measured.items())
+        slope = max(0.0, (t1 - t0) / (n1 - n0))
+        per_n = {n: t0 + slope * (n - n0) for n in g.sizes}
+        step_seconds[method] = per_n
+        grid_seconds += sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes) * len(
+            g.split_seeds
+        )
+    cell_seconds = [
+        step_seconds[m][n] * g.steps_for(n, b.steps)
+        for m in g.methods
+        for n in g.sizes
+        for _ in g.split_seeds
+    ]
+    net_seconds = per_source_step * source_steps / s.n_nets
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "source_net_seconds": net_seconds,
+        "grid_cell_seconds": {"min": min(cell_seconds), "max": max(cell_seconds)},
+        "wall_seconds_on": {
+            str(k): wall_on_devices(net_seconds, s.n_nets, cell_seconds, k, cfg.executor, device)
+            for k in devices
+        },
+        "source_step_seconds": per_source_step,
+        "source_steps": source_steps,
+        "source_images": source_images,
+        "source_seconds": per_source_step * source_steps,
+        "bank_bytes_unpruned": 4 * s.n_nets * s.widths[0] * (49 + 25 * s.widths[1]),
+        "grid_step_seconds": step_seconds,
+        "grid_cells": len(g.methods) * len(g.sizes) * len(g.split_seeds),
+        "grid_seconds": grid_seconds,
+        "total_seconds": per_source_step * source_steps + grid_seconds,
+    }
+
+
+def wall_on_devices(
+    net_seconds: float,
+    n_nets: int,
+    cell_seconds: Sequence[float],
+    devices: int,
+    executor: ExecutorConfig,
+    device: torch.device | str,
+) -> dict[str, float]:
+    """The wall time of the source nets and of the grid on ``devices`` devices like ``device``
+    (e.g. 8 GPUs on a Ray cluster), each unit taking the time measured for it in one process,
+    scheduled longest first (:func:`~dwp_lib.executor.estimate_wall`).
+
+    On GPUs the units ask for :meth:`~dwp_lib.executor.ExecutorConfig.share` of a GPU (by
+    default a whole one per source net, a quarter per grid cell): ``grid_seconds_shared``
+    assumes that cells sharing a GPU do not slow each other (a small Bayesian CNN leaves most
+    of a GPU idle; measure yours), ``grid_seconds`` gives each cell a GPU of its own. On CPUs a
+    device is one process with the measured thread count. Kernel VAEs (one per layer, minutes)
+    and the evaluation are not counted.
+    """
+    from ..executor import estimate_wall
+
+    on_gpu = torch.device(device).type != "cpu"
+    net_share = executor.share("net", has_gpus=True) if on_gpu else 0.0
+    cell_share = executor.share("cell", has_gpus=True) if on_gpu else 0.0
+    net_slots = executor.slots(devices, net_share) if net_share > 0 else devices
+    cell_slots = executor.slots(devices, cell_share) if cell_share > 0 else devices
+    source = estimate_wall([net_seconds] * n_nets, net_slots)
+    grid = estimate_wall(list(cell_seconds), devices)
+    shared = estimate_wall(list(cell_seconds), cell_slots)
+    return {
+        "source_seconds": source,
+        "grid_seconds": grid,
+        "grid_seconds_shared": shared,
+        "cells_at_once": cell_slots,
+        "total_seconds": source + min(grid, shared),
+    }
+
+
+def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device, released=None):
+    """One training step of the grid's network for ``prior`` on random data of size ``n``."""
+    x = torch.rand(n if b.batch_size is None else min(n, b.batch_size), 1, 28, 28, device=device)
+    y = torch.arange(len(x), device=device) % 10
+    if prior == "det":
+        net = det_cnn(b).to(device)
+        opt = torch.optim.Adam(net.parameters())
+
+        def step():
+            loss = F.cross_entropy(net(x), y) + b.det_weight_decay * conv_l2_of(net)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return step
+    from ..bayes import negative_elbo
+
+    model = BayesianCNN(b, alpha_parametrised=prior == "log-uniform").to(device)
+    priors = make_priors(prior, vaes, b, released)
+    for p in priors.values():
+        p.to(device)
+    opt = torch.optim.Adam(model.parameters())
+
+    def step():
+        model.train()
+        loss = negative_elbo(model, x, y, n, priors, b.kl_weight).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def conv_l2_of(net: FConv) -> torch.Tensor:
+    from ..source_nets import conv_l2
+
+    return conv_l2(net)
+
+
+def mean_log_var(model: nn.Module, layer: str) -> float | None:
+    if not isinstance(model, BayesianCNN):
+        return None
+    return float(model.bayes_layers()[layer].log_var().detach().mean())
