@@ -528,3 +528,18 @@ def test_a_grid_worker_ends_when_its_parent_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(pid, 9)
     pytest.fail("the worker outlived its parent")
+
+
+def test_a_rescaled_bank_feeds_the_vae_scaled_slices_and_keeps_old_keys(fake_world, tmp_path):
+    base = micro_config()
+    scaled = apply_overrides(base, ["vae.conv1.slice_scale=2.5"])
+    assert apply_overrides(base, ["vae.conv1.slice_scale=1.0"]).key() == base.key()
+    assert scaled.key() != base.key()
+    a = Experiment(base, tmp_path / "a", "cpu", verbose=False)
+    b = Experiment(scaled, tmp_path / "b", "cpu", verbose=False)
+    for split in ("train", "test"):
+        assert torch.equal(b.vae_slices("conv1", split), 2.5 * a.vae_slices("conv1", split))
+        assert torch.equal(b.vae_slices("conv2", split), a.vae_slices("conv2", split))
+    assert a.vae_path("conv1") != b.vae_path("conv1") and a.vae_path("conv2") == b.vae_path("conv2")
+    with pytest.raises(ExperimentError, match="slice_scale=0.0 must be > 0"):
+        apply_overrides(base, ["vae.conv1.slice_scale=0"])

@@ -34,6 +34,7 @@ VAE_BANKS = ("pipeline", "released")
 #: settings added to the library after runs were committed, with the value that is the old
 #: behaviour: at that value they are left out of every key, so old runs and caches keep theirs
 ADDED_AT_DEFAULT = {"vae.conv1.bank": "pipeline", "vae.conv2.bank": "pipeline"}
+ADDED_AT_DEFAULT.update({"vae.conv1.slice_scale": 1.0, "vae.conv2.slice_scale": 1.0})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -49,7 +50,9 @@ class LayerVAEConfig:
     (at most ``eval_slices`` slices, ``eval_samples`` importance samples each). ``bank``: whose
     slices: ``"pipeline"`` (this pipeline's source nets) or ``"released"`` (the paper authors'
     released banks, :func:`dwp_lib.release.released_bank_splits`: the question "is it our VAE
-    or our bank?").
+    or our bank?"). ``slice_scale``: every slice of that bank multiplied by this factor before
+    the VAE sees it (the question "is it the scale of our kernels?": 1.93 brings our 7x7 bank's
+    median norm to the released one's, ``results/bank-stats/``).
     """
 
     arch: KernelVAEConfig
@@ -59,6 +62,7 @@ class LayerVAEConfig:
     eval_slices: int | None = 2000
     eval_samples: int = 100
     bank: str = "pipeline"
+    slice_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -68,6 +72,8 @@ class LayerVAEConfig:
             raise ValueError(f"bank={self.bank!r}: use one of {', '.join(VAE_BANKS)}")
         if self.eval_samples < 1:
             raise ValueError(f"eval_samples={self.eval_samples} must be >= 1")
+        if not self.slice_scale > 0:
+            raise ValueError(f"slice_scale={self.slice_scale} must be > 0")
 
 
 @dataclass

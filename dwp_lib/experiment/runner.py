@@ -267,8 +267,10 @@ class Experiment:
         """The slices the kernel VAE of ``layer`` is fitted to (``split``: ``train``, ``test``
         or ``all``): this pipeline's bank, or with ``vae.<layer>.bank = "released"`` the
         authors' released bank (:func:`dwp_lib.release.released_bank_splits`)."""
-        if self.cfg.vae.layers()[layer].bank == "pipeline":
-            return self.kernel_bank().slices(layer, split)
+        lc = self.cfg.vae.layers()[layer]
+        if lc.bank == "pipeline":
+            w = self.kernel_bank().slices(layer, split)
+            return w if lc.slice_scale == 1.0 else w * lc.slice_scale
         if self._released_bank is None:
             from .. import release
 
@@ -277,7 +279,8 @@ class Experiment:
             except release.ReleaseUnavailableError as err:
                 raise ExperimentError(f"vae.{layer}.bank=released needs them: {err}") from None
         parts = self._released_bank[layer]
-        return torch.cat([parts["train"], parts["test"]]) if split == "all" else parts[split]
+        w = torch.cat([parts["train"], parts["test"]]) if split == "all" else parts[split]
+        return w if lc.slice_scale == 1.0 else w * lc.slice_scale
 
     def bank_sha(self) -> str:
         bank = self.kernel_bank()
