@@ -33,7 +33,8 @@ The package, one concept a module (data flows down the list):
 
 - :mod:`~dwp_lib.experiment.names`: methods (``"prior:init"``), priors, inits, labels, the
   paper's table, :class:`ExperimentError`;
-- :mod:`~dwp_lib.experiment.config`: the stage configs, presets, overrides, config files, key;
+- :mod:`~dwp_lib.experiment.config`: the stage configs, presets and the config key;
+- :mod:`~dwp_lib.experiment.overrides`: ``--set path=value`` and config files;
 - :mod:`~dwp_lib.experiment.methods`: a method's priors and initialisation as objects;
 - :mod:`~dwp_lib.experiment.results`: results files, summaries, paired differences, tables;
 - :mod:`~dwp_lib.experiment.stages`: the stages' pieces as functions, costs, time estimates;
@@ -64,16 +65,11 @@ from .config import (
     InitExperimentConfig,
     KernelVAEStageConfig,
     LayerVAEConfig,
-    apply_overrides,
     at_default,
     config_differences,
-    config_from,
     config_summary,
     drop_paths,
     key_of,
-    load_config_file,
-    parse_value,
-    set_field,
     with_added_fields,
 )
 from .methods import (
@@ -94,6 +90,13 @@ from .names import (
     method_label,
     parse_method,
     vae_sources,
+)
+from .overrides import (
+    apply_overrides,
+    config_from,
+    load_config_file,
+    parse_value,
+    set_field,
 )
 from .results import (
     CURVE_COLUMNS,

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from .. import __version__
 from .. import artifacts as _artifacts
-from .config import ExperimentConfig, config_from
+from .config import ExperimentConfig
 from .names import ExperimentError
+from .overrides import config_from
 from .results import results_table
 from .runner import Experiment
 from .stages import DEVICE_COUNTS, estimate_cost, wall_on_devices
