@@ -9,7 +9,6 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,14 +19,12 @@ import torch
 
 from .. import artifacts as _artifacts
 from ..config import to_dict
-from ..device import default_device, exit_with_parent, seed_everything
+from ..device import default_device, exit_with_parent
 from ..executor import run_on_ray
 from ..progress import progress
 from ..source_nets import LAYERS, KernelBank, get_kernel_bank
 from ..vae import (
     KernelVAE,
-    nats_above_baseline,
-    train_kernel_vae,
 )
 from .cells import CellContext, _ray_grid_cell, run_grid_cell
 from .config import (
@@ -42,7 +39,7 @@ from .config import (
 )
 from .names import RELEASED, ExperimentError, parse_method, vae_sources
 from .results import CURVE_COLUMNS, RESULT_COLUMNS, append_row, read_rows
-from .stages import init_costs, test_subset, train_plain_cnn_curve
+from .stages import fit_layer_vae, init_costs, test_subset, train_plain_cnn_curve
 
 # ------------------------------------------------------------------------------------------------
 # The experiment: cached, resumable stages
@@ -359,50 +356,32 @@ class Experiment:
                 f"the bank has {len(slices)} {layer} slices in split {lc.split!r}: too few to fit "
                 "a kernel VAE; train more source nets or lower source.prune_norms"
             )
-        seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
-        vae = KernelVAE(lc.arch)
-        hist = train_kernel_vae(vae, slices, lc.train, lc.seed, self.device)
         test = self.vae_slices(layer, "test")
-        score = None
-        if len(test):
-            if lc.eval_slices is not None and len(test) > lc.eval_slices:
-                g = torch.Generator().manual_seed(lc.seed)
-                test = test[torch.randperm(len(test), generator=g)[: lc.eval_slices]]
-            score = nats_above_baseline(
-                vae, slices, test, num_samples=lc.eval_samples, seed=lc.seed
-            ).as_dict()
-        tail = hist.loss[-max(1, len(hist.loss) // 10) :]
-        training = {
-            "steps": hist.steps,
-            "seconds": hist.seconds,
-            "final_loss": statistics.fmean(tail),
-            "train_slices": len(slices),
-            "held_out": score,
-            # float sums depend on the thread count: the same seed on another count gives a VAE
-            # that differs at rounding level, and so slightly different DWP results
-            "device": str(self.device),
-            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
-            "torch": torch.__version__,
-        }
+        vae, training = fit_layer_vae(lc, slices, test, self.device)
         vae.save(
             path,
             {
                 "stage": "kernel_vae",
                 "layer": layer,
                 "bank_sha256": self.bank_sha(),
-                "slices_from": "this pipeline's bank"
-                if lc.bank == "pipeline"
-                else (
-                    "the authors' released bank (GPL-3.0): 7x7 their train split, 5x5 80% of "
-                    "their test file (seeded split)"
-                ),
+                "slices_from": (
+                    "this pipeline's bank"
+                    if lc.bank == "pipeline"
+                    else (
+                        "the authors' released bank (GPL-3.0): 7x7 their train split, 5x5 80% "
+                        "of their test file (seeded split)"
+                    )
+                )
+                + ("" if lc.slice_scale == 1.0 else f", every slice x {lc.slice_scale:g}"),
                 "layer_config": to_dict(lc),
                 "training": training,
             },
         )
+        score = training["held_out"]
         adv = f"; {score['advantage']:+.2f} nats/slice vs a per-pixel Gaussian" if score else ""
         self.say(
-            f"Trained the {layer} kernel VAE ({hist.steps} steps, {hist.seconds:.0f} s, "
+            f"Trained the {layer} kernel VAE ({training['steps']} steps, "
+            f"{training['seconds']:.0f} s, "
             f"{len(slices):,} slices{adv}); saved to {_artifacts.shown(path)}"
         )
         return vae

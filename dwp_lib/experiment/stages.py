@@ -33,8 +33,10 @@ from ..train import check_finite
 from ..vae import (
     KernelVAE,
     KernelVAEConfig,
+    nats_above_baseline,
+    train_kernel_vae,
 )
-from .config import ExperimentConfig, InitExperimentConfig
+from .config import ExperimentConfig, InitExperimentConfig, LayerVAEConfig
 from .methods import make_init, make_priors
 from .names import parse_method
 
@@ -111,6 +113,39 @@ def _median_seconds(fn, repeats: int) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def fit_layer_vae(
+    lc: LayerVAEConfig, slices: torch.Tensor, test: torch.Tensor, device: torch.device
+) -> tuple[KernelVAE, dict]:
+    """A kernel VAE of ``lc`` fitted to ``slices`` (seeded: its initial weights too, so a
+    retrain gives the same VAE), scored on ``test`` (at most ``lc.eval_slices`` of them) in nats
+    above a per-pixel Gaussian; returns it with its training record."""
+    seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
+    vae = KernelVAE(lc.arch)
+    hist = train_kernel_vae(vae, slices, lc.train, lc.seed, device)
+    score = None
+    if len(test):
+        if lc.eval_slices is not None and len(test) > lc.eval_slices:
+            g = torch.Generator().manual_seed(lc.seed)
+            test = test[torch.randperm(len(test), generator=g)[: lc.eval_slices]]
+        score = nats_above_baseline(
+            vae, slices, test, num_samples=lc.eval_samples, seed=lc.seed
+        ).as_dict()
+    tail = hist.loss[-max(1, len(hist.loss) // 10) :]
+    training = {
+        "steps": hist.steps,
+        "seconds": hist.seconds,
+        "final_loss": statistics.fmean(tail),
+        "train_slices": len(slices),
+        "held_out": score,
+        # float sums depend on the thread count: the same seed on another count gives a VAE
+        # that differs at rounding level, and so slightly different DWP results
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+    }
+    return vae, training
 
 
 def init_costs(
