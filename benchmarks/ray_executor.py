@@ -30,6 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("DWP_PROGRESS", "0")
 
+from dwp_lib.executor import ExecutorConfig, init_options  # noqa: E402
 from dwp_lib.experiment import Experiment, ExperimentConfig  # noqa: E402
 
 
@@ -85,14 +86,7 @@ def main() -> int:
             for name in times:
                 kind = "local" if name == "local" else "ray"
                 if name == "ray, warm":
-                    ray.init(
-                        num_cpus=2,
-                        include_dashboard=False,
-                        logging_level="WARNING",
-                        _node_ip_address="127.0.0.1",
-                        _system_config={"worker_niceness": 0},
-                        runtime_env={"env_vars": {"DWP_PROGRESS": "0"}},
-                    )
+                    ray.init(**init_options(ExecutorConfig(kind="ray", num_cpus=2)))
                     ray.get(ray.remote(lambda: 0).options(num_cpus=1).remote())  # a live worker
                 try:
                     t, rows = run(kind, args.cells, args.steps, root, f"{r}-{name}")

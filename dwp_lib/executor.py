@@ -115,18 +115,9 @@ def import_ray():
     return ray
 
 
-@contextlib.contextmanager
-def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
-    """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block.
-
-    A cluster this process is already connected to is used as it is and left running; one
-    started here (``address=None``) listens on the loopback address only and is shut down at
-    the end of the block, also when a unit fails or the run is interrupted.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
+def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
+    """The ``ray.init`` arguments for ``cfg``: a local cluster on the loopback address with
+    ``num_cpus`` / ``num_gpus`` when ``address`` is unset, else the cluster at ``address``."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
     if cfg.address is None:
         kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, _node_ip_address="127.0.0.1")
@@ -141,6 +132,22 @@ def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     kwargs["runtime_env"] = {"env_vars": env}
+    return kwargs
+
+
+@contextlib.contextmanager
+def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
+    """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block.
+
+    A cluster this process is already connected to is used as it is and left running; one
+    started here (``address=None``) listens on the loopback address only and is shut down at
+    the end of the block, also when a unit fails or the run is interrupted.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs = init_options(cfg)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -224,6 +231,7 @@ __all__ = [
     "ExecutorError",
     "estimate_wall",
     "import_ray",
+    "init_options",
     "ray_cluster",
     "run_on_ray",
 ]

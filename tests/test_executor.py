@@ -125,14 +125,7 @@ def ray_cluster_2cpu():
     cluster this process is connected to and leaves it running; this fixture stops it."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dwp_lib[ray]')")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="WARNING",
-        _node_ip_address="127.0.0.1",
-        _system_config={"worker_niceness": 0},
-        runtime_env={"env_vars": {"DWP_PROGRESS": "0"}},
-    )
+    ray.init(**ex.init_options(ex.ExecutorConfig(kind="ray", num_cpus=2)))
     yield ray
     ray.shutdown()
 

@@ -17,7 +17,7 @@ from .names import ExperimentError
 from .overrides import config_from
 from .results import results_table
 from .runner import Experiment
-from .stages import DEVICE_COUNTS, estimate_cost, wall_on_devices
+from .stages import DEVICE_COUNTS, estimate_cost, grid_cell_seconds, wall_on_devices
 
 # ------------------------------------------------------------------------------------------------
 # The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
@@ -55,7 +55,7 @@ def wall_from_saved_estimate(
             f"--estimate-from {path}: not the output of reproduce --estimate (it opens with a "
             "JSON object holding grid_step_seconds)"
         ) from None
-    g, b = cfg.grid, cfg.bayes
+    g = cfg.grid
     missing = [f"{m} n={n}" for m in g.methods for n in g.sizes if str(n) not in steps.get(m, {})]
     if missing or est.get("grid_cells") != len(g.methods) * len(g.sizes) * len(g.split_seeds):
         raise ExperimentError(
@@ -63,12 +63,7 @@ def wall_from_saved_estimate(
             f"no step time for {', '.join(missing[:3]) or 'the same cells'}): pass the preset "
             "and settings it was made with"
         )
-    cells = [
-        steps[m][str(n)] * g.steps_for(n, b.steps)
-        for m in g.methods
-        for n in g.sizes
-        for _ in g.split_seeds
-    ]
+    cells = grid_cell_seconds(steps, cfg)
     net = est["source_seconds"] / cfg.source.n_nets
     est["source_net_seconds"] = net
     est["wall_seconds_on"] = {

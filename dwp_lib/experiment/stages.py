@@ -267,12 +267,7 @@ def estimate_cost(
         grid_seconds += sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes) * len(
             g.split_seeds
         )
-    cell_seconds = [
-        step_seconds[m][n] * g.steps_for(n, b.steps)
-        for m in g.methods
-        for n in g.sizes
-        for _ in g.split_seeds
-    ]
+    cell_seconds = grid_cell_seconds(step_seconds, cfg)
     net_seconds = per_source_step * source_steps / s.n_nets
     return {
         "device": str(device),
@@ -293,6 +288,18 @@ def estimate_cost(
         "grid_seconds": grid_seconds,
         "total_seconds": per_source_step * source_steps + grid_seconds,
     }
+
+
+def grid_cell_seconds(step_seconds: Mapping, cfg: ExperimentConfig) -> list[float]:
+    """The time of every grid cell of ``cfg`` from ``{method: {n: seconds per step}}`` (``n`` as
+    a number, or as text in an estimate read back from JSON)."""
+    g, b = cfg.grid, cfg.bayes
+    return [
+        step_seconds[m][n if n in step_seconds[m] else str(n)] * g.steps_for(n, b.steps)
+        for m in g.methods
+        for n in g.sizes
+        for _ in g.split_seeds
+    ]
 
 
 def wall_on_devices(
