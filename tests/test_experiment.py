@@ -543,3 +543,51 @@ def test_a_rescaled_bank_feeds_the_vae_scaled_slices_and_keeps_old_keys(fake_wor
     assert a.vae_path("conv1") != b.vae_path("conv1") and a.vae_path("conv2") == b.vae_path("conv2")
     with pytest.raises(ExperimentError, match="slice_scale=0.0 must be > 0"):
         apply_overrides(base, ["vae.conv1.slice_scale=0"])
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour pinned across refactoring
+# --------------------------------------------------------------------------------------------
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "micro_pipeline.json")
+UNTIMED = [c for c in RESULT_COLUMNS if c not in ("seconds", "device", "threads")]
+
+
+def _untimed_csv(path, columns) -> list[dict]:
+    return [{c: r[c] for c in columns} for r in read_rows(path, None)]
+
+
+def test_the_seeded_micro_pipeline_reproduces_its_committed_rows(fake_world, tmp_path):
+    """The whole pipeline (bank -> kernel VAEs -> init experiment -> prior grid), seeded, gives
+    the rows committed in ``tests/golden/micro_pipeline.json`` - bit for bit on the CPU and torch
+    that wrote them, to 1e-4 elsewhere (other kernels round differently). A refactor that changes
+    what is computed, the config key or the files' hashes fails here. After an intended change:
+    ``DWP_WRITE_GOLDEN=1 pytest tests/test_experiment.py -k committed_rows`` rewrites the file
+    (and the commit says why)."""
+    out = tmp_path / "run"
+    exp = Experiment(micro_config(), out, "cpu", verbose=False, command="test")
+    exp.run()
+    got = {
+        "results": _untimed_csv(out / "results.csv", UNTIMED),
+        "init_curves": _untimed_csv(
+            out / "init_curves.csv", ["init", "seed", "step", "test_acc", "train_loss"]
+        ),
+    }
+    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if os.environ.get("DWP_WRITE_GOLDEN"):
+        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+        with open(GOLDEN, "w") as f:
+            json.dump({**here, **got}, f, indent=1, sort_keys=True)
+            f.write("\n")
+    with open(GOLDEN) as f:
+        want = json.load(f)
+    exact = all(want[k] == v for k, v in here.items())
+    for part in ("results", "init_curves"):
+        assert len(got[part]) == len(want[part]), part
+        for g, w in zip(got[part], want[part]):
+            assert g.keys() == w.keys(), part
+            for col, value in w.items():
+                if exact or not isinstance(value, float):
+                    assert g[col] == value, (part, col, w)
+                else:
+                    assert g[col] == pytest.approx(value, rel=1e-4, abs=1e-6), (part, col, w)
