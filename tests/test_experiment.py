@@ -584,7 +584,7 @@ def test_the_seeded_micro_pipeline_reproduces_its_committed_rows(fake_world, tmp
     exact = all(want[k] == v for k, v in here.items())
     for part in ("results", "init_curves"):
         assert len(got[part]) == len(want[part]), part
-        for g, w in zip(got[part], want[part]):
+        for g, w in zip(got[part], want[part], strict=True):
             assert g.keys() == w.keys(), part
             for col, value in w.items():
                 if exact or not isinstance(value, float):
