@@ -7,7 +7,7 @@ The cell: a Bayesian CNN FConv(32, 128) on n = 50 digits (one full batch), 10,00
 then a 10-sample ensemble over the 10,000 test digits. The kernel VAEs have the authors' exact
 layers (``KernelVAEConfig.authors``; cost depends on shapes, not weights, so they are randomly
 initialised unless ``--released`` loads the authors' released weights). Per round, for the
-reference code path (``bayes.FUSED_LRT = vae.CONVT_AS_CONV = False``) and the fast one, it times:
+reference code path (``bayes.FUSED_LRT = kernel_layers.CONVT_AS_CONV = False``) and the fast one, it times:
 
 - a full step under N(0, 1), the DWP with 256 slices per step and the DWP over all slices;
 - the parts of a DWP step: the target net's forward and backward (the N(0, 1) step minus its
@@ -32,16 +32,16 @@ import torch
 
 os.environ.setdefault("DWP_PROGRESS", "0")
 
-from dwp_lib import bayes  # noqa: E402
-from dwp_lib import vae as vae_mod  # noqa: E402
-from dwp_lib.vae import KernelVAE, KernelVAEConfig  # noqa: E402
+from dwp_lib import bayes, inits, kernel_layers, priors  # noqa: E402
+from dwp_lib.kernel_layers import KernelVAEConfig  # noqa: E402
+from dwp_lib.kernel_vae import KernelVAE  # noqa: E402
 
 STEPS, TEST_IMAGES, EVAL_SAMPLES = 10_000, 10_000, 10
 
 
 def set_path(fast: bool) -> None:
     bayes.FUSED_LRT = fast
-    vae_mod.CONVT_AS_CONV = fast
+    kernel_layers.CONVT_AS_CONV = fast
 
 
 def kernel_vaes(released: bool) -> dict[str, KernelVAE]:
@@ -62,11 +62,11 @@ class Cell:
     def __init__(self, vaes, slices: int | None, prior: str):
         cfg = bayes.BayesConfig(channels=(32, 128), dwp_slices_per_step=slices)
         self.model = bayes.BayesianCNN(cfg)
-        bayes.initialise(self.model, bayes.DWPInit(vaes), seed=0)
+        inits.initialise(self.model, inits.DWPInit(vaes), seed=0)
         if prior == "normal":
-            self.priors = bayes.StandardNormal()
+            self.priors = priors.StandardNormal()
         else:
-            self.priors = {k: bayes.DeepWeightPrior(v, slices) for k, v in vaes.items()}
+            self.priors = {k: priors.DeepWeightPrior(v, slices) for k, v in vaes.items()}
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
         self.x, self.y = torch.rand(50, 1, 28, 28, generator=g), torch.arange(50) % 10

@@ -34,11 +34,11 @@ import torch
 
 os.environ.setdefault("DWP_PROGRESS", "0")
 
-from dwp_lib import bayes  # noqa: E402
+from dwp_lib import bayes, inits, priors  # noqa: E402
 from dwp_lib.device import default_device  # noqa: E402
-from dwp_lib.vae import (  # noqa: E402
+from dwp_lib.kernel_layers import KernelVAEConfig  # noqa: E402
+from dwp_lib.kernel_vae import (  # noqa: E402
     KernelVAE,
-    KernelVAEConfig,
     KernelVAETrainConfig,
     toy_kernel_slices,
     train_kernel_vae,
@@ -56,8 +56,8 @@ def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:
 def make_step(priors, alpha: bool, init, x, y):
     """A closure doing one training step of a fresh Bayesian CNN under ``priors``."""
     model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha).to(x.device)
-    bayes.initialise(model, init, seed=0)
-    by_layer = bayes.priors_by_layer(model, priors)
+    inits.initialise(model, init, seed=0)
+    by_layer = priors.priors_by_layer(model, priors)
     extra = [p for prior in by_layer.values() for p in prior.to(x.device).parameters()]
     params = list(model.parameters()) + [p for p in extra if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3)
@@ -88,7 +88,7 @@ def time_steps(steps: dict, rounds: int, warmup: int = 3) -> dict[str, list[floa
     return seconds
 
 
-def penalty_spread(layer: bayes.BayesConv2d, prior: bayes.DeepWeightPrior, draws: int):
+def penalty_spread(layer: bayes.BayesConv2d, prior: priors.DeepWeightPrior, draws: int):
     """Over ``draws`` draws of the penalty: mean and std of its slice part (-sum_s aux_bound,
     nats), and the median over weights of |mean gradient| / RMS gradient wrt ``layer.mu``.
 
@@ -134,13 +134,16 @@ def main() -> None:
 
     vaes = {"conv1": kernel_vae(7, args.vae7, args.vae_steps)}
     vaes["conv2"] = kernel_vae(5, args.vae5, args.vae_steps)
-    init = bayes.DWPInit(vaes)
+    init = inits.DWPInit(vaes)
     x, y = torch.rand(50, 1, 28, 28, device=device), torch.arange(50, device=device) % 10
 
     def dwp(m):
-        return {name: bayes.DeepWeightPrior(vae, m) for name, vae in vaes.items()}
+        return {name: priors.DeepWeightPrior(vae, m) for name, vae in vaes.items()}
 
-    configs = {"N(0,1)": (bayes.StandardNormal(), False), "log-uniform": (bayes.LogUniform(), True)}
+    configs = {
+        "N(0,1)": (priors.StandardNormal(), False),
+        "log-uniform": (priors.LogUniform(), True),
+    }
     configs["DWP exact"] = (dwp(None), False)
     for m in args.slices:
         configs[f"DWP {m} slices"] = (dwp(m), False)
@@ -148,7 +151,7 @@ def main() -> None:
 
     seconds = time_steps(steps, args.rounds)
     base = seconds["N(0,1)"]
-    default = bayes.DWP_SLICES_PER_STEP
+    default = priors.DWP_SLICES_PER_STEP
     default_name = "DWP exact" if default is None else f"DWP {default} slices"
     print(
         f"one training step, FConv(32, 128), 50 examples full batch; torch {torch.__version__} "
@@ -161,7 +164,7 @@ def main() -> None:
         mark = "   <- default" if name == default_name else ""
         print(f"{name:<18} {1000 * statistics.median(ts):9.1f} {ratio:9.2f}{mark}")
 
-    fresh = bayes.initialise(bayes.BayesianCNN(bayes.BayesConfig()).to(device), init, seed=0)
+    fresh = inits.initialise(bayes.BayesianCNN(bayes.BayesConfig()).to(device), init, seed=0)
     layer = fresh.conv2  # q at the dwp initialisation, log sigma^2 = -10
     print(
         f"\nconv2 DWP penalty (sum over {layer.out_channels * layer.in_channels} slices of "

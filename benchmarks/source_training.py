@@ -36,6 +36,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dwp_lib import kernel_bank  # noqa: E402
 from dwp_lib import source_nets as sn  # noqa: E402
 
 
@@ -244,7 +245,7 @@ def run_stage(cfg: sn.SourceNetsConfig, device: torch.device, out: str | None) -
         folder = out or tmp
         data = sn.load_source_data(cfg)  # cached on disk by dwp_lib.data; not part of the stage
         t0 = time.perf_counter()
-        bank = sn.get_kernel_bank(cfg, folder, device, data=data, verbose=False)
+        bank = kernel_bank.get_kernel_bank(cfg, folder, device, data=data, verbose=False)
         wall = time.perf_counter() - t0
     workers = sn.resolve_workers(cfg, device, cfg.n_nets)
     print(

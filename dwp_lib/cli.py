@@ -3,7 +3,7 @@
 Commands
 --------
 ``data prepare``          fetch, verify and cache MNIST and notMNIST (see :mod:`dwp_lib.data`)
-``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`)
+``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`, :mod:`dwp_lib.kernel_bank`)
 ``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
 ``ablate``                run named ablation cells, write the table (:mod:`dwp_lib.ablation`)
 ``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
@@ -26,9 +26,9 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _source_nets(args: argparse.Namespace) -> int:
-    from . import source_nets
+    from . import kernel_bank
 
-    return source_nets.cli(args)
+    return kernel_bank.cli(args)
 
 
 def _reproduce(args: argparse.Namespace) -> int:

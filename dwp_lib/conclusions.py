@@ -163,8 +163,9 @@ def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
 def memory_verdict(costs: Mapping, source: str) -> list[Verdict]:
     """The VAE files against the bank of slices they replace: at the run's scale, and at the
     paper's (100 FConv(256, 512): every slice stored, against the authors' two VAEs)."""
+    from .kernel_layers import KernelVAEConfig
+    from .kernel_vae import KernelVAE
     from .source_nets import SourceNetsConfig
-    from .vae import KernelVAE, KernelVAEConfig
 
     layers = costs.get("layers", {})
     vae = sum(v["vae_bytes"] for v in layers.values())

@@ -7,7 +7,7 @@ Every stage of the pipeline has a config dataclass with three presets built by t
 - ``paper``: faithful to the authors (Atanov et al. 2019); meant for a GPU.
 
 Chapters call :func:`current_preset` once and never branch on it: they pass the name to
-``SomeConfig.preset(name)``.
+``SomeConfig.preset(name)`` (every stage config inherits :class:`Presets`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,19 @@ def preset_of(cls: type[T], name: str, **overrides) -> T:
         raise ValueError(f"{cls.__name__} has no {name!r} preset")
     cfg = factory()
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+class Presets:
+    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` builds the ``tiny``,
+    ``book`` or ``paper`` preset from the class's classmethod of that name (:func:`preset_of`).
+
+    The one preset mechanism of the library: each stage's three sizes live in its own class, next
+    to the fields they set; the experiment's preset is the stages' presets put together.
+    """
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        return preset_of(cls, name, **overrides)
 
 
 def to_dict(cfg) -> dict:

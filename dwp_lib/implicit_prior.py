@@ -6,7 +6,7 @@ Bayesian CNN uses, per k x k slice w, the auxiliary bound (book/04 eq. ``eq-aux-
     log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ]    (the kernel VAE's ELBO),
 
 whose gap is KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``). This module measures both
-sides of that inequality for a trained :class:`~dwp_lib.vae.KernelVAE`:
+sides of that inequality for a trained :class:`~dwp_lib.kernel_vae.KernelVAE`:
 
 - :class:`LatentGrid`: log p(w) by quadrature over a square grid of a 2-D latent space (the 7x7
   VAE has d = 2), and the true posterior p(z|w) on that grid;
@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .config import preset_of
-from .progress import progress
-from .vae import KernelVAE, gaussian_log_prob, rsample, standard_normal_log_prob
-
-LOG_2PI_E = math.log(2 * math.pi * math.e)
-
+from . import gaussian
+from .config import Presets
+from .gaussian import rsample, standard_log_prob
+from .kernel_vae import KernelVAE
+from .train import fit
 
 # ------------------------------------------------------------------------------------------------
 # Configuration: every knob of chapter 4's measurements
@@ -45,7 +44,7 @@ LOG_2PI_E = math.log(2 * math.pi * math.e)
 
 
 @dataclass
-class ImplicitPriorConfig:
+class ImplicitPriorConfig(Presets):
     """How chapter 4 measures the bound, its gap, and the penalty.
 
     slices_per_kind:  slices of each kind scored (held-out source slices: at most this many).
@@ -91,10 +90,6 @@ class ImplicitPriorConfig:
             bad.append("reverse_batch_size (None or >= 1)")
         if bad:
             raise ValueError(f"ImplicitPriorConfig: invalid {', '.join(bad)}: {self}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> ImplicitPriorConfig:
-        return preset_of(cls, name, **overrides)
 
     @classmethod
     def tiny(cls) -> ImplicitPriorConfig:
@@ -159,7 +154,7 @@ class LatentGrid:
         z1, z2 = torch.meshgrid(self.axis, self.axis, indexing="ij")
         self.z = torch.stack([z1.flatten(), z2.flatten()], -1)  # (G, 2), row-major over (z1, z2)
         self.log_cell = 2 * math.log(2 * radius / (size - 1))
-        self.log_prior = standard_normal_log_prob(self.z)  # (G,)
+        self.log_prior = standard_log_prob(self.z)  # (G,)
         with torch.no_grad():
             parts = [vae.decode(chunk) for chunk in self.z.split(batch)]
         self.mean = torch.cat([m for m, _ in parts])  # (G, k, k)
@@ -171,7 +166,7 @@ class LatentGrid:
         w = self.vae.check_input(w).to(self.mean.device)
         rows = []
         for part in w.split(chunk):
-            ll = gaussian_log_prob(part[:, None], self.mean, self.logvar).sum((-2, -1))
+            ll = gaussian.log_prob(part[:, None], self.mean, self.logvar).sum((-2, -1))
             rows.append(ll + self.log_prior)
         return torch.cat(rows)
 
@@ -348,8 +343,8 @@ def log_importance_weights(
     out = []
     for start in range(0, num_samples, chunk):
         z = rsample(mu, logvar, min(chunk, num_samples - start), gen)  # (s, B, d)
-        log_r = gaussian_log_prob(z, mu, logvar).sum(-1)
-        out.append((vae.log_likelihood(w, z) + standard_normal_log_prob(z) - log_r).cpu())
+        log_r = gaussian.log_prob(z, mu, logvar).sum(-1)
+        out.append((vae.log_likelihood(w, z) + standard_log_prob(z) - log_r).cpu())
     return torch.cat(out)
 
 
@@ -407,18 +402,15 @@ def train_reverse(
     device = next(fitted.parameters()).device
     data = fitted.check_input(slices.float()).to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(params, lr=cfg.reverse_lr)
     n, b = len(data), cfg.reverse_batch_size or len(data)
-    losses = []
-    for _ in progress(range(cfg.reverse_steps), desc="r(z|w)"):
+
+    def loss_at(step: int) -> Tensor:
         idx = torch.randperm(n, generator=gen)[:b].to(device) if b < n else slice(None)
-        loss = -fitted.elbo(data[idx], 1, gen).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        return -fitted.elbo(data[idx], 1, gen).mean()
+
+    log = fit(params, loss_at, cfg.reverse_steps, cfg.reverse_lr, "r(z|w)")
     fitted.requires_grad_(False)
-    return fitted, losses
+    return fitted, log.loss
 
 
 # ------------------------------------------------------------------------------------------------
@@ -462,16 +454,12 @@ def layer_penalty(
     device = next(vae.parameters()).device
     mu, log_var = vae.check_input(mu).to(device), log_var.to(device)
     gen = torch.Generator().manual_seed(seed)
-    neg_entropy = -0.5 * (LOG_2PI_E + log_var).sum().item()
+    neg_entropy = -gaussian.entropy(log_var).sum().item()
     total = torch.zeros(len(mu), device=device)
     for _ in range(num_samples):
-        w = mu + torch.exp(0.5 * log_var) * _randn(mu.shape, gen, mu)
+        w = gaussian.rsample(mu, log_var, generator=gen)
         total -= vae.elbo(w, 1, gen)
     return PenaltyTerms(neg_entropy, (total / num_samples).cpu())
-
-
-def _randn(shape, gen: torch.Generator, like: Tensor) -> Tensor:
-    return torch.randn(shape, generator=gen, dtype=like.dtype).to(like.device)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 
 from . import artifacts
 from .implicit_prior import ImplicitPriorConfig, gaussian_slices, score_slices, xavier_slices
-from .vae import KernelVAE
+from .kernel_vae import KernelVAE
 
 COLUMNS = ("prior", "layer", "kind", "slices", "median_norm", "elbo", "log_p_iw", "iw_samples")
 TARGET = {"conv1": (1, 32, 7), "conv2": (32, 128, 5)}  # c_in, c_out, k of FConv(32, 128)

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from . import artifacts
-from .vae import KernelVAE, KernelVAEConfig
+from .kernel_layers import KernelVAEConfig
+from .kernel_vae import KernelVAE
 
 #: The layer of the target network each released file belongs to, and its kernel size.
 LAYER_KERNELS = {"conv1": 7, "conv2": 5}

@@ -99,6 +99,40 @@ def install_cell(requirement: str, source: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_code_cell(code.rstrip("\n"), metadata={"tags": [INSTALL_TAG]})
 
 
+TIMES = ROOT / "book" / "chapter_times.json"
+RUNTIME_TAG = "colab-runtime"
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute"
+    return f"about {round(seconds / 60)} min"
+
+
+def runtime_cell(md: Path, times_file: Path = TIMES) -> nbformat.NotebookNode | None:
+    """A Markdown line with the chapter's measured runtime (``book/chapter_times.json``, written
+    by ``scripts/chapter_times.py`` after a book build from an empty data cache), or None."""
+    if not times_file.exists():
+        return None
+    import json
+
+    record = json.loads(times_file.read_text())
+    entry = record.get("chapters", {}).get(md.name)
+    if entry is None:
+        return None
+    when = str(record.get("written", ""))[:10]
+    cache = "an empty data cache" if record.get("dwp_cache") == "cold" else "a warm data cache"
+    text = (
+        f"**Runtime.** On a {record.get('cpus', 2)}-core CPU this notebook ran in "
+        f"{_minutes(entry['seconds'])} at the `{record.get('preset', 'book')}` preset from "
+        f"{cache} (measured {when}); Colab's free CPU runtime also has 2 cores, so expect about "
+        "the same there. It was timed with the chapters run in order, each reusing what earlier "
+        "ones downloaded and trained: opened alone in a fresh runtime, a later chapter first "
+        "redoes that work. A GPU runtime is used automatically when present (not timed)."
+    )
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": [RUNTIME_TAG]})
+
+
 def _stable_ids(nb: nbformat.NotebookNode) -> None:
     seen: dict[str, int] = {}
     for cell in nb.cells:
@@ -125,6 +159,9 @@ def chapter_notebook(md: Path, requirement: str | None = None) -> nbformat.Noteb
     except ValueError:
         source = md.name
     nb.cells.insert(0, install_cell(requirement or pip_requirement(), source))
+    runtime = runtime_cell(md)
+    if runtime is not None:
+        nb.cells.insert(1, runtime)
     nb.metadata.pop("jupytext", None)  # the .md is the source; no pairing in the copy
     _stable_ids(nb)
     return nb

@@ -12,26 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dwp_lib import bayes
-from dwp_lib.bayes import (
-    BayesConfig,
-    BayesConv2d,
-    BayesianCNN,
-    DeepWeightPrior,
-    DWPInit,
-    FiltersInit,
-    LogUniform,
-    StandardNormal,
-    XavierInit,
-)
-from dwp_lib.source_nets import KernelBank
-from dwp_lib.vae import (
-    KernelVAE,
-    KernelVAEConfig,
-    KernelVAETrainConfig,
-    toy_kernel_slices,
-    train_kernel_vae,
-)
+from dwp_lib import bayes, inits, priors
+from dwp_lib.bayes import BayesConfig, BayesConv2d, BayesianCNN
+from dwp_lib.inits import DWPInit, FiltersInit, XavierInit
+from dwp_lib.kernel_bank import KernelBank
+from dwp_lib.kernel_layers import KernelVAEConfig
+from dwp_lib.kernel_vae import KernelVAE, KernelVAETrainConfig, toy_kernel_slices, train_kernel_vae
+from dwp_lib.priors import DeepWeightPrior, LogUniform, StandardNormal
 
 
 def mc_tolerance(samples: np.ndarray, k: float = 5.0) -> float:
@@ -162,7 +149,7 @@ def _log_uniform_kl_by_quadrature(alpha: float) -> float:
 
 def test_log_uniform_approximation_matches_numerical_integral():
     alphas = [0.001, 0.01, 0.1, 0.3, 0.5, 0.8, 1.0]
-    approx = bayes.kl_log_uniform(torch.tensor(alphas, dtype=torch.float64).log()).numpy()
+    approx = priors.kl_log_uniform(torch.tensor(alphas, dtype=torch.float64).log()).numpy()
     exact = np.array([_log_uniform_kl_by_quadrature(a) for a in alphas])
     diff = exact - approx  # a constant (the prior is improper) up to the approximation error
     assert np.ptp(diff) < 0.05, f"approximation error varies by {np.ptp(diff):.3f} nats"
@@ -286,11 +273,11 @@ def test_dwp_refuses_a_layer_of_another_kernel_size(toy_vae):
 
 def test_priors_by_layer_checks_names():
     model = BayesianCNN(small_cfg())
-    assert set(bayes.priors_by_layer(model, StandardNormal())) == {"conv1", "conv2"}
+    assert set(priors.priors_by_layer(model, StandardNormal())) == {"conv1", "conv2"}
     with pytest.raises(ValueError, match="missing"):
-        bayes.priors_by_layer(model, {"conv1": StandardNormal()})
+        priors.priors_by_layer(model, {"conv1": StandardNormal()})
     with pytest.raises(TypeError, match="not a Prior"):
-        bayes.priors_by_layer(model, {"conv1": StandardNormal(), "conv2": "sn"})
+        priors.priors_by_layer(model, {"conv1": StandardNormal(), "conv2": "sn"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +338,7 @@ def test_a_few_steps_lower_the_negative_elbo(prior_name, data, toy_vae, vae5):
     alpha = isinstance(priors, LogUniform)
     cfg = small_cfg(steps=25, lr=1e-2)
     model = BayesianCNN(cfg, alpha_parametrised=alpha)
-    bayes.initialise(model, XavierInit())
+    inits.initialise(model, XavierInit())
     before = _mean_loss(model, priors, x, y)
     hist = bayes.train_bayesian_cnn(model, priors, x, y, cfg, seed=0, device="cpu")
     after = _mean_loss(model, priors, x, y)
@@ -373,7 +360,7 @@ def test_training_is_reproducible_with_a_seed(data):
     cfg = small_cfg(steps=5, batch_size=8)
     runs = []
     for _ in range(2):
-        model = bayes.initialise(BayesianCNN(cfg), XavierInit(), seed=1)
+        model = inits.initialise(BayesianCNN(cfg), XavierInit(), seed=1)
         runs.append(
             bayes.train_bayesian_cnn(model, StandardNormal(), x, y, cfg, seed=7, device="cpu").loss
         )
@@ -383,7 +370,7 @@ def test_training_is_reproducible_with_a_seed(data):
 def test_det_baseline_trains_with_l2(data):
     x, y = data
     cfg = small_cfg(steps=20, lr=1e-2)
-    net = bayes.initialise(bayes.det_cnn(cfg), XavierInit())
+    net = inits.initialise(bayes.det_cnn(cfg), XavierInit())
     assert not any(isinstance(m, BayesConv2d) for m in net.modules())
     hist = bayes.train_det_cnn(net, x, y, cfg, device="cpu")
     assert hist.nll[-1] < 0.8 * hist.nll[0]
@@ -442,7 +429,7 @@ def toy_bank() -> KernelBank:
 
 
 def test_xavier_is_a_real_xavier_normal():
-    model = bayes.initialise(BayesianCNN(BayesConfig()), XavierInit(), seed=0)
+    model = inits.initialise(BayesianCNN(BayesConfig()), XavierInit(), seed=0)
     w = model.conv2.mu.detach()
     fan_in, fan_out = 32 * 25, 128 * 25
     assert w.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.02)
@@ -452,14 +439,14 @@ def test_xavier_is_a_real_xavier_normal():
 
 def test_filters_and_dwp_inits_draw_from_their_source(toy_vae, vae5):
     bank = toy_bank()
-    model = bayes.initialise(BayesianCNN(small_cfg()), FiltersInit(bank), seed=0)
+    model = inits.initialise(BayesianCNN(small_cfg()), FiltersInit(bank), seed=0)
     for layer, k in (("conv1", 7), ("conv2", 5)):
         drawn = model.bayes_layers()[layer].mu.detach().reshape(-1, 1, k * k)
         pool = bank.slices(layer).reshape(1, -1, k * k)
         assert (drawn == pool).all(-1).any(-1).all(), f"{layer}: a slice not from the bank"
 
     init = DWPInit({"conv1": toy_vae, "conv2": vae5})
-    model = bayes.initialise(BayesianCNN(small_cfg()), init, seed=3)
+    model = inits.initialise(BayesianCNN(small_cfg()), init, seed=3)
     expected = toy_vae.sample(4, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(model.conv1.mu.detach().reshape(-1, 7, 7), expected)
 
@@ -478,11 +465,11 @@ def test_initialised_values_are_the_ones_the_optimiser_trains(kind, data, toy_va
     cfg = small_cfg(steps=1, lr=1e-3)
     model = BayesianCNN(cfg)
     params_before = {n: id(p) for n, p in model.named_parameters()}
-    bayes.initialise(model, init, seed=0)
+    inits.initialise(model, init, seed=0)
     assert params_before == {n: id(p) for n, p in model.named_parameters()}
-    w0 = {n: w.detach().clone() for n, w in bayes.conv_weights(model).items()}
+    w0 = {n: w.detach().clone() for n, w in inits.conv_weights(model).items()}
     bayes.train_bayesian_cnn(model, StandardNormal(), x, y, cfg, device="cpu")
-    for name, w in bayes.conv_weights(model).items():
+    for name, w in inits.conv_weights(model).items():
         step = (w.detach() - w0[name]).abs()
         assert step.max() <= 1.01e-3, f"{name}: did not start from the initialised values"
         assert step.mean() > 5e-4, f"{name}: the initialised values were not trained"
@@ -490,7 +477,7 @@ def test_initialised_values_are_the_ones_the_optimiser_trains(kind, data, toy_va
 
 def test_unknown_layer_in_dwp_init_raises(toy_vae):
     with pytest.raises(KeyError, match="no kernel VAE"):
-        bayes.initialise(BayesianCNN(small_cfg()), DWPInit({"conv1": toy_vae}))
+        inits.initialise(BayesianCNN(small_cfg()), DWPInit({"conv1": toy_vae}))
 
 
 def test_nan_input_or_a_diverging_lr_stops_training():
@@ -520,7 +507,7 @@ def test_the_fast_paths_give_the_same_losses_as_the_reference(monkeypatch, slice
     """The fused local reparametrisation and the transposed convolutions computed as ordinary
     ones change how the sums are taken, not what is computed: a seeded DWP run with the authors'
     kernel VAE layers gives the same loss curve (to float rounding) on either path."""
-    from dwp_lib import vae as vae_mod
+    from dwp_lib import kernel_layers
 
     torch.manual_seed(0)
     vaes = {
@@ -532,8 +519,8 @@ def test_the_fast_paths_give_the_same_losses_as_the_reference(monkeypatch, slice
 
     def run(fast: bool):
         monkeypatch.setattr(bayes, "FUSED_LRT", fast)
-        monkeypatch.setattr(vae_mod, "CONVT_AS_CONV", fast)
-        model = bayes.initialise(BayesianCNN(cfg), DWPInit(vaes), seed=1)
+        monkeypatch.setattr(kernel_layers, "CONVT_AS_CONV", fast)
+        model = inits.initialise(BayesianCNN(cfg), DWPInit(vaes), seed=1)
         priors = {k: DeepWeightPrior(v, slices) for k, v in vaes.items()}
         hist = bayes.train_bayesian_cnn(model, priors, x, y, cfg, seed=2, device="cpu")
         return torch.tensor(hist.loss, dtype=torch.float64), model

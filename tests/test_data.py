@@ -395,6 +395,8 @@ def test_default_synthetic_set(tmp_path):
         assert "Debian font packages" in ds.provenance["source"]
     fig = plots.contact_sheet(test, per_class=6)
     assert fig.axes[0].get_title().startswith("notMNIST-style (synthetic), test split")
+    assert fig.axes[0].images[0].get_array().shape == (28 * 10, 28 * 6)  # a row of 6 per class
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(test.classes)
     fig.savefig(tmp_path / "sheet.png")
     plt.close(fig)
 

@@ -13,7 +13,6 @@ import torch
 
 from dwp_lib import experiment as ex
 from dwp_lib.artifacts import is_valid_artifact
-from dwp_lib.bayes import initialise
 from dwp_lib.cli import main as cli_main
 from dwp_lib.data import ImageSet
 from dwp_lib.experiment import (
@@ -30,13 +29,10 @@ from dwp_lib.experiment import (
     results_table,
     summarise,
 )
-from dwp_lib.source_nets import (
-    FConv,
-    KernelBank,
-    SourceNetsConfig,
-    build_kernel_bank,
-    xavier_normal_init,
-)
+from dwp_lib.inits import initialise
+from dwp_lib.kernel_bank import KernelBank, build_kernel_bank
+from dwp_lib.nets import FConv, xavier_normal_init
+from dwp_lib.source_nets import SourceNetsConfig
 
 # --------------------------------------------------------------------------------------------
 # Config and overrides

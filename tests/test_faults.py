@@ -23,11 +23,13 @@ from test_experiment import fake_world, micro_config  # noqa: F401 (a fixture)
 
 from dwp_lib import artifacts
 from dwp_lib import experiment as ex
-from dwp_lib.bayes import BayesConfig, BayesianCNN, StandardNormal, train_bayesian_cnn
+from dwp_lib.bayes import BayesConfig, BayesianCNN, train_bayesian_cnn
 from dwp_lib.data import ImageSet, balanced_subset
 from dwp_lib.experiment import Experiment, ExperimentConfig, ExperimentError, config_from
+from dwp_lib.kernel_layers import KernelVAEConfig
+from dwp_lib.kernel_vae import KernelVAE, KernelVAETrainConfig, train_kernel_vae
+from dwp_lib.priors import StandardNormal
 from dwp_lib.train import NonFiniteLossError
-from dwp_lib.vae import KernelVAE, KernelVAEConfig, KernelVAETrainConfig, train_kernel_vae
 
 # --------------------------------------------------------------------------------------------
 # Settings: refused when the config is built, with the dotted path of the field

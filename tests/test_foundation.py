@@ -45,6 +45,36 @@ def test_preset_of_overrides():
         config.preset_of(C, "paper")
 
 
+def test_every_stage_config_has_the_one_preset_mechanism():
+    """Every class of the library with tiny/book/paper presets builds them through
+    config.Presets (``Cls.preset(name, **overrides)``); each of its three presets builds."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import dwp_lib
+
+    found = {}
+    for info in pkgutil.walk_packages(dwp_lib.__path__, "dwp_lib."):
+        if info.name.endswith("__main__"):  # importing it runs the command line
+            continue
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and all(
+                isinstance(inspect.getattr_static(cls, p, None), classmethod)
+                for p in ("tiny", "book", "paper")
+            ):
+                found[f"{module.__name__}.{name}"] = cls
+    assert len(found) >= 12, sorted(found)
+    for name, cls in found.items():
+        if name.endswith(".ExperimentConfig"):  # preset(name, overrides): the --set language
+            assert cls.preset("tiny").from_preset == "tiny"
+            continue
+        assert issubclass(cls, config.Presets), name
+        for preset in config.PRESETS:
+            assert isinstance(cls.preset(preset), cls), (name, preset)
+
+
 def test_artifact_roundtrip_and_corruption(tmp_path, monkeypatch):
     monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
     path = artifacts.cache_dir("x") / "a.pt"

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from dwp_lib import implicit_prior as ip
-from dwp_lib.vae import KernelVAE, KernelVAEConfig
+from dwp_lib.kernel_layers import KernelVAEConfig
+from dwp_lib.kernel_vae import KernelVAE
 
 K, D, S = 7, 2, 0.1  # kernel size, latent dim, decoder standard deviation
 SCALES = torch.tensor([0.5, 0.3], dtype=torch.float64)  # lengths of A's orthogonal columns
@@ -258,11 +259,12 @@ def test_layer_penalty_matches_closed_form_for_the_exact_model(model):
 def test_layer_penalty_is_the_expectation_of_the_dwp_kl():
     """The library's DeepWeightPrior.kl draws one w and one z per slice; its mean over draws
     must agree with layer_penalty's total."""
-    bayes = pytest.importorskip("dwp_lib.bayes")
+    from dwp_lib import bayes, priors
+
     torch.manual_seed(0)
     vae = KernelVAE(KernelVAEConfig.for_kernel(K, hidden=8)).eval()
     layer = bayes.BayesConv2d(1, 6, K, log_sigma2_init=-6.0)
-    prior = bayes.DeepWeightPrior(vae, slices_per_step=None)
+    prior = priors.DeepWeightPrior(vae, slices_per_step=None)
     with torch.no_grad():
         draws = np.array([prior.kl(layer).item() for _ in range(400)])
     mu, log_var = layer.slices()
@@ -339,6 +341,30 @@ def test_chapter_figures(model, cfg):
             [-4.0, -2.0, 0.0], [1.0, 0.0, -1.0], [0.0, 0.5, 3.0], -2.0, ("x", [2, 1, 0])
         ),
     ]
+    # one row of 4 slices per kind, on one colour scale
+    rows = figs[0].axes
+    assert [a.get_ylabel().split("\n")[0] for a in rows] == ["a", "b"]
+    assert all(a.images[0].get_array().shape == (K, 4 * (K + 1) - 1) for a in rows)
+    vmax = max(float(w[:4].abs().max()) for w in kinds.values())
+    assert rows[0].images[0].get_clim() == pytest.approx((-vmax, vmax))
+    # a panel per slice: the posterior's filled contours, 1 and 2 sd of each of 2 reverse models
+    panels = figs[1].axes
+    assert [a.get_title() for a in panels] == ["a", "b"]
+    assert all(len(a.lines) == 2 * 2 and a.collections for a in panels)
+    # the bound against log p(w), a scatter per kind; the gaps as 2 x 2 boxes
+    scatter, gaps = figs[2].axes
+    assert [len(c.get_offsets()) for c in scatter.collections] == [6, 6]
+    np.testing.assert_allclose(scatter.collections[0].get_offsets()[:, 0], scores[0].log_p.numpy())
+    assert [t.get_text() for t in gaps.get_xticklabels()] == ["a", "b"]
+    assert len(gaps.patches) == 2 * len(kinds)
+    # IW curve: one line of len(ks) points per kind, and the zero line
+    (ax,) = figs[3].axes
+    assert len(ax.lines) == 2 and len(ax.lines[0].get_xdata()) == len(ks)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a"]
+    # penalty: -H(q), the slice terms, their sum, its minimum, the decoder line, the baseline
+    (ax,) = figs[4].axes
+    assert len(ax.lines) == 6
+    np.testing.assert_allclose(ax.lines[2].get_ydata(), [1.0, 0.5, 2.0])
+    assert list(ax.lines[3].get_xydata()[0]) == [-2.0, 0.5]  # the minimum of the penalty
     for fig in figs:
-        assert fig.axes
         plt.close(fig)

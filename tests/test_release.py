@@ -20,7 +20,8 @@ from test_experiment import fake_world, micro_config  # noqa: F401, F811 (a fixt
 from torch import nn
 
 from dwp_lib import release as rel
-from dwp_lib.vae import AUTHORS_KEY_MAP, KernelVAE, KernelVAEConfig, LayerSpec
+from dwp_lib.kernel_layers import AUTHORS_KEY_MAP, KernelVAEConfig, LayerSpec
+from dwp_lib.kernel_vae import KernelVAE
 
 # ------------------------------------------------------------------------------------------------
 # A plain re-creation of the authors' two kernel VAEs (their module names and layer order)

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from dwp_lib import artifacts, source_nets
-from dwp_lib.source_nets import (
-    FConv,
-    KernelBank,
-    SourceData,
-    SourceNetsConfig,
-    build_kernel_bank,
-    get_kernel_bank,
-    linear_decay,
-    load_source_nets,
-    train_source_nets,
-    xavier_normal_init,
-)
+from dwp_lib import artifacts, kernel_bank, source_nets
+from dwp_lib.kernel_bank import KernelBank, build_kernel_bank, get_kernel_bank
+from dwp_lib.nets import FConv, xavier_normal_init
+from dwp_lib.source_nets import SourceData, SourceNetsConfig, load_source_nets, train_source_nets
 
 
 def fake_data(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SourceData:
@@ -84,16 +78,6 @@ def test_xavier_normal_is_not_the_default_init():
     assert abs(a.std().item() / (2.0 / ((16 + 32) * 25)) ** 0.5 - 1) < 0.05
 
 
-def test_linear_decay_never_zero_before_the_last_step():
-    total = 7
-    factors = [linear_decay(s, total) for s in range(total)]
-    assert factors[0] == 1.0 and factors[-1] == pytest.approx(1 / total)
-    assert all(f > 0 for f in factors)
-    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
-    with pytest.raises(ValueError):
-        linear_decay(total, total)
-
-
 def test_config_validation():
     with pytest.raises(ValueError, match="precision"):
         tiny(precision="fp8")
@@ -134,6 +118,34 @@ def test_training_is_reproducible(data):
     b, rb = source_nets.train_one_net(cfg, 0, data, "cpu")
     assert torch.equal(a.conv2.weight, b.conv2.weight)
     assert ra["test_accuracy"] == rb["test_accuracy"]
+
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "source_net.json")
+
+
+def test_a_seeded_source_net_reproduces_its_committed_weights(data):
+    """One tiny source net, seeded, has the weights whose SHA-256 is committed in
+    ``tests/golden/source_net.json`` (bit for bit on the CPU and torch that wrote it, its test
+    accuracy to 1e-4 elsewhere): the guard that keeps refactoring from changing what the source
+    stage computes. ``DWP_WRITE_GOLDEN=1`` rewrites it after an intended change."""
+    net, record = source_nets.train_one_net(tiny(train_images=200), 0, data, "cpu", False)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode() + tensor.contiguous().numpy().tobytes())
+    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    got = {"weights_sha256": digest.hexdigest(), "test_accuracy": record["test_accuracy"]}
+    got |= {"steps": record["steps"], "lr_last": record["lr_last"]}
+    if os.environ.get("DWP_WRITE_GOLDEN"):
+        with open(GOLDEN, "w") as f:
+            json.dump({**here, **got}, f, indent=1, sort_keys=True)
+            f.write("\n")
+    with open(GOLDEN) as f:
+        want = json.load(f)
+    assert got["steps"] == want["steps"] and got["lr_last"] == want["lr_last"]
+    if all(want[k] == v for k, v in here.items()):
+        assert got == {k: want[k] for k in got}
+    else:
+        assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=1e-4)
 
 
 def test_bank_counts_before_and_after_pruning(trained):
@@ -255,11 +267,11 @@ def test_get_kernel_bank_and_cli(tmp_path, data, monkeypatch, capsys):
     monkeypatch.setattr(source_nets, "load_source_data", lambda cfg: data)
     monkeypatch.setenv("DWP_PROGRESS", "0")
     args = argparse.Namespace(preset="tiny", out=str(tmp_path))
-    assert source_nets.cli(args) == 0
+    assert kernel_bank.cli(args) == 0
     out = capsys.readouterr().out
     n = SourceNetsConfig.tiny().n_nets
     assert f"Trained {n} source net(s)" in out and "conv2 5x5" in out
-    assert source_nets.cli(args) == 0
+    assert kernel_bank.cli(args) == 0
     assert "Loaded the kernel bank" in capsys.readouterr().out
     bank = KernelBank.load(tmp_path / SourceNetsConfig.tiny().bank_file())
     assert bank.provenance["n_nets"] == n
@@ -280,10 +292,24 @@ def test_plots(trained):
         plots.plot_slice_norms(bank),
     ):
         assert len(fig.axes) == 2
-    assert len(plots.plot_source_accuracy(bank).axes) == 1
+    fig = plots.plot_bank_slices(bank, n=10, ncols=5, order="norm")
+    for ax, layer in zip(fig.axes, bank.layers, strict=True):
+        k = bank.slices(layer, "train").shape[-1]
+        assert ax.get_title().startswith(f"{layer}: 10 of ")
+        assert ax.images[0].get_array().shape == (2 * (k + 1) - 1, 5 * (k + 1) - 1)
+    fig = plots.plot_slice_norms(bank)
+    for ax, layer in zip(fig.axes, bank.layers, strict=True):
+        assert ax.get_xlabel() == "slice L2 norm"
+        kept = sum(p.get_height() for p in ax.patches[:60])  # the kept slices' 60 bins, first
+        assert kept == len(bank.norms(layer, "all"))
+    fig = plots.plot_source_accuracy(bank)
+    (ax,) = fig.axes
+    acc = [r["test_accuracy"] for r in bank.provenance["nets"]]
+    assert [p.get_height() for p in ax.patches] == pytest.approx(acc)
     grid = plots.slice_grid(torch.ones(5, 3, 3) * torch.tensor([1.0, -2, 3, 4, 5]).view(5, 1, 1), 4)
     assert grid.shape == (7, 15) and np.isnan(grid).sum() == 7 * 15 - 5 * 9
     assert np.nanmax(np.abs(grid)) == 1.0  # each slice scaled to its own max
+    matplotlib.pyplot.close("all")
 
 
 def test_banks_cut_differently_from_the_same_nets_live_side_by_side(trained, data, capsys):

@@ -8,13 +8,10 @@ import pytest
 import torch
 
 from dwp_lib import artifacts
-from dwp_lib.vae import (
+from dwp_lib.kernel_layers import KernelVAEConfig
+from dwp_lib.kernel_vae import (
     KernelVAE,
-    KernelVAEConfig,
     KernelVAETrainConfig,
-    gaussian_log_prob,
-    kl_to_standard_normal,
-    linear_decay,
     nats_above_baseline,
     per_pixel_gaussian_baseline,
     toy_kernel_slices,
@@ -68,18 +65,7 @@ def test_wrong_kernel_size_is_a_clear_error():
         train_kernel_vae(vae, torch.randn(10, 5, 5), KernelVAETrainConfig.tiny(), device="cpu")
 
 
-def test_gaussian_math_matches_torch_distributions():
-    x, mu, logvar = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
-    ref = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-    torch.testing.assert_close(gaussian_log_prob(x, mu, logvar), ref.log_prob(x))
-    std = torch.distributions.Normal(torch.zeros(3), torch.ones(3))
-    kl = torch.distributions.kl_divergence(ref, std).sum(-1)
-    torch.testing.assert_close(kl_to_standard_normal(mu, logvar), kl)
-
-
-def test_linear_decay_stays_above_zero():
-    f = linear_decay(10)
-    assert f(0) == 1.0 and math.isclose(f(9), 0.1)
+def test_kernel_vae_training_decays_the_rate_to_a_tenth_over_ten_steps():
     vae = KernelVAE(KernelVAEConfig.for_kernel(3))
     hist = train_kernel_vae(
         vae, torch.randn(64, 3, 3), KernelVAETrainConfig(steps=10, batch_size=16), device="cpu"
@@ -255,28 +241,69 @@ def test_presets_exist():
 
 
 def test_chapter3_figures(fitted_vae):
+    """Each figure of chapter 3 draws its panels, series and images from the data given."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     from dwp_lib import plots
     from dwp_lib.vae import TrainHistory
 
     vae, slices = fitted_vae
-    figs = [
-        plots.plot_vae_training(TrainHistory(loss=[3.0 - 0.01 * i for i in range(200)]), -1.0),
-        plots.plot_reconstructions(torch.rand(6, 28, 28), torch.rand(6, 28, 28)),
-        plots.plot_image_samples(torch.rand(20, 28, 28), ncols=10),
-        plots.plot_vae_latent_space(torch.randn(50, 2), torch.randint(0, 10, (50,))),
-        plots.plot_vae_latent_space(torch.randn(50, 2), torch.rand(50), labels="angle"),
-        plots.plot_latent_manifold(torch.rand(4, 4, 28, 28), extent=2.0),
-        plots.plot_iw_bounds({1: -3.0, 10: -2.5, 100: -2.4}, elbo=-3.0),
-        plots.plot_kernel_vae_samples(slices[:16], vae.sample(16)),
-    ]
-    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+
+    def image(ax):
+        return ax.images[0].get_array()
+
+    # training: the smoothed minibatch ELBO (200 steps, window 50) and the test ELBO
+    fig = plots.plot_vae_training(TrainHistory(loss=[3.0 - 0.01 * i for i in range(200)]), -1.0)
+    (ax,) = fig.axes
+    curve, test = ax.lines
+    assert len(curve.get_xdata()) == 151 and curve.get_xdata()[0] == 49
+    np.testing.assert_allclose(curve.get_ydata()[-1], -(3.0 - 0.01 * 174.5))
+    assert list(test.get_ydata()) == [-1.0, -1.0]
+    assert "test ELBO -1.0" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+    fig = plots.plot_reconstructions(torch.rand(6, 28, 28), torch.rand(6, 28, 28))
+    assert [a.get_ylabel() for a in fig.axes] == ["data", "reconstruction"]
+    assert all(image(a).shape == (28, 6 * 28) for a in fig.axes)
+
+    images = torch.rand(20, 28, 28)
+    fig = plots.plot_image_samples(images, ncols=10)
+    assert [a.get_ylabel() for a in fig.axes] == ["samples", ""]
+    np.testing.assert_allclose(image(fig.axes[1])[:, :28], images[10].numpy())
+
+    # latent space: classes get one scatter and a legend, floats a colour bar
+    z = torch.randn(50, 2)
+    classes = torch.randint(0, 10, (50,))
+    fig = plots.plot_vae_latent_space(z, classes)
+    (ax,) = fig.axes
+    (points,) = ax.collections
+    assert len(points.get_offsets()) == 50
+    np.testing.assert_allclose(np.sort(points.get_offsets()[:, 0]), np.sort(z[:, 0].numpy()))
+    assert len(ax.get_legend().get_texts()) == len(classes.unique())
+    fig = plots.plot_vae_latent_space(z, torch.rand(50), labels="angle")
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "angle"
+
+    fig = plots.plot_latent_manifold(torch.rand(4, 4, 28, 28), extent=2.0)
+    (ax,) = fig.axes
+    assert image(ax).shape == (4 * 28, 4 * 28)
+    assert ax.images[0].get_extent() == [-2.0, 2.0, -2.0, 2.0]
+    assert ax.get_title() == "decoder means on a 4x4 grid of z"
+
+    fig = plots.plot_iw_bounds({1: -3.0, 10: -2.5, 100: -2.4}, elbo=-3.0)
+    (ax,) = fig.axes
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), [[1, -3.0], [10, -2.5], [100, -2.4]])
+    assert ax.get_xscale() == "log" and len(ax.lines) == 2
+
+    fig = plots.plot_kernel_vae_samples(slices[:16], vae.sample(16))
+    assert [a.get_title() for a in fig.axes] == ["training slices (7x7)", "kernel-VAE samples"]
+    assert all(image(a).shape == (2 * 8 - 1, 8 * 8 - 1) for a in fig.axes)  # 16 in rows of 8
+
     with pytest.raises(ValueError, match="2-D codes"):
         plots.plot_vae_latent_space(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
-    for f in figs:
-        matplotlib.pyplot.close(f)
+    plt.close("all")
 
 
 def test_reverse_and_decoder_parameters_split_the_kernel_vae():

@@ -8,59 +8,13 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from dwp_lib import vi
+from dwp_lib import gaussian, reparam, vi
 
 D64 = torch.float64
 
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-# --- densities and KLs ---------------------------------------------------------------------------
-
-
-def test_log_normal_matches_torch():
-    x = torch.randn(7, 3, generator=gen(1))
-    mu, logvar = torch.randn(3, generator=gen(2)), torch.randn(3, generator=gen(3))
-    ref = Normal(mu, (0.5 * logvar).exp()).log_prob(x)
-    torch.testing.assert_close(vi.log_normal(x, mu, logvar), ref)
-
-
-def test_kl_normal_standard_matches_torch_and_is_zero_at_prior():
-    mu, logvar = torch.randn(4, 5, generator=gen(1)), torch.randn(4, 5, generator=gen(2))
-    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0))
-    torch.testing.assert_close(vi.kl_normal_standard(mu, logvar, reduction="none"), ref)
-    torch.testing.assert_close(vi.kl_normal_standard(mu, logvar), ref.sum())
-    assert vi.kl_normal_standard(torch.zeros(3), torch.zeros(3)).item() == 0.0
-    with pytest.raises(ValueError, match="reduction"):
-        vi.kl_normal_standard(mu, logvar, reduction="mean")
-
-
-def test_kl_normal_normal_matches_torch_and_monte_carlo():
-    mu_q, lv_q = torch.tensor([0.3, -1.0], dtype=D64), torch.tensor([-1.0, 0.5], dtype=D64)
-    mu_p, lv_p = torch.tensor([1.0, 0.0], dtype=D64), torch.tensor([0.2, -0.3], dtype=D64)
-    q, p = Normal(mu_q, (0.5 * lv_q).exp()), Normal(mu_p, (0.5 * lv_p).exp())
-    exact = vi.kl_normal_normal(mu_q, lv_q, mu_p, lv_p)
-    torch.testing.assert_close(exact, kl_divergence(q, p).sum())
-    w = q.sample((200_000,))
-    mc = (q.log_prob(w) - p.log_prob(w)).sum(-1)
-    # 5 standard errors: a wrong formula (e.g. a missing 1/2) would be far outside.
-    assert abs(mc.mean() - exact) < 5 * mc.std() / math.sqrt(len(mc))
-    # a float prior broadcasts and equals kl_normal_standard at N(0, 1)
-    torch.testing.assert_close(
-        vi.kl_normal_normal(mu_q, lv_q, 0.0, 0.0), vi.kl_normal_standard(mu_q, lv_q)
-    )
-
-
-def test_kl_gaussian_matches_torch():
-    g = gen(4)
-    a, b = torch.randn(3, 3, generator=g, dtype=D64), torch.randn(3, 3, generator=g, dtype=D64)
-    cov_q, cov_p = a @ a.T + 0.1 * torch.eye(3, dtype=D64), b @ b.T + 0.1 * torch.eye(3, dtype=D64)
-    mu_q, mu_p = torch.randn(3, generator=g, dtype=D64), torch.randn(3, generator=g, dtype=D64)
-    ref = kl_divergence(MultivariateNormal(mu_q, cov_q), MultivariateNormal(mu_p, cov_p))
-    torch.testing.assert_close(vi.kl_gaussian(mu_q, cov_q, mu_p, cov_p), ref)
-    assert abs(vi.kl_gaussian(mu_q, cov_q, mu_q, cov_q).item()) < 1e-10
 
 
 # --- variational families ---------------------------------------------------------------------
@@ -176,10 +130,10 @@ def test_gradient_estimators_are_unbiased(estimator):
     q, f, g_mu, g_lv = _exact_gradient_problem()
     n = 40_000
     if estimator == "reparam":
-        samples = vi.reparam_gradients(q, f, n, generator=gen(8))
+        samples = reparam.reparam_gradients(q, f, n, generator=gen(8))
     else:
         baseline = "loo" if estimator == "score_loo" else None
-        samples = vi.score_function_gradients(q, f, n, generator=gen(8), baseline=baseline)
+        samples = reparam.score_function_gradients(q, f, n, generator=gen(8), baseline=baseline)
     (m_mu, m_lv), (se_mu, se_lv) = samples.mean(), samples.std_error()
     assert ((m_mu - g_mu).abs() < 5 * se_mu).all()
     assert ((m_lv - g_lv).abs() < 5 * se_lv).all()
@@ -189,16 +143,20 @@ def test_gradient_estimators_are_unbiased(estimator):
 
 def test_reparam_has_lower_variance_than_score_function():
     q, f, _, _ = _exact_gradient_problem()
-    v_score = vi.score_function_gradients(q, f, 5000, generator=gen(9)).variance()[0]
-    v_loo = vi.score_function_gradients(q, f, 5000, generator=gen(9), baseline="loo").variance()[0]
-    v_rep = vi.reparam_gradients(q, f, 5000, generator=gen(9)).variance()[0]
+    v_score = reparam.score_function_gradients(q, f, 5000, generator=gen(9)).variance()[0]
+    v_loo = reparam.score_function_gradients(
+        q, f, 5000, generator=gen(9), baseline="loo"
+    ).variance()[0]
+    v_rep = reparam.reparam_gradients(q, f, 5000, generator=gen(9)).variance()[0]
     assert (v_rep * 2 < v_loo).all() and (v_loo * 2 < v_score).all()
 
 
 @pytest.mark.parametrize("method", ["score", "score_loo", "reparam"])
 def test_gradient_variance_by_samples_follows_one_over_s(method):
     q, f, _, _ = _exact_gradient_problem()
-    v = vi.gradient_variance_by_samples(q, f, method, (2, 32), n_repeats=400, generator=gen(14))
+    v = reparam.gradient_variance_by_samples(
+        q, f, method, (2, 32), n_repeats=400, generator=gen(14)
+    )
     assert v.mu.shape == (2, 2) and v.logvar.shape == (2, 2)
     # 16x more samples: 16x less variance, up to the noise of 400 repeats (about +-15% each)
     # (the leave-one-out baseline also improves with S, so its variance falls faster than 1/S)
@@ -206,18 +164,20 @@ def test_gradient_variance_by_samples_follows_one_over_s(method):
     upper = 60 if method == "score_loo" else 25
     assert ((ratio > 10) & (ratio < upper)).all(), ratio
     with pytest.raises(ValueError, match="method"):
-        vi.gradient_variance_by_samples(q, f, "pathwise", (2,), n_repeats=10)
+        reparam.gradient_variance_by_samples(q, f, "pathwise", (2,), n_repeats=10)
 
 
 def test_gradient_study_config_presets():
     for name in ("tiny", "book", "paper"):
-        cfg = getattr(vi.GradientStudyConfig, name)()
+        cfg = getattr(reparam.GradientStudyConfig, name)()
         assert min(cfg.sample_counts) >= 2  # the leave-one-out baseline needs two samples
 
 
 def test_score_closed_form_matches_autograd_of_log_prob():
     q = vi.MeanFieldGaussian(torch.tensor([0.5, -1.0]), torch.tensor([0.3, -0.7]))
-    samples = vi.score_function_gradients(q, lambda w: torch.ones(w.shape[0]), 3, generator=gen(1))
+    samples = reparam.score_function_gradients(
+        q, lambda w: torch.ones(w.shape[0]), 3, generator=gen(1)
+    )
     eps = torch.randn(3, 2, generator=gen(1))
     w = (q.mu + q.sigma * eps).detach()
     for s in range(3):
@@ -232,7 +192,7 @@ def test_reparam_matches_autograd_through_rsample():
     def f(w):
         return (w**3).sum(-1)
 
-    samples = vi.reparam_gradients(q, f, 4, generator=gen(2))
+    samples = reparam.reparam_gradients(q, f, 4, generator=gen(2))
     w = q.rsample((4,), generator=gen(2))
     g_mu, g_lv = torch.autograd.grad(f(w).mean(), [q.mu, q.logvar])
     torch.testing.assert_close(samples.mean()[0], g_mu)
@@ -242,9 +202,9 @@ def test_reparam_matches_autograd_through_rsample():
 def test_estimators_check_f_output_shape():
     q = vi.MeanFieldGaussian(torch.zeros(2))
     with pytest.raises(ValueError, match="one value per sample"):
-        vi.reparam_gradients(q, lambda w: w, 3)
+        reparam.reparam_gradients(q, lambda w: w, 3)
     with pytest.raises(ValueError, match="baseline"):
-        vi.score_function_gradients(q, lambda w: w.sum(-1), 3, baseline="mean")
+        reparam.score_function_gradients(q, lambda w: w.sum(-1), 3, baseline="mean")
 
 
 # --- Bayesian linear regression -----------------------------------------------------------------
@@ -276,7 +236,7 @@ def test_blr_vlb_gap_is_kl_to_posterior_and_closed_forms_match_mc():
     q_mean = torch.tensor([0.1, 0.2], dtype=D64)
     q_cov = torch.tensor([[0.3, 0.05], [0.05, 0.2]], dtype=D64)
     gap = model.log_evidence(X, y) - model.vlb(q_mean, q_cov, X, y)
-    torch.testing.assert_close(gap, vi.kl_gaussian(q_mean, q_cov, mean, cov))
+    torch.testing.assert_close(gap, gaussian.kl_full(q_mean, q_cov, mean, cov))
     assert gap > 0
     # at the exact posterior the bound is tight
     torch.testing.assert_close(model.vlb(mean, cov, X, y), model.log_evidence(X, y))
@@ -301,9 +261,9 @@ def test_mean_field_optimum_minimises_kl_and_underestimates_variance():
     cov = torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=D64)
     mu, var = vi.mean_field_optimum(mean, cov)
     torch.testing.assert_close(var, torch.full((2,), 0.19, dtype=D64))  # 1 - rho^2
-    best = vi.kl_gaussian(mu, torch.diag(var), mean, cov)
+    best = gaussian.kl_full(mu, torch.diag(var), mean, cov)
     for scale in (0.8, 1.25):  # any other diagonal is worse
-        assert vi.kl_gaussian(mu, torch.diag(var * scale), mean, cov) > best
+        assert gaussian.kl_full(mu, torch.diag(var * scale), mean, cov) > best
     assert (var < cov.diagonal()).all()
 
 
@@ -328,7 +288,7 @@ def test_fit_vlb_reaches_the_optimum():
     log_ev = model.log_evidence(X, y)
     gap_fr = log_ev - model.vlb(q_fr.mu, q_fr.covariance(), X, y)
     gap_mf = log_ev - model.vlb(q_mf.mu, q_mf.covariance(), X, y)
-    gap_mf_opt = vi.kl_gaussian(mu_opt, torch.diag(var_opt), mean, cov)
+    gap_mf_opt = gaussian.kl_full(mu_opt, torch.diag(var_opt), mean, cov)
     assert 0 <= gap_fr < 0.05 < gap_mf_opt <= gap_mf < gap_mf_opt + 0.05
 
 
@@ -342,16 +302,16 @@ def test_linear_output_moments_against_weight_samples():
         torch.randn(4, 2, generator=g, dtype=D64),
         torch.randn(4, 2, generator=g, dtype=D64),
     )
-    mean, var = vi.linear_output_moments(x, mu, logvar)
+    mean, var = reparam.linear_output_moments(x, mu, logvar)
     w = mu + (0.5 * logvar).exp() * torch.randn(100_000, 4, 2, generator=g, dtype=D64)
     out = torch.einsum("bi,sio->sbo", x, w)
     se = (var / len(w)).sqrt()
     assert ((out.mean(0) - mean).abs() < 5 * se).all()
     torch.testing.assert_close(out.var(0), var, rtol=0.03, atol=0.0)
-    b = vi.linear_local_reparam(x[:1].expand(100_000, 4), mu, logvar, generator=g)
+    b = reparam.linear_local_reparam(x[:1].expand(100_000, 4), mu, logvar, generator=g)
     torch.testing.assert_close(b.var(0), var[0], rtol=0.03, atol=0.0)
     with pytest.raises(ValueError, match="in, out"):
-        vi.linear_output_moments(x, mu.T, logvar.T)
+        reparam.linear_output_moments(x, mu.T, logvar.T)
 
 
 def test_per_example_and_shared_samplers_have_the_local_moments():
@@ -361,57 +321,57 @@ def test_per_example_and_shared_samplers_have_the_local_moments():
         torch.randn(3, 2, generator=g, dtype=D64),
         torch.randn(3, 2, generator=g, dtype=D64),
     )
-    mean, var = vi.linear_output_moments(x, mu, logvar)
+    mean, var = reparam.linear_output_moments(x, mu, logvar)
     many = x[:1].expand(50_000, 3)
-    each = vi.linear_per_example(many, mu, logvar, generator=g)
+    each = reparam.linear_per_example(many, mu, logvar, generator=g)
     torch.testing.assert_close(
         each.mean(0), mean[0], atol=5 * (var[0] / 50_000).sqrt().max().item(), rtol=0
     )
     torch.testing.assert_close(each.var(0), var[0], rtol=0.05, atol=0.0)
     shared = torch.stack(
-        [vi.linear_shared_weights(x, mu, logvar, generator=g) for _ in range(20_000)]
+        [reparam.linear_shared_weights(x, mu, logvar, generator=g) for _ in range(20_000)]
     )
     torch.testing.assert_close(shared.var(0), var, rtol=0.05, atol=0.0)
     # one W for the batch: two identical inputs get identical outputs; local noise does not
     twice = x[:1].expand(2, 3)
-    out = vi.linear_shared_weights(twice, mu, logvar, generator=g)
+    out = reparam.linear_shared_weights(twice, mu, logvar, generator=g)
     assert torch.equal(out[0], out[1])
-    out = vi.linear_local_reparam(twice, mu, logvar, generator=g)
+    out = reparam.linear_local_reparam(twice, mu, logvar, generator=g)
     assert not torch.equal(out[0], out[1])
 
 
-def _softmax_regression(logvar: float) -> tuple[vi.BayesianMLP, torch.Tensor, torch.Tensor]:
+def _softmax_regression(logvar: float) -> tuple[reparam.BayesianMLP, torch.Tensor, torch.Tensor]:
     g = gen(11)
     x = torch.randn(500, 20, generator=g)
     y = torch.randint(0, 5, (500,), generator=g)
-    model = vi.BayesianMLP((20, 5), logvar_init=logvar, seed=0)
+    model = reparam.BayesianMLP((20, 5), logvar_init=logvar, seed=0)
     return model, x, y
 
 
 def test_local_reparam_lowers_minibatch_gradient_variance():
     model, x, y = _softmax_regression(logvar=-1.0)
     kw = dict(batch_size=50, n_repeats=300, resample_batch=False, seed=1)
-    v_shared = vi.minibatch_gradient_variance(model, x, y, "shared", **kw)
-    v_local = vi.minibatch_gradient_variance(model, x, y, "local", **kw)
-    v_each = vi.minibatch_gradient_variance(model, x, y, "per_example", **kw)
+    v_shared = reparam.minibatch_gradient_variance(model, x, y, "shared", **kw)
+    v_local = reparam.minibatch_gradient_variance(model, x, y, "local", **kw)
+    v_each = reparam.minibatch_gradient_variance(model, x, y, "per_example", **kw)
     assert v_shared.shape == (1,)
     assert v_local * 2 < v_shared  # measured ratio about 2.5 here
     assert 0.7 < v_local / v_each < 1.4  # same noise model, same variance
     assert all(layer.sampler == "local" for layer in model.layers)  # restored
     # with a resampled batch the batch noise adds to both, but local still wins
     kw["resample_batch"] = True
-    assert vi.minibatch_gradient_variance(
+    assert reparam.minibatch_gradient_variance(
         model, x, y, "local", **kw
-    ) < vi.minibatch_gradient_variance(model, x, y, "shared", **kw)
+    ) < reparam.minibatch_gradient_variance(model, x, y, "shared", **kw)
     with pytest.raises(ValueError, match="method"):
-        vi.minibatch_gradient_variance(model, x, y, "bogus", batch_size=5)
+        reparam.minibatch_gradient_variance(model, x, y, "bogus", batch_size=5)
     with pytest.raises(ValueError, match="sampler"):
         model.layers[0].sampler = "bogus"
 
 
 def test_gradient_variance_vanishes_with_a_point_mass_q():
     model, x, y = _softmax_regression(logvar=-30.0)
-    v = vi.minibatch_gradient_variance(
+    v = reparam.minibatch_gradient_variance(
         model, x, y, "shared", batch_size=50, n_repeats=20, resample_batch=False
     )
     assert v.item() < 1e-6
@@ -421,8 +381,10 @@ def test_gradient_variance_vanishes_with_a_point_mass_q():
 
 
 def test_bayesian_linear_kl_and_modes():
-    layer = vi.BayesianLinear(6, 3, logvar_init=-2.0, prior_logvar=0.0, generator=gen(0))
-    torch.testing.assert_close(layer.kl(), vi.kl_normal_standard(layer.q.mu, layer.q.logvar))
+    layer = reparam.BayesianLinear(6, 3, logvar_init=-2.0, prior_logvar=0.0, generator=gen(0))
+    torch.testing.assert_close(
+        layer.kl(), gaussian.kl_to_standard(layer.q.mu, layer.q.logvar).sum()
+    )
     x = torch.randn(4, 6, generator=gen(1))
     layer.eval()
     torch.testing.assert_close(layer(x), x @ layer.q.mu + layer.bias)
@@ -435,25 +397,27 @@ def test_train_minibatch_vi_learns_a_separable_problem():
     centres = 3 * torch.randn(3, 10, generator=g)
     y = torch.randint(0, 3, (600,), generator=g)
     x = centres[y] + torch.randn(600, 10, generator=g)
-    cfg = vi.MinibatchVIConfig(n_train=600, hidden=(16,), batch_size=50, epochs=15, lr=1e-2)
-    model = vi.BayesianMLP((10, 16, 3), cfg.logvar_init, cfg.prior_logvar, seed=0)
-    hist = vi.train_minibatch_vi(model, x, y, cfg)
+    cfg = reparam.MinibatchVIConfig(n_train=600, hidden=(16,), batch_size=50, epochs=15, lr=1e-2)
+    model = reparam.BayesianMLP((10, 16, 3), cfg.logvar_init, cfg.prior_logvar, seed=0)
+    hist = reparam.train_minibatch_vi(model, x, y, cfg)
     assert len(hist.elbo) == cfg.epochs * 12
     assert sum(hist.elbo[-12:]) / 12 > sum(hist.elbo[:12]) / 12
-    assert vi.predictive_accuracy(model, x, y, n_samples=3) > 0.9
-    assert vi.predictive_accuracy(model, x, y, n_samples=0) > 0.9
+    assert reparam.predictive_accuracy(model, x, y, n_samples=3) > 0.9
+    assert reparam.predictive_accuracy(model, x, y, n_samples=0) > 0.9
     with pytest.raises(ValueError, match="disagree"):
-        vi.train_minibatch_vi(model, x, y[:10], cfg)
+        reparam.train_minibatch_vi(model, x, y[:10], cfg)
 
 
 # --- presets, data and figures ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [vi.VIFitConfig, vi.MinibatchVIConfig, vi.GradientStudyConfig])
+@pytest.mark.parametrize(
+    "cls", [vi.VIFitConfig, reparam.MinibatchVIConfig, reparam.GradientStudyConfig]
+)
 def test_presets_build_and_grow(cls):
-    from dwp_lib.config import preset_of, to_dict
+    from dwp_lib.config import to_dict
 
-    tiny, book, paper = (preset_of(cls, name) for name in ("tiny", "book", "paper"))
+    tiny, book, paper = (cls.preset(name) for name in ("tiny", "book", "paper"))
     assert to_dict(tiny) != to_dict(book) != to_dict(paper)
 
 
@@ -475,34 +439,92 @@ def test_fit_vlb_checks_log_lik_shape():
 
 
 def test_chapter_figures_draw():
+    """Each figure of chapters 1 and 2 draws its panels and series, labelled, from the data given."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    import matplotlib.pyplot as plt
+    import numpy as np
 
     from dwp_lib import plots
 
     mean, cov = torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
     X, y, x = vi.make_regression_data(10)
-    hist = vi.VIHistory(elbo=[-3.0] * 30, data_term=[-1.0] * 30, kl=[2.0] * 30)
-    figs = [
-        plots.plot_q_vs_posterior(mean, cov, {"q": (mean, torch.eye(2))}, prior_var=1.0),
-        plots.plot_vlb_traces({"q": list(range(-60, 0))}, log_evidence=0.0),
-        plots.plot_mean_field_failure(
-            torch.tensor([0.0, 0.5]),
-            torch.tensor([1.0, 0.75]),
-            torch.tensor([0.0, 0.14]),
-            [(0.5, cov, torch.tensor([0.75, 0.75]))],
-        ),
-        plots.plot_blr_posterior(x, y, mean, cov, 1.0, 0.25),
-        plots.plot_blr_grid([[(mean, cov)]], [1.0], [10], 0.25, truth=(0.5, -1.0)),
-        plots.plot_estimator_histograms({"a": torch.randn(100)}, exact=0.0),
-        plots.plot_estimator_variance([2, 8], {"a": torch.tensor([1.0, 0.25])}),
-        plots.plot_vi_history(hist, n_data=10),
-        plots.plot_pixel_posterior(torch.randn(784, 10), torch.zeros(784, 10)),
-        plots.plot_gradient_variance_vs_batch([10, 100], {"a": torch.tensor([1.0, 0.1])}),
-    ]
-    assert all(isinstance(f, Figure) for f in figs)
-    import matplotlib.pyplot as plt
+    hist = reparam.VIHistory(elbo=[-3.0] * 30, data_term=[-1.0] * 30, kl=[2.0] * 30)
 
+    def legend(ax):
+        return [t.get_text() for t in ax.get_legend().get_texts()]
+
+    # q against the posterior: 2 filled posterior contours; q's 1 and 2 sd, the prior, the mode
+    fig = plots.plot_q_vs_posterior(mean, cov, {"q": (mean, torch.eye(2))}, prior_var=1.0)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 2 and len(ax.lines) == 4
+    assert legend(ax) == ["exact posterior p(w|D)", "q", "prior p(w), 1 sd"]
+    np.testing.assert_allclose(ax.lines[0].get_xdata().max(), 1.0, atol=1e-3)  # q = N(0, I), 1 sd
+    assert ax.get_xlabel() == "$w_0$ (intercept)"
+
+    # VLB traces: the raw trace, its running mean (60 >= 25 steps) and log p(D)
+    fig = plots.plot_vlb_traces({"q": list(range(-60, 0))}, log_evidence=0.0)
+    (ax,) = fig.axes
+    assert len(ax.lines) == 3 and ax.get_ylim() == (-15.0, 3.0)
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), np.arange(-60, 0))
+    assert len(ax.lines[1].get_ydata()) == 60 - 25 + 1
+
+    # mean-field failure: one contour panel, the ratio panel and its twin (the KL)
+    fig = plots.plot_mean_field_failure(
+        torch.tensor([0.0, 0.5]),
+        torch.tensor([1.0, 0.75]),
+        torch.tensor([0.0, 0.14]),
+        [(0.5, cov, torch.tensor([0.75, 0.75]))],
+    )
+    contours, ratio, twin = fig.axes
+    assert len(contours.lines) == 4 and contours.get_title() == "correlation 0.50"
+    np.testing.assert_allclose(ratio.lines[0].get_ydata(), [1.0, 0.75])
+    np.testing.assert_allclose(twin.lines[0].get_ydata(), [0.0, 0.14])
+    assert twin.get_ylabel() == "KL (nats)"
+
+    # BLR: weight space (prior and posterior, 1 and 2 sd) and data space (band, mean, data)
+    fig = plots.plot_blr_posterior(x, y, mean, cov, 1.0, 0.25)
+    ax_w, ax_d = fig.axes
+    assert len(ax_w.lines) == 4 and legend(ax_w) == ["prior", "posterior"]
+    assert len(ax_d.collections) == 1 and len(ax_d.lines) == 2
+    np.testing.assert_allclose(ax_d.lines[1].get_xdata(), x.numpy())
+    assert "data (N=10)" in legend(ax_d)
+
+    fig = plots.plot_blr_grid([[(mean, cov)]], [1.0], [10], 0.25, truth=(0.5, -1.0))
+    (ax,) = fig.axes
+    assert len(ax.lines) == 5 and ax.get_title() == "prior sd 1, N=10"
+    assert list(ax.lines[-1].get_xydata()[0]) == [0.5, -1.0]  # the true weights
+    assert fig.get_suptitle().startswith("posterior (blue) and prior (grey)")
+
+    # chapter 2
+    fig = plots.plot_estimator_histograms({"a": torch.randn(100)}, exact=0.0, bins=20)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 20 and list(ax.lines[0].get_xdata()) == [0.0, 0.0]
+    assert legend(ax)[0].startswith("a: sd ")
+
+    fig = plots.plot_estimator_variance([2, 8], {"a": torch.tensor([1.0, 0.25])})
+    (ax,) = fig.axes
+    assert len(ax.lines) == 2 and ax.get_xscale() == ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.0, 0.25])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [1.0, 0.25])  # the 1/S law through S = 2
+
+    fig = plots.plot_vi_history(hist, n_data=10)
+    terms, kl = fig.axes
+    assert len(terms.lines) == 2 and len(terms.lines[0].get_ydata()) == 30 - 20 + 1
+    np.testing.assert_allclose(terms.lines[0].get_ydata(), -0.3)  # the VLB per example
+    np.testing.assert_allclose(kl.lines[0].get_ydata(), [0.2] * 30)
+
+    fig = plots.plot_pixel_posterior(torch.randn(784, 10), torch.zeros(784, 10))
+    assert len(fig.axes) == 2 * 5 + 1  # 4 digits and the summary, two rows, and the colour bar
+    assert [a.get_title() for a in fig.axes[:4]] == [
+        f"mean weights, digit {c}" for c in (0, 1, 3, 7)
+    ]
+    assert fig.axes[0].images[0].get_array().shape == (28, 28)
+    assert len(fig.axes[9].patches) == 50  # the histogram of all sds
+
+    fig = plots.plot_gradient_variance_vs_batch([10, 100], {"a": torch.tensor([1.0, 0.1])})
+    (ax,) = fig.axes
+    assert len(ax.lines) == 1 and ax.get_xlabel() == "batch size B"
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), [[10, 1.0], [100, 0.1]])
     plt.close("all")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import config as _config
+from ..config import Presets
 from ..progress import progress
 from . import fonts as _fonts
 from .imageset import LETTERS, ImageSet
@@ -48,7 +49,7 @@ RENDERER_VERSION = 2  # bump when a change to this file changes the images (rena
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Presets):
     """Every knob of the synthetic set. Presets: ``tiny`` (tests), ``book``, ``paper``."""
 
     packages: tuple[str, ...] = _fonts.DEBIAN_FONT_PACKAGES  # Debian font packages to render
@@ -76,10 +77,6 @@ class SyntheticConfig:
     @classmethod
     def paper(cls) -> SyntheticConfig:
         return cls(copies=40)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> SyntheticConfig:
-        return _config.preset_of(cls, name, **overrides)
 
     def key(self) -> str:
         """A short hash of the fields that change the images (names the cache file)."""

@@ -119,7 +119,6 @@ from .runner import (
 from .stages import (
     DEVICE_COUNTS,
     SOURCE_IMAGES,
-    conv_l2_of,
     estimate_cost,
     init_costs,
     mean_log_var,
@@ -160,7 +159,6 @@ __all__ = [
     "config_differences",
     "config_from",
     "config_summary",
-    "conv_l2_of",
     "costs_table",
     "describe_run",
     "drop_paths",

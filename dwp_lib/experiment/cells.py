@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -14,16 +15,14 @@ from ..bayes import (
     BayesianCNN,
     det_cnn,
     ensemble_accuracy,
-    initialise,
     mean_accuracy,
     train_bayesian_cnn,
     train_det_cnn,
 )
-from ..device import default_device
-from ..source_nets import KernelBank
-from ..vae import (
-    KernelVAE,
-)
+from ..device import default_device, exit_with_parent
+from ..inits import initialise
+from ..kernel_bank import KernelBank
+from ..kernel_vae import KernelVAE
 from .config import ExperimentConfig
 from .methods import make_init, make_priors
 from .names import parse_method, vae_sources
@@ -120,8 +119,40 @@ def run_grid_cell(
     }
 
 
-def _ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
+def ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
     """One grid cell as a Ray task: on the GPU share Ray gave it, else on ``threads`` CPU
     threads (as a local worker process uses)."""
     torch.set_num_threads(threads)
     return run_grid_cell(ctx, method, n, seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Grid cells in worker processes (grid.workers > 0)
+# ------------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def init_grid_worker(
+    cfg: ExperimentConfig,
+    out: str,
+    device: str,
+    with_vaes: bool,
+    with_released: bool = False,
+) -> None:
+    """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
+    cache that the parent process filled, MNIST from the data cache."""
+    from .runner import Experiment  # the runner starts these workers
+
+    exit_with_parent(os.getppid())
+    exp = Experiment(cfg, out, device, verbose=False)
+    torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
+    bank = exp.kernel_bank()
+    vaes = exp.kernel_vaes() if with_vaes else None
+    released = exp.released_vaes() if with_released else None
+    _WORKER.update(exp=exp, ctx=exp.cell_context(bank, vaes, released))
+
+
+def grid_worker_cell(method: str, n: int, seed: int) -> dict:
+    w = _WORKER
+    return run_grid_cell(w["ctx"], method, n, seed, w["exp"].device)

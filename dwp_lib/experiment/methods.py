@@ -8,19 +8,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..bayes import (
-    BayesConfig,
-    DeepWeightPrior,
-    DWPInit,
-    FiltersInit,
-    LogUniform,
-    StandardNormal,
-    XavierInit,
-)
-from ..source_nets import LAYERS, KernelBank
-from ..vae import (
-    KernelVAE,
-)
+from ..bayes import BayesConfig
+from ..inits import DWPInit, FiltersInit, XavierInit
+from ..kernel_bank import KernelBank
+from ..kernel_vae import KernelVAE
+from ..nets import LAYERS
+from ..priors import DeepWeightPrior, LogUniform, StandardNormal
 from .names import INITS, RELEASED, ExperimentError
 
 # ------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ the paper's table, and :class:`ExperimentError`.
 
 from __future__ import annotations
 
-from ..source_nets import LAYERS
+from ..nets import LAYERS
 
 
 class ExperimentError(RuntimeError):

@@ -2,6 +2,15 @@
 ``--set source.prune_norms=[0.3,0.1]``, ``--set grid.steps_by_size.50=10000``, and the JSON or
 TOML config files that hold the same settings (each value coerced to its field's type, with
 an error that names the setting).
+
+Why not OmegaConf's structured configs (or Hydra), the field's usual tool for exactly this: our
+stage configs are frozen-style dataclasses whose fields use fixed-length tuples
+(``widths: tuple[int, int]``), ``Literal`` choices and ``X | None`` unions, checked by
+:func:`dwp_lib.config.check_fields` with messages the tests pin (``init.test_images=0: must be
+>= 1 (or None)``). OmegaConf 2.3, its current stable release, supports none of fixed-length
+tuples or ``Literal`` (its 2.4 release candidate previews both); adopting it would mean a
+second schema in its types plus a conversion back to ours, more code than this module's ~200
+lines, for errors no clearer. Revisit when OmegaConf 2.4 is final.
 """
 
 from __future__ import annotations

@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .. import artifacts as _artifacts
 from ..config import to_dict
-from ..device import default_device, exit_with_parent
+from ..device import default_device
 from ..executor import run_on_ray
+from ..kernel_bank import KernelBank, get_kernel_bank
+from ..kernel_vae import KernelVAE
+from ..nets import LAYERS
 from ..progress import progress
-from ..source_nets import LAYERS, KernelBank, get_kernel_bank
-from ..vae import (
-    KernelVAE,
-)
-from .cells import CellContext, _ray_grid_cell, run_grid_cell
+from . import report
+from .cells import CellContext, grid_worker_cell, init_grid_worker, ray_grid_cell, run_grid_cell
 from .config import (
-    EXTENDABLE,
     ExperimentConfig,
     LayerVAEConfig,
     at_default,
-    config_differences,
     drop_paths,
-    key_of,
-    with_added_fields,
 )
+from .folder import RunFolder
 from .names import RELEASED, ExperimentError, parse_method, vae_sources
 from .results import CURVE_COLUMNS, RESULT_COLUMNS, append_row, read_rows
 from .stages import fit_layer_vae, init_costs, test_subset, train_plain_cnn_curve
@@ -50,7 +44,7 @@ class Experiment:
     """Runs the stages of ``cfg`` into ``out_dir`` (default: a cache folder named after the
     config), loading what an earlier run left there and saying so.
 
-    The source nets and the bank are cached by :func:`~dwp_lib.source_nets.get_kernel_bank`;
+    The source nets and the bank are cached by :func:`~dwp_lib.kernel_bank.get_kernel_bank`;
     the kernel VAEs under ``$DWP_CACHE/kernel_vaes`` (named after the bank's hash and the VAE
     config); the init experiment and the grid append rows to CSV files in ``out_dir``.
     """
@@ -83,8 +77,8 @@ class Experiment:
         self._released_bank: dict | None = None
         self.released_records: dict[str, dict] = {}
         self._mnist = None
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_folder()
+        self.folder = RunFolder(self.out)
+        self.accepted_keys = self.folder.check_settings(cfg)
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
 
@@ -95,127 +89,20 @@ class Experiment:
 
     @property
     def results_path(self) -> Path:
-        return self.out / "results.csv"
+        return self.folder.results_path
 
     @property
     def curves_path(self) -> Path:
-        return self.out / "init_curves.csv"
+        return self.folder.curves_path
 
-    def _check_folder(self) -> None:
-        """Refuse a folder whose earlier run used other settings (mixing would be wrong)."""
-        path = self.out / "config.json"
-        now = self.cfg.to_dict()
-        self.accepted_keys = {self.cfg.key()}
-        if not path.exists() and read_rows(self.curves_path):
-            raise ExperimentError(
-                f"{self.out} holds {self.curves_path.name} but no config.json, so nothing says "
-                "which settings made its rows; restore config.json (e.g. git checkout), or move "
-                "the folder away and start a new run"
-            )
-        if path.exists():
-            try:
-                before = json.loads(path.read_text())
-                if not isinstance(before, dict):
-                    raise ValueError("it does not hold a mapping of settings")
-            except ValueError as err:
-                raise ExperimentError(
-                    f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or "
-                    "move the folder away and start a new run"
-                ) from None
-            # rows written before the library gained a field carry the key of the config then
-            self.accepted_keys.add(key_of(before))
-            self.accepted_keys.update(self._provenance_keys())
-            # a setting added to the library since that run, at its preset value, is the old
-            # behaviour (new fields default to what the code did before they existed)
-            preset = ExperimentConfig.preset_config(self.cfg.from_preset).to_dict()
-            before = with_added_fields(before, now, preset)
-            diff = config_differences(drop_paths(before, EXTENDABLE), drop_paths(now, EXTENDABLE))
-            if diff:
-                raise ExperimentError(
-                    f"{self.out} holds a run with other settings ({'; '.join(diff[:6])}"
-                    f"{'...' if len(diff) > 6 else ''}); use a new --out folder for these "
-                    "settings (only sizes, methods, seeds and inits may change in one folder)"
-                )
-        self._check_row_keys(read_rows(self.results_path, RESULT_COLUMNS))
-        _artifacts.atomic_write_json(path, now)
-
-    def _check_artifacts(self, rows: Sequence[Mapping], vaes: bool) -> None:
-        """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
-        already in this folder (same settings, but the cache was rebuilt in between, e.g. with
-        another thread count): mixed rows would compare two priors under one name."""
+    def artifact_hashes(self, vaes: bool) -> dict[str, str]:
+        """The 12-digit SHA-256 of the bank and (``vaes``) of each kernel VAE in use."""
         mine = {"bank": self.bank_sha()[:12]}
         if vaes:
             mine.update({k: v["sha256"][:12] for k, v in self.vae_records.items()})
-        theirs: dict[str, set[str]] = {}
-        for r in rows:
-            if r.get("bank_sha256"):
-                theirs.setdefault("bank", set()).add(str(r["bank_sha256"]))
-            for part in str(r.get("vae_sha256") or "").split("/"):
-                layer, _, sha = part.partition("=")
-                if sha and layer in mine:
-                    theirs.setdefault(layer, set()).add(sha)
-        try:
-            prov = json.loads((self.out / "provenance.json").read_text())
-        except (OSError, ValueError):
-            prov = {}
-        if read_rows(self.curves_path) and isinstance(prov, dict):  # curves carry no hashes
-            if (prov.get("bank") or {}).get("sha256"):
-                theirs.setdefault("bank", set()).add(str(prov["bank"]["sha256"])[:12])
-            for layer, rec in (prov.get("kernel_vaes") or {}).items():
-                if layer in mine and isinstance(rec, dict) and rec.get("sha256"):
-                    theirs.setdefault(layer, set()).add(str(rec["sha256"])[:12])
-        wrong = [f"{k}: rows {', '.join(sorted(v))}, now {mine[k]}" for k, v in theirs.items()
-                 if k in mine and v != {mine[k]}]  # fmt: skip
-        if wrong:
-            raise ExperimentError(
-                f"{self.out} holds rows made from other artifacts than the cache holds now "
-                f"({'; '.join(wrong)}): the kernel bank or VAEs were rebuilt since (another "
-                "machine or thread count gives other bits). New rows would mix two priors under "
-                "one name; use a new --out folder, or restore the cached files those rows used"
-            )
+        return mine
 
-    def _provenance_keys(self) -> set[str]:
-        """The config keys an earlier run of this folder recorded as its own (``config_keys``)."""
-        try:
-            prov = json.loads((self.out / "provenance.json").read_text())
-        except (OSError, ValueError):
-            return set()
-        keys = prov.get("config_keys") if isinstance(prov, dict) else None
-        return {str(k) for k in keys} if isinstance(keys, list) else set()
-
-    def _check_row_keys(self, rows: Sequence[Mapping]) -> None:
-        """Refuse rows that another config made (their ``config_key`` is not this run's)."""
-        bad = sorted({str(r.get("config_key")) for r in rows} - self.accepted_keys)
-        if bad:
-            n = sum(str(r.get("config_key")) in bad for r in rows)
-            raise ExperimentError(
-                f"{self.results_path} holds {n} row(s) made with other settings (config_key "
-                f"{', '.join(bad)}; this run's is {self.cfg.key()}): its config.json was replaced "
-                "or deleted. Use a new --out folder, or restore that run's config.json"
-            )
-
-    @contextlib.contextmanager
-    def _writing(self):
-        """Hold the run folder's lock while rows are appended: a second process writing to the
-        same folder is refused (it would store every cell twice), with the holder's pid."""
-        from filelock import FileLock, Timeout
-
-        lock, owner = FileLock(str(self.out / ".lock")), self.out / ".lock.owner"
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            who = owner.read_text().strip() if owner.exists() else "another process"
-            raise ExperimentError(
-                f"{self.out} is being written by {who}; wait for it to finish (or stop it), or "
-                "use another --out folder. Two writers would store every cell twice."
-            ) from None
-        try:
-            owner.write_text(f"process {os.getpid()} on {platform.node()}\n")
-            yield
-        finally:
-            lock.release()
-
-    def _timed(self, stage: str, t0: float, loaded: bool) -> None:
+    def timed(self, stage: str, t0: float, loaded: bool) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
         self.stage_loaded[stage] = loaded
 
@@ -243,7 +130,7 @@ class Experiment:
                 executor=self.cfg.executor,
             )
             loaded = existed and self._bank.provenance.get("file") is not None
-            self._timed("source_nets_and_bank", t0, loaded)
+            self.timed("source_nets_and_bank", t0, loaded)
         return self._bank
 
     # -- stage 2: one kernel VAE per layer ------------------------------------------------------
@@ -313,7 +200,7 @@ class Experiment:
                 **rec["provenance"].get("training", {}),
             }
         self._vaes = vaes
-        self._timed("kernel_vaes", t0, all_loaded)
+        self.timed("kernel_vaes", t0, all_loaded)
         return vaes
 
     @staticmethod
@@ -343,7 +230,7 @@ class Experiment:
                 raise ExperimentError(f"the dwp@released prior/init needs them: {err}") from None
             self.released_records = {k: dict(v.record) for k, v in self._released.items()}
             self.say(release.AUTHORS_RELEASE.notice)
-            self._timed("released_vaes", t0, True)
+            self.timed("released_vaes", t0, True)
         return self._released
 
     def _train_vae(self, layer: str, lc: LayerVAEConfig, bank: KernelBank, path: Path):
@@ -403,7 +290,9 @@ class Experiment:
             vaes = self.kernel_vaes() if need_vaes else None
             released = self.released_vaes() if any(i == RELEASED for i, _ in todo) else None
             if bank is not None:
-                self._check_artifacts(read_rows(self.results_path, RESULT_COLUMNS), need_vaes)
+                self.folder.check_artifacts(
+                    read_rows(self.results_path, RESULT_COLUMNS), self.artifact_hashes(need_vaes)
+                )
             t0 = time.perf_counter()
             train, test = self.mnist()
             xt, yt = test_subset(test.float_images(), test.labels, ic.test_images, 0)
@@ -413,7 +302,7 @@ class Experiment:
             if len(keep) != len(rows):
                 self._rewrite(self.curves_path, keep, CURVE_COLUMNS)
                 rows = keep
-            with self._writing():
+            with self.folder.writing():
                 for init_name, seed in progress(todo, desc="init experiment", position=0):
                     new = train_plain_cnn_curve(
                         init_name, seed, ic, data, bank, vaes, self.device, released
@@ -428,7 +317,7 @@ class Experiment:
             self.say(
                 f"Init experiment: loaded {len(rows)} rows from {_artifacts.shown(self.curves_path)}"
             )
-        self._timed("init_experiment", t0, not todo)
+        self.timed("init_experiment", t0, not todo)
         return [r for r in rows if r["init"] in ic.inits and int(r["seed"]) in ic.seeds]
 
     def init_costs(self) -> dict:
@@ -471,7 +360,7 @@ class Experiment:
         cells of this config (earlier rows of other sizes, methods or seeds stay in the file)."""
         g = self.cfg.grid
         rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
-        self._check_row_keys(rows)
+        self.folder.check_row_keys(rows)
         if not g.enabled:
             return rows
         todo = self._todo(rows)
@@ -481,9 +370,9 @@ class Experiment:
             bank = self.kernel_bank()
             vaes = self.kernel_vaes() if "trained" in sources else None
             released = self.released_vaes() if "released" in sources else None
-            self._check_artifacts(rows, vaes is not None)
+            self.folder.check_artifacts(rows, self.artifact_hashes(vaes is not None))
             t0 = time.perf_counter()
-            with self._writing():
+            with self.folder.writing():
                 # read again under the lock: a writer that finished meanwhile added cells
                 rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
                 todo = self._todo(rows)
@@ -508,7 +397,7 @@ class Experiment:
                 f"Prior grid: all {len(self.planned_cells())} cells found in "
                 f"{_artifacts.shown(self.results_path)}"
             )
-        self._timed("prior_grid", t0, not todo)
+        self.timed("prior_grid", t0, not todo)
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
         return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
 
@@ -553,7 +442,7 @@ class Experiment:
         if ex.kind == "ray":
             calls = [(*cell, ex.threads) for cell in todo]
             ctx = self.cell_context(bank, vaes, released)
-            yield from run_on_ray(ex, _ray_grid_cell, ctx, calls, unit="cell")
+            yield from run_on_ray(ex, ray_grid_cell, ctx, calls, unit="cell")
             return
         if workers == 0:
             train, _ = self.mnist()
@@ -570,8 +459,8 @@ class Experiment:
             vaes is not None,
             released is not None,
         )
-        with ProcessPoolExecutor(workers, ctx, _init_grid_worker, init) as pool:
-            futures = [pool.submit(_grid_worker_cell, *cell) for cell in todo]
+        with ProcessPoolExecutor(workers, ctx, init_grid_worker, init) as pool:
+            futures = [pool.submit(grid_worker_cell, *cell) for cell in todo]
             for fut in as_completed(futures):
                 yield fut.result()
 
@@ -585,93 +474,25 @@ class Experiment:
     # -- outputs ----------------------------------------------------------------------------------
     def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
         """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        from .. import plots
-
-        t0 = time.perf_counter()
-        folder = self.out / "figures"
-        folder.mkdir(exist_ok=True)
-        figs = {}
-        bank, vaes = self.kernel_bank(), self.kernel_vaes()
-        figs["kernel_examples"] = plots.plot_kernel_examples(bank, vaes)
-        figs["latent_space"] = plots.plot_latent_space(bank, vaes)
-        if curves is None:
-            curves = read_rows(self.curves_path, CURVE_COLUMNS)
-        if curves:
-            figs["init_curves"] = plots.plot_init_curves(curves)
-        if rows is None:
-            rows = read_rows(self.results_path, RESULT_COLUMNS)
-        if rows:
-            figs["accuracy_vs_n"] = plots.plot_accuracy_vs_n(rows, title=self.cfg.name)
-        paths = {}
-        for name, fig in figs.items():
-            path = folder / f"{name}.png"
-            with _artifacts.atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=120, format="png")
-            plt.close(fig)
-            paths[name] = path
-        self._timed("figures", t0, False)
-        return paths
+        return report.write_figures(self, curves, rows, costs)
 
     def provenance(self) -> dict:
         """What the run was: command, config, overrides, data, artifacts, versions, times."""
-        bank = self._bank
-        rows = read_rows(self.results_path, RESULT_COLUMNS)
-        data: dict[str, Any] = {}
-        if self._mnist is not None:
-            data["mnist"] = {
-                s.provenance.get("split", i): dict(s.provenance) for i, s in enumerate(self._mnist)
-            }
-        if bank is not None:
-            data["source"] = bank.provenance.get("data", {})
-        planned = len(self.planned_cells())  # with grid.enabled=false too: says what is missing
-        return {
-            "command": self.command,
-            "preset": self.cfg.from_preset,
-            "name": self.cfg.name,
-            "overrides": self.overrides,
-            "config_file": self.config_file,
-            "config": self.cfg.to_dict(),
-            "config_key": self.cfg.key(),
-            # every key of this folder's rows: the same settings before and after the library
-            # gained a field
-            "config_keys": sorted({self.cfg.key()} | {str(r["config_key"]) for r in rows}),
-            "seeds": {
-                "split_seeds": list(self.cfg.grid.split_seeds),
-                "init_seeds": list(self.cfg.init.seeds),
-                "source_net_seeds": [
-                    self.cfg.source.seed + i for i in range(self.cfg.source.n_nets)
-                ],
-                "vae_seeds": {k: v.seed for k, v in self.cfg.vae.layers().items()},
-            },
-            "data": data,
-            "bank": None
-            if bank is None
-            else {
-                "file": str(self._bank_path),
-                "sha256": self.bank_sha(),
-                "counts": bank.counts(),
-                "norms": bank.provenance.get("norms"),
-                "source_accuracy": bank.provenance.get("accuracy"),
-            },
-            "kernel_vaes": self.vae_records,
-            "released_prior": (
-                {"layers": self.released_records, **_released_provenance()}
-                if self.released_records
-                else None
-            ),
-            "rows": len(rows),
-            "cells_planned": planned,
-            "complete": planned == 0 or len(self.prior_grid_done()) >= planned,
-            "stage_seconds": self.stage_seconds,
-            "stage_loaded_from_cache": self.stage_loaded,
-            "environment": _artifacts.environment_record(),
-            "threads": torch.get_num_threads(),
-        }
+        return report.provenance(self)
+
+    @property
+    def loaded_bank(self) -> KernelBank | None:
+        """The kernel bank if a stage has loaded it (None: not needed yet)."""
+        return self._bank
+
+    @property
+    def bank_path(self) -> Path | None:
+        return self._bank_path
+
+    @property
+    def loaded_mnist(self):
+        """MNIST (train, test) if a stage has loaded it, else None."""
+        return self._mnist
 
     def prior_grid_done(self) -> set:
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
@@ -693,7 +514,9 @@ class Experiment:
         self.say(bank.summary())
         self.kernel_vaes()
         # before provenance.json is rewritten: it records the artifacts of the rows so far
-        self._check_artifacts(read_rows(self.results_path, RESULT_COLUMNS), vaes=True)
+        self.folder.check_artifacts(
+            read_rows(self.results_path, RESULT_COLUMNS), self.artifact_hashes(vaes=True)
+        )
         self.write_provenance({"wall_seconds": time.perf_counter() - t0})
         costs = curves = None
         if self.cfg.init.enabled:
@@ -704,39 +527,3 @@ class Experiment:
         self.write_figures(curves, rows, costs)
         prov = self.write_provenance({"wall_seconds": time.perf_counter() - t0})
         return {"rows": rows, "curves": curves, "costs": costs, "provenance": prov}
-
-
-# ------------------------------------------------------------------------------------------------
-# Grid cells in worker processes (grid.workers > 0)
-# ------------------------------------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
-
-
-def _released_provenance() -> dict:
-    from ..release import provenance
-
-    return provenance()
-
-
-def _init_grid_worker(
-    cfg: ExperimentConfig,
-    out: str,
-    device: str,
-    with_vaes: bool,
-    with_released: bool = False,
-) -> None:
-    """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
-    cache that the parent process filled, MNIST from the data cache."""
-    exit_with_parent(os.getppid())
-    exp = Experiment(cfg, out, device, verbose=False)
-    torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
-    bank = exp.kernel_bank()
-    vaes = exp.kernel_vaes() if with_vaes else None
-    released = exp.released_vaes() if with_released else None
-    _WORKER.update(exp=exp, ctx=exp.cell_context(bank, vaes, released))
-
-
-def _grid_worker_cell(method: str, n: int, seed: int) -> dict:
-    w = _WORKER
-    return run_grid_cell(w["ctx"], method, n, seed, w["exp"].device)

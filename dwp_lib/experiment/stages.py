@@ -18,24 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bayes import (
-    BayesConfig,
-    BayesianCNN,
-    DWPInit,
-    FiltersInit,
-    det_cnn,
-    initialise,
-)
+from ..bayes import BayesConfig, BayesianCNN, det_cnn, negative_elbo
 from ..device import default_device, seed_everything
 from ..executor import ExecutorConfig
-from ..source_nets import LAYERS, FConv, KernelBank
-from ..train import check_finite
-from ..vae import (
-    KernelVAE,
-    KernelVAEConfig,
-    nats_above_baseline,
-    train_kernel_vae,
-)
+from ..inits import DWPInit, FiltersInit, initialise
+from ..kernel_bank import KernelBank
+from ..kernel_layers import KernelVAEConfig
+from ..kernel_vae import KernelVAE, nats_above_baseline, train_kernel_vae
+from ..nets import LAYERS, FConv, accuracy, conv_l2
+from ..source_nets import memory_format, training_step
+from ..train import fit, take_step
 from .config import ExperimentConfig, InitExperimentConfig, LayerVAEConfig
 from .methods import make_init, make_priors
 from .names import parse_method
@@ -70,26 +62,23 @@ def train_plain_cnn_curve(
     update). Mini-batch order depends on ``seed`` only, so inits are compared on the same
     batches.
     """
-    from ..source_nets import accuracy
-
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
     initialise(net, make_init(init_name, bank, vaes, released), seed)
     net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(10_000 + seed)
     rows = [dict(init=init_name, seed=seed, step=0, test_acc=accuracy(net, xt, yt))]
     rows[0].update(train_loss=None, seconds=0.0)
     losses: list[float] = []
     t0 = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
+
+    def loss_at(step: int) -> torch.Tensor:
         idx = torch.randint(len(y), (cfg.batch_size,), generator=order)
-        loss = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(check_finite(loss.item(), f"init experiment ({init_name})", step))
+        return F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
+
+    def after_step(step: int, loss: float) -> None:
+        losses.append(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.append(
                 dict(
@@ -101,6 +90,9 @@ def train_plain_cnn_curve(
                     seconds=time.perf_counter() - t0,
                 )
             )
+
+    what = f"init experiment ({init_name})"
+    fit(net.parameters(), loss_at, cfg.steps, cfg.lr, what, after_step=after_step, first_step=1)
     return rows
 
 
@@ -222,8 +214,6 @@ def estimate_cost(
     bank (float32 slices of every net), and ``wall_seconds_on``: the wall time on each count of
     ``devices`` like this one (:func:`wall_on_devices`, e.g. GPUs of a Ray cluster).
     """
-    from ..source_nets import conv_l2
-
     device = torch.device(device) if device is not None else default_device()
     s, b, g = cfg.source, cfg.bayes, cfg.grid
     if source_images is None:
@@ -236,17 +226,16 @@ def estimate_cost(
             source_images = len(load_notmnist("train", "synthetic", cfg_syn))
         if s.train_images is not None:
             source_images = min(source_images, s.train_images)
-    net = FConv(*s.widths).to(device)
+    net = FConv(*s.widths).to(device, memory_format=memory_format(s))
     opt = torch.optim.Adam(net.parameters())
     timed_batch = min(s.batch_size, 32)  # timed on 32 images, scaled to the batch (linear)
-    xb = torch.rand(timed_batch, 1, 28, 28, device=device)
+    xb = torch.rand(timed_batch, 1, 28, 28, device=device).contiguous(
+        memory_format=memory_format(s)
+    )
     yb = torch.arange(timed_batch, device=device) % 10
 
     def source_step():
-        loss = F.cross_entropy(net(xb), yb) + s.l2 * conv_l2(net)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        training_step(net, opt, xb, yb, s)  # the step the source stage takes
 
     per_source_step = _step_seconds(source_step, repeats) * s.batch_size / timed_batch
     source_steps = s.n_nets * s.epochs * math.ceil(source_images / s.batch_size)
@@ -349,14 +338,9 @@ def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device, released=None):
         opt = torch.optim.Adam(net.parameters())
 
         def step():
-            loss = F.cross_entropy(net(x), y) + b.det_weight_decay * conv_l2_of(net)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            take_step(opt, F.cross_entropy(net(x), y) + b.det_weight_decay * conv_l2(net))
 
         return step
-    from ..bayes import negative_elbo
-
     model = BayesianCNN(b, alpha_parametrised=prior == "log-uniform").to(device)
     priors = make_priors(prior, vaes, b, released)
     for p in priors.values():
@@ -365,18 +349,9 @@ def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device, released=None):
 
     def step():
         model.train()
-        loss = negative_elbo(model, x, y, n, priors, b.kl_weight).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        take_step(opt, negative_elbo(model, x, y, n, priors, b.kl_weight).loss)
 
     return step
-
-
-def conv_l2_of(net: FConv) -> torch.Tensor:
-    from ..source_nets import conv_l2
-
-    return conv_l2(net)
 
 
 def mean_log_var(model: nn.Module, layer: str) -> float | None:

@@ -1,0 +1,161 @@
+"""An experiment's run folder: which settings made its rows, and one writer at a time.
+
+A folder holds ``config.json`` (the settings of its run), ``results.csv`` / ``init_curves.csv``
+(rows appended whole) and ``provenance.json``. :class:`RunFolder` refuses what would mix two
+runs under one name - other settings, rows whose config key is not this run's, rows made from
+another kernel bank or other kernel VAEs - and a second process writing at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .. import artifacts as _artifacts
+from .config import (
+    EXTENDABLE,
+    ExperimentConfig,
+    config_differences,
+    drop_paths,
+    key_of,
+    with_added_fields,
+)
+from .names import ExperimentError
+from .results import RESULT_COLUMNS, read_rows
+
+
+class RunFolder:
+    """The checks and the lock of one run folder ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.accepted_keys: set[str] = set()
+        self.key = ""
+
+    @property
+    def results_path(self) -> Path:
+        return self.out / "results.csv"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.out / "init_curves.csv"
+
+    def check_settings(self, cfg: ExperimentConfig) -> set[str]:
+        """Refuse a folder whose earlier run used other settings (mixing would be wrong); write
+        ``cfg`` as its config.json and return the config keys its rows may carry."""
+        path = self.out / "config.json"
+        now = cfg.to_dict()
+        self.accepted_keys = {cfg.key()}
+        self.key = cfg.key()
+        if not path.exists() and read_rows(self.curves_path):
+            raise ExperimentError(
+                f"{self.out} holds {self.curves_path.name} but no config.json, so nothing says "
+                "which settings made its rows; restore config.json (e.g. git checkout), or move "
+                "the folder away and start a new run"
+            )
+        if path.exists():
+            try:
+                before = json.loads(path.read_text())
+                if not isinstance(before, dict):
+                    raise ValueError("it does not hold a mapping of settings")
+            except ValueError as err:
+                raise ExperimentError(
+                    f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or "
+                    "move the folder away and start a new run"
+                ) from None
+            # rows written before the library gained a field carry the key of the config then
+            self.accepted_keys.add(key_of(before))
+            self.accepted_keys.update(self.provenance_keys())
+            # a setting added to the library since that run, at its preset value, is the old
+            # behaviour (new fields default to what the code did before they existed)
+            preset = ExperimentConfig.preset_config(cfg.from_preset).to_dict()
+            before = with_added_fields(before, now, preset)
+            diff = config_differences(drop_paths(before, EXTENDABLE), drop_paths(now, EXTENDABLE))
+            if diff:
+                raise ExperimentError(
+                    f"{self.out} holds a run with other settings ({'; '.join(diff[:6])}"
+                    f"{'...' if len(diff) > 6 else ''}); use a new --out folder for these "
+                    "settings (only sizes, methods, seeds and inits may change in one folder)"
+                )
+        self.check_row_keys(read_rows(self.results_path, RESULT_COLUMNS))
+        _artifacts.atomic_write_json(path, now)
+        return self.accepted_keys
+
+    def check_artifacts(self, rows: Sequence[Mapping], mine: Mapping[str, str]) -> None:
+        """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
+        already in this folder (same settings, but the cache was rebuilt in between, e.g. with
+        another thread count): mixed rows would compare two priors under one name. ``mine``:
+        the 12-digit SHA-256 of the bank (``"bank"``) and of each kernel VAE now in use."""
+        theirs: dict[str, set[str]] = {}
+        for r in rows:
+            if r.get("bank_sha256"):
+                theirs.setdefault("bank", set()).add(str(r["bank_sha256"]))
+            for part in str(r.get("vae_sha256") or "").split("/"):
+                layer, _, sha = part.partition("=")
+                if sha and layer in mine:
+                    theirs.setdefault(layer, set()).add(sha)
+        try:
+            prov = json.loads((self.out / "provenance.json").read_text())
+        except (OSError, ValueError):
+            prov = {}
+        if read_rows(self.curves_path) and isinstance(prov, dict):  # curves carry no hashes
+            if (prov.get("bank") or {}).get("sha256"):
+                theirs.setdefault("bank", set()).add(str(prov["bank"]["sha256"])[:12])
+            for layer, rec in (prov.get("kernel_vaes") or {}).items():
+                if layer in mine and isinstance(rec, dict) and rec.get("sha256"):
+                    theirs.setdefault(layer, set()).add(str(rec["sha256"])[:12])
+        wrong = [f"{k}: rows {', '.join(sorted(v))}, now {mine[k]}" for k, v in theirs.items()
+                 if k in mine and v != {mine[k]}]  # fmt: skip
+        if wrong:
+            raise ExperimentError(
+                f"{self.out} holds rows made from other artifacts than the cache holds now "
+                f"({'; '.join(wrong)}): the kernel bank or VAEs were rebuilt since (another "
+                "machine or thread count gives other bits). New rows would mix two priors under "
+                "one name; use a new --out folder, or restore the cached files those rows used"
+            )
+
+    def provenance_keys(self) -> set[str]:
+        """The config keys an earlier run of this folder recorded as its own (``config_keys``)."""
+        try:
+            prov = json.loads((self.out / "provenance.json").read_text())
+        except (OSError, ValueError):
+            return set()
+        keys = prov.get("config_keys") if isinstance(prov, dict) else None
+        return {str(k) for k in keys} if isinstance(keys, list) else set()
+
+    def check_row_keys(self, rows: Sequence[Mapping]) -> None:
+        """Refuse rows that another config made (their ``config_key`` is not this run's)."""
+        bad = sorted({str(r.get("config_key")) for r in rows} - self.accepted_keys)
+        if bad:
+            n = sum(str(r.get("config_key")) in bad for r in rows)
+            raise ExperimentError(
+                f"{self.results_path} holds {n} row(s) made with other settings (config_key "
+                f"{', '.join(bad)}; this run's is {self.key}): its config.json was replaced "
+                "or deleted. Use a new --out folder, or restore that run's config.json"
+            )
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold the run folder's lock while rows are appended: a second process writing to the
+        same folder is refused (it would store every cell twice), with the holder's pid."""
+        from filelock import FileLock, Timeout
+
+        lock, owner = FileLock(str(self.out / ".lock")), self.out / ".lock.owner"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = owner.read_text().strip() if owner.exists() else "another process"
+            raise ExperimentError(
+                f"{self.out} is being written by {who}; wait for it to finish (or stop it), or "
+                "use another --out folder. Two writers would store every cell twice."
+            ) from None
+        try:
+            owner.write_text(f"process {os.getpid()} on {platform.node()}\n")
+            yield
+        finally:
+            lock.release()

@@ -1,0 +1,140 @@
+"""The diagonal Gaussian, once: every density, sample, entropy and KL the course uses.
+
+Chapter 1's variational families, chapter 3's VAEs, chapter 4's auxiliary bound and chapter 5's
+Bayesian CNN all meet the same distribution N(mean, diag exp(logvar)). They share these pure,
+elementwise functions (callers sum over the axes that form one event), so each formula exists in
+one place and is tested once against ``torch.distributions``.
+
+- :func:`log_prob`, :func:`standard_log_prob`: densities;
+- :func:`randn`, :func:`rsample`, :func:`sample_from_moments`: the reparametrised sample
+  (book/02, eq-reparam; book/03, eq-vae-rsample) and its local form for a layer's outputs;
+- :func:`entropy`, :func:`kl_to_standard`, :func:`kl`: closed forms (book/01, eq-kl-normal;
+  book/03, eq-vae-kl); :func:`kl_full` for full covariances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+LOG_2PI_E = math.log(2 * math.pi * math.e)
+
+__all__ = [
+    "LOG_2PI",
+    "LOG_2PI_E",
+    "entropy",
+    "kl",
+    "kl_full",
+    "kl_to_standard",
+    "log_prob",
+    "randn",
+    "rsample",
+    "sample_from_moments",
+    "standard_log_prob",
+]
+
+
+def _as_tensor(value: Tensor | float, like: Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def log_prob(x: Tensor, mean: Tensor | float, logvar: Tensor | float) -> Tensor:
+    """Elementwise log N(x | mean, exp(logvar)); broadcasts like ``x - mean`` (floats allowed)."""
+    logvar = _as_tensor(logvar, x)
+    return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+
+
+def standard_log_prob(z: Tensor) -> Tensor:
+    """log N(z | 0, I), summed over the last dimension."""
+    return -0.5 * (LOG_2PI + z**2).sum(-1)
+
+
+def randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise of ``shape`` on ``like``'s device and dtype.
+
+    A ``generator`` may live on the CPU while ``like`` is on a GPU: the noise is drawn where the
+    generator lives and moved, so seeded runs give the same numbers on every device.
+    """
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    eps = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return eps.to(like.device)
+
+
+def rsample(
+    mean: Tensor,
+    logvar: Tensor,
+    num_samples: int | tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The reparametrised sample mean + exp(logvar / 2) * eps, eps ~ N(0, I) (book/02,
+    eq-reparam; book/03, eq-vae-rsample): differentiable in ``mean`` and ``logvar``.
+
+    ``num_samples`` (an int or a shape) adds leading sample dimensions: ``(S, *mean.shape)``.
+    """
+    if num_samples is None:
+        lead: tuple[int, ...] = ()
+    elif isinstance(num_samples, int):
+        lead = (num_samples,)
+    else:
+        lead = tuple(num_samples)
+    return mean + torch.exp(0.5 * logvar) * randn((*lead, *mean.shape), mean, generator)
+
+
+def sample_from_moments(mean: Tensor, var: Tensor, eps: Tensor | None = None) -> Tensor:
+    """mean + sqrt(var) * eps from a mean and a variance (not a log-variance): the local
+    reparametrisation samples a layer's outputs this way (book/02, eq-local-reparam). The
+    ``1e-16`` keeps the square root's gradient finite where a variance is exactly 0."""
+    if eps is None:
+        eps = torch.randn_like(mean)
+    return mean + torch.sqrt(var + 1e-16) * eps
+
+
+def entropy(logvar: Tensor) -> Tensor:
+    """Elementwise entropy of N(., exp(logvar)): 0.5 (log 2 pi e + logvar)."""
+    return 0.5 * (LOG_2PI_E + logvar)
+
+
+def kl_to_standard(mean: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise KL( N(mean, exp(logvar)) || N(0, 1) ) = 0.5 (sigma^2 + mean^2 - 1 - log sigma^2)
+    (book/01, eq-kl-normal, second form; book/03, eq-vae-kl)."""
+    return 0.5 * (torch.exp(logvar) + mean**2 - 1.0 - logvar)
+
+
+def kl(
+    mean_q: Tensor,
+    logvar_q: Tensor,
+    mean_p: Tensor | float = 0.0,
+    logvar_p: Tensor | float = 0.0,
+) -> Tensor:
+    """Elementwise KL( N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)) ):
+    0.5 (logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1),
+    the first form of (book/01, eq-kl-normal). The prior's arguments broadcast (floats allowed).
+    """
+    logvar_p = _as_tensor(logvar_p, mean_q)
+    mean_p = _as_tensor(mean_p, mean_q)
+    return 0.5 * (
+        logvar_p - logvar_q + (logvar_q.exp() + (mean_q - mean_p) ** 2) / logvar_p.exp() - 1.0
+    )
+
+
+def kl_full(mean_q: Tensor, cov_q: Tensor, mean_p: Tensor, cov_p: Tensor) -> Tensor:
+    """KL( N(mean_q, cov_q) || N(mean_p, cov_p) ) for full covariances of shape (D, D), a scalar:
+
+    0.5 * ( tr(cov_p^-1 cov_q) + (mean_p - mean_q)^T cov_p^-1 (mean_p - mean_q) - D
+            + log det cov_p - log det cov_q )                        (book/01, eq-kl-gaussian).
+    With the exact posterior as the second Gaussian it is KL(q || p(w|D)) (book/01, eq-kl-post),
+    which chapter 1 uses as the gap log p(D) - VLB = KL(q || p(w|D)) (book/01, eq-gap).
+    """
+    d = mean_q.shape[-1]
+    l_q = torch.linalg.cholesky(cov_q)
+    l_p = torch.linalg.cholesky(cov_p)
+    # cov_p^-1 cov_q = (L_p^-1 L_q)(L_p^-1 L_q)^T, so its trace is a squared Frobenius norm.
+    m = torch.linalg.solve_triangular(l_p, l_q, upper=False)
+    diff = torch.linalg.solve_triangular(l_p, (mean_p - mean_q).unsqueeze(-1), upper=False)
+    logdet_p = 2.0 * l_p.diagonal().log().sum()
+    logdet_q = 2.0 * l_q.diagonal().log().sum()
+    return 0.5 * ((m**2).sum() + (diff**2).sum() - d + logdet_p - logdet_q)

@@ -1,0 +1,396 @@
+"""The kernel bank: the slices of the source nets' kernels that the deep weight prior is fitted to.
+
+:func:`build_kernel_bank` cuts every conv weight of shape ``(c_out, c_in, k, k)`` of the trained
+source nets into ``c_out * c_in`` two-dimensional *slices* of ``k x k``, per layer (7x7 from
+``conv1``, 5x5 from ``conv2``), drops near-zero slices by a per-layer norm threshold (pruning, as
+the authors do), splits the rest into train and test, and records how far the kernels moved
+from their initialisation (:class:`KernelBank`). :func:`get_kernel_bank` trains the nets
+(:mod:`dwp_lib.source_nets`) or loads them from the cache, and builds or loads the bank.
+
+>>> cfg = SourceNetsConfig.tiny()
+>>> bank = get_kernel_bank(cfg)                  # trains, or loads from the cache  # doctest: +SKIP
+>>> bank.slices("conv1", "train").shape          # (N, 7, 7)                         # doctest: +SKIP
+
+The command line is ``python -m dwp_lib source-nets --preset book``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from . import artifacts as _artifacts
+from . import config as _config
+from .executor import ExecutorConfig
+from .nets import LAYERS, FConv, xavier_slice_norm
+from .source_nets import NET_FILE, SourceData, SourceNetsConfig, load_source_nets, train_source_nets
+
+#: What :meth:`KernelBank.slices` can return.
+SPLITS: tuple[str, ...] = ("train", "test", "all", "all_unpruned", "pruned")
+_SPLIT_CODE = {"train": 0, "test": 1, "pruned": 2}
+
+# --- the kernel bank --------------------------------------------------------------------------
+
+
+def cut_slices(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight ``(c_out, c_in, k, k)`` as ``c_out * c_in`` slices ``(c_out * c_in, k, k)``.
+
+    Slice ``o * c_in + i`` is the kernel from input channel ``i`` to output channel ``o``.
+    """
+    if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2]:
+        raise ValueError(f"expected a conv weight (c_out, c_in, k, k); got {tuple(weight.shape)}")
+    return weight.detach().reshape(-1, weight.shape[-2], weight.shape[-1]).float().cpu()
+
+
+def norm_stats(norms: torch.Tensor) -> dict[str, float]:
+    """Count, mean, quantiles (1, 10, 50, 90, 99 %) of slice norms, as plain floats."""
+    if norms.numel() == 0:
+        return {"count": 0}
+    q = torch.quantile(
+        norms.double(), torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
+    )
+    return {
+        "count": int(norms.numel()),
+        "mean": float(norms.mean()),
+        "q01": float(q[0]),
+        "q10": float(q[1]),
+        "median": float(q[2]),
+        "q90": float(q[3]),
+        "q99": float(q[4]),
+        "max": float(norms.max()),
+    }
+
+
+#: provenance entries of a bank that differ between two builds of the same bank
+_VOLATILE = ("seconds_training_this_run", "sha256", "file")
+
+
+class KernelBank:
+    """The slices of every source net's conv kernels, per layer, with their split and provenance.
+
+    Per layer (``"conv1"``: 7x7, ``"conv2"``: 5x5) it stores
+
+    - ``slices``: float32 ``(M, k, k)``; every slice if the bank was built with ``store_unpruned``,
+      else only the kept ones;
+    - ``split``: int8 ``(M,)``: 0 train, 1 test, 2 pruned (norm below the layer's threshold);
+    - ``net``, ``out_channel``, ``in_channel``: int ``(M,)``, where each slice came from.
+
+    ``bank.slices(layer, split)`` returns ``(N, k, k)``; ``bank.provenance`` says how the bank was
+    made (data, config, seeds, per-net accuracy, slice-norm statistics before and after pruning,
+    library version). ``save``/``load`` go through :mod:`dwp_lib.artifacts` (hash-checked).
+    """
+
+    def __init__(self, layers: dict[str, dict[str, torch.Tensor]], provenance: dict) -> None:
+        for name, tensors in layers.items():
+            if name not in LAYERS:
+                raise ValueError(f"unknown layer {name!r}; layers are {', '.join(LAYERS)}")
+            m = len(tensors["slices"])
+            for key in ("split", "net", "out_channel", "in_channel"):
+                if len(tensors[key]) != m:
+                    raise ValueError(f"{name}: {key} has {len(tensors[key])} entries, not {m}")
+        self.layers = layers
+        self.provenance = provenance
+
+    @property
+    def has_unpruned(self) -> bool:
+        return bool(self.provenance.get("config", {}).get("store_unpruned", True))
+
+    def _check(self, layer: str, split: str) -> dict[str, torch.Tensor]:
+        if layer not in self.layers:
+            raise KeyError(f"unknown layer {layer!r}; the bank has {', '.join(self.layers)}")
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        if split in ("all_unpruned", "pruned") and not self.has_unpruned:
+            raise ValueError(
+                f"this bank keeps only the kept slices (store_unpruned=False), so split {split!r} "
+                "is not available; rebuild it with store_unpruned=True from the source nets"
+            )
+        return self.layers[layer]
+
+    def _mask(self, layer: str, split: str) -> torch.Tensor:
+        t = self._check(layer, split)
+        code = t["split"]
+        if split == "all_unpruned":
+            return torch.ones_like(code, dtype=torch.bool)
+        if split == "all":
+            return code != _SPLIT_CODE["pruned"]
+        return code == _SPLIT_CODE[split]
+
+    def slices(self, layer: str, split: str = "train") -> torch.Tensor:
+        """Slices of ``layer`` in ``split`` as float32 ``(N, k, k)``.
+
+        ``split``: ``"train"``, ``"test"``, ``"all"`` (train + test: every kept slice),
+        ``"all_unpruned"`` (every slice of every net, before pruning) or ``"pruned"`` (dropped).
+        """
+        return self.layers[layer]["slices"][self._mask(layer, split)]
+
+    def origin(self, layer: str, split: str = "train") -> dict[str, torch.Tensor]:
+        """``net``, ``out_channel`` and ``in_channel`` of each slice of ``slices(layer, split)``."""
+        mask = self._mask(layer, split)
+        return {k: self.layers[layer][k][mask] for k in ("net", "out_channel", "in_channel")}
+
+    def norms(self, layer: str, split: str = "train") -> torch.Tensor:
+        """L2 norm of each slice of ``slices(layer, split)``, ``(N,)``."""
+        return self.slices(layer, split).flatten(1).norm(dim=1)
+
+    def random_kernels(
+        self,
+        layer: str,
+        c_out: int,
+        c_in: int,
+        split: str = "train",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A conv weight ``(c_out, c_in, k, k)`` whose slices are drawn (with replacement) from
+        ``slices(layer, split)``: the "filters" initialisation of the paper."""
+        pool = self.slices(layer, split)
+        if len(pool) == 0:
+            raise ValueError(f"the bank has no {layer} slices in split {split!r}")
+        idx = torch.randint(len(pool), (c_out * c_in,), generator=generator)
+        return pool[idx].reshape(c_out, c_in, *pool.shape[-2:]).clone()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            layer: {
+                s: int(self._mask(layer, s).sum())
+                for s in SPLITS
+                if self.has_unpruned or s not in ("all_unpruned", "pruned")
+            }
+            for layer in self.layers
+        }
+
+    def summary(self) -> str:
+        """A few lines for a chapter or the CLI to print."""
+        p = self.provenance
+        acc = p.get("accuracy", {})
+        lines = [
+            f"Kernel bank from {p.get('n_nets')} source nets FConv{tuple(p['config']['widths'])} "
+            f"trained on {p.get('data', {}).get('label', '?')}",
+            f"  source-net test accuracy: {acc.get('mean', float('nan')):.4f} "
+            f"± {acc.get('std', float('nan')):.4f} (min {acc.get('min', float('nan')):.4f})",
+        ]
+        for layer, k in LAYERS.items():
+            if layer not in self.layers:
+                continue
+            st = p["norms"][layer]
+            b, a = st["before_pruning"], st["after_pruning"]
+            lines.append(
+                f"  {layer} {k}x{k}: {a.get('count', 0):,} kept of {b.get('count', 0):,} "
+                f"(threshold {st['threshold']}); train {self.counts()[layer]['train']:,}, "
+                f"test {self.counts()[layer]['test']:,}; median norm {b.get('median', 0):.3f} "
+                f"before / {a.get('median', 0):.3f} after pruning (Xavier init ~{st['xavier_init']:.3f})"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        parts = ", ".join(f"{k}: {c[k]['train']} train / {c[k]['test']} test" for k in c)
+        return f"KernelBank({parts})"
+
+    def save(self, path: str | Path) -> str:
+        """Write the bank (and its provenance sidecar); return its SHA-256.
+
+        The file holds the slices and what made them; how long that took goes in the sidecar
+        only, so the same nets always give a file with the same SHA-256 (a rebuild after a
+        fault, another machine)."""
+        content = {k: v for k, v in self.provenance.items() if k not in _VOLATILE}
+        return _artifacts.save_artifact(
+            path, {"layers": self.layers, "provenance": content}, self.provenance
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> KernelBank:
+        """Read a bank written by :meth:`save`; a changed or truncated file raises
+        :class:`~dwp_lib.artifacts.CorruptArtifactError`."""
+        obj, record = _artifacts.load_artifact(path)
+        bank = cls(obj["layers"], obj["provenance"])
+        bank.provenance = dict(bank.provenance, sha256=record["sha256"], file=str(path))
+        return bank
+
+
+def _split_codes(
+    kept: torch.Tensor, net_of: torch.Tensor, cfg: SourceNetsConfig, layer_index: int
+) -> torch.Tensor:
+    """0 train / 1 test / 2 pruned for each slice (seeded by ``cfg.seed`` and the layer)."""
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + 17 + layer_index)
+    code = torch.full(kept.shape, _SPLIT_CODE["pruned"], dtype=torch.int8)
+    if cfg.split_by == "net":
+        n = int(net_of.max()) + 1
+        n_test = round(cfg.test_fraction * n)
+        if cfg.test_fraction > 0 and n_test == 0:
+            n_test = 1
+        if n_test >= n:
+            raise ValueError(
+                f"split_by='net' with {n} nets cannot hold out {n_test}; train more nets or "
+                "use split_by='slice'"
+            )
+        test_nets = torch.randperm(n, generator=g)[:n_test]
+        is_test = torch.isin(net_of, test_nets)
+        code[kept & ~is_test] = _SPLIT_CODE["train"]
+        code[kept & is_test] = _SPLIT_CODE["test"]
+    else:
+        idx = torch.nonzero(kept).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = round(cfg.test_fraction * len(idx))
+        code[idx[n_test:]] = _SPLIT_CODE["train"]
+        code[idx[:n_test]] = _SPLIT_CODE["test"]
+    return code
+
+
+def build_kernel_bank(
+    source: Sequence[FConv] | str | Path,
+    cfg: SourceNetsConfig,
+    records: Sequence[dict] | None = None,
+) -> KernelBank:
+    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank.
+
+    Before pruning, ``conv1`` gives ``n_nets * c1`` slices of 7x7 and ``conv2``
+    ``n_nets * c1 * c2`` of 5x5. Slices with an L2 norm below ``cfg.prune_norms`` are marked
+    pruned; the kept ones are split into train and test (``cfg.test_fraction``, ``cfg.split_by``).
+    ``records`` (per-net accuracy, seeds) go into the provenance; they are read from the
+    checkpoints when ``source`` is a folder.
+    """
+    data_prov: dict = {}
+    if isinstance(source, str | Path):
+        folder = Path(source)
+        nets, records = load_source_nets(folder, cfg)
+        first = _artifacts.read_record(folder / NET_FILE.format(0))
+        data_prov = first["provenance"].get("data", {})
+    else:
+        nets = list(source)
+    if len(nets) == 0:
+        raise ValueError("build_kernel_bank: no nets given")
+    if len({id(n) for n in nets}) != len(nets):
+        raise ValueError("build_kernel_bank: the same module appears more than once in the nets")
+    records = list(records or [])
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    norms_prov: dict[str, dict] = {}
+    for li, (layer, k) in enumerate(LAYERS.items()):
+        parts, net_of, outs, ins = [], [], [], []
+        for n_i, net in enumerate(nets):
+            w = net.kernels()[layer]
+            if tuple(w.shape[-2:]) != (k, k):
+                raise ValueError(f"net {n_i} {layer}: kernels {tuple(w.shape)}, expected {k}x{k}")
+            c_out, c_in = w.shape[:2]
+            parts.append(cut_slices(w))
+            net_of.append(torch.full((c_out * c_in,), n_i, dtype=torch.int32))
+            outs.append(torch.arange(c_out, dtype=torch.int32).repeat_interleave(c_in))
+            ins.append(torch.arange(c_in, dtype=torch.int32).repeat(c_out))
+        slices = torch.cat(parts)
+        net_idx = torch.cat(net_of)
+        norms = slices.flatten(1).norm(dim=1)
+        threshold = cfg.prune_norms[li]
+        kept = norms >= threshold
+        if not kept.any():
+            raise ValueError(
+                f"{layer}: no slice has an L2 norm >= the pruning threshold {threshold} (the "
+                f"largest is {norms.max():.3g}); lower cfg.prune_norms or train the nets longer"
+            )
+        code = _split_codes(kept, net_idx, cfg, li)
+        tensors = {
+            "slices": slices,
+            "split": code,
+            "net": net_idx,
+            "out_channel": torch.cat(outs),
+            "in_channel": torch.cat(ins),
+        }
+        if not cfg.store_unpruned:
+            tensors = {key: t[kept] for key, t in tensors.items()}
+        layers[layer] = tensors
+        norms_prov[layer] = {
+            "kernel_size": k,
+            "threshold": threshold,
+            "xavier_init": xavier_slice_norm(layer, cfg.widths),
+            "before_pruning": norm_stats(norms),
+            "after_pruning": norm_stats(norms[kept]),
+            "kept_fraction": float(kept.float().mean()),
+            "rms_per_weight_after": float(slices[kept].pow(2).mean().sqrt()) if kept.any() else 0.0,
+        }
+    accs = torch.tensor([r["test_accuracy"] for r in records], dtype=torch.float64)
+    provenance = {
+        "stage": "kernel_bank",
+        "data": data_prov,
+        "config": _config.to_dict(cfg),
+        "training_key": cfg.training_key(),
+        "n_nets": len(nets),
+        "seeds": [r.get("seed") for r in records],
+        "nets": [
+            {k: r.get(k) for k in ("index", "seed", "test_accuracy", "steps", "lr_last")}
+            for r in records
+        ],
+        "accuracy": {
+            "mean": float(accs.mean()) if len(accs) else float("nan"),
+            "std": float(accs.std()) if len(accs) > 1 else 0.0,
+            "min": float(accs.min()) if len(accs) else float("nan"),
+            "max": float(accs.max()) if len(accs) else float("nan"),
+        },
+        "norms": norms_prov,
+        "dwp_lib": __version__,
+    }
+    return KernelBank(layers, provenance)
+
+
+def _bank_matches(bank_path: Path, cfg: SourceNetsConfig) -> bool:
+    try:
+        rec = _artifacts.read_record(bank_path)
+    except _artifacts.ArtifactError:
+        return False
+    made_with = rec.get("provenance", {}).get("config")
+    if not isinstance(made_with, dict):
+        return False
+    try:  # the settings that change the bank; workers and threads do not
+        return SourceNetsConfig(**made_with).bank_dict() == cfg.bank_dict()
+    except (TypeError, ValueError):
+        return False
+
+
+def get_kernel_bank(
+    cfg: SourceNetsConfig,
+    out_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    *,
+    data: SourceData | None = None,
+    verbose: bool = True,
+    executor: ExecutorConfig | None = None,
+) -> KernelBank:
+    """The bank of ``cfg``: loaded if ``out_dir/<cfg.bank_file()>`` was made with ``cfg``; else
+    the nets are trained (or resumed, on ``executor``) and the bank is cut and saved. Prints
+    which happened."""
+    out = Path(out_dir) if out_dir is not None else cfg.default_dir()
+    path = out / cfg.bank_file()
+    if path.exists() and _bank_matches(path, cfg):
+        bank = KernelBank.load(path)  # a corrupted file raises here
+        if verbose:
+            print(
+                f"Loaded the kernel bank from {_artifacts.shown(path)} "
+                f"(sha256 {bank.provenance['sha256'][:12]}...)"
+            )
+        return bank
+    t0 = time.perf_counter()
+    records = train_source_nets(cfg, out, device, data=data, executor=executor)
+    trained = sum(not r["resumed"] for r in records)
+    bank = build_kernel_bank(out, cfg)
+    bank.provenance["seconds_training_this_run"] = time.perf_counter() - t0
+    bank.save(path)
+    if verbose:
+        print(
+            f"Trained {trained} source net(s) ({len(records) - trained} found in "
+            f"{_artifacts.shown(out)}) "
+            f"in {time.perf_counter() - t0:.0f} s; saved the kernel bank to {_artifacts.shown(path)}"
+        )
+    return bank
+
+
+def cli(args) -> int:
+    """``python -m dwp_lib source-nets --preset P [--out DIR]``: train, cut, save, summarise."""
+    cfg = SourceNetsConfig.preset(args.preset)
+    out = Path(args.out) if getattr(args, "out", None) else cfg.default_dir()
+    t0 = time.perf_counter()
+    bank = get_kernel_bank(cfg, out)
+    print(bank.summary())
+    print(f"Folder: {out}  ({time.perf_counter() - t0:.0f} s)")
+    return 0

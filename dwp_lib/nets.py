@@ -1,0 +1,102 @@
+"""The networks of the experiment: the authors' FConv, its inits and the helpers every stage uses.
+
+:class:`FConv` is the paper's two-convolution CNN (7x7 ``conv1``, 5x5 ``conv2``; its widths
+set by the stage), :func:`xavier_normal_init` its real Xavier-normal initialisation,
+:func:`conv_l2` the L2 penalty on its convolutions, :func:`accuracy` its test accuracy. The
+source nets (:mod:`dwp_lib.source_nets`), the init experiment and the Bayesian CNN
+(:mod:`dwp_lib.bayes`) all build on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: The conv layers whose kernels make the bank, and their kernel sizes.
+LAYERS: dict[str, int] = {"conv1": 7, "conv2": 5}
+
+
+class FConv(nn.Module):
+    """The authors' CNN for 28x28 greyscale images, used for the source nets *and* the target.
+
+    ``x (B, 1, 28, 28)`` -> ``conv1`` 1->c1, 7x7 -> LeakyReLU -> max-pool 2 (11x11)
+    -> ``conv2`` c1->c2, 5x5 -> LeakyReLU -> max-pool 2 (3x3) -> flatten -> ``fc`` c2*3*3 -> 10.
+
+    No batch norm, as in the paper. The forward pass only calls ``self.conv1``, ``self.conv2`` and
+    ``self.fc``, so a subclass may replace them (e.g. with Bayesian conv layers) and keep it.
+    """
+
+    def __init__(
+        self, c1: int = 32, c2: int = 64, n_classes: int = 10, negative_slope: float = 0.01
+    ) -> None:
+        super().__init__()
+        self.widths = (c1, c2)
+        self.negative_slope = negative_slope
+        self.conv1 = nn.Conv2d(1, c1, LAYERS["conv1"])
+        self.conv2 = nn.Conv2d(c1, c2, LAYERS["conv2"])
+        self.fc = nn.Linear(c2 * 3 * 3, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened conv features ``(B, c2 * 9)``."""
+        x = F.max_pool2d(F.leaky_relu(self.conv1(x), self.negative_slope), 2)
+        x = F.max_pool2d(F.leaky_relu(self.conv2(x), self.negative_slope), 2)
+        return torch.flatten(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, n_classes)``."""
+        return self.fc(self.features(x))
+
+    def conv_layers(self) -> dict[str, nn.Module]:
+        """``{"conv1": ..., "conv2": ...}``: the layers whose kernels go into the bank."""
+        return {"conv1": self.conv1, "conv2": self.conv2}
+
+    def kernels(self) -> dict[str, torch.Tensor]:
+        """Each conv weight, detached: ``conv1`` ``(c1, 1, 7, 7)``, ``conv2`` ``(c2, c1, 5, 5)``."""
+        return {name: layer.weight.detach() for name, layer in self.conv_layers().items()}
+
+
+def xavier_normal_init(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Xavier-normal (Glorot) init of every conv and linear weight; biases set to zero.
+
+    ``w ~ N(0, 2 / (fan_in + fan_out))`` with ``fan_in = c_in * k * k`` and
+    ``fan_out = c_out * k * k`` (Glorot and Bengio, 2010). PyTorch's *default* init of ``Conv2d``
+    is a Kaiming-uniform, not this; the authors' "Xavier" baseline means this one.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.xavier_normal_(m.weight, generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+def xavier_slice_norm(layer: str, widths: Sequence[int]) -> float:
+    """Typical L2 norm of one k x k slice at Xavier-normal init: ``std * k`` (a yardstick)."""
+    c1, c2 = widths
+    k = LAYERS[layer]
+    c_in, c_out = (1, c1) if layer == "conv1" else (c1, c2)
+    std = math.sqrt(2.0 / ((c_in + c_out) * k * k))
+    return std * k
+
+
+def conv_l2(net: FConv) -> torch.Tensor:
+    """Sum of squares of the conv layers' parameters (weights and biases)."""
+    return sum(p.pow(2).sum() for layer in net.conv_layers().values() for p in layer.parameters())
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of ``x`` that ``net`` classifies as ``y`` (on the net's device)."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        logits = net(x[i : i + batch_size].to(device))
+        correct += (logits.argmax(1).cpu() == y[i : i + batch_size]).sum().item()
+    net.train(was_training)
+    return correct / max(len(y), 1)

@@ -1,0 +1,304 @@
+"""Chapter 4, the implicit prior: the source nets' kernel bank (slices, norms, accuracy), kinds
+of slices, the true posterior against reverse models, the auxiliary bound and its gap,
+importance-weighted curves and the penalty sweep."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .common import slice_grid
+
+# --- source nets and the kernel bank ---------------------------------------------------------
+
+
+def plot_bank_slices(
+    bank,
+    split: str = "train",
+    n: int = 48,
+    ncols: int = 12,
+    order: str = "random",
+    scale: str = "each",
+    seed: int = 0,
+):
+    """Slices of each layer of a :class:`~dwp_lib.kernel_bank.KernelBank`, one panel per layer.
+
+    ``order``: ``"random"`` (a seeded draw) or ``"norm"`` (the largest slices first). Colours:
+    red positive, blue negative, white zero. Returns the Figure.
+    """
+    layers = list(bank.layers)
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 2.6), squeeze=False)
+    g = torch.Generator().manual_seed(seed)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        s = bank.slices(layer, split)
+        if order == "norm":
+            idx = s.flatten(1).norm(dim=1).argsort(descending=True)[:n]
+        elif order == "random":
+            idx = torch.randperm(len(s), generator=g)[:n]
+        else:
+            raise ValueError(f"order must be 'random' or 'norm', not {order!r}")
+        grid = slice_grid(s[idx], ncols=ncols, scale=scale)
+        vmax = 1.0 if scale == "each" else float(np.nanmax(np.abs(grid))) or 1.0
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+        ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        k = s.shape[-1]
+        ax.set_title(f"{layer}: {len(idx)} of {len(s):,} {k}x{k} slices ({split})", fontsize=10)
+        ax.axis("off")
+    label = bank.provenance.get("data", {}).get("label", "")
+    fig.suptitle(f"Source kernels, {label}" if label else "Source kernels", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_slice_norms(bank, bins: int = 60):
+    """Histogram of slice L2 norms per layer: kept vs pruned, the pruning threshold, and the
+    typical norm of a Xavier-normal slice at initialisation (how far training moved the kernels).
+    Returns the Figure."""
+    layers = list(bank.layers)
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 3.0), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        st = bank.provenance["norms"][layer]
+        kept = bank.norms(layer, "all").numpy()
+        pruned = bank.norms(layer, "pruned").numpy() if bank.has_unpruned else np.array([])
+        both = np.concatenate([kept, pruned]) if len(pruned) else kept
+        edges = np.linspace(0, float(both.max()) * 1.02 if len(both) else 1.0, bins + 1)
+        ax.hist(kept, edges, color="C0", label=f"kept ({len(kept):,})")
+        if len(pruned):
+            ax.hist(pruned, edges, color="C7", label=f"pruned ({len(pruned):,})")
+        ax.axvline(st["xavier_init"], color="C3", ls="--", label="Xavier init (typical)")
+        if st["threshold"] > 0:
+            ax.axvline(st["threshold"], color="k", ls=":", label=f"threshold {st['threshold']:g}")
+        k = st["kernel_size"]
+        ax.set_title(f"{layer} ({k}x{k}): median {np.median(both):.3f}", fontsize=10)
+        ax.set_xlabel("slice L2 norm")
+        ax.set_ylabel("slices")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_source_accuracy(bank):
+    """Test accuracy of each source net (from the bank's provenance), with the mean. Returns the
+    Figure."""
+    nets = bank.provenance["nets"]
+    acc = np.array([r["test_accuracy"] for r in nets])
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.25 * len(acc) + 1.5), 2.6))
+    ax.bar(np.arange(len(acc)), acc, color="C0")
+    ax.axhline(acc.mean(), color="C3", ls="--", label=f"mean {acc.mean():.3f}")
+    ax.set_ylim(max(0.0, acc.min() - 0.05), 1.0)
+    ax.set_xlabel("source net")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(bank.provenance.get("data", {}).get("label", "source task"), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# --- the implicit prior (the auxiliary bound, its gap, the penalty) ---------------------------
+
+KIND_COLOURS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
+
+
+def plot_slice_kinds(kinds: dict, n: int = 8):
+    """``n`` slices of each kind (``{name: (N, k, k)}``), one row per kind, all on one colour
+    scale so that sizes compare as well as shapes; each row is labelled with the kind's rms
+    weight. Returns the Figure."""
+    names = list(kinds)
+    vmax = max(float(torch.as_tensor(kinds[k][:n]).abs().max()) for k in names) or 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+    fig, axes = plt.subplots(len(names), 1, figsize=(0.62 * n + 2.4, 0.78 * len(names) + 0.5))
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names, strict=True):
+        s = torch.as_tensor(kinds[name]).detach().float().cpu()
+        grid = slice_grid(s[:n], ncols=n, scale="shared")
+        ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(
+            f"{name}\nrms {s.pow(2).mean().sqrt():.3f}",
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
+    axes[0].set_title(f"shared colour scale: ±{vmax:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _ellipse(mean, var, n_sd: float, n: int = 100) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n)
+    sd = np.sqrt(np.asarray(var, dtype=float))
+    return np.stack([mean[0] + n_sd * sd[0] * np.cos(t), mean[1] + n_sd * sd[1] * np.sin(t)], 1)
+
+
+@torch.no_grad()
+def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4.0):
+    """The true posterior p(z|w) on a :class:`~dwp_lib.implicit_prior.LatentGrid` (filled
+    contours of its density) against Gaussian reverse models r(z|w) (1- and 2-sd ellipses), one
+    panel per slice. ``slices``: ``{title: (k, k) slice}``; ``reverse``: ``{label: model}``
+    whose encoders are drawn, where a model is a KernelVAE for every panel or a
+    ``{title: KernelVAE}`` with one per panel (e.g. the VAE's own encoder, and one fitted to
+    each kind of slice by ``train_reverse``). Each panel is zoomed on the posterior and the
+    ellipses (``zoom`` posterior sds around its mean, at least). Returns the Figure."""
+    titles = list(slices)
+    w = torch.stack([torch.as_tensor(slices[t]).float() for t in titles])
+    post = grid.log_posterior(w).exp().cpu().numpy()  # (B, size, size), index [b, i(z1), j(z2)]
+    axis = grid.axis.cpu().numpy()
+    encoded = {}
+    for label, model in reverse.items():
+        per_panel = model if isinstance(model, dict) else dict.fromkeys(titles, model)
+        mus, variances = [], []
+        for b, title in enumerate(titles):
+            vae = per_panel[title]
+            mu, logvar = vae.encode(w[b : b + 1].to(next(vae.parameters()).device))
+            mus.append(mu[0].cpu().numpy())
+            variances.append(logvar[0].exp().cpu().numpy())
+        encoded[label] = (np.stack(mus), np.stack(variances))
+    fig, axes = plt.subplots(1, len(titles), figsize=(3.1 * len(titles), 3.2), squeeze=False)
+    styles = ["--", "-", ":", "-."]
+    for b, (ax, title) in enumerate(zip(axes[0], titles, strict=True)):
+        p = post[b]
+        mass = p / p.sum()
+        m1, m2 = (mass.sum(1) * axis).sum(), (mass.sum(0) * axis).sum()
+        s1 = np.sqrt((mass.sum(1) * (axis - m1) ** 2).sum())
+        s2 = np.sqrt((mass.sum(0) * (axis - m2) ** 2).sum())
+        cell = axis[1] - axis[0]
+        half = zoom * max(s1, s2, cell)
+        lo = np.array([m1 - half, m2 - half])
+        hi = np.array([m1 + half, m2 + half])
+        for mu, var in encoded.values():
+            e = _ellipse(mu[b], var[b], 2.0)
+            lo, hi = np.minimum(lo, e.min(0)), np.maximum(hi, e.max(0))
+        ax.contourf(axis, axis, p.T, levels=12, cmap="Greys")
+        for i, (label, (mu, var)) in enumerate(encoded.items()):
+            for n_sd in (1.0, 2.0):
+                e = _ellipse(mu[b], var[b], n_sd)
+                ax.plot(
+                    e[:, 0],
+                    e[:, 1],
+                    styles[i % 4],
+                    color=f"C{i + 1}",
+                    lw=1.4,
+                    label=f"r(z|w): {label}" if n_sd == 1.0 else None,
+                )
+        pad = 0.08 * (hi - lo).max()
+        span = (hi - lo).max() / 2 + pad
+        c = (lo + hi) / 2
+        ax.set_xlim(c[0] - span, c[0] + span)
+        ax.set_ylim(c[1] - span, c[1] + span)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("z1")
+        if b == 0:
+            ax.set_ylabel("z2")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(
+        "grey: true posterior p(z|w) (quadrature); lines: reverse models, 1 and 2 sd", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_bound_and_gap(scores: list, after: list | None = None):
+    """Left: per slice, the bound against log p(w), one colour per kind, with the line
+    bound = log p(w) (the vertical distance below it is the gap). Right: the gap per kind
+    (box plots, symlog scale), before and, if ``after`` is given, after training r(z|w).
+    ``scores``/``after``: lists of :class:`~dwp_lib.implicit_prior.SliceScores`. Returns the
+    Figure."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    lo, hi = np.inf, -np.inf
+    for i, s in enumerate(scores):
+        x, y = s.log_p.numpy(), s.bound.numpy()
+        ax1.scatter(x, y, s=10, color=KIND_COLOURS[i % 7], alpha=0.7, label=s.kind)
+        lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+    ax1.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="bound = log p(w)")
+    ax1.set_xlabel("log p(w) (nats)")
+    ax1.set_ylabel("auxiliary bound (nats)")
+    ax1.legend(fontsize=7)
+    groups = [(scores, "VAE encoder as r", 0.0)]
+    if after is not None:
+        groups.append((after, "r trained on these slices", 0.35))
+    width = 0.3 if after is not None else 0.5
+    for group, label, shift in groups:
+        data = [g.gap.numpy() for g in group]
+        pos = np.arange(len(data)) + shift
+        bp = ax2.boxplot(
+            data,
+            positions=pos,
+            widths=width,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"markersize": 2},
+        )
+        face = "C7" if shift == 0 else "C9"
+        for patch in bp["boxes"]:
+            patch.set_facecolor(face)
+            patch.set_alpha(0.6)
+        ax2.plot([], [], "s", color=face, alpha=0.6, label=label)
+    ax2.axhline(0, color="k", lw=0.6)
+    ax2.set_yscale("symlog", linthresh=0.1)
+    ax2.set_xticks(np.arange(len(scores)) + (0.175 if after is not None else 0.0))
+    ax2.set_xticklabels([s.kind for s in scores], fontsize=8, rotation=15)
+    ax2.set_ylabel("gap = log p(w) - bound (nats)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
+    """How much of the gap the importance-weighted estimate leaves, against the number of
+    samples K: mean over slices of log p(w) - IW_K, per kind (``curves``: ``{kind: (len(ks),
+    B)}``, ``log_p``: ``{kind: (B,)}``). K = 1 is the bound's gap. Returns the Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    else:
+        fig = ax.figure
+    for i, (kind, c) in enumerate(curves.items()):
+        rest = (torch.as_tensor(log_p[kind])[None] - torch.as_tensor(c)).mean(1).numpy()
+        ax.plot(ks, rest, "o-", ms=3, color=KIND_COLOURS[i % 7], label=kind)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("K (importance samples)")
+    ax.set_ylabel("log p(w) - IW estimate (nats)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_penalty_sweep(
+    log_vars, neg_entropy, slice_terms, decoder_log_var: float | None = None, baseline=None, ax=None
+):
+    """The DWP penalty of a layer per weight against the log-variance of q (the same for every
+    weight): -H(q), the sum of slice terms, and their sum (``log_vars``, and the three per
+    weight, as sequences of the same length). ``decoder_log_var``: the decoder's typical
+    log-variance, drawn as a vertical line; ``baseline``: an optional ``(label, values)``
+    drawn dashed (e.g. the N(0, 1) prior's KL per weight). Returns the Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    else:
+        fig = ax.figure
+    x = np.asarray(log_vars, dtype=float)
+    h, s = np.asarray(neg_entropy, dtype=float), np.asarray(slice_terms, dtype=float)
+    ax.plot(x, h, "--", color="C0", label="-H(q)")
+    ax.plot(x, s, "--", color="C1", label="slice terms")
+    ax.plot(x, h + s, "-", color="k", lw=2, label="penalty = -H(q) + slice terms")
+    best = int(np.argmin(h + s))
+    ax.plot(x[best], (h + s)[best], "o", color="k")
+    if decoder_log_var is not None:
+        ax.axvline(decoder_log_var, color="C3", ls=":", label="decoder log sigma^2 (median)")
+    if baseline is not None:
+        label, values = baseline
+        ax.plot(x, np.asarray(values, dtype=float), ":", color="C2", label=label)
+    # the slice terms explode once q's noise swamps the slices; keep the interesting range
+    shown = [h + s, h] + ([np.asarray(baseline[1], dtype=float)] if baseline is not None else [])
+    top = max(float(np.max(v[: best + 1])) for v in shown)
+    bottom = min(float(np.min(v)) for v in (h, s, h + s))
+    ax.set_ylim(bottom - 0.1 * (top - bottom), top + 0.25 * (top - bottom))
+    ax.set_xlabel("log sigma^2 of q (every weight)")
+    ax.set_ylabel("nats per weight")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
