@@ -587,3 +587,33 @@ def test_the_seeded_micro_pipeline_reproduces_its_committed_rows(fake_world, tmp
                     assert g[col] == value, (part, col, w)
                 else:
                     assert g[col] == pytest.approx(value, rel=1e-4, abs=1e-6), (part, col, w)
+
+
+def test_every_committed_results_command_still_resolves_to_a_config_its_folder_accepts(tmp_path):
+    """The ``reproduce`` command in each ``results/*/README.md`` parses, builds its config, and
+    that config is accepted by (a copy of) the folder it wrote: resuming it would add cells, not
+    be refused for other settings."""
+    import glob
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    from dwp_lib.cli import build_parser
+    from dwp_lib.experiment.folder import RunFolder
+
+    root = Path(__file__).resolve().parents[1]
+    checked = 0
+    for readme in sorted(glob.glob(str(root / "results" / "*" / "README.md"))):
+        text = Path(readme).read_text().replace("\\\n", " ")
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line.startswith("python -m dwp_lib reproduce") or "<" in line:
+                continue
+            if "--estimate" in line:
+                continue
+            args = build_parser().parse_args(shlex.split(line)[3:])
+            cfg = config_from(args.preset, args.config, args.set or [], args.name)
+            copy = tmp_path / f"{checked}-{Path(args.out).name}"
+            shutil.copytree(root / args.out, copy)
+            RunFolder(copy).check_settings(cfg)
+            checked += 1
+    assert checked >= 5
