@@ -31,6 +31,16 @@ class Initialisation(Protocol):
     ) -> Tensor: ...
 
 
+class TorchDefaultInit:
+    """PyTorch's own ``nn.Conv2d`` init (Kaiming-uniform with a = sqrt(5)): the "default"."""
+
+    name = "default"
+
+    def conv_weight(self, layer: str, shape: tuple[int, ...], generator: torch.Generator):
+        w = torch.empty(shape)
+        return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+
+
 class XavierInit:
     """Xavier-normal (Glorot & Bengio 2010): N(0, 2 / (fan_in + fan_out)), not torch's default."""
 

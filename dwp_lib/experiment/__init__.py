@@ -73,7 +73,6 @@ from .config import (
     with_added_fields,
 )
 from .methods import (
-    TorchDefaultInit,
     make_init,
     make_priors,
 )
@@ -150,7 +149,6 @@ __all__ = [
     "RELEASED",
     "RESULT_COLUMNS",
     "SOURCE_IMAGES",
-    "TorchDefaultInit",
     "VAE_BANKS",
     "append_row",
     "apply_overrides",

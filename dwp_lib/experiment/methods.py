@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-import torch
-from torch import nn
-
 from ..bayes import BayesConfig
-from ..inits import DWPInit, FiltersInit, XavierInit
+from ..inits import DWPInit, FiltersInit, TorchDefaultInit, XavierInit
 from ..kernel_bank import KernelBank
 from ..kernel_vae import KernelVAE
 from ..nets import LAYERS
@@ -19,16 +15,6 @@ from .names import INITS, RELEASED, ExperimentError
 # ------------------------------------------------------------------------------------------------
 # Methods: "prior:init" -> priors and an initialisation
 # ------------------------------------------------------------------------------------------------
-
-
-class TorchDefaultInit:
-    """PyTorch's own ``nn.Conv2d`` init (Kaiming-uniform with a = sqrt(5)): the "default"."""
-
-    name = "default"
-
-    def conv_weight(self, layer: str, shape: tuple[int, ...], generator: torch.Generator):
-        w = torch.empty(shape)
-        return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
 
 
 def make_init(
