@@ -18,7 +18,7 @@ penalty with respect to conv2's means: how much smaller a step a noisier estimat
 Cost does not depend on the weights, only on the shapes, so the kernel VAEs are our
 defaults (``KernelVAEConfig.for_kernel``: 7x7 latent 2, hidden 32; 5x5 latent 4, hidden 64; not the
 authors' exact layers, see benchmarks/dwp_cell.py) fitted briefly to toy slices
-(`dwp_lib.vae.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
+(`dwp_lib.kernel_vae.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
 random (timing does not depend on them either).
 """
 
@@ -53,11 +53,11 @@ def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:
     return vae.cpu()
 
 
-def make_step(priors, alpha: bool, init, x, y):
-    """A closure doing one training step of a fresh Bayesian CNN under ``priors``."""
+def make_step(prior_spec, alpha: bool, init, x, y):
+    """A closure doing one training step of a fresh Bayesian CNN under ``prior_spec``."""
     model = bayes.BayesianCNN(bayes.BayesConfig(), alpha_parametrised=alpha).to(x.device)
     inits.initialise(model, init, seed=0)
-    by_layer = priors.priors_by_layer(model, priors)
+    by_layer = priors.priors_by_layer(model, prior_spec)
     extra = [p for prior in by_layer.values() for p in prior.to(x.device).parameters()]
     params = list(model.parameters()) + [p for p in extra if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3)

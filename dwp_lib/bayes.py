@@ -107,7 +107,7 @@ class BayesConv2d(nn.Module):
 
     - default: a free ``log_sigma2`` per weight, initialised at ``log_sigma2_init``;
     - ``alpha_parametrised=True``: sigma^2 = alpha * mu^2 with alpha = sigmoid(``alpha_logit``)
-      in (0, 1), the form the log-uniform prior needs (:class:`LogUniform`).
+      in (0, 1), the form the log-uniform prior needs (:class:`~dwp_lib.priors.LogUniform`).
 
     The forward pass samples with the *local reparametrisation trick* (book/02,
     eq-local-reparam): rather than one weight sample for the batch, it samples each output
@@ -261,7 +261,7 @@ def negative_elbo(
     One sample of the network (local reparametrisation) per step; the data term is scaled from
     the batch of B to the N training examples (:func:`dwp_lib.vi.elbo`) so that it is an
     unbiased estimate of the sum over the training set. With ``kl_weight=1``, -loss estimates
-    the ELBO of the prior comparison (book/05, eq-exp-elbo); with a :class:`DeepWeightPrior`,
+    the ELBO of the prior comparison (book/05, eq-exp-elbo); with a :class:`~dwp_lib.priors.DeepWeightPrior`,
     whose KL is the auxiliary upper bound, it estimates L^aux instead (book/04, eq-aux-bound).
     """
     if not model.training:

@@ -7,6 +7,8 @@ Commands
 ``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
 ``ablate``                run named ablation cells, write the table (:mod:`dwp_lib.ablation`)
 ``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
+``score-priors``          score kernel VAEs as densities of held-out and random slices (:mod:`dwp_lib.prior_scores`)
+``bank-stats``            kernel statistics of our bank beside the released one (:mod:`dwp_lib.bank_stats`)
 
 Every command takes ``--preset tiny|book|paper`` where it trains something.
 """

@@ -1,5 +1,5 @@
-"""Initialisations of the conv kernels: ``xavier``, ``filters`` (kernels of the bank) and ``dwp``
-(samples of the kernel VAE), one interface (book/05).
+"""Initialisations of the conv kernels: ``default`` (PyTorch's own), ``xavier``, ``filters``
+(kernels of the bank) and ``dwp`` (samples of the kernel VAE), one interface (book/05).
 
 An :class:`Initialisation` draws a layer's conv weight; :func:`initialise` applies one to the
 conv layers of an :class:`dwp_lib.nets.FConv` (a plain CNN or a :class:`dwp_lib.bayes.BayesianCNN`,

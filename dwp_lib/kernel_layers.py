@@ -97,7 +97,7 @@ class _ConvTranspose(nn.ConvTranspose2d):
 
 @dataclass
 class KernelVAEConfig:
-    """Architecture of a :class:`KernelVAE` for ``kernel_size`` x ``kernel_size`` slices.
+    """Architecture of a :class:`~dwp_lib.kernel_vae.KernelVAE` for ``kernel_size`` x ``kernel_size`` slices.
 
     ``encoder`` and ``decoder`` are layer lists (:class:`LayerSpec` strings; ELU after each):
     the encoder must take k x k to 1 x 1, the decoder 1 x 1 back to k x k; 1x1 heads follow
@@ -226,7 +226,7 @@ class KernelVAEConfig:
         return f"encoder {enc} | decoder {dec}, latent {self.latent_dim}, {self.variance} variances"
 
 
-#: How the authors' state_dict keys map to :class:`KernelVAE`'s (regex, replacement), in order.
+#: How the authors' state_dict keys map to :class:`~dwp_lib.kernel_vae.KernelVAE`'s (regex, replacement), in order.
 #: Their encoder's variance head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5), the 5x5 decoder's
 #: heads are wrapped in a Sequential (``fc_mu.0``); both are softplus variances.
 AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (

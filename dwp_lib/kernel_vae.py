@@ -167,7 +167,7 @@ class KernelVAE(VAE):
     def load_authors_state_dict(self, state_dict: Mapping[str, Tensor]) -> KernelVAE:
         """Load a state_dict of the authors' code (bayesgroup/deep-weight-prior) *strictly*.
 
-        Their keys are renamed by :data:`AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
+        Their keys are renamed by :data:`~dwp_lib.kernel_layers.AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
         -> ``encoder.2.weight``, ``decoder.fc_var.0.bias`` -> ``w_var.bias``); every key must
         map, every parameter must be filled and every shape must agree, or the error lists what
         did not. Build the model with ``KernelVAEConfig.authors(k)``. Returns ``self``.

@@ -1,7 +1,7 @@
-"""Tests of dwp_lib.bayes: each compares the code with an independent computation that could
-disagree (closed form vs Monte Carlo, approximation vs numerical integral, bound vs an
-importance-sampled estimate, subsampled vs exact), or checks a behaviour that a known bug
-of public code would break."""
+"""Tests of dwp_lib.bayes, dwp_lib.priors and dwp_lib.inits: each compares the code with an
+independent computation that could disagree (closed form vs Monte Carlo, approximation vs
+numerical integral, bound vs an importance-sampled estimate, subsampled vs exact), or checks a
+behaviour that a known bug of public code would break."""
 
 from __future__ import annotations
 

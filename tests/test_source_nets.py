@@ -1,4 +1,4 @@
-"""Source nets and the kernel bank (dwp_lib.source_nets), on a small learnable random task."""
+"""Source nets and the kernel bank (dwp_lib.source_nets, dwp_lib.kernel_bank), on a small learnable random task."""
 
 from __future__ import annotations
 

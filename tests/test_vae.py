@@ -1,4 +1,5 @@
-"""dwp_lib.vae: the general VAE and the kernel VAEs (book/03)."""
+"""dwp_lib.vae, dwp_lib.kernel_layers and dwp_lib.kernel_vae: the general VAE and the kernel
+VAEs (book/03)."""
 
 from __future__ import annotations
 

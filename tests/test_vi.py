@@ -1,4 +1,5 @@
-"""dwp_lib.vi against closed forms, torch.distributions and seeded Monte-Carlo estimates."""
+"""dwp_lib.vi and dwp_lib.reparam against closed forms, torch.distributions and seeded
+Monte-Carlo estimates."""
 
 from __future__ import annotations
 

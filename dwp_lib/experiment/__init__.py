@@ -39,6 +39,9 @@ The package, one concept a module (data flows down the list):
 - :mod:`~dwp_lib.experiment.results`: results files, summaries, paired differences, tables;
 - :mod:`~dwp_lib.experiment.stages`: the stages' pieces as functions, costs, time estimates;
 - :mod:`~dwp_lib.experiment.cells`: one grid cell (here, in a worker process, or on Ray);
+- :mod:`~dwp_lib.experiment.folder`: a run folder's checks (settings, config keys, artifacts)
+  and its one-writer lock;
+- :mod:`~dwp_lib.experiment.report`: the run's figures and provenance record;
 - :mod:`~dwp_lib.experiment.runner`: :class:`Experiment`, the cached, resumable stages;
 - :mod:`~dwp_lib.experiment.command`: ``python -m dwp_lib reproduce``.
 

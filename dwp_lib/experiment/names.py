@@ -46,7 +46,7 @@ INIT_LABELS = {RELEASED: "released-VAE"}
 
 
 def parse_method(method: str) -> tuple[str, str]:
-    """``"dwp:dwp"`` -> ``("dwp", "dwp")``; checks both names (see :class:`GridConfig`)."""
+    """``"dwp:dwp"`` -> ``("dwp", "dwp")``; checks both names (see :class:`~dwp_lib.experiment.config.GridConfig`)."""
     if method.count(":") != 1:
         raise ValueError(f"method {method!r} must be 'prior:init', e.g. 'dwp:dwp', 'normal:xavier'")
     prior, init = method.split(":")

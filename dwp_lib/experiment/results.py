@@ -230,7 +230,7 @@ def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) ->
 
 
 def costs_table(costs: Mapping) -> str:
-    """A Markdown table of :func:`init_costs`: bytes and seconds per layer, dwp vs filters."""
+    """A Markdown table of :func:`~dwp_lib.experiment.stages.init_costs`: bytes and seconds per layer, dwp vs filters."""
     lines = [
         "| layer | kernels drawn | kernel VAE (bytes) | bank slices (bytes) | "
         "draw with the VAE (ms) | draw from the bank (ms) |",
@@ -253,7 +253,7 @@ def repo_results_dir() -> Path:
 
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
     """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``
-    written by :class:`Experiment`, the one with most rows first."""
+    written by :class:`~dwp_lib.experiment.Experiment`, the one with most rows first."""
     root = Path(root) if root is not None else repo_results_dir()
     if not root.is_dir():
         return []

@@ -210,7 +210,7 @@ def _method_text(method: str) -> str:
 
 def plot_forest(rows, ax=None):
     """A forest plot of the ablation's paired differences (``rows`` of
-    :func:`dwp_lib.ablation.forest_rows`): per cell and contrast, the mean difference in
+    :func:`dwp_lib.ablation_tables.forest_rows`): per cell and contrast, the mean difference in
     accuracy points with a bar of one standard deviation over split seeds, the seeds as dots,
     and the zero line. Rows run top to bottom in the table's order. Returns the Figure."""
     n = len(rows)
