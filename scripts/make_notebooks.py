@@ -103,7 +103,7 @@ TIMES = ROOT / "book" / "chapter_times.json"
 RUNTIME_TAG = "colab-runtime"
 
 
-def _minutes(seconds: float) -> str:
+def minutes_text(seconds: float) -> str:
     if seconds < 60:
         return "under a minute"
     return f"about {round(seconds / 60)} min"
@@ -124,7 +124,7 @@ def runtime_cell(md: Path, times_file: Path = TIMES) -> nbformat.NotebookNode | 
     cache = "an empty data cache" if record.get("dwp_cache") == "cold" else "a warm data cache"
     text = (
         f"**Runtime.** On a {record.get('cpus', 2)}-core CPU this notebook ran in "
-        f"{_minutes(entry['seconds'])} at the `{record.get('preset', 'book')}` preset from "
+        f"{minutes_text(entry['seconds'])} at the `{record.get('preset', 'book')}` preset from "
         f"{cache} (measured {when}); Colab's free CPU runtime also has 2 cores, so expect about "
         "the same there. It was timed with the chapters run in order, each reusing what earlier "
         "ones downloaded and trained: opened alone in a fresh runtime, a later chapter first "

@@ -162,6 +162,22 @@ def test_notebook_starts_with_the_install_cell(md):
     assert all(any(c == k for k in kept) for c in code if not c.startswith("# Your answer"))
 
 
+@pytest.mark.parametrize("md", PAGES, ids=lambda p: p.stem)
+def test_notebook_states_its_measured_runtime(md):
+    """Under the install cell, a line with the chapter's runtime from the committed
+    book/chapter_times.json (written by scripts/chapter_times.py after a book build)."""
+    times = make_notebooks.TIMES
+    if not times.exists():
+        pytest.skip("no book/chapter_times.json committed yet")
+    record = json.loads(times.read_text())
+    nb = nbformat.read(make_notebooks.notebook_path(md), as_version=4)
+    second = nb.cells[1]
+    assert second.cell_type == "markdown" and second.source.startswith("**Runtime.**")
+    seconds = record["chapters"][md.name]["seconds"]
+    assert make_notebooks.minutes_text(seconds) in second.source
+    assert f"{record['cpus']}-core CPU" in second.source and "GPU" in second.source
+
+
 def test_install_url_comes_from_config(tmp_path):
     config = tmp_path / "_config.yml"
     config.write_text("repository:\n  url: https://github.com/someone/elsewhere/\n  branch: dev\n")
