@@ -261,8 +261,7 @@ def linear_local_reparam(
     products instead of one sample of W per example (Kingma et al. 2015).
     """
     mean, var = linear_output_moments(x, mu, logvar, bias)
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    return gaussian.sample_from_moments(mean, var, eps)
+    return gaussian.sample_from_moments(mean, var, gaussian.randn(mean.shape, mean, generator))
 
 
 def linear_shared_weights(

@@ -78,7 +78,7 @@ class Experiment:
         self.released_records: dict[str, dict] = {}
         self._mnist = None
         self.folder = RunFolder(self.out)
-        self.accepted_keys = self.folder.check_settings(cfg)
+        self.folder.check_settings(cfg)  # refuses a folder made with other settings
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
 
