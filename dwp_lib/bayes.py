@@ -19,6 +19,7 @@ Shapes: images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is cut 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -177,6 +178,11 @@ class BayesConv2d(nn.Module):
         otherwise."""
         if not (self.training if sample is None else sample):
             return F.conv2d(x, self.mu, self.bias)
+        return gaussian.sample_from_moments(*self.moments(x))
+
+    def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of the pre-activations under q (what the local reparametrisation
+        samples from): ``conv(x, mu) + b`` and ``conv(x^2, sigma^2)``."""
         if FUSED_LRT:
             # Both convolutions in one grouped call: [x, x^2] (2 c_in channels) through
             # [mu, sigma^2] (2 c_out filters, groups=2). The same sums, one pass over the input;
@@ -187,11 +193,8 @@ class BayesConv2d(nn.Module):
                 torch.cat([self.bias, torch.zeros_like(self.bias)]),
                 groups=2,
             )
-            mean, var = both.chunk(2, 1)
-        else:
-            mean = F.conv2d(x, self.mu, self.bias)
-            var = F.conv2d(x**2, torch.exp(self.log_var()))
-        return gaussian.sample_from_moments(mean, var)
+            return both.chunk(2, 1)
+        return F.conv2d(x, self.mu, self.bias), F.conv2d(x**2, torch.exp(self.log_var()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,6 +225,15 @@ class BayesianCNN(FConv):
         )
         self.conv1 = BayesConv2d(1, c1, LAYERS["conv1"], **opts)
         self.conv2 = BayesConv2d(c1, c2, LAYERS["conv2"], **opts)
+
+    @torch.no_grad()
+    def sampled_logits(self, x: Tensor, passes: int) -> Iterator[Tensor]:
+        """The logits of ``passes`` sampling forward passes of ``x``: the same draws, in the same
+        order, as calling the model ``passes`` times in ``train()`` mode, but ``conv1``'s
+        moments (the same in every pass) are computed once."""
+        mean, var = self.conv1.moments(x)
+        for _ in range(passes):
+            yield self.fc(self.features_after_conv1(gaussian.sample_from_moments(mean, var)))
 
     def bayes_layers(self) -> dict[str, BayesConv2d]:
         """The layers that have a posterior and a prior, by name (``conv1``, ``conv2``)."""
@@ -276,6 +288,7 @@ def negative_elbo(
 
 
 @torch.no_grad()
+@torch.no_grad()
 def predictive_probs(
     model: nn.Module, x: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> Tensor:
@@ -296,7 +309,11 @@ def predictive_probs(
     out = []
     for chunk in x.split(batch_size):
         chunk = chunk.to(device)
-        p = sum(F.softmax(model(chunk), -1) for _ in range(passes)) / passes
+        if bayesian:
+            p = sum(F.softmax(logits, -1) for logits in model.sampled_logits(chunk, passes))
+            p = p / passes
+        else:
+            p = sum(F.softmax(model(chunk), -1) for _ in range(passes)) / passes
         out.append(p.cpu())
     model.train(was_training)
     return torch.cat(out)

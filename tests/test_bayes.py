@@ -529,3 +529,30 @@ def test_the_fast_paths_give_the_same_losses_as_the_reference(monkeypatch, slice
     fast, fast_model = run(True)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(fast_model.conv2.mu, ref_model.conv2.mu, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_predictive_probs_is_the_same_bits_as_one_model_call_per_sample(fused, monkeypatch):
+    """The evaluation computes conv1's moments once per batch and pools in channels-last; the
+    ensemble must still be exactly the mean of softmaxes of plain train-mode forward passes."""
+    import torch.nn.functional as F
+
+    from dwp_lib import nets
+
+    monkeypatch.setattr(bayes, "FUSED_LRT", fused)
+    model = bayes.BayesianCNN(bayes.BayesConfig(channels=(4, 8), log_sigma2_init=-4.0))
+    x = torch.rand(37, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    fast = bayes.predictive_probs(model, x, samples=3, batch_size=16)
+    torch.manual_seed(5)
+    model.train()
+    with torch.no_grad():
+        naive = torch.cat([
+            sum(F.softmax(model.fc(torch.flatten(F.max_pool2d(F.leaky_relu(model.conv2(
+                F.max_pool2d(F.leaky_relu(model.conv1(c), 0.01), 2)), 0.01), 2), 1)), -1)
+                for _ in range(3)) / 3
+            for c in x.split(16)
+        ])  # fmt: skip
+    assert torch.equal(fast, naive)
+    h = torch.randn(5, 3, 7, 7)
+    assert torch.equal(nets.max_pool2(h), F.max_pool2d(h, 2)) and nets.max_pool2(h).is_contiguous()

@@ -366,3 +366,30 @@ def test_the_instructor_copy_keeps_the_solutions(tmp_path):
     assert solution_lines(FIXTURE) - {"A non-gated secret solution."} <= notebook_text_lines(nb)
     assert "**Solution to Exercise 9.1.**" in text and "**Solution to Exercise 9.2.**" in text
     assert "{solution" not in text and "# Your answer" not in text
+
+
+def test_intro_lists_the_measured_time_of_every_exercise():
+    """book/intro.md's instructors' table is what book/exercise_times.json renders to, and it
+    names every exercise the chapters define, each with a time."""
+    times = make_notebooks.EXERCISE_TIMES
+    if not times.exists():
+        pytest.skip("no book/exercise_times.json committed yet")
+    intro = make_notebooks.INTRO.read_text()
+    assert intro == make_notebooks.intro_text(), "run `make notebooks` and commit book/intro.md"
+    record = json.loads(times.read_text())
+    table = intro[intro.index(make_notebooks.TABLE_START) : intro.index(make_notebooks.TABLE_END)]
+    for md in make_notebooks.chapters():
+        labels = re.findall(r"^:label: (ex-\d+-\d+)$", md.read_text(), re.M)
+        assert labels, md
+        timed = record["chapters"][md.name]["exercises"]
+        assert list(timed) == labels, f"{md.name}: re-run scripts/cell_times.py on it"
+        for label in labels:
+            number = label.removeprefix("ex-").replace("-", ".")
+            assert f"{number}: {make_notebooks.seconds_text(timed[label])}" in table
+
+
+def test_exercise_times_format():
+    assert make_notebooks.seconds_text(0.4) == "under 1 s"
+    assert make_notebooks.seconds_text(42.4) == "42 s"
+    assert make_notebooks.seconds_text(125) == "2 min 05 s"
+    assert make_notebooks.seconds_text(1500) == "25 min"
