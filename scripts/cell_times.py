@@ -12,8 +12,8 @@ per chapter: the total, the seconds per section, per exercise solution, and the 
 empty one includes the training a first-time reader's run does, a warm one only what each cell
 computes live.
 
-``book/exercise_times.json`` (committed) is written from a cold run of every chapter; it gives
-instructors the time each exercise's solution takes to run.
+``book/exercise_times.json`` (committed) holds such a run of every chapter from an empty cache;
+``make notebooks`` turns it into the instructors' time-per-exercise table in ``book/intro.md``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def attribute(nb) -> dict:
     section, solution = "(top)", None
     sections: dict[str, float] = {}
     exercises: dict[str, float] = {}
+    code_cells: dict[str, int] = {}
     cells = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
@@ -69,6 +70,7 @@ def attribute(nb) -> dict:
         sections[section] = sections.get(section, 0.0) + s
         if solution is not None:
             exercises[solution] += s
+            code_cells[solution] = code_cells.get(solution, 0) + 1
         first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
         cells.append({"index": i, "seconds": round(s, 2), "section": section,
                       "exercise": solution, "first_line": first[:100]})  # fmt: skip
@@ -76,6 +78,7 @@ def attribute(nb) -> dict:
         "total_seconds": round(sum(c["seconds"] for c in cells), 1),
         "sections": {k: round(v, 1) for k, v in sections.items()},
         "exercises": {k: round(v, 1) for k, v in exercises.items()},
+        "exercise_code_cells": {k: code_cells.get(k, 0) for k in exercises},
         "slowest_cells": sorted(cells, key=lambda c: -c["seconds"])[:12],
     }
 
@@ -92,6 +95,21 @@ def run_chapter(md: Path, timeout: int) -> dict:
     out = attribute(nb)
     out["wall_seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def _commit() -> str | None:
+    """The checkout's commit (``+`` if it has uncommitted changes), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             machine=platform.machine(),
             python=sys.version.split()[0],
             executed=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            commit=_commit(),
             command=command,
         )
         record["chapters"][md.name] = timing

@@ -164,21 +164,21 @@ def exercise_table(times_file: Path = EXERCISE_TIMES) -> str:
         if not exercises:
             continue
         meta = meta or chapter
-        cells = [f"{label.removeprefix('ex-').replace('-', '.')}: {seconds_text(sec)}"
+        code = chapter.get("exercise_code_cells", {})
+        cells = [f"{label.removeprefix('ex-').replace('-', '.')}: "
+                 + (seconds_text(sec) if code.get(label, 1) else "no code")
                  for label, sec in exercises.items()]  # fmt: skip
-        rows.append(f"| {name.split('_')[0].lstrip('0')} | {' · '.join(cells)} | "
-                    f"{minutes_text(chapter['wall_seconds'])} |")  # fmt: skip
+        rows.append(f"| {name.split('_')[0].lstrip('0')} | {' · '.join(cells)} |")
     cache = "an empty data cache" if meta.get("dwp_cache") == "cold" else "a warm data cache"
     threads = meta.get("torch_threads")
     threads = "one torch thread" if str(threads) == "1" else f"torch threads: {threads}"
     head = (
         f"How long each exercise's solution takes to run, measured cell by cell at the "
         f"`{meta.get('preset', 'book')}` preset on a {meta.get('cpus', 2)}-core CPU "
-        f"({threads}, {cache} at the start, chapters in order, {str(meta.get('executed'))[:10]}):"
+        f"({threads}, from {cache}, {str(meta.get('executed'))[:10]}):"
         " the time a student waits for the computations, not the time to write the answer."
     )
-    lines = [head, "", "| chapter | exercise: runtime of its solution | whole chapter |",
-             "|---|---|---|", *rows]  # fmt: skip
+    lines = [head, "", "| chapter | exercise: runtime of its solution |", "|---|---|", *rows]
     return "\n".join([TABLE_START, *lines, TABLE_END])
 
 

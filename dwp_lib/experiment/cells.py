@@ -139,12 +139,16 @@ def init_grid_worker(
     device: str,
     with_vaes: bool,
     with_released: bool = False,
+    cell_bars: bool = True,
 ) -> None:
     """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
-    cache that the parent process filled, MNIST from the data cache."""
+    cache that the parent process filled, MNIST from the data cache. ``cell_bars=False``
+    silences the progress bars of the cells this worker trains."""
     from .runner import Experiment  # the runner starts these workers
 
     exit_with_parent(os.getppid())
+    if not cell_bars:
+        os.environ["DWP_PROGRESS"] = "0"
     exp = Experiment(cfg, out, device, verbose=False)
     torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
     bank = exp.kernel_bank()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -458,6 +459,9 @@ class Experiment:
             str(self.device),
             vaes is not None,
             released is not None,
+            # in a notebook, the workers' bars would interleave in the cell's output (its
+            # kernel captures their stderr): there the grid's own bar counts the cells
+            "ipykernel" not in sys.modules,
         )
         with ProcessPoolExecutor(workers, ctx, init_grid_worker, init) as pool:
             futures = [pool.submit(grid_worker_cell, *cell) for cell in todo]
