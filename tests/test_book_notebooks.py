@@ -395,3 +395,19 @@ def test_exercise_times_format():
     assert make_notebooks.seconds_text(42.4) == "42 s"
     assert make_notebooks.seconds_text(125) == "2 min 05 s"
     assert make_notebooks.seconds_text(1500) == "25 min"
+
+
+def test_slide_map_names_sections_that_exist():
+    """The intro's slide-to-section map quotes section titles; each must be a ``##`` heading of
+    a chapter that its row links."""
+    intro = make_notebooks.INTRO.read_text()
+    rows = [ln for ln in intro.splitlines() if ln.startswith("| ") and "{doc}`" in ln]
+    assert len(rows) >= 7
+    headings = {}
+    for md in [*make_notebooks.chapters(), make_notebooks.INTRO.with_name("conclusion.md")]:
+        headings[md.stem] = set(re.findall(r"^## (.+?)\s*$", md.read_text(), re.M))
+    for row in rows:
+        docs = re.findall(r"\{doc\}`([^`]+)`", row)
+        known = set().union(*(headings[d] for d in docs))
+        for title in re.findall(r'"([^"]+)"', row):
+            assert title in known, f"{title!r} is not a section of {docs}"
