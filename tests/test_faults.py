@@ -238,6 +238,9 @@ def _rows(path: Path) -> list[dict]:
 def _reproduce(out: Path, env: dict) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "dwp_lib", "reproduce", "--preset", "tiny", "--out", str(out)]
     cmd += ["--set", "num_threads=1", "--set", "source.workers=0"]
+    # the tiny 5x5 VAE would train in milliseconds, too short a window to kill the run "between
+    # the two VAEs" on a quiet machine; more steps (in every run alike) make it a second or two
+    cmd += ["--set", "vae.conv2.train.steps=300"]
     return subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
