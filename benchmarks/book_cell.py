@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 os.environ.setdefault("DWP_PROGRESS", "0")
+
+from dwp_cell import seconds  # noqa: E402  (beside this script: the same timer)
 
 from dwp_lib import bayes, inits, priors  # noqa: E402
 from dwp_lib.kernel_layers import KernelVAEConfig  # noqa: E402
@@ -76,14 +77,6 @@ class Cell:
 
     def eval_fast(self) -> torch.Tensor:
         return bayes.predictive_probs(self.model, self.xt, EVAL_SAMPLES, TEST_IMAGES)
-
-
-def seconds(fn, reps: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
 
 
 def main() -> None:

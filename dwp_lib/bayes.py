@@ -288,7 +288,6 @@ def negative_elbo(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predictive_probs(
     model: nn.Module, x: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> Tensor:
@@ -309,11 +308,12 @@ def predictive_probs(
     out = []
     for chunk in x.split(batch_size):
         chunk = chunk.to(device)
-        if bayesian:
-            p = sum(F.softmax(logits, -1) for logits in model.sampled_logits(chunk, passes))
-            p = p / passes
-        else:
-            p = sum(F.softmax(model(chunk), -1) for _ in range(passes)) / passes
+        passes_logits = (
+            model.sampled_logits(chunk, passes)
+            if bayesian
+            else (model(chunk) for _ in range(passes))
+        )
+        p = sum(F.softmax(logits, -1) for logits in passes_logits) / passes
         out.append(p.cpu())
     model.train(was_training)
     return torch.cat(out)
