@@ -9,6 +9,7 @@ Commands
 ``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
 ``score-priors``          score kernel VAEs as densities of held-out and random slices (:mod:`dwp_lib.prior_scores`)
 ``bank-stats``            kernel statistics of our bank beside the released one (:mod:`dwp_lib.bank_stats`)
+``own-prior``             the table of the search for a prior of our own, from the committed runs (:mod:`dwp_lib.own_prior`)
 
 Every command takes ``--preset tiny|book|paper`` where it trains something.
 """
@@ -61,6 +62,12 @@ def _bank_stats(args: argparse.Namespace) -> int:
     from . import bank_stats
 
     return bank_stats.cli(args)
+
+
+def _own_prior(args: argparse.Namespace) -> int:
+    from . import own_prior
+
+    return own_prior.cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the bank of this config file (e.g. other source-net settings; repeatable)",
     )
     p.set_defaults(func=_bank_stats)
+
+    p = sub.add_parser(
+        "own-prior",
+        help="the table of every prior tried against the released one (authors' setting, n = 50)",
+    )
+    p.add_argument(
+        "--results", default=None, help="the results folder (default: the repository's results/)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--update", metavar="FILE", help="write the table into FILE between its markers")
+    g.add_argument(
+        "--check", metavar="FILE", help="exit 1 if FILE's table is not the one the runs give"
+    )
+    p.set_defaults(func=_own_prior)
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")

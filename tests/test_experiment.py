@@ -617,3 +617,15 @@ def test_every_committed_results_command_still_resolves_to_a_config_its_folder_a
             RunFolder(copy).check_settings(cfg)
             checked += 1
     assert checked >= 5
+
+
+def test_every_committed_results_folder_is_in_the_readme_table():
+    """A reader finds each ``results/*/`` folder in the README's table of committed runs, and
+    each has its own README (the exact command) or, for the ablation, its table and findings."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    for folder in sorted(p for p in (root / "results").iterdir() if p.is_dir()):
+        assert f"| `results/{folder.name}/` |" in readme, folder.name
+        assert (folder / "README.md").exists() or (folder / "FINDINGS.md").exists(), folder.name

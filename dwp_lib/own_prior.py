@@ -1,0 +1,209 @@
+"""A prior of our own (book/05, ``results/own-prior-FINDINGS.md``): every cell of the search for
+what our deep weight prior lacks, one line each, read from the committed runs.
+
+Each line is one prior at the authors' setting (FConv(32, 128), 10,000 full-batch steps from
+log sigma^2 = -10, 256 slices per step, a 10-sample ensemble on all 10,000 test digits, n = 50),
+paired by split seed with the released prior and with N(0, 1) from Xavier of
+``results/released-authors-setting/``. Nothing in the table is typed: :func:`table_rows` reads
+the folders' ``results.csv`` files, refuses a row run at another setting, and says "not run yet"
+for a folder without rows. ``python -m dwp_lib own-prior`` prints the table;
+``--update FILE`` writes it into the findings note between its markers, and ``--check`` fails
+when the note's table is not the one the committed runs give (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .experiment.names import ExperimentError, parse_method
+from .experiment.results import RESULT_COLUMNS, read_rows, repo_results_dir
+
+REFERENCE = "released-authors-setting"  # the folder with the released prior and N(0, 1)
+RELEASED = "dwp@released:dwp@released"
+NORMAL = "normal:xavier"
+N = 50
+# every row of the table must have been run at this setting (the authors')
+SETTING: Mapping[str, object] = {
+    "n": N,
+    "steps": 10_000,
+    "channels": "32x128",
+    "log_sigma2_init": -10.0,
+    "dwp_slices_per_step": 256,
+    "eval_samples": 10,
+    "test_images": 10_000,
+}
+BEGIN = "<!-- own-prior-table: written by `python -m dwp_lib own-prior --update`; do not edit -->"
+END = "<!-- end own-prior-table -->"
+
+
+@dataclass(frozen=True)
+class PriorCell:
+    """One line of the table: a prior (``method``, ``"prior:init"``) in a results folder."""
+
+    label: str
+    folder: str
+    method: str
+
+
+CELLS: tuple[PriorCell, ...] = (
+    PriorCell("released prior (their VAEs, their bank)", REFERENCE, RELEASED),
+    PriorCell("ours: our VAEs, our bank (book preset)", REFERENCE, "dwp:dwp"),
+    PriorCell("ours, their bank (1,000-step VAEs)", "released-bank-vaes", "dwp:dwp"),
+    PriorCell(
+        "ours, their bank (VAEs trained 300 epochs)", "released-bank-vaes-long-prior", "dwp:dwp"
+    ),
+    PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
+    PriorCell(
+        "our 5x5 prior on conv2, released 7x7 (released init)",
+        "mixed-layer-priors",
+        "dwp@released/dwp:dwp@released",
+    ),
+    PriorCell(
+        "our 7x7 prior on conv1, released 5x5 (released init)",
+        "mixed-layer-priors",
+        "dwp/dwp@released:dwp@released",
+    ),
+    PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL),
+)
+
+
+def _check_setting(row: Mapping, where: Path) -> None:
+    bad = {k: row.get(k) for k, v in SETTING.items() if row.get(k) != v}
+    if bad:
+        raise ExperimentError(
+            f"{where}: the row of {row.get('prior')}:{row.get('init')}, split seed "
+            f"{row.get('seed')}, was not run at the authors' setting ({bad} instead of "
+            f"{ {k: SETTING[k] for k in bad} }); move it to another folder or drop it from "
+            "own_prior.CELLS"
+        )
+
+
+def accuracies(root: Path, folder: str, method: str) -> dict[int, dict]:
+    """``{split seed: row}`` of ``method`` at n = 50 in ``root/folder`` (empty if none)."""
+    prior, init = parse_method(method)
+    path = root / folder / "results.csv"
+    out: dict[int, dict] = {}
+    for r in read_rows(path, RESULT_COLUMNS):
+        if (r["prior"], r["init"]) != (prior, init) or int(r["n"]) != N:
+            continue
+        _check_setting(r, path)
+        seed = int(r["seed"])
+        if seed in out:
+            raise ExperimentError(f"{path}: two rows of {method} for split seed {seed}")
+        out[seed] = r
+    return out
+
+
+def _paired(mine: Mapping[int, dict], base: Mapping[int, dict]) -> tuple[list[int], list[float]]:
+    seeds = sorted(set(mine) & set(base))
+    return seeds, [mine[s]["acc_ensemble"] - base[s]["acc_ensemble"] for s in seeds]
+
+
+def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELLS) -> list[dict]:
+    """One dict per cell: seeds, accuracy mean and std, the paired differences (fractions) to
+    the released prior and to N(0, 1) with on how many seeds it is below / above, minutes."""
+    root = Path(root) if root is not None else repo_results_dir()
+    released = accuracies(root, REFERENCE, RELEASED)
+    normal = accuracies(root, REFERENCE, NORMAL)
+    out = []
+    for cell in cells:
+        mine = accuracies(root, cell.folder, cell.method)
+        acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
+        seconds = [mine[s]["seconds"] for s in sorted(mine)]
+        s_rel, d_rel = _paired(mine, released)
+        s_norm, d_norm = _paired(mine, normal)
+        out.append(
+            {
+                "label": cell.label,
+                "folder": cell.folder,
+                "method": cell.method,
+                "seeds": sorted(mine),
+                "mean": statistics.fmean(acc) if acc else None,
+                "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "vs_released": statistics.fmean(d_rel) if d_rel else None,
+                "below_released": sum(d < 0 for d in d_rel),
+                "released_seeds": s_rel,
+                "vs_normal": statistics.fmean(d_norm) if d_norm else None,
+                "above_normal": sum(d > 0 for d in d_norm),
+                "normal_seeds": s_norm,
+                "minutes": statistics.fmean(seconds) / 60 if seconds else None,
+            }
+        )
+    return out
+
+
+def _diff(mean: float | None, count: int, seeds: Sequence[int]) -> str:
+    return "" if mean is None else f"{100 * mean:+.1f} ({count}/{len(seeds)})"
+
+
+def markdown(rows: Sequence[Mapping]) -> str:
+    """The table, one line per cell (a cell without rows says so)."""
+    lines = [
+        "| prior (n = 50, authors' setting) | results folder | split seeds | accuracy "
+        "| - released prior (points, seeds below) | - N(0, 1) Xavier (points, seeds above) "
+        "| minutes per cell |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        folder = f"`{r['folder']}`"
+        if not r["seeds"]:
+            lines.append(f"| {r['label']} | {folder} | not run yet | | | | |")
+            continue
+        seeds = ",".join(str(s) for s in r["seeds"])
+        acc = f"{r['mean']:.3f} ± {r['std']:.3f}" if len(r["seeds"]) > 1 else f"{r['mean']:.3f}"
+        lines.append(
+            f"| {r['label']} | {folder} | {seeds} | {acc} "
+            f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
+            f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])} "
+            f"| {r['minutes']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def with_table(text: str, table: str, where: str = "the findings note") -> str:
+    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``table``."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ExperimentError(
+            f"{where} needs one pair of markers, {BEGIN!r} then {END!r}, around the table"
+        )
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{table}{END}{tail}"
+
+
+def cli(args: argparse.Namespace) -> int:
+    try:
+        return _cli(args)
+    except ExperimentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _cli(args: argparse.Namespace) -> int:
+    table = markdown(table_rows(args.results))
+    if args.update is None and args.check is None:
+        sys.stdout.write(table)
+        return 0
+    path = Path(args.update or args.check)
+    if not path.exists():
+        raise ExperimentError(f"{path} does not exist; give the findings note's path")
+    text = path.read_text()
+    new = with_table(text, table, str(path))
+    if args.check is not None:
+        if new != text:
+            print(
+                f"{path}: its table is not the one the committed runs give; run "
+                f"`python -m dwp_lib own-prior --update {path}`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{path}: the table is up to date")
+        return 0
+    path.write_text(new)
+    print(f"{path}: table written ({len(table.splitlines()) - 2} cells)")
+    return 0
