@@ -43,15 +43,18 @@ END = "<!-- end own-prior-table -->"
 
 @dataclass(frozen=True)
 class PriorCell:
-    """One line of the table: a prior (``method``, ``"prior:init"``) in a results folder."""
+    """One line of the table: a prior (``method``, ``"prior:init"``) in a results folder;
+    ``own``: both layers' priors are ours (a candidate for the recipe), not the released one or a
+    mix of the two."""
 
     label: str
     folder: str
     method: str
+    own: bool = True
 
 
 CELLS: tuple[PriorCell, ...] = (
-    PriorCell("released prior (their VAEs, their bank)", REFERENCE, RELEASED),
+    PriorCell("released prior (their VAEs, their bank)", REFERENCE, RELEASED, own=False),
     PriorCell("ours: our VAEs, our bank (book preset)", REFERENCE, "dwp:dwp"),
     PriorCell("ours, their bank (1,000-step VAEs)", "released-bank-vaes", "dwp:dwp"),
     PriorCell(
@@ -62,13 +65,15 @@ CELLS: tuple[PriorCell, ...] = (
         "our 5x5 prior on conv2, released 7x7 (released init)",
         "mixed-layer-priors",
         "dwp@released/dwp:dwp@released",
+        own=False,
     ),
     PriorCell(
         "our 7x7 prior on conv1, released 5x5 (released init)",
         "mixed-layer-priors",
         "dwp/dwp@released:dwp@released",
+        own=False,
     ),
-    PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL),
+    PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL, own=False),
 )
 
 
@@ -122,6 +127,7 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "label": cell.label,
                 "folder": cell.folder,
                 "method": cell.method,
+                "own": cell.own,
                 "seeds": sorted(mine),
                 "mean": statistics.fmean(acc) if acc else None,
                 "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,

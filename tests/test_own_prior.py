@@ -103,3 +103,11 @@ def test_the_findings_table_is_the_one_the_committed_runs_give():
     if not FINDINGS.exists():
         pytest.skip("no results/ in this installation (a plain pip install)")
     assert main(["own-prior", "--check", str(FINDINGS)]) == 0
+
+
+def test_only_priors_ours_on_both_layers_are_candidates():
+    own = {c.label: c.own for c in own_prior.CELLS}
+    assert not own["released prior (their VAEs, their bank)"] and not own["N(0, 1), Xavier"]
+    assert [c.method for c in own_prior.CELLS if "released" in c.method.split(":")[0]] == [
+        c.method for c in own_prior.CELLS if not c.own and c.method != own_prior.NORMAL
+    ]
