@@ -111,7 +111,11 @@ def _paired(mine: Mapping[int, dict], base: Mapping[int, dict]) -> tuple[list[in
 
 def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELLS) -> list[dict]:
     """One dict per cell: seeds, accuracy mean and std, the paired differences (fractions) to
-    the released prior and to N(0, 1) with on how many seeds it is below / above, minutes."""
+    the released prior and to N(0, 1) with on how many seeds it is below / above, minutes, and
+    two means over seeds of the trained network at its last steps: conv2's mean log sigma^2 and
+    the data term, the cross-entropy summed over the 50 training digits under one weight sample
+    (``nll``, loss minus KL; printed to 0.01, above the float32 resolution of that difference
+    at a KL of ~30,000)."""
     root = Path(root) if root is not None else repo_results_dir()
     released = accuracies(root, REFERENCE, RELEASED)
     normal = accuracies(root, REFERENCE, NORMAL)
@@ -120,6 +124,8 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
         mine = accuracies(root, cell.folder, cell.method)
         acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
         seconds = [mine[s]["seconds"] for s in sorted(mine)]
+        ls2 = [mine[s]["log_sigma2_conv2"] for s in sorted(mine)]
+        nll = [mine[s]["nll"] for s in sorted(mine)]
         s_rel, d_rel = _paired(mine, released)
         s_norm, d_norm = _paired(mine, normal)
         out.append(
@@ -138,6 +144,9 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "above_normal": sum(d > 0 for d in d_norm),
                 "normal_seeds": s_norm,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
+                "log_sigma2_conv2": statistics.fmean(ls2) if ls2 else None,
+                "log_sigma2_conv2_spread": max(ls2) - min(ls2) if ls2 else None,
+                "nll": statistics.fmean(nll) if nll else None,
             }
         )
     return out
@@ -152,13 +161,13 @@ def markdown(rows: Sequence[Mapping]) -> str:
     lines = [
         "| prior (n = 50, authors' setting) | results folder | split seeds | accuracy "
         "| - released prior (points, seeds below) | - N(0, 1) Xavier (points, seeds above) "
-        "| minutes per cell |",
-        "|---|---|---|---|---|---|---|",
+        "| conv2 log sigma^2 | train nll (nats) | minutes per cell |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         folder = f"`{r['folder']}`"
         if not r["seeds"]:
-            lines.append(f"| {r['label']} | {folder} | not run yet | | | | |")
+            lines.append(f"| {r['label']} | {folder} | not run yet | | | | | | |")
             continue
         seeds = ",".join(str(s) for s in r["seeds"])
         acc = f"{r['mean']:.3f} ± {r['std']:.3f}" if len(r["seeds"]) > 1 else f"{r['mean']:.3f}"
@@ -166,8 +175,47 @@ def markdown(rows: Sequence[Mapping]) -> str:
             f"| {r['label']} | {folder} | {seeds} | {acc} "
             f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
             f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])} "
-            f"| {r['minutes']:.0f} |"
+            f"| {r['log_sigma2_conv2']:.2f} | {r['nll']:.2f} | {r['minutes']:.0f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def conv2_prior(method: str) -> str:
+    """The prior of conv2 in a method: ``"dwp@released/dwp:..."`` -> ``"dwp"``."""
+    prior, _ = parse_method(method)
+    return prior.split("/")[-1]
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def observations(rows: Sequence[Mapping]) -> str:
+    """What the trained networks' two columns say, computed from the same rows: how far conv2's
+    log sigma^2 moves between split seeds of one prior, and both columns by conv2's prior."""
+    ran = [r for r in rows if r["seeds"]]
+    if not ran:
+        return ""
+    spread = [r["log_sigma2_conv2_spread"] for r in ran if len(r["seeds"]) > 1]
+    lines = []
+    if spread:
+        lines.append(
+            f"- conv2's log sigma^2 ends within {max(spread):.3f} of the same value on every "
+            "split seed of a prior (the largest spread over the lines with two or more seeds)."
+        )
+    groups = {
+        "the released 5x5 VAE": [r for r in ran if conv2_prior(r["method"]) == "dwp@released"],
+        "one of our 5x5 VAEs": [r for r in ran if conv2_prior(r["method"]) == "dwp"],
+        "N(0, 1)": [r for r in ran if conv2_prior(r["method"]) == "normal"],
+    }
+    parts = [
+        f"{name}: log sigma^2 {_span([r['log_sigma2_conv2'] for r in rs], '.2f')}, train nll "
+        f"{_span([r['nll'] for r in rs], '.2f')} nats"
+        for name, rs in groups.items()
+        if rs
+    ]
+    lines.append("- By the prior on conv2 (means per line): " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +239,8 @@ def cli(args: argparse.Namespace) -> int:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    table = markdown(table_rows(args.results))
+    rows = table_rows(args.results)
+    table = markdown(rows) + "\n" + observations(rows)
     if args.update is None and args.check is None:
         sys.stdout.write(table)
         return 0
@@ -211,5 +260,5 @@ def _cli(args: argparse.Namespace) -> int:
         print(f"{path}: the table is up to date")
         return 0
     path.write_text(new)
-    print(f"{path}: table written ({len(table.splitlines()) - 2} cells)")
+    print(f"{path}: table written ({len(rows)} lines)")
     return 0

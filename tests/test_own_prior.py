@@ -18,6 +18,7 @@ def row(prior: str, init: str, seed: int, acc: float, **changes) -> dict:
     r = {c: "" for c in RESULT_COLUMNS}
     r.update(own_prior.SETTING)
     r.update(prior=prior, init=init, seed=seed, acc_ensemble=acc, seconds=1800.0)
+    r.update(log_sigma2_conv2=-8.0, nll=0.01 * seed)
     r.update(changes)
     return r
 
@@ -66,7 +67,9 @@ def test_rows_are_paired_by_split_seed_with_the_released_prior_and_normal(root):
     assert absent["seeds"] == [] and absent["mean"] is None
 
     table = own_prior.markdown([released, mine, absent])
-    assert "| mine | `mine` | 0,1,3 | 0.803 ± 0.084 | -5.5 (2/2) | +4.5 (2/2) | 10 |" in table
+    assert (
+        "| mine | `mine` | 0,1,3 | 0.803 ± 0.084 | -5.5 (2/2) | +4.5 (2/2) | -8.00 | 0.01 | 10 |"
+    ) in table
     assert "| absent | `absent` | not run yet |" in table
 
 
@@ -110,4 +113,22 @@ def test_only_priors_ours_on_both_layers_are_candidates():
     assert not own["released prior (their VAEs, their bank)"] and not own["N(0, 1), Xavier"]
     assert [c.method for c in own_prior.CELLS if "released" in c.method.split(":")[0]] == [
         c.method for c in own_prior.CELLS if not c.own and c.method != own_prior.NORMAL
+    ]
+
+
+def test_observations_group_the_trained_networks_by_the_prior_on_conv2(root):
+    write(root, "mixed", [row("dwp@released/dwp", "dwp@released", 0, 0.6, nll=0.7)])
+    cells = (*CELLS, own_prior.PriorCell("mixed", "mixed", "dwp@released/dwp:dwp@released"))
+    rows = own_prior.table_rows(root, cells)
+    rows[0]["log_sigma2_conv2_spread"] = 0.05  # the released line, as if its seeds differed
+    text = own_prior.observations(rows)
+    assert "within 0.050 of the same value" in text
+    assert "the released 5x5 VAE: log sigma^2 -8.00, train nll 0.01 nats" in text
+    assert "one of our 5x5 VAEs: log sigma^2 -8.00, train nll 0.01 to 0.70 nats" in text
+    assert "N(0, 1)" not in text
+    assert [
+        own_prior.conv2_prior(m) for m in ("dwp/dwp@released:dwp@released", "normal:xavier")
+    ] == [
+        "dwp@released",
+        "normal",
     ]
