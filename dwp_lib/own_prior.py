@@ -144,6 +144,7 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "above_normal": sum(d > 0 for d in d_norm),
                 "normal_seeds": s_norm,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
+                "devices": sorted({str(mine[s]["device"]) for s in mine}),
                 "log_sigma2_conv2": statistics.fmean(ls2) if ls2 else None,
                 "log_sigma2_conv2_spread": max(ls2) - min(ls2) if ls2 else None,
                 "nll": statistics.fmean(nll) if nll else None,
@@ -161,7 +162,7 @@ def markdown(rows: Sequence[Mapping]) -> str:
     lines = [
         "| prior (n = 50, authors' setting) | results folder | split seeds | accuracy "
         "| - released prior (points, seeds below) | - N(0, 1) Xavier (points, seeds above) "
-        "| conv2 log sigma^2 | train nll (nats) | minutes per cell |",
+        "| conv2 log sigma^2 | train nll (nats) | minutes per cell (device) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -175,7 +176,7 @@ def markdown(rows: Sequence[Mapping]) -> str:
             f"| {r['label']} | {folder} | {seeds} | {acc} "
             f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
             f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])} "
-            f"| {r['log_sigma2_conv2']:.2f} | {r['nll']:.2f} | {r['minutes']:.0f} |"
+            f"| {r['log_sigma2_conv2']:.2f} | {r['nll']:.2f} | {r['minutes']:.0f} ({', '.join(r['devices'])}) |"
         )
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ def row(prior: str, init: str, seed: int, acc: float, **changes) -> dict:
     r = {c: "" for c in RESULT_COLUMNS}
     r.update(own_prior.SETTING)
     r.update(prior=prior, init=init, seed=seed, acc_ensemble=acc, seconds=1800.0)
-    r.update(log_sigma2_conv2=-8.0, nll=0.01 * seed)
+    r.update(log_sigma2_conv2=-8.0, nll=0.01 * seed, device="cpu")
     r.update(changes)
     return r
 
@@ -68,7 +68,7 @@ def test_rows_are_paired_by_split_seed_with_the_released_prior_and_normal(root):
 
     table = own_prior.markdown([released, mine, absent])
     assert (
-        "| mine | `mine` | 0,1,3 | 0.803 ± 0.084 | -5.5 (2/2) | +4.5 (2/2) | -8.00 | 0.01 | 10 |"
+        "| mine | `mine` | 0,1,3 | 0.803 ± 0.084 | -5.5 (2/2) | +4.5 (2/2) | -8.00 | 0.01 | 10 (cpu) |"
     ) in table
     assert "| absent | `absent` | not run yet |" in table
 
