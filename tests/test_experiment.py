@@ -629,3 +629,29 @@ def test_every_committed_results_folder_is_in_the_readme_table():
     for folder in sorted(p for p in (root / "results").iterdir() if p.is_dir()):
         assert f"| `results/{folder.name}/` |" in readme, folder.name
         assert (folder / "README.md").exists() or (folder / "FINDINGS.md").exists(), folder.name
+
+
+def test_saved_cell_networks_give_back_their_rows_accuracy(fake_world, tmp_path):
+    """grid.save_models writes each cell's trained network; loaded again, it gives the row's
+    ensemble accuracy to the bit. The option changes neither the config key nor the rows."""
+    import torch
+
+    from dwp_lib.bayes import ensemble_accuracy
+    from dwp_lib.experiment import cell_model_path, load_cell_model
+
+    cfg = micro_config(**{"grid.save_models": "true", "init.enabled": "false"})
+    assert cfg.key() == micro_config(**{"init.enabled": "false"}).key()
+    exp = Experiment(cfg, tmp_path / "run", "cpu", verbose=False)
+    rows = exp.prior_grid()
+    assert len(rows) == 10 and all("_state_dict" not in r for r in rows)
+    xt, yt = exp._test_xy()
+    for r in rows:
+        method = f"{r['prior']}:{r['init']}"
+        assert cell_model_path(tmp_path / "run", r["prior"], r["init"], 10, r["seed"]).exists()
+        model, saved = load_cell_model(cfg, tmp_path / "run", method, 10, r["seed"])
+        assert saved == r
+        torch.manual_seed(r["seed"])  # as the cell seeds its evaluation
+        acc = ensemble_accuracy(model, xt, yt, r["eval_samples"], cfg.bayes.eval_batch_size)
+        assert acc == pytest.approx(r["acc_ensemble"], abs=1e-6), method
+    with pytest.raises(ex.ExperimentError, match="grid.save_models=true"):
+        load_cell_model(cfg, tmp_path / "run", "normal:xavier", 10, 7)

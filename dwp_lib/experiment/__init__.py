@@ -52,6 +52,8 @@ from __future__ import annotations
 
 from .cells import (
     CellContext,
+    cell_model_path,
+    load_cell_model,
     run_grid_cell,
 )
 from .command import (
@@ -181,6 +183,8 @@ __all__ = [
     "repo_results_dir",
     "results_table",
     "run_grid_cell",
+    "cell_model_path",
+    "load_cell_model",
     "set_field",
     "summarise",
     "test_subset",

@@ -7,6 +7,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from ..kernel_bank import KernelBank
 from ..kernel_vae import KernelVAE
 from .config import ExperimentConfig
 from .methods import make_init, make_priors
-from .names import parse_method, vae_sources
+from .names import ExperimentError, parse_method, vae_sources
 from .stages import mean_log_var
 
 # ------------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def run_grid_cell(
         if source in vae_sources(method)
         for h in ctx.vae_sha256[source]
     ]
-    return {
+    row = {
         "experiment": ctx.cfg.name,
         "prior": prior,
         "init": init_name,
@@ -117,6 +118,51 @@ def run_grid_cell(
         "bank_sha256": ctx.bank_sha256,
         "vae_sha256": "/".join(vae_sha),
     }
+    if ctx.cfg.grid.save_models:  # the runner writes it to the run folder and drops it
+        row[MODEL_KEY] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return row
+
+
+MODEL_KEY = "_state_dict"  # a row's trained network, while it travels to the runner
+
+
+def cell_model_path(out: str | os.PathLike, prior: str, init: str, n: int, seed: int) -> Path:
+    """Where a run folder keeps the trained network of one cell (``grid.save_models``)."""
+    return Path(out) / "models" / f"{prior.replace('/', '+')}--{init}--n{n}--seed{seed}.pt"
+
+
+def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: ExperimentConfig) -> Path:
+    """Write a cell's trained network with its row and the run's config (atomically)."""
+    from .. import artifacts
+
+    path = cell_model_path(out, row["prior"], row["init"], int(row["n"]), int(row["seed"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with artifacts.atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "row": dict(row), "config": cfg.to_dict()}, tmp)
+    return path
+
+
+def load_cell_model(
+    cfg: ExperimentConfig, out: str | os.PathLike, method: str, n: int, seed: int
+) -> tuple[torch.nn.Module, dict]:
+    """The trained network of cell ``(method, n, seed)`` of the run in ``out`` (saved with
+    ``grid.save_models``) and its row; the network is built from ``cfg`` (the run's config)."""
+    prior, init = parse_method(method)
+    path = cell_model_path(out, prior, init, n, seed)
+    if not path.exists():
+        raise ExperimentError(
+            f"no saved network of {method}, n = {n}, split seed {seed} at {path}: run the grid "
+            "with --set grid.save_models=true (cells already in results.csv are not rerun; "
+            "use a new --out folder)"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
+    if prior == "det":
+        model = det_cnn(bc)
+    else:
+        model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
+    model.load_state_dict(saved["state_dict"])
+    return model, saved["row"]
 
 
 def ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:

@@ -173,6 +173,10 @@ class GridConfig(Presets):
     ``workers``: cells trained side by side in that many processes (0: one after another in this
     process). On a CPU each process uses one thread; on a GPU they share the device, which
     small networks leave mostly idle. A cell's result does not depend on it.
+    ``save_models``: also write each cell's trained network (its ``state_dict``, with the row)
+    to ``<run folder>/models/`` (:func:`~dwp_lib.experiment.cells.load_cell_model` reads it
+    back), for looking inside a trained network without training it again; off by default,
+    and like ``workers`` it changes no result.
     """
 
     enabled: bool = True
@@ -188,6 +192,7 @@ class GridConfig(Presets):
     test_images: int | None = 2000
     test_seed: int = 0
     workers: int = 0
+    save_models: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -235,6 +240,7 @@ EXTENDABLE += (
     "init.seeds",
     "num_threads",
     "grid.workers",
+    "grid.save_models",
 )
 EXTENDABLE += ("executor",)  # where units run never changes what they compute
 

@@ -24,7 +24,15 @@ from ..kernel_vae import KernelVAE
 from ..nets import LAYERS
 from ..progress import progress
 from . import report
-from .cells import CellContext, grid_worker_cell, init_grid_worker, ray_grid_cell, run_grid_cell
+from .cells import (
+    MODEL_KEY,
+    CellContext,
+    grid_worker_cell,
+    init_grid_worker,
+    ray_grid_cell,
+    run_grid_cell,
+    save_cell_model,
+)
 from .config import (
     ExperimentConfig,
     LayerVAEConfig,
@@ -384,6 +392,9 @@ class Experiment:
                     position=0,
                 )
                 for row in self._grid_rows(todo, bank, vaes, workers, released) if todo else ():
+                    state = row.pop(MODEL_KEY, None)
+                    if state is not None:  # before the row: a row always has its network
+                        save_cell_model(self.out, row, state, self.cfg)
                     append_row(self.results_path, row, RESULT_COLUMNS)
                     rows.append(row)
                     cell = f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}"
