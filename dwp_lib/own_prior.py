@@ -26,11 +26,15 @@ from .experiment.results import RESULT_COLUMNS, read_rows, repo_results_dir
 REFERENCE = "released-authors-setting"  # the folder with the released prior and N(0, 1)
 RELEASED = "dwp@released:dwp@released"
 NORMAL = "normal:xavier"
+NORMAL_RELEASED_INIT = "normal:dwp@released"  # N(0, 1) from the released VAEs' samples
 N = 50
 # every row of the table must have been run at this setting (the authors')
 SETTING: Mapping[str, object] = {
     "n": N,
     "steps": 10_000,
+    "lr": 0.001,
+    "kl_weight": 1.0,
+    "dwp_train_reverse": False,
     "channels": "32x128",
     "log_sigma2_init": -10.0,
     "dwp_slices_per_step": 256,
@@ -45,12 +49,14 @@ END = "<!-- end own-prior-table -->"
 class PriorCell:
     """One line of the table: a prior (``method``, ``"prior:init"``) in a results folder;
     ``own``: both layers' priors are ours (a candidate for the recipe), not the released one or a
-    mix of the two."""
+    mix of the two. ``normal``: the N(0, 1) line it is paired with: from Xavier (the paper's
+    baseline), or from the released samples for a line that starts there (same init)."""
 
     label: str
     folder: str
     method: str
     own: bool = True
+    normal: str = NORMAL
 
 
 CELLS: tuple[PriorCell, ...] = (
@@ -66,12 +72,14 @@ CELLS: tuple[PriorCell, ...] = (
         "mixed-layer-priors",
         "dwp@released/dwp:dwp@released",
         own=False,
+        normal=NORMAL_RELEASED_INIT,
     ),
     PriorCell(
         "our 7x7 prior on conv1, released 5x5 (released init)",
         "mixed-layer-priors",
         "dwp/dwp@released:dwp@released",
         own=False,
+        normal=NORMAL_RELEASED_INIT,
     ),
     PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL, own=False),
 )
@@ -104,6 +112,11 @@ def accuracies(root: Path, folder: str, method: str) -> dict[int, dict]:
     return out
 
 
+def _values(rows: Mapping[int, dict], column: str) -> list[float]:
+    """``column`` of the rows, by split seed, without the rows that lack it (``None``: det)."""
+    return [rows[s][column] for s in sorted(rows) if rows[s][column] is not None]
+
+
 def _paired(mine: Mapping[int, dict], base: Mapping[int, dict]) -> tuple[list[int], list[float]]:
     seeds = sorted(set(mine) & set(base))
     return seeds, [mine[s]["acc_ensemble"] - base[s]["acc_ensemble"] for s in seeds]
@@ -114,20 +127,19 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
     the released prior and to N(0, 1) with on how many seeds it is below / above, minutes, and
     two means over seeds of the trained network at its last steps: conv2's mean log sigma^2 and
     the data term, the cross-entropy summed over the 50 training digits under one weight sample
-    (``nll``, loss minus KL; printed to 0.01, above the float32 resolution of that difference
-    at a KL of ~30,000)."""
+    (``nll``, loss minus KL, printed to 0.01: at a KL of ~30,000, as under the deep weight
+    priors, float32 resolves that difference to ~0.004; at N(0, 1)'s ~209,000 only to ~0.03).
+    A number a row lacks (``None``) is left out of its mean."""
     root = Path(root) if root is not None else repo_results_dir()
     released = accuracies(root, REFERENCE, RELEASED)
-    normal = accuracies(root, REFERENCE, NORMAL)
+    normals = {m: accuracies(root, REFERENCE, m) for m in {c.normal for c in cells}}
     out = []
     for cell in cells:
         mine = accuracies(root, cell.folder, cell.method)
         acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
-        seconds = [mine[s]["seconds"] for s in sorted(mine)]
-        ls2 = [mine[s]["log_sigma2_conv2"] for s in sorted(mine)]
-        nll = [mine[s]["nll"] for s in sorted(mine)]
+        seconds, ls2, nll = (_values(mine, c) for c in ("seconds", "log_sigma2_conv2", "nll"))
         s_rel, d_rel = _paired(mine, released)
-        s_norm, d_norm = _paired(mine, normal)
+        s_norm, d_norm = _paired(mine, normals[cell.normal])
         out.append(
             {
                 "label": cell.label,
@@ -143,6 +155,7 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "vs_normal": statistics.fmean(d_norm) if d_norm else None,
                 "above_normal": sum(d > 0 for d in d_norm),
                 "normal_seeds": s_norm,
+                "normal": cell.normal,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
                 "devices": sorted({str(mine[s]["device"]) for s in mine}),
                 "log_sigma2_conv2": statistics.fmean(ls2) if ls2 else None,
@@ -157,27 +170,37 @@ def _diff(mean: float | None, count: int, seeds: Sequence[int]) -> str:
     return "" if mean is None else f"{100 * mean:+.1f} ({count}/{len(seeds)})"
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
 def markdown(rows: Sequence[Mapping]) -> str:
     """The table, one line per cell (a cell without rows says so)."""
     lines = [
         "| prior (n = 50, authors' setting) | results folder | split seeds | accuracy "
-        "| - released prior (points, seeds below) | - N(0, 1) Xavier (points, seeds above) "
+        "| - released prior (points, seeds below) | - N(0, 1) (points, seeds above; init: *) "
         "| conv2 log sigma^2 | train nll (nats) | minutes per cell (device) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         folder = f"`{r['folder']}`"
         if not r["seeds"]:
-            lines.append(f"| {r['label']} | {folder} | not run yet | | | | | | |")
+            lines.append(f"| {r['label']} | {folder} | no row yet | | | | | | |")
             continue
         seeds = ",".join(str(s) for s in r["seeds"])
+        mark = "" if r["normal"] == NORMAL else " (released)"
         acc = f"{r['mean']:.3f} ± {r['std']:.3f}" if len(r["seeds"]) > 1 else f"{r['mean']:.3f}"
         lines.append(
             f"| {r['label']} | {folder} | {seeds} | {acc} "
             f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
-            f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])} "
-            f"| {r['log_sigma2_conv2']:.2f} | {r['nll']:.2f} | {r['minutes']:.0f} ({', '.join(r['devices'])}) |"
+            f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])}{mark} "
+            f"| {_num(r['log_sigma2_conv2'], '.2f')} | {_num(r['nll'], '.2f')} "
+            f"| {_num(r['minutes'], '.0f')} ({', '.join(r['devices'])}) |"
         )
+    lines.append(
+        "\n(*) N(0, 1) from Xavier, the paper's baseline; \"(released)\": from the released VAEs' "
+        "samples, the init of that line."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -198,17 +221,22 @@ def observations(rows: Sequence[Mapping]) -> str:
     ran = [r for r in rows if r["seeds"]]
     if not ran:
         return ""
-    spread = [r["log_sigma2_conv2_spread"] for r in ran if len(r["seeds"]) > 1]
+    spread = [
+        r["log_sigma2_conv2_spread"]
+        for r in ran
+        if len(r["seeds"]) > 1 and r["log_sigma2_conv2_spread"] is not None
+    ]
     lines = []
     if spread:
         lines.append(
-            f"- conv2's log sigma^2 ends within {max(spread):.3f} of the same value on every "
-            "split seed of a prior (the largest spread over the lines with two or more seeds)."
+            f"- conv2's mean log sigma^2 differs by at most {max(spread):.3f} between the split "
+            "seeds of a line (the largest max - min over the lines with two or more seeds)."
         )
+    both = [r for r in ran if r["log_sigma2_conv2"] is not None and r["nll"] is not None]
     groups = {
-        "the released 5x5 VAE": [r for r in ran if conv2_prior(r["method"]) == "dwp@released"],
-        "one of our 5x5 VAEs": [r for r in ran if conv2_prior(r["method"]) == "dwp"],
-        "N(0, 1)": [r for r in ran if conv2_prior(r["method"]) == "normal"],
+        "the released 5x5 VAE": [r for r in both if conv2_prior(r["method"]) == "dwp@released"],
+        "one of our 5x5 VAEs": [r for r in both if conv2_prior(r["method"]) == "dwp"],
+        "N(0, 1)": [r for r in both if conv2_prior(r["method"]) == "normal"],
     }
     parts = [
         f"{name}: log sigma^2 {_span([r['log_sigma2_conv2'] for r in rs], '.2f')}, train nll "

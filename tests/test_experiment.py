@@ -413,10 +413,15 @@ def test_grid_workers_give_the_same_rows_as_one_process(tmp_path, monkeypatch):
     base = ["init.enabled=false", "grid.split_seeds=[0,1]", "bayes.steps=5", "num_threads=1"]
     rows = {}
     for workers in (0, 2):
-        cfg = ExperimentConfig.preset("tiny", [*base, f"grid.workers={workers}"])
+        # the workers also send their trained networks back (grid.save_models)
+        cfg = ExperimentConfig.preset(
+            "tiny", [*base, f"grid.workers={workers}", f"grid.save_models={workers > 0}"]
+        )
         got = Experiment(cfg, tmp_path / f"w{workers}", "cpu", verbose=False).prior_grid()
         rows[workers] = {(r["prior"], r["init"], r["n"], r["seed"]): r for r in got}
     assert len(rows[0]) == 8 and rows[0].keys() == rows[2].keys()
+    assert len(list((tmp_path / "w2" / "models").glob("*.pt"))) == 8
+    assert not (tmp_path / "w0" / "models").exists()
     for key, r in rows[0].items():
         assert rows[2][key]["acc_ensemble"] == r["acc_ensemble"], key
         assert rows[2][key]["nll"] == pytest.approx(r["nll"], rel=1e-5), key
@@ -655,3 +660,6 @@ def test_saved_cell_networks_give_back_their_rows_accuracy(fake_world, tmp_path)
         assert acc == pytest.approx(r["acc_ensemble"], abs=1e-6), method
     with pytest.raises(ex.ExperimentError, match="grid.save_models=true"):
         load_cell_model(cfg, tmp_path / "run", "normal:xavier", 10, 7)
+    other = micro_config(**{"bayes.lr": "0.5"})
+    with pytest.raises(ex.ExperimentError, match="pass the run's own config"):
+        load_cell_model(other, tmp_path / "run", "normal:xavier", 10, 0)

@@ -70,7 +70,7 @@ def test_rows_are_paired_by_split_seed_with_the_released_prior_and_normal(root):
     assert (
         "| mine | `mine` | 0,1,3 | 0.803 ± 0.084 | -5.5 (2/2) | +4.5 (2/2) | -8.00 | 0.01 | 10 (cpu) |"
     ) in table
-    assert "| absent | `absent` | not run yet |" in table
+    assert "| absent | `absent` | no row yet |" in table
 
 
 def test_a_row_run_at_another_setting_is_refused(root):
@@ -119,12 +119,17 @@ def test_only_priors_ours_on_both_layers_are_candidates():
 def test_observations_group_the_trained_networks_by_the_prior_on_conv2(root):
     write(root, "mixed", [row("dwp@released/dwp", "dwp@released", 0, 0.6, nll=0.7)])
     cells = (*CELLS, own_prior.PriorCell("mixed", "mixed", "dwp@released/dwp:dwp@released"))
+    write(
+        root,
+        "spread",
+        [row("dwp", "dwp", s, 0.5, log_sigma2_conv2=v) for s, v in ((0, -8.0), (1, -7.95))],
+    )
+    cells = (*cells, own_prior.PriorCell("spread", "spread", "dwp:dwp"))
     rows = own_prior.table_rows(root, cells)
-    rows[0]["log_sigma2_conv2_spread"] = 0.05  # the released line, as if its seeds differed
     text = own_prior.observations(rows)
-    assert "within 0.050 of the same value" in text
+    assert "differs by at most 0.050 between the split seeds" in text
     assert "the released 5x5 VAE: log sigma^2 -8.00, train nll 0.01 nats" in text
-    assert "one of our 5x5 VAEs: log sigma^2 -8.00, train nll 0.01 to 0.70 nats" in text
+    assert "one of our 5x5 VAEs: log sigma^2 -8.00 to -7.97, train nll 0.01 to 0.70 nats" in text
     assert "N(0, 1)" not in text
     assert [
         own_prior.conv2_prior(m) for m in ("dwp/dwp@released:dwp@released", "normal:xavier")

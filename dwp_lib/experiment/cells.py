@@ -156,6 +156,12 @@ def load_cell_model(
             "use a new --out folder)"
         )
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["row"]["config_key"] != cfg.key():
+        raise ExperimentError(
+            f"{path} was trained under config key {saved['row']['config_key']}, not this "
+            f"config's {cfg.key()}: pass the run's own config (its config.json, or the file "
+            "itself: torch.load(path)['config'])"
+        )
     bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
     if prior == "det":
         model = det_cnn(bc)
