@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .. import artifacts
 from ..bayes import (
     BayesianCNN,
     det_cnn,
@@ -51,6 +52,15 @@ class CellContext:
     vae_sha256: dict[str, list[str]]
 
 
+def cell_network(cfg: ExperimentConfig, prior: str, n: int) -> tuple[torch.nn.Module, Any]:
+    """The untrained network of a cell of ``prior`` at size ``n`` and its Bayes config (the
+    steps of that size): the det baseline's plain CNN, or a Bayesian CNN."""
+    bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
+    if prior == "det":
+        return det_cnn(bc), bc
+    return BayesianCNN(bc, alpha_parametrised=prior == "log-uniform"), bc
+
+
 def run_grid_cell(
     ctx: CellContext, method: str, n: int, seed: int, device: torch.device | None = None
 ) -> dict:
@@ -60,19 +70,16 @@ def run_grid_cell(
 
     device = torch.device(device) if device is not None else default_device()
     prior, init_name = parse_method(method)
-    bc = dataclasses.replace(ctx.cfg.bayes, steps=ctx.cfg.grid.steps_for(n, ctx.cfg.bayes.steps))
     sub = balanced_subset(ctx.train, n, seed)
     x, y = sub.float_images(), sub.labels
     xt, yt = ctx.test_xy
     init = make_init(init_name, ctx.bank, ctx.vaes, ctx.released)
     t0 = time.perf_counter()
+    model, bc = cell_network(ctx.cfg, prior, n)
+    initialise(model, init, seed)
     if prior == "det":
-        model = det_cnn(bc)
-        initialise(model, init, seed)
         hist = train_det_cnn(model, x, y, bc, seed, device)
     else:
-        model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
-        initialise(model, init, seed)
         priors = make_priors(prior, ctx.vaes, bc, ctx.released)
         hist = train_bayesian_cnn(model, priors, x, y, bc, seed, device)
     torch.manual_seed(seed)  # the evaluation's weight samples
@@ -133,8 +140,6 @@ def cell_model_path(out: str | os.PathLike, prior: str, init: str, n: int, seed:
 
 def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: ExperimentConfig) -> Path:
     """Write a cell's trained network with its row and the run's config (atomically)."""
-    from .. import artifacts
-
     path = cell_model_path(out, row["prior"], row["init"], int(row["n"]), int(row["seed"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     with artifacts.atomic_path(path) as tmp:
@@ -162,11 +167,7 @@ def load_cell_model(
             f"config's {cfg.key()}: pass the run's own config (its config.json, or the file "
             "itself: torch.load(path)['config'])"
         )
-    bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
-    if prior == "det":
-        model = det_cnn(bc)
-    else:
-        model = BayesianCNN(bc, alpha_parametrised=prior == "log-uniform")
+    model, _ = cell_network(cfg, prior, n)
     model.load_state_dict(saved["state_dict"])
     return model, saved["row"]
 
