@@ -142,6 +142,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     )
 
 
+def cpu_model() -> str:
+    """The CPU's model name and the instruction set torch's kernels use on it (``AVX512``...).
+
+    A seeded stage gives the same bits on the same kind of CPU; another CPU (another host of a
+    cloud machine) can round differently, so provenance records which one made an artifact."""
+    name = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name
+            )
+    except OSError:
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # an older torch
+        capability = "unknown"
+    return f"{name or 'unknown'} ({capability})"
+
+
 def environment_record() -> dict[str, str]:
     """Versions and machine facts that go into every provenance record."""
     return {
@@ -149,6 +169,7 @@ def environment_record() -> dict[str, str]:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -162,21 +183,26 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def save_artifact(path: str | os.PathLike, obj: Any, provenance: dict | None = None) -> str:
     """``torch.save`` ``obj`` to ``path`` atomically, with a sidecar of its hash and provenance.
 
+    The file lands last: an older file at ``path`` is removed first, then the record is written,
+    then the file. So a run killed at any moment leaves either a file that matches its record or
+    no file (which every stage reads as "not built yet"), never a file without its record.
     Returns the SHA-256 of the written file.
     """
+    path = Path(path)
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    atomic_write_bytes(path, data)
     record = {
-        "file": Path(path).name,
+        "file": path.name,
         "sha256": digest,
         "bytes": len(data),
         "provenance": provenance or {},
         "environment": environment_record(),
     }
+    path.unlink(missing_ok=True)
     atomic_write_json(sidecar_path(path), record)
+    atomic_write_bytes(path, data)
     return digest
 
 

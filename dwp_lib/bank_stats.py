@@ -202,9 +202,10 @@ def cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     try:
-        configs = {f"ours ({args.preset})": ExperimentConfig.preset(args.preset)}
+        settings = getattr(args, "set", None) or []
+        configs = {f"ours ({args.preset})": ExperimentConfig.preset(args.preset, settings)}
         for path in getattr(args, "also", None) or []:
-            other = config_from(None, path)
+            other = config_from(None, path, settings)
             configs[f"ours ({other.name})"] = other
         exps = {name: Experiment(c, None, verbose=True) for name, c in configs.items()}
         ours = {name: e.kernel_bank() for name, e in exps.items()}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_experiment import fake_world, micro_config  # noqa: F401 (a fixture)
+from test_experiment import micro_config
 
 from dwp_lib import artifacts
 from dwp_lib import experiment as ex
@@ -184,7 +184,55 @@ def test_a_read_only_cache_names_the_variable(tmp_path, monkeypatch):
         artifacts.save_artifact(artifacts.cache_dir("x") / "a.pt", {"a": 1})
 
 
-def test_another_layers_vae_file_in_place_of_this_ones_is_refused(fake_world, tmp_path):  # noqa: F811
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no ``except Exception`` catches it."""
+
+
+@pytest.mark.parametrize("kill_at", [0, 1, 2, 3])
+def test_an_artifact_killed_between_its_writes_is_complete_or_absent(
+    tmp_path, monkeypatch, kill_at
+):
+    """save_artifact writes two files (record, then data; over an older pair). Killed after any
+    number of its steps, what is left is the old pair, the new pair, or no file: never a file
+    without its record, which a resumed stage could not read (seen when a kill in
+    ``reproduce`` landed between the two writes of a source net)."""
+    path = tmp_path / "net_001.pt"
+    artifacts.save_artifact(path, {"w": torch.zeros(3)}, {"v": 0})
+    steps = {"n": 0}
+    real_unlink, real_write = Path.unlink, artifacts.atomic_write_bytes
+
+    def step():
+        if steps["n"] == kill_at:
+            raise _Killed
+        steps["n"] += 1
+
+    def unlink(self, *a, **k):
+        step()
+        return real_unlink(self, *a, **k)
+
+    def write(p, data):
+        step()
+        return real_write(p, data)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", write)
+    try:
+        artifacts.save_artifact(path, {"w": torch.ones(3)}, {"v": 1})
+    except _Killed:
+        pass
+    monkeypatch.undo()
+    if path.exists():
+        obj, record = artifacts.load_artifact(path)  # verifies: the file matches its record
+        assert record["provenance"]["v"] == (1 if kill_at == 3 else 0)
+        assert torch.equal(obj["w"], torch.full((3,), float(record["provenance"]["v"])))
+    else:
+        assert 0 < kill_at < 3
+        assert not artifacts.is_valid_artifact(path)
+    artifacts.save_artifact(path, {"w": torch.ones(3)}, {"v": 1})  # what the resumed stage does
+    assert artifacts.load_artifact(path)[1]["provenance"]["v"] == 1
+
+
+def test_another_layers_vae_file_in_place_of_this_ones_is_refused(fake_world, tmp_path):
     cfg = micro_config(**{"init.enabled": "false", "grid.enabled": "false"})
     exp = Experiment(cfg, tmp_path / "run", "cpu", verbose=False)
     exp.kernel_vaes()
@@ -202,7 +250,7 @@ def test_another_layers_vae_file_in_place_of_this_ones_is_refused(fake_world, tm
 # --------------------------------------------------------------------------------------------
 
 
-def test_rows_of_other_settings_are_refused_when_config_json_is_gone(fake_world, tmp_path):  # noqa: F811
+def test_rows_of_other_settings_are_refused_when_config_json_is_gone(fake_world, tmp_path):
     out = tmp_path / "run"
     cfg = micro_config(**{"grid.methods": "normal:xavier", "init.enabled": "false"})
     Experiment(cfg, out, "cpu", verbose=False).prior_grid()
@@ -213,7 +261,7 @@ def test_rows_of_other_settings_are_refused_when_config_json_is_gone(fake_world,
     assert len(Experiment(cfg, out, "cpu", verbose=False).prior_grid()) == 2  # its own: fine
 
 
-def test_curves_without_config_json_are_refused(fake_world, tmp_path):  # noqa: F811
+def test_curves_without_config_json_are_refused(fake_world, tmp_path):
     out = tmp_path / "run"
     cfg = micro_config(**{"grid.enabled": "false"})
     Experiment(cfg, out, "cpu", verbose=False).init_experiment()
@@ -241,14 +289,25 @@ def _reproduce(out: Path, env: dict) -> subprocess.Popen:
     # the tiny 5x5 VAE would train in milliseconds, too short a window to kill the run "between
     # the two VAEs" on a quiet machine; more steps (in every run alike) make it a second or two
     cmd += ["--set", "vae.conv2.train.steps=300"]
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    err = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty run never blocks on it
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
     )
+    proc.err = err
+    return proc
+
+
+def _finished(proc: subprocess.Popen, timeout: float = 300) -> int:
+    """Wait for a run; a failed one fails the test with the end of what it printed."""
+    code = proc.wait(timeout=timeout)
+    proc.err.seek(0)
+    assert code == 0, f"reproduce --preset tiny failed (exit {code}):\n{proc.err.read()[-2000:]}"
+    return code
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> bool:
     """SIGKILL the run's whole process group as soon as ``ready()`` holds; False if it ended
-    first."""
+    first (having succeeded: a run that fails fails the test, with its last words)."""
     deadline = time.time() + timeout
     while proc.poll() is None and time.time() < deadline:
         if ready():
@@ -259,6 +318,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> bool:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("reproduce --preset tiny took too long")
+    _finished(proc)
     return False
 
 
@@ -269,7 +329,7 @@ def _csv_rows(path: Path) -> int:
 def test_a_run_killed_anywhere_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path):
     env = dict(os.environ, DWP_PROGRESS="0", DWP_OFFLINE="1", DWP_CACHE=str(tmp_path / "a"))
     whole = _reproduce(tmp_path / "whole", env)
-    assert whole.wait(timeout=300) == 0
+    assert _finished(whole) == 0
     # the second run starts from the same data files, and from nothing else
     (tmp_path / "b").mkdir()
     os.symlink(tmp_path / "a" / "data", tmp_path / "b" / "data")
@@ -290,12 +350,50 @@ def test_a_run_killed_anywhere_resumes_to_the_rows_of_an_uninterrupted_run(tmp_p
     assert killed == list(points), (
         f"the run ended before it could be killed {set(points) - set(killed)}"
     )
-    assert _reproduce(out, env).wait(timeout=300) == 0
+    assert _finished(_reproduce(out, env)) == 0
     for name in ("results.csv", "init_curves.csv"):
         assert _rows(out / name) == _rows(tmp_path / "whole" / name), name
 
 
-def test_rows_from_other_artifacts_are_not_mixed_in(fake_world, tmp_path):  # noqa: F811
+def test_hashes_and_keys_in_a_results_file_stay_text(tmp_path):
+    """A hash of digits only (or of the form 1e5...) is not a number: read back, it must still
+    equal the hash of the artifact it names."""
+    path = tmp_path / "results.csv"
+    row = {"config_key": "1e5123456789", "bank_sha256": "012345678901", "vae_sha256": "conv1=9"}
+    row |= {"n": 50, "acc_ensemble": 0.5}
+    columns = list(row)
+    ex.append_row(path, row, columns)
+    (back,) = ex.read_rows(path, columns)
+    assert back == row
+
+
+def test_rows_from_another_bank_are_refused_before_the_vaes_train(
+    fake_world, tmp_path, monkeypatch
+):
+    """The bank was rebuilt with other bits (another host's CPU rounds differently): the folder
+    is refused as soon as the bank is known, not after an hour of kernel-VAE training."""
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "dwp:dwp", "init.enabled": "false"})
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    rows = (out / "results.csv").read_text().splitlines()
+    col = rows[0].split(",").index("bank_sha256")
+    edited = [rows[0]] + [
+        ",".join(f if i != col else "012345678901" for i, f in enumerate(r.split(",")))
+        for r in rows[1:]
+    ]
+    (out / "results.csv").write_text("\n".join(edited) + "\n")
+
+    def no_training(self):
+        raise AssertionError("the kernel VAEs were asked for before the bank was checked")
+
+    monkeypatch.setattr(Experiment, "kernel_vaes", no_training)
+    more = ex.apply_overrides(cfg, ["grid.split_seeds=[0,1,2]"])
+    for stage in ("prior_grid", "run"):
+        with pytest.raises(ExperimentError, match=r"other artifacts.*bank: rows 012345678901"):
+            getattr(Experiment(more, out, "cpu", verbose=False), stage)()
+
+
+def test_rows_from_other_artifacts_are_not_mixed_in(fake_world, tmp_path):
     """Same settings, but the cached kernel VAE was rebuilt with other bits in between (another
     machine or thread count): a run that would add rows to the folder is refused."""
     out = tmp_path / "run"

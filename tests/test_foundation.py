@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,7 @@ def test_artifact_roundtrip_and_corruption(tmp_path, monkeypatch):
     assert torch.equal(obj["w"], torch.arange(5.0))
     assert record["sha256"] == digest and record["provenance"] == {"seed": 3}
     assert record["environment"]["dwp_lib"] == dwp_lib.__version__
+    assert re.fullmatch(r".+ \(.+\)", record["environment"]["cpu"])  # model (instruction set)
     # truncate the file: detected, with the file named and the fix
     path.write_bytes(path.read_bytes()[:-10])
     assert not artifacts.is_valid_artifact(path)

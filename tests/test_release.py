@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_experiment import fake_world, micro_config  # noqa: F401, F811 (a fixture, a config)
+from test_experiment import micro_config
 from torch import nn
 
 from dwp_lib import release as rel
@@ -292,7 +292,7 @@ def test_download_fills_the_cache_and_checks_the_hash(fake_release, monkeypatch,
 # ------------------------------------------------------------------------------------------------
 
 
-def test_experiment_compares_the_released_prior_with_ours(fake_release, fake_world, tmp_path):  # noqa: F811
+def test_experiment_compares_the_released_prior_with_ours(fake_release, fake_world, tmp_path):
     from dwp_lib.experiment import Experiment, method_label, read_rows
 
     fake, _ = fake_release
@@ -326,7 +326,7 @@ def test_experiment_compares_the_released_prior_with_ours(fake_release, fake_wor
     assert len(read_rows(tmp_path / "run" / "results.csv")) == len(rows)
 
 
-def test_experiment_without_the_release_says_where_to_put_it(fake_world, monkeypatch, tmp_path):  # noqa: F811
+def test_experiment_without_the_release_says_where_to_put_it(fake_world, monkeypatch, tmp_path):
     from dwp_lib.experiment import Experiment, ExperimentError
 
     monkeypatch.setenv("DWP_OFFLINE", "1")
@@ -337,7 +337,7 @@ def test_experiment_without_the_release_says_where_to_put_it(fake_world, monkeyp
     assert str(rel.release_dir()) in str(err.value)
 
 
-def test_score_priors_cli_scores_both_priors_on_every_kind(fake_release, fake_world, tmp_path):  # noqa: F811
+def test_score_priors_cli_scores_both_priors_on_every_kind(fake_release, fake_world, tmp_path):
     import json
 
     from dwp_lib.cli import main as cli_main
@@ -368,7 +368,7 @@ def test_score_priors_cli_scores_both_priors_on_every_kind(fake_release, fake_wo
     assert "released: ELBO" in (out / "scores.md").read_text()
 
 
-def test_our_vaes_fitted_to_the_released_banks(fake_release, fake_world, tmp_path):  # noqa: F811
+def test_our_vaes_fitted_to_the_released_banks(fake_release, fake_world, tmp_path):
     """vae.<layer>.bank=released: our kernel VAE trained on the authors' slices (7x7: their
     train split; 5x5: a seeded 80% of their test file), cached apart from the pipeline's."""
     from dwp_lib import artifacts
@@ -398,7 +398,7 @@ def test_our_vaes_fitted_to_the_released_banks(fake_release, fake_world, tmp_pat
         micro_config(**{"vae.conv1.bank": "theirs"})
 
 
-def test_score_priors_scores_a_prior_of_another_config(fake_release, fake_world, tmp_path):  # noqa: F811
+def test_score_priors_scores_a_prior_of_another_config(fake_release, fake_world, tmp_path):
     import json
 
     from dwp_lib.cli import main as cli_main

@@ -14,7 +14,7 @@ import torch
 
 from dwp_lib import artifacts, kernel_bank, source_nets
 from dwp_lib.kernel_bank import KernelBank, build_kernel_bank, get_kernel_bank
-from dwp_lib.nets import FConv, xavier_normal_init
+from dwp_lib.nets import FConv, fconv_macs, xavier_normal_init
 from dwp_lib.source_nets import SourceData, SourceNetsConfig, load_source_nets, train_source_nets
 
 
@@ -57,6 +57,17 @@ def test_fconv_shapes_and_layers():
     k = net.kernels()
     assert k["conv1"].shape == (4, 1, 7, 7) and k["conv2"].shape == (6, 4, 5, 5)
     assert net.features(torch.zeros(2, 1, 28, 28)).shape == (2, 6 * 9)
+
+
+@pytest.mark.parametrize("widths", [(4, 6), (32, 64), (256, 512)])
+def test_fconv_macs_is_what_torch_counts(widths):
+    """The source-compute axis of the search's curve: torch's own FLOP counter (2 per
+    multiply-accumulate of the convolutions and the linear layer) on one forward pass."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        FConv(*widths)(torch.zeros(1, 1, 28, 28))
+    assert 2 * fconv_macs(widths) == counter.get_total_flops()
 
 
 def test_xavier_normal_is_not_the_default_init():

@@ -88,7 +88,7 @@ def read_rows(
         if None in raw or any(v is None for v in raw.values()):
             torn += 1
             continue
-        rows.append({k: _parse_cell(v) for k, v in raw.items()})
+        rows.append({k: _parse_cell(v, text=_is_text(k)) for k, v in raw.items()})
     if torn:
         print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)")
         if repair:
@@ -99,9 +99,17 @@ def read_rows(
     return rows
 
 
-def _parse_cell(v: str) -> Any:
+def _is_text(column: str) -> bool:
+    """Hashes and keys stay text: ``"012345678901"`` or ``"1e5123456789"`` is a hash, not a
+    number (parsed, it would no longer match the artifact it names)."""
+    return column.endswith(("_sha256", "_key"))
+
+
+def _parse_cell(v: str, text: bool = False) -> Any:
     if v == "":
         return None
+    if text:
+        return v
     for t in (int, float):
         try:
             return t(v)

@@ -111,6 +111,11 @@ class Experiment:
             mine.update({k: v["sha256"][:12] for k, v in self.vae_records.items()})
         return mine
 
+    def check_bank(self, rows: list[dict]) -> None:
+        """Refuse a folder whose rows came from another kernel bank as soon as the bank is
+        known, before the kernel VAEs train on it (an hour at the long settings)."""
+        self.folder.check_artifacts(rows, {"bank": self.bank_sha()[:12]})
+
     def timed(self, stage: str, t0: float, loaded: bool) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
         self.stage_loaded[stage] = loaded
@@ -296,6 +301,8 @@ class Experiment:
             need_bank = any(i == "filters" for i, _ in todo)
             need_vaes = any(i == "dwp" for i, _ in todo)
             bank = self.kernel_bank() if need_bank or need_vaes else None
+            if bank is not None:
+                self.check_bank(read_rows(self.results_path, RESULT_COLUMNS))
             vaes = self.kernel_vaes() if need_vaes else None
             released = self.released_vaes() if any(i == RELEASED for i, _ in todo) else None
             if bank is not None:
@@ -377,6 +384,7 @@ class Experiment:
         if todo:
             sources = set().union(*(vae_sources(m) for m, _, _ in todo))
             bank = self.kernel_bank()
+            self.check_bank(rows)
             vaes = self.kernel_vaes() if "trained" in sources else None
             released = self.released_vaes() if "released" in sources else None
             self.folder.check_artifacts(rows, self.artifact_hashes(vaes is not None))
@@ -527,6 +535,7 @@ class Experiment:
         t0 = time.perf_counter()
         bank = self.kernel_bank()
         self.say(bank.summary())
+        self.check_bank(read_rows(self.results_path, RESULT_COLUMNS))
         self.kernel_vaes()
         # before provenance.json is rewritten: it records the artifacts of the rows so far
         self.folder.check_artifacts(
