@@ -24,7 +24,8 @@ imports only modules above it or beside it, ``tests/test_layout.py``):
 - :mod:`dwp_lib.experiment`     the full pipeline (``python -m dwp_lib reproduce``)
 - :mod:`dwp_lib.plots`          the figures of the book, one module per chapter
 - :mod:`dwp_lib.prior_scores`, :mod:`dwp_lib.bank_stats`, :mod:`dwp_lib.conclusions`,
-  :mod:`dwp_lib.ablation` (+ ``ablation_tables``): measurements the book reads;
+  :mod:`dwp_lib.ablation` (+ ``ablation_tables``), :mod:`dwp_lib.own_prior` (+
+  ``source_curve``): measurements the book reads;
   :mod:`dwp_lib.executor` (local processes or Ray) and :mod:`dwp_lib.cli` (the command line)
 """
 

@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CONFIG",
         help="add the bank of this config file (e.g. other source-net settings; repeatable)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a setting for every bank built here, e.g. source.workers=0 to train the source "
+        "nets in this process (settings that change a bank make another bank; repeatable)",
+    )
     p.set_defaults(func=_bank_stats)
 
     p = sub.add_parser(
@@ -139,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--update", metavar="FILE", help="write the table into FILE between its markers")
     g.add_argument(
         "--check", metavar="FILE", help="exit 1 if FILE's table is not the one the runs give"
+    )
+    g.add_argument(
+        "--noise",
+        metavar="FOLDER",
+        help="write FOLDER/weight-noise.{csv,md}: the posterior's noise beside the prior "
+        "decoder's variance at the weights, from the networks FOLDER saved (grid.save_models)",
     )
     p.set_defaults(func=_own_prior)
 

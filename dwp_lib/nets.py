@@ -102,6 +102,19 @@ def xavier_slice_norm(layer: str, widths: Sequence[int]) -> float:
     return std * k
 
 
+def fconv_macs(widths: Sequence[int], n_classes: int = 10) -> int:
+    """Multiply-accumulates of one forward pass of ``FConv(*widths)`` on one 28x28 image: conv1
+    (22x22 outputs of 7x7x1), conv2 (7x7 outputs of 5x5xc1) and the linear layer (the
+    activations and pools are not counted). A training step costs about three times this per
+    image, the same factor for every width, so ratios of it compare source stages."""
+    c1, c2 = widths
+    side1 = 28 - LAYERS["conv1"] + 1  # 22
+    side2 = side1 // 2 - LAYERS["conv2"] + 1  # 11 -> 7
+    conv1 = side1 * side1 * c1 * LAYERS["conv1"] ** 2
+    conv2 = side2 * side2 * c2 * c1 * LAYERS["conv2"] ** 2
+    return conv1 + conv2 + c2 * 3 * 3 * n_classes
+
+
 def conv_l2(net: FConv) -> torch.Tensor:
     """Sum of squares of the conv layers' parameters (weights and biases)."""
     return sum(p.pow(2).sum() for layer in net.conv_layers().values() for p in layer.parameters())

@@ -64,7 +64,19 @@ CELLS: tuple[PriorCell, ...] = (
     PriorCell("ours: our VAEs, our bank (book preset)", REFERENCE, "dwp:dwp"),
     PriorCell("ours, their bank (1,000-step VAEs)", "released-bank-vaes", "dwp:dwp"),
     PriorCell(
-        "ours, their bank (VAEs trained 300 epochs)", "released-bank-vaes-long-prior", "dwp:dwp"
+        "ours, their bank (VAEs trained the authors' steps)",
+        "released-bank-vaes-long-prior",
+        "dwp:dwp",
+    ),
+    PriorCell(
+        "ours, our bank (VAEs trained the authors' steps)",
+        "book-bank-vaes-long-prior",
+        "dwp:dwp",
+    ),
+    PriorCell(
+        "ours, our bank from 20-epoch source nets (VAEs trained the authors' steps)",
+        "source-epochs-20",
+        "dwp:dwp",
     ),
     PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
     PriorCell(
@@ -117,7 +129,9 @@ def _values(rows: Mapping[int, dict], column: str) -> list[float]:
     return [rows[s][column] for s in sorted(rows) if rows[s][column] is not None]
 
 
-def _paired(mine: Mapping[int, dict], base: Mapping[int, dict]) -> tuple[list[int], list[float]]:
+def paired_accuracy(
+    mine: Mapping[int, dict], base: Mapping[int, dict]
+) -> tuple[list[int], list[float]]:
     seeds = sorted(set(mine) & set(base))
     return seeds, [mine[s]["acc_ensemble"] - base[s]["acc_ensemble"] for s in seeds]
 
@@ -138,8 +152,8 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
         mine = accuracies(root, cell.folder, cell.method)
         acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
         seconds, ls2, nll = (_values(mine, c) for c in ("seconds", "log_sigma2_conv2", "nll"))
-        s_rel, d_rel = _paired(mine, released)
-        s_norm, d_norm = _paired(mine, normals[cell.normal])
+        s_rel, d_rel = paired_accuracy(mine, released)
+        s_norm, d_norm = paired_accuracy(mine, normals[cell.normal])
         out.append(
             {
                 "label": cell.label,
@@ -170,7 +184,7 @@ def _diff(mean: float | None, count: int, seeds: Sequence[int]) -> str:
     return "" if mean is None else f"{100 * mean:+.1f} ({count}/{len(seeds)})"
 
 
-def _num(value: float | None, fmt: str) -> str:
+def format_or_blank(value: float | None, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
@@ -194,8 +208,8 @@ def markdown(rows: Sequence[Mapping]) -> str:
             f"| {r['label']} | {folder} | {seeds} | {acc} "
             f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
             f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])}{mark} "
-            f"| {_num(r['log_sigma2_conv2'], '.2f')} | {_num(r['nll'], '.2f')} "
-            f"| {_num(r['minutes'], '.0f')} ({', '.join(r['devices'])}) |"
+            f"| {format_or_blank(r['log_sigma2_conv2'], '.2f')} | {format_or_blank(r['nll'], '.2f')} "
+            f"| {format_or_blank(r['minutes'], '.0f')} ({', '.join(r['devices'])}) |"
         )
     lines.append(
         "\n(*) N(0, 1) from Xavier, the paper's baseline; \"(released)\": from the released VAEs' "
@@ -248,15 +262,27 @@ def observations(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_table(text: str, table: str, where: str = "the findings note") -> str:
-    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``table``."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+def with_table(
+    text: str, table: str, where: str = "the findings note", begin: str = BEGIN, end: str = END
+) -> str:
+    """``text`` with the part between the markers ``begin`` and ``end`` replaced by ``table``."""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
         raise ExperimentError(
-            f"{where} needs one pair of markers, {BEGIN!r} then {END!r}, around the table"
+            f"{where} needs one pair of markers, {begin!r} then {end!r}, around the table"
         )
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{table}{END}{tail}"
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{table}{end}{tail}"
+
+
+def update_note(text: str, rows: Sequence[Mapping], curve: Sequence[Mapping], where: str) -> str:
+    """The findings note with its table written, and its curve where it has the curve's markers."""
+    from .source_curve import CURVE_BEGIN, CURVE_END, curve_markdown
+
+    new = with_table(text, markdown(rows) + "\n" + observations(rows), where)
+    if CURVE_BEGIN in new or CURVE_END in new:
+        new = with_table(new, curve_markdown(curve), where, CURVE_BEGIN, CURVE_END)
+    return new
 
 
 def cli(args: argparse.Namespace) -> int:
@@ -268,16 +294,23 @@ def cli(args: argparse.Namespace) -> int:
 
 
 def _cli(args: argparse.Namespace) -> int:
+    if getattr(args, "noise", None):
+        import shlex
+
+        command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        return noise_cli(args.noise, command)
+    from .source_curve import curve_markdown, curve_rows
+
     rows = table_rows(args.results)
-    table = markdown(rows) + "\n" + observations(rows)
+    curve = curve_rows(args.results)
     if args.update is None and args.check is None:
-        sys.stdout.write(table)
+        sys.stdout.write(markdown(rows) + "\n" + observations(rows) + "\n" + curve_markdown(curve))
         return 0
     path = Path(args.update or args.check)
     if not path.exists():
         raise ExperimentError(f"{path} does not exist; give the findings note's path")
     text = path.read_text()
-    new = with_table(text, table, str(path))
+    new = update_note(text, rows, curve, str(path))
     if args.check is not None:
         if new != text:
             print(
@@ -290,4 +323,184 @@ def _cli(args: argparse.Namespace) -> int:
         return 0
     path.write_text(new)
     print(f"{path}: table written ({len(rows)} lines)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Inside a trained network: how much noise the prior lets each weight keep
+# ------------------------------------------------------------------------------------------------
+
+NOISE_COLUMNS = (
+    "prior", "init", "n", "seed", "acc_ensemble", "layer", "slices", "log_sigma2",
+    "decoder_logvar", "residual_rms", "weight_rms",
+)  # fmt: skip
+
+
+def weight_noise(model, vaes: Mapping) -> dict[str, dict]:
+    """Per layer of a trained Bayesian CNN with a deep weight prior (``vaes``: that layer's
+    kernel VAE, the prior of the cell): the posterior's mean log sigma^2 over the layer's
+    weights beside the log-variance the prior's decoder p(w|z) gives at the trained means, with
+    each slice's code z the mean of r(z|w) (mean over slices and pixels), and how far the means
+    sit from the decoder's mean (rms of w - mu(z)) against their own rms.
+
+    Why these two: for one weight, the KL's auxiliary bound has the terms -log(sigma^2) / 2 and
+    sigma^2 / (2 s^2) (s^2 the decoder's variance at that weight), so without the data term the
+    optimal sigma^2 is s^2: the prior's decoder variance where the weights settle sets the noise
+    the posterior keeps, and the data term can only pull it lower."""
+    import torch
+
+    out: dict[str, dict] = {}
+    with torch.no_grad():
+        for layer, bl in model.bayes_layers().items():
+            if layer not in vaes:
+                continue
+            vae = vaes[layer]
+            mu, log_var = bl.slices()
+            z, _ = vae.encode(mu)
+            dec_mu, dec_logvar = vae.decode(z)
+            out[layer] = {
+                "slices": mu.shape[0],
+                "log_sigma2": round(log_var.mean().item(), 4),
+                "decoder_logvar": round(dec_logvar.mean().item(), 4),
+                "residual_rms": round((mu - dec_mu).pow(2).mean().sqrt().item(), 6),
+                "weight_rms": round(mu.pow(2).mean().sqrt().item(), 6),
+            }
+    return out
+
+
+def _cell_vaes(exp, method: str, row: Mapping, where: Path) -> dict:
+    """The kernel VAE of every DWP layer of ``method``, checked against the hashes in ``row``."""
+    from .nets import LAYERS
+
+    prior, _ = parse_method(method)
+    names = prior.split("/")
+    names = names * len(LAYERS) if len(names) == 1 else names
+    vaes = {}
+    for layer, name in zip(LAYERS, names, strict=True):
+        if name == "dwp":
+            vaes[layer] = exp.kernel_vaes()[layer]
+            sha = exp.vae_records[layer]["sha256"][:12]
+            if f"{layer}={sha}" not in str(row.get("vae_sha256")):
+                raise ExperimentError(
+                    f"{where}: the {layer} kernel VAE of this run's config ({sha}) is not the one "
+                    f"the cell was trained with ({row.get('vae_sha256')}); restore that VAE file "
+                    "in the cache (or retrain the run)"
+                )
+        elif name == "dwp@released":
+            vaes[layer] = exp.released_vaes()[layer]
+    return vaes
+
+
+def noise_rows(folder: str | Path, cfg=None) -> list[dict]:
+    """:func:`weight_noise` of every network a run folder saved (``grid.save_models``), one row
+    per cell and layer with a deep weight prior. ``cfg``: the run's config; by default rebuilt
+    from the folder's ``provenance.json`` (preset, config file and overrides). Its kernel VAEs
+    come from the cache (or are retrained, bit for bit, from the run's stages)."""
+    import json
+
+    import torch
+
+    from .experiment import Experiment, config_from, load_cell_model
+
+    folder = Path(folder)
+    models = sorted((folder / "models").glob("*.pt"))
+    prov_path = folder / "provenance.json"
+    if not models:
+        raise ExperimentError(
+            f"{folder} has no saved networks (models/*.pt): run its grid with --set "
+            "grid.save_models=true first"
+        )
+    if cfg is None:
+        if not prov_path.exists():
+            raise ExperimentError(
+                f"{folder} has no provenance.json to rebuild its config from: pass the config"
+            )
+        prov = json.loads(prov_path.read_text())
+        cfg = config_from(prov.get("preset"), prov.get("config_file"), prov.get("overrides") or [])
+    exp = Experiment(cfg, None, verbose=False)
+    rows = []
+    for path in models:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["row"]
+        method = f"{saved['prior']}:{saved['init']}"
+        model, row = load_cell_model(cfg, folder, method, int(saved["n"]), int(saved["seed"]))
+        for layer, v in weight_noise(model, _cell_vaes(exp, method, row, path)).items():
+            rows.append({**{k: row[k] for k in NOISE_COLUMNS[:5]}, "layer": layer, **v})
+    return rows
+
+
+def earlier_noise_rows(folder: str | Path, fresh: Sequence[Mapping]) -> list[dict]:
+    """The rows of ``folder/weight-noise.csv`` (if any) for cells that ``fresh`` does not hold:
+    cells whose networks were saved on another machine or in an earlier session (``models/`` is
+    not committed). Each must still be a cell of the folder's ``results.csv`` with the same
+    accuracy; one that is not (the run was redone, or the file edited) raises."""
+    folder = Path(folder)
+    path = folder / "weight-noise.csv"
+    if not path.exists():
+        return []
+    cell = lambda r: (r["prior"], r["init"], int(r["n"]), int(r["seed"]))  # noqa: E731
+    have = {cell(r) for r in fresh}
+    results = {cell(r): float(r["acc_ensemble"]) for r in read_rows(folder / "results.csv")}
+    kept = [r for r in read_rows(path, NOISE_COLUMNS) if cell(r) not in have]
+    for r in kept:
+        acc = results.get(cell(r))
+        if acc is None or abs(acc - float(r["acc_ensemble"])) > 5e-5:
+            raise ExperimentError(
+                f"{path}: its row for {r['prior']}:{r['init']}, n = {r['n']}, split seed "
+                f"{r['seed']} (accuracy {r['acc_ensemble']}) is not a cell of results.csv as "
+                f"it stands ({acc}); delete weight-noise.csv and write it again from the saved "
+                "networks of every cell"
+            )
+    return kept
+
+
+def noise_markdown(rows: Sequence[Mapping]) -> str:
+    lines = [
+        "| prior:init | n | split seed | accuracy | layer | posterior log sigma^2 "
+        "| decoder log-variance at the weights | rms(w - decoder mean) | rms(w) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['prior']}:{r['init']} | {r['n']} | {r['seed']} | {r['acc_ensemble']:.3f} "
+            f"| {r['layer']} | {r['log_sigma2']:.2f} | {r['decoder_logvar']:.2f} "
+            f"| {r['residual_rms']:.4f} | {r['weight_rms']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def noise_cli(folder: str | Path, command: str, cfg=None) -> int:
+    """Write ``weight-noise.csv`` and ``weight-noise.md`` into ``folder`` (atomically): the rows
+    of the networks saved there now, and the earlier rows of cells whose networks are not here
+    (:func:`earlier_noise_rows`)."""
+    from . import artifacts
+    from .experiment import append_row
+
+    folder = Path(folder)
+    rows = noise_rows(folder, cfg)
+    kept = earlier_noise_rows(folder, rows)
+    rows = sorted(kept + rows, key=lambda r: (r["prior"], r["init"], int(r["n"]), int(r["seed"])))
+    with artifacts.atomic_path(folder / "weight-noise.csv") as tmp:
+        for r in rows:
+            append_row(tmp, r, NOISE_COLUMNS)
+    text = (
+        "# Inside the trained networks: the noise each weight keeps\n\n"
+        f"Written by `{command}` from the networks this run saved (`models/`, not committed), "
+        "with the kernel VAEs of each cell's prior (hash-checked against its row). For each "
+        "layer with a deep weight prior: the posterior's mean log sigma^2, and the log-variance "
+        "the prior's decoder p(w|z) gives at the trained means (z: the mean of r(z|w) per "
+        "slice). Without the data term the KL's optimum is sigma^2 = that variance "
+        "(`dwp_lib.own_prior.weight_noise`)."
+        + (
+            " The rows of split seed(s) "
+            + ", ".join(sorted({str(r["seed"]) for r in kept}, key=int))
+            + " are kept from an earlier writing of this file: their networks are not on the "
+            "machine that wrote it, and their accuracy matches their row in results.csv."
+            if kept
+            else ""
+        )
+        + "\n\n"
+        + noise_markdown(rows)
+    )
+    artifacts.atomic_write_bytes(folder / "weight-noise.md", text.encode())
+    sys.stdout.write(noise_markdown(rows))
     return 0

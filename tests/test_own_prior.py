@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_experiment import micro_config
 
-from dwp_lib import own_prior
+from dwp_lib import own_prior, source_curve
 from dwp_lib.cli import main
 from dwp_lib.experiment import ExperimentError
 from dwp_lib.experiment.results import RESULT_COLUMNS, append_row, repo_results_dir
@@ -137,3 +138,176 @@ def test_observations_group_the_trained_networks_by_the_prior_on_conv2(root):
         "dwp@released",
         "normal",
     ]
+
+
+def test_weight_noise_reads_the_decoder_variance_at_the_trained_weights(fake_world, tmp_path):
+    """The noise table of a run's saved networks: the posterior's log sigma^2 is the row's, and
+    the decoder's log-variance is what the VAE gives at those weights; a network saved with
+    another VAE than the cache's is refused."""
+    import torch
+
+    from dwp_lib.experiment import Experiment
+
+    cfg = micro_config(
+        **{
+            "grid.save_models": "true",
+            "init.enabled": "false",
+            "grid.methods": "dwp:dwp,dwp/normal:xavier",
+        }
+    )
+    out = tmp_path / "run"
+    exp = Experiment(cfg, out, "cpu", verbose=False)
+    grid = {(r["prior"], r["seed"]): r for r in exp.prior_grid()}
+    rows = own_prior.noise_rows(out, cfg)
+    # dwp:dwp has two DWP layers, dwp/normal one: 2 seeds x (2 + 1)
+    assert sorted((r["prior"], r["seed"], r["layer"]) for r in rows) == sorted(
+        [("dwp", s, layer) for s in (0, 1) for layer in ("conv1", "conv2")]
+        + [("dwp/normal", s, "conv1") for s in (0, 1)]
+    )
+    vaes = exp.kernel_vaes()
+    for r in rows:
+        g = grid[(r["prior"], r["seed"])]
+        assert r["log_sigma2"] == pytest.approx(g[f"log_sigma2_{r['layer']}"], abs=1e-3)
+        model, _ = experiment_model(cfg, out, r)
+        mu, _ = model.bayes_layers()[r["layer"]].slices()
+        with torch.no_grad():
+            z, _ = vaes[r["layer"]].encode(mu)
+            _, lv = vaes[r["layer"]].decode(z)
+        assert r["decoder_logvar"] == pytest.approx(lv.mean().item(), abs=1e-3)
+        assert 0 < r["residual_rms"] and 0 < r["weight_rms"]
+    # a cache holding another conv2 VAE than the one the cells were trained with
+    vae = vaes["conv2"]
+    with torch.no_grad():
+        vae.w_mean.bias.add_(0.1)
+    vae.save(exp.vae_path("conv2"), {"layer": "conv2"})
+    with pytest.raises(ExperimentError, match="restore that VAE file"):
+        own_prior.noise_rows(out, cfg)
+    with pytest.raises(ExperimentError, match="grid.save_models=true"):
+        own_prior.noise_rows(tmp_path / "empty")
+
+
+def test_weight_noise_keeps_the_rows_of_networks_saved_elsewhere(fake_world, tmp_path):
+    """models/ is not committed: rewriting the table on a machine that holds only some of the
+    networks keeps the earlier rows of the others, if they still match results.csv."""
+    from dwp_lib.experiment import Experiment
+
+    cfg = micro_config(
+        **{"grid.save_models": "true", "init.enabled": "false", "grid.methods": "dwp:dwp"}
+    )
+    out = tmp_path / "run"
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    assert own_prior.noise_cli(out, "cmd", cfg) == 0
+    table = (out / "weight-noise.csv").read_text()
+    assert len(table.splitlines()) == 1 + 2 * 2  # 2 seeds x 2 layers
+    assert "kept from an earlier writing" not in (out / "weight-noise.md").read_text()
+    for path in (out / "models").glob("*seed0*"):
+        path.unlink()
+    assert own_prior.noise_cli(out, "cmd", cfg) == 0
+    assert (out / "weight-noise.csv").read_text() == table
+    assert (
+        "split seed(s) 0 are kept from an earlier writing" in (out / "weight-noise.md").read_text()
+    )
+    lines = table.splitlines()
+    seed0 = next(i for i, line in enumerate(lines) if line.split(",")[3] == "0")
+    fields = lines[seed0].split(",")
+    fields[4] = "0.0001"  # an accuracy results.csv does not hold
+    lines[seed0] = ",".join(fields)
+    (out / "weight-noise.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ExperimentError, match=r"split seed 0 \(accuracy 0.0001\) is not a cell"):
+        own_prior.noise_cli(out, "cmd", cfg)
+
+
+def experiment_model(cfg, out, r):
+    from dwp_lib.experiment import load_cell_model
+
+    return load_cell_model(cfg, out, f"{r['prior']}:{r['init']}", r["n"], r["seed"])
+
+
+# --------------------------------------------------------------------------------------------
+# The source-compute curve
+# --------------------------------------------------------------------------------------------
+
+
+def stage(root: Path, folder: str, epochs: int, accs: dict[int, float], cached=False) -> None:
+    """A folder of one source stage: its config.json, provenance.json and dwp:dwp rows."""
+    import json
+
+    write(root, folder, [row("dwp", "dwp", s, a) for s, a in accs.items()])
+    source = {"n_nets": 8, "epochs": epochs, "widths": [32, 64], "train_images": None}
+    (root / folder / "config.json").write_text(json.dumps({"source": source}))
+    prov = {
+        "data": {"source": {"label": "letters", "train": {"count": 1000}}},
+        "stage_loaded_from_cache": {"source_nets_and_bank": cached},
+        "stage_seconds": {"source_nets_and_bank": 120.0},
+    }
+    (root / folder / "provenance.json").write_text(json.dumps(prov))
+
+
+STAGES = (
+    source_curve.SourceStage("none", "s1"),
+    source_curve.SourceStage("2x", "s2"),
+    source_curve.SourceStage("4x", "s4"),
+    source_curve.SourceStage("not run", "s8"),
+)
+
+
+def test_the_curve_pairs_each_stage_by_seed_and_reads_its_compute(root):
+    # released: 0.80, 0.82, 0.78 on seeds 0-2; the gap closes 10 points per doubling
+    stage(root, "s1", 3, {0: 0.50, 1: 0.52}, cached=True)
+    stage(root, "s2", 6, {0: 0.60, 1: 0.62, 2: 0.58})
+    stage(root, "s4", 12, {0: 0.70, 2: 0.68})
+    first, two, four, absent = source_curve.curve_rows(root, STAGES)
+    assert [r["ratio"] for r in (first, two, four)] == [1.0, 2.0, 4.0]
+    assert first["compute"] == 8 * 3 * 1000 * (22 * 22 * 32 * 49 + 7 * 7 * 64 * 32 * 25 + 5760)
+    assert first["source_minutes"] is None and two["source_minutes"] == 2.0  # cached: not timed
+    assert two["vs_released"] == pytest.approx(-0.20) and two["released_seeds"] == [0, 1, 2]
+    assert four["vs_first"] == pytest.approx(0.20) and four["first_seeds"] == [0]
+    assert absent["seeds"] == [] and absent["ratio"] is None
+    fit = source_curve.curve_fit([first, two, four, absent])
+    assert fit["slope"] == pytest.approx(0.10) and fit["intercept"] == pytest.approx(-0.30)
+    assert fit["points"] == 7 and fit["se"] == pytest.approx(0, abs=1e-9)
+    text = source_curve.curve_markdown([first, two, four, absent])
+    assert "| 2x | `s2` | 2.0 | 0,1,2 | 0.600 | -20.0 | +10.0 (0,1) | 2 |" in text
+    assert "| not run | `s8` | | no row yet |" in text
+    # (-2 - (-30)) / 10 = 2.8 doublings, 2^2.8 = 7 times the first stage's compute
+    assert "needs 2.8 doublings: 7 times the book's source compute" in text
+
+
+def test_a_flat_curve_is_not_extrapolated(root):
+    stage(root, "s1", 3, {0: 0.50, 1: 0.55, 2: 0.45})
+    stage(root, "s2", 6, {0: 0.55, 1: 0.45, 2: 0.50})
+    rows = source_curve.curve_rows(root, STAGES[:2])
+    fit = source_curve.curve_fit(rows)
+    assert abs(fit["slope"]) < 2 * fit["se"]
+    text = source_curve.curve_markdown(rows)
+    assert "no trend that could be extrapolated" in text and "doublings:" not in text
+    assert "no curve yet" in source_curve.curve_markdown(rows[:1])
+
+
+def test_update_writes_the_curve_where_the_note_has_its_markers(root, tmp_path, capsys):
+    stage(root, "s1", 3, {0: 0.50})
+    note = tmp_path / "note.md"
+    blocks = f"{own_prior.BEGIN}\nSTALE\n{own_prior.END}\n\n{source_curve.CURVE_BEGIN}\nSTALE\n"
+    note.write_text(blocks + source_curve.CURVE_END + "\n")
+    assert main(["own-prior", "--results", str(root), "--update", str(note)]) == 0
+    text = note.read_text()
+    assert "STALE" not in text and "| change to the book's source stage |" in text
+    assert main(["own-prior", "--results", str(root), "--check", str(note)]) == 0
+    note.write_text(text.replace(source_curve.CURVE_END, "a stale line\n" + source_curve.CURVE_END))
+    assert main(["own-prior", "--results", str(root), "--check", str(note)]) == 1
+
+
+def test_the_curve_draws_with_the_authors_compute(root):
+    from dwp_lib import plots
+
+    stage(root, "s1", 3, {0: 0.50, 1: 0.52})
+    stage(root, "s2", 6, {0: 0.60})
+    rows = source_curve.curve_rows(root, STAGES)
+    lo, hi = source_curve.authors_ratio(rows)
+    assert hi / lo == pytest.approx(529_000 / 18_724)
+    fig = plots.plot_source_curve(rows, (lo, hi))
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and ax.get_xlim()[1] > hi
+    assert len(ax.collections) >= 2  # the two stages' points
+    with pytest.raises(ValueError, match="no source stage with rows"):
+        plots.plot_source_curve(rows[2:])

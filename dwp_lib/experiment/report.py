@@ -21,6 +21,20 @@ def released_provenance() -> dict:
     return release_provenance()
 
 
+class FittedSlices:
+    """The slices each layer's kernel VAE was fitted to, read like a bank (``layers``,
+    ``slices(layer, split)``): this pipeline's bank, rescaled by ``vae.<layer>.slice_scale``, or
+    the authors' released bank (:meth:`Experiment.vae_slices`), so that a figure puts each VAE
+    beside its own training slices."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+        self.layers = list(exp.cfg.vae.layers())
+
+    def slices(self, layer: str, split: str):
+        return self.exp.vae_slices(layer, split)
+
+
 def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[str, Path]:
     """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
     import matplotlib
@@ -34,9 +48,9 @@ def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[s
     folder = exp.out / "figures"
     folder.mkdir(exist_ok=True)
     figs = {}
-    bank, vaes = exp.kernel_bank(), exp.kernel_vaes()
-    figs["kernel_examples"] = plots.plot_kernel_examples(bank, vaes)
-    figs["latent_space"] = plots.plot_latent_space(bank, vaes)
+    fitted, vaes = FittedSlices(exp), exp.kernel_vaes()
+    figs["kernel_examples"] = plots.plot_kernel_examples(fitted, vaes)
+    figs["latent_space"] = plots.plot_latent_space(fitted, vaes)
     if curves is None:
         curves = read_rows(exp.curves_path, CURVE_COLUMNS)
     if curves:

@@ -265,3 +265,38 @@ def plot_fit_vs_accuracy(runs, method: str = "dwp:dwp", n: int = 50, ax=None):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None):
+    """The search's curve (:func:`dwp_lib.source_curve.curve_rows`): each source stage's per-seed
+    accuracy difference to the released prior (points) and its mean (bar), against the source
+    compute over the book's (log axis); the target band and, when ``authors`` gives it, the
+    authors' source compute (a range: which notMNIST they used is not known). Returns the
+    Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    else:
+        fig = ax.figure
+    ran = [r for r in rows if r["differences"] and r["ratio"] is not None]
+    if not ran:
+        raise ValueError("no source stage with rows paired with the released prior")
+    for i, r in enumerate(ran):
+        d = 100 * np.array(r["differences"])
+        ax.scatter(np.full(len(d), r["ratio"]), d, s=16, color=f"C{i}", alpha=0.7)
+        ax.hlines(d.mean(), r["ratio"] / 1.15, r["ratio"] * 1.15, color=f"C{i}", lw=2,
+                  label=f"{r['change']} ({len(d)} seeds)")  # fmt: skip
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhspan(
+        100 * target, 0, color="C2", alpha=0.15, label="within 2 points of the released prior"
+    )
+    if authors is not None:
+        ax.axvspan(*authors, color="0.6", alpha=0.3, label="the authors' source compute")
+    ax.set_xscale("log")
+    ax.set_xlim(0.7, (authors[1] * 1.5) if authors else None)
+    ax.set_xlabel("source compute (x the book's source stage, log scale)")
+    ax.set_ylabel("accuracy - released prior (points)")
+    ax.set_title("Our own prior against the released one (n = 50, authors' setting)", fontsize=9)
+    ax.legend(fontsize=7, loc="center")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,219 @@
+"""The search's curve (``results/own-prior-FINDINGS.md``, book/05): our own prior against the
+released one, one point per source stage of our bank, against the compute its source nets cost.
+
+Each :class:`SourceStage` is a results folder whose ``dwp:dwp`` rows used one source stage (the
+book's, or one factor of it moved toward the authors' recipe) with the long VAE recipe of
+``configs/book-bank-vaes-long.toml``. :func:`curve_rows` reads each folder's ``config.json``,
+``provenance.json`` and rows (through :func:`dwp_lib.own_prior.accuracies`, which refuses a row
+run at another setting), pairs them by split seed with the released prior, and puts the source
+compute (:func:`source_compute`) on the x axis; :func:`curve_fit` fits the gap on log2 of the
+compute and :func:`curve_markdown` extrapolates only a slope more than two standard errors from
+zero. ``python -m dwp_lib own-prior --update`` writes the curve into the findings note between
+:data:`CURVE_BEGIN` and :data:`CURVE_END`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .experiment.names import ExperimentError
+from .experiment.results import repo_results_dir
+from .nets import fconv_macs
+from .own_prior import REFERENCE, RELEASED, accuracies, format_or_blank, paired_accuracy
+
+CURVE_BEGIN = (
+    "<!-- source-curve: written by `python -m dwp_lib own-prior --update`; do not edit -->"
+)
+CURVE_END = "<!-- end source-curve -->"
+TARGET = -0.02  # step 4: a prior of our own within 2 points of the released one
+
+
+@dataclass(frozen=True)
+class SourceStage:
+    """One source stage of our own bank (a folder whose ``dwp:dwp`` rows used it, with the long
+    VAE recipe of ``configs/book-bank-vaes-long.toml``); ``change``: what differs from the book's."""
+
+    change: str
+    folder: str
+
+
+#: The book's source stage, then one factor at a time toward the authors' recipe.
+SOURCE_STAGES: tuple[SourceStage, ...] = (
+    SourceStage("none (the book's: 8 x FConv(32, 64), 3 epochs)", "book-bank-vaes-long-prior"),
+    SourceStage("20 epochs", "source-epochs-20"),
+    SourceStage("FConv(64, 128)", "source-width-64-128"),
+    SourceStage("32 nets", "source-nets-32"),
+)
+
+#: The authors' source stage (dwp-facts): 100 x FConv(256, 512), 100 epochs, on notMNIST; which
+#: notMNIST (small: 18,724 images; large: ~529,000) their code does not say, hence a range.
+AUTHORS_SOURCE = {"n_nets": 100, "epochs": 100, "widths": (256, 512)}
+AUTHORS_TRAIN_IMAGES = (18_724, 529_000)
+
+
+def source_compute(n_nets: int, epochs: int, widths: Sequence[int], train_images: int) -> float:
+    """Forward multiply-accumulates of a source stage's training: nets x epochs x images x
+    :func:`dwp_lib.nets.fconv_macs` (backward passes multiply every stage by the same ~3)."""
+    return float(n_nets) * epochs * train_images * fconv_macs(widths)
+
+
+def _stage_source(root: Path, folder: str) -> dict | None:
+    """The source settings a folder ran with (its ``config.json``) and the images its source
+    nets trained on (``provenance.json``), or ``None`` for a folder not run yet."""
+    cfg_path, prov_path = root / folder / "config.json", root / folder / "provenance.json"
+    if not (cfg_path.exists() and prov_path.exists()):
+        return None
+    try:
+        src = json.loads(cfg_path.read_text())["source"]
+        prov = json.loads(prov_path.read_text())
+        images = src.get("train_images") or prov["data"]["source"]["train"]["count"]
+        measured = not prov["stage_loaded_from_cache"].get("source_nets_and_bank", True)
+        seconds = prov["stage_seconds"].get("source_nets_and_bank") if measured else None
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ExperimentError(
+            f"{root / folder}: its config.json / provenance.json lack the source settings or "
+            f"the source data's count ({err!r}); restore the files the run wrote, or drop the "
+            "folder from source_curve.SOURCE_STAGES"
+        ) from None
+    return {
+        "n_nets": int(src["n_nets"]),
+        "epochs": int(src["epochs"]),
+        "widths": tuple(src["widths"]),
+        "train_images": int(images),
+        "data": prov["data"]["source"]["label"],
+        "compute": source_compute(src["n_nets"], src["epochs"], src["widths"], images),
+        "source_minutes": seconds / 60 if seconds is not None else None,
+    }
+
+
+def curve_rows(
+    root: str | Path | None = None, stages: Sequence[SourceStage] = SOURCE_STAGES
+) -> list[dict]:
+    """One dict per source stage: its settings and compute (``ratio``: over the first stage's),
+    its ``dwp:dwp`` accuracy at the authors' setting, paired by split seed with the released
+    prior (``vs_released``, per seed in ``differences``) and with the first stage
+    (``vs_first``). A stage not run yet has ``seeds == []``."""
+    root = Path(root) if root is not None else repo_results_dir()
+    released = accuracies(root, REFERENCE, RELEASED)
+    first = accuracies(root, stages[0].folder, "dwp:dwp")
+    base = _stage_source(root, stages[0].folder)
+    out = []
+    for stage in stages:
+        src = _stage_source(root, stage.folder)
+        mine = accuracies(root, stage.folder, "dwp:dwp") if src is not None else {}
+        s_rel, d_rel = paired_accuracy(mine, released)
+        s_first, d_first = paired_accuracy(mine, first)
+        acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
+        out.append(
+            {
+                "change": stage.change,
+                "folder": stage.folder,
+                **(src or {}),
+                "ratio": src["compute"] / base["compute"] if src and base else None,
+                "seeds": sorted(mine),
+                "mean": statistics.fmean(acc) if acc else None,
+                "released_seeds": s_rel,
+                "differences": d_rel,
+                "vs_released": statistics.fmean(d_rel) if d_rel else None,
+                "first_seeds": s_first,
+                "vs_first": statistics.fmean(d_first) if d_first else None,
+            }
+        )
+    return out
+
+
+def curve_fit(rows: Sequence[Mapping]) -> dict | None:
+    """Least squares of the per-seed differences to the released prior on log2 of the source
+    compute (over the first stage's): ``slope`` (per doubling) with its standard error, and
+    ``intercept`` (at the first stage's compute); ``None`` with fewer than two computes or
+    three points."""
+    pts = [
+        (math.log2(r["ratio"]), d) for r in rows if r["ratio"] is not None for d in r["differences"]
+    ]
+    if len({x for x, _ in pts}) < 2 or len(pts) < 3:
+        return None
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    mx = statistics.fmean(xs)
+    resid = sum((y - intercept - slope * x) ** 2 for x, y in pts)
+    se = math.sqrt(resid / (len(pts) - 2) / sum((x - mx) ** 2 for x in xs))
+    return {"slope": slope, "se": se, "intercept": intercept, "points": len(pts)}
+
+
+def authors_ratio(rows: Sequence[Mapping]) -> tuple[float, float] | None:
+    """The authors' source compute over the first stage's, for each notMNIST they may have used."""
+    if not rows or rows[0]["ratio"] is None:
+        return None
+    lo, hi = (source_compute(**AUTHORS_SOURCE, train_images=n) for n in AUTHORS_TRAIN_IMAGES)
+    return lo / rows[0]["compute"], hi / rows[0]["compute"]
+
+
+def curve_markdown(rows: Sequence[Mapping]) -> str:
+    """The curve's table and, computed from the same rows, the fit and what it extrapolates to."""
+    lines = [
+        "| change to the book's source stage | results folder | source compute (x the book's) "
+        "| split seeds | accuracy | - released prior (points) | - the book's stage (points, "
+        "paired seeds) | source stage minutes (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        folder = f"`{r['folder']}`"
+        if not r["seeds"]:
+            lines.append(f"| {r['change']} | {folder} | | no row yet | | | | |")
+            continue
+        first = (
+            f"{100 * r['vs_first']:+.1f} ({','.join(map(str, r['first_seeds']))})"
+            if r["vs_first"] is not None and r is not rows[0]
+            else ""
+        )
+        minutes = "" if r["source_minutes"] is None else f"{r['source_minutes']:.0f}"
+        lines.append(
+            f"| {r['change']} | {folder} | {r['ratio']:.1f} | {','.join(map(str, r['seeds']))} "
+            f"| {r['mean']:.3f} | {format_or_blank(r['vs_released'] and 100 * r['vs_released'], '+.1f')} "
+            f"| {first} | {minutes} |"
+        )
+    ran = [r for r in rows if r["seeds"]]
+    data = sorted({r["data"] for r in ran if r.get("data")})
+    lines.append(
+        "\nSource compute: nets x epochs x training images x the multiply-accumulates of one "
+        "FConv forward pass (`dwp_lib.source_curve.source_compute`); every bank here is cut from nets "
+        f"trained on the {' / '.join(data) or 'source'} letters. Source minutes: the stage's wall "
+        "time where the folder built its bank (blank: loaded from the cache)."
+    )
+    fit, authors = curve_fit(rows), authors_ratio(rows)
+    if authors is not None:
+        lines.append(
+            f"\n- The authors' source stage (100 x FConv(256, 512), 100 epochs, real notMNIST) is "
+            f"{authors[0]:,.0f} to {authors[1]:,.0f} times the book's (notMNIST small or large)."
+        )
+    if fit is None:
+        lines.append("- Fewer than two source computes with rows: no curve yet.")
+        return "\n".join(lines) + "\n"
+    lines.append(
+        f"- Fit of the {fit['points']} per-seed differences to the released prior on log2 of the "
+        f"compute: {100 * fit['slope']:+.1f} ± {100 * fit['se']:.1f} points per doubling, "
+        f"{100 * fit['intercept']:+.1f} points at the book's compute."
+    )
+    if fit["slope"] > 2 * fit["se"]:
+        doublings = (TARGET - fit["intercept"]) / fit["slope"]
+        lines.append(
+            f"- Extrapolated, a prior within {-100 * TARGET:.0f} points of the released one needs "
+            f"{doublings:.1f} doublings: {2**doublings:,.0f} times the book's source compute"
+            + (
+                f" ({2**doublings / authors[1]:.2g} to {2**doublings / authors[0]:.2g} of the "
+                "authors')."
+                if authors
+                else "."
+            )
+        )
+    else:
+        lines.append(
+            "- The slope is within two standard errors of zero: over this range of compute the "
+            "gap shows no trend that could be extrapolated to the authors' compute."
+        )
+    return "\n".join(lines) + "\n"
