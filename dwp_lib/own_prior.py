@@ -78,6 +78,17 @@ CELLS: tuple[PriorCell, ...] = (
         "source-epochs-20",
         "dwp:dwp",
     ),
+    PriorCell(
+        "ours, our bank from FConv(64, 128) source nets (same VAE recipe)",
+        "source-width-64-128",
+        "dwp:dwp",
+    ),
+    PriorCell(
+        "ours, our bank from FConv(128, 256) source nets (same VAE recipe)",
+        "source-width-128-256",
+        "dwp:dwp",
+    ),
+    PriorCell("ours, our bank from 32 source nets (same VAE recipe)", "source-nets-32", "dwp:dwp"),
     PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
     PriorCell(
         "our 5x5 prior on conv2, released 7x7 (released init)",

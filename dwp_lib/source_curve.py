@@ -40,14 +40,16 @@ class SourceStage:
 
     change: str
     folder: str
+    factor: str | None = None  # the factor it moves (a key of AUTHORS_SOURCE); None: the base
 
 
 #: The book's source stage, then one factor at a time toward the authors' recipe.
 SOURCE_STAGES: tuple[SourceStage, ...] = (
     SourceStage("none (the book's: 8 x FConv(32, 64), 3 epochs)", "book-bank-vaes-long-prior"),
-    SourceStage("20 epochs", "source-epochs-20"),
-    SourceStage("FConv(64, 128)", "source-width-64-128"),
-    SourceStage("32 nets", "source-nets-32"),
+    SourceStage("20 epochs", "source-epochs-20", "epochs"),
+    SourceStage("FConv(64, 128)", "source-width-64-128", "widths"),
+    SourceStage("FConv(128, 256)", "source-width-128-256", "widths"),
+    SourceStage("32 nets", "source-nets-32", "n_nets"),
 )
 
 #: The authors' source stage (dwp-facts): 100 x FConv(256, 512), 100 epochs, on notMNIST; which
@@ -113,6 +115,7 @@ def curve_rows(
             {
                 "change": stage.change,
                 "folder": stage.folder,
+                "factor": stage.factor,
                 **(src or {}),
                 "ratio": src["compute"] / base["compute"] if src and base else None,
                 "seeds": sorted(mine),
@@ -141,8 +144,80 @@ def curve_fit(rows: Sequence[Mapping]) -> dict | None:
     slope, intercept = statistics.linear_regression(xs, ys)
     mx = statistics.fmean(xs)
     resid = sum((y - intercept - slope * x) ** 2 for x, y in pts)
-    se = math.sqrt(resid / (len(pts) - 2) / sum((x - mx) ** 2 for x in xs))
-    return {"slope": slope, "se": se, "intercept": intercept, "points": len(pts)}
+    sxx = sum((x - mx) ** 2 for x in xs)
+    s2 = resid / (len(pts) - 2)
+    se = math.sqrt(s2 / sxx)
+    return {
+        "slope": slope,
+        "se": se,
+        "intercept": intercept,
+        "points": len(pts),
+        "mean_x": mx,
+        "sxx": sxx,
+        "s2": s2,
+    }
+
+
+def line_se(fit: Mapping, x: float) -> float:
+    """The standard error of the fitted line of :func:`curve_fit` at log2 of the compute ``x``
+    (the mean gap there, not one seed's): it grows with the distance from the measured stages."""
+    return math.sqrt(fit["s2"] * (1 / fit["points"] + (x - fit["mean_x"]) ** 2 / fit["sxx"]))
+
+
+def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
+    """For each factor moved by two or more stages with rows: :func:`curve_fit` of the first
+    (base) stage and that factor's stages alone, with ``authors``, the compute ratio of the base
+    stage with only this factor set to the authors' value, and ``at_authors``, the gap the fit
+    gives there (the line continued in log2 of the compute: an extrapolation, not a result) with
+    ``at_authors_se``, the line's standard error there."""
+    if not rows or rows[0]["ratio"] is None:
+        return {}
+    base = rows[0]
+    out = {}
+    for factor in dict.fromkeys(r["factor"] for r in rows[1:] if r["factor"] and r["seeds"]):
+        moved = [r for r in rows[1:] if r["factor"] == factor and r["seeds"]]
+        fit = curve_fit([base, *moved]) if len(moved) >= 2 else None
+        if fit is None:
+            continue
+        settings = {k: base[k] for k in ("n_nets", "epochs", "widths", "train_images")}
+        settings[factor] = AUTHORS_SOURCE[factor]
+        ratio = source_compute(**settings) / base["compute"]
+        at = fit["intercept"] + fit["slope"] * math.log2(ratio)
+        out[factor] = {
+            **fit,
+            "stages": 1 + len(moved),
+            "authors": ratio,
+            "at_authors": at,
+            "at_authors_se": line_se(fit, math.log2(ratio)),
+        }
+    return out
+
+
+#: How the note names each factor, and the factor's value in the authors' recipe.
+FACTOR_NAME = {"widths": "width", "epochs": "epochs", "n_nets": "the number of nets"}
+AUTHORS_VALUE = {"widths": "FConv(256, 512)", "epochs": "100 epochs", "n_nets": "100 nets"}
+
+
+def _factor_lines(rows: Sequence[Mapping]) -> list[str]:
+    lines = []
+    for factor, f in factor_fits(rows).items():
+        head = (
+            f"- Along {FACTOR_NAME[factor]} alone ({f['stages']} stages, {f['points']} per-seed differences): "
+            f"{100 * f['slope']:+.1f} ± {100 * f['se']:.1f} points per doubling of the compute"
+        )
+        if f["slope"] > 2 * f["se"]:
+            doublings = (TARGET - f["intercept"]) / f["slope"]
+            lines.append(
+                f"{head}; continued to the authors' {AUTHORS_VALUE[factor]} ({f['authors']:,.0f} "
+                f"times the book's compute) the line gives {100 * f['at_authors']:+.1f} "
+                f"± {100 * f['at_authors_se']:.1f} points (one standard error of the line), "
+                f"and {-100 * TARGET:.0f} points from the released prior at "
+                f"{2**doublings:,.0f} times (an extrapolation of {f['stages']} stages, not a "
+                "measurement)."
+            )
+        else:
+            lines.append(f"{head}: within two standard errors of zero, not extrapolated.")
+    return lines
 
 
 def authors_ratio(rows: Sequence[Mapping]) -> tuple[float, float] | None:
@@ -194,6 +269,7 @@ def curve_markdown(rows: Sequence[Mapping]) -> str:
     if fit is None:
         lines.append("- Fewer than two source computes with rows: no curve yet.")
         return "\n".join(lines) + "\n"
+    factor_lines = _factor_lines(rows)
     lines.append(
         f"- Fit of the {fit['points']} per-seed differences to the released prior on log2 of the "
         f"compute: {100 * fit['slope']:+.1f} ± {100 * fit['se']:.1f} points per doubling, "
@@ -216,4 +292,4 @@ def curve_markdown(rows: Sequence[Mapping]) -> str:
             "- The slope is within two standard errors of zero: over this range of compute the "
             "gap shows no trend that could be extrapolated to the authors' compute."
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + factor_lines) + "\n"

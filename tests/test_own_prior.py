@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from test_experiment import micro_config
 
-from dwp_lib import own_prior, source_curve
+from dwp_lib import nets, own_prior, source_curve
 from dwp_lib.cli import main
 from dwp_lib.experiment import ExperimentError
 from dwp_lib.experiment.results import RESULT_COLUMNS, append_row, repo_results_dir
@@ -311,3 +312,47 @@ def test_the_curve_draws_with_the_authors_compute(root):
     assert len(ax.collections) >= 2  # the two stages' points
     with pytest.raises(ValueError, match="no source stage with rows"):
         plots.plot_source_curve(rows[2:])
+
+
+def test_each_factor_gets_its_own_line_and_its_extrapolation_to_the_authors_value(root):
+    """Two stages of one factor beside the base: a fit of that factor alone, continued to the
+    authors' value of the factor (here width, FConv(256, 512)); a factor with one stage gets none."""
+    import json
+
+    stage(root, "s1", 3, {0: 0.50, 1: 0.52})
+    stage(root, "w2", 3, {0: 0.60, 1: 0.62})
+    stage(root, "w4", 3, {0: 0.70, 1: 0.72})
+    stage(root, "e2", 6, {0: 0.40})
+    for folder, widths in (("w2", [64, 128]), ("w4", [128, 256])):
+        cfg = root / folder / "config.json"
+        cfg.write_text(
+            json.dumps({"source": {**json.loads(cfg.read_text())["source"], "widths": widths}})
+        )
+    stages = (
+        source_curve.SourceStage("none", "s1"),
+        source_curve.SourceStage("w2", "w2", "widths"),
+        source_curve.SourceStage("w4", "w4", "widths"),
+        source_curve.SourceStage("e2", "e2", "epochs"),
+    )
+    rows = source_curve.curve_rows(root, stages)
+    fits = source_curve.factor_fits(rows)
+    assert set(fits) == {"widths"}  # one epochs stage: no line of its own
+    f = fits["widths"]
+    assert f["stages"] == 3 and f["points"] == 6
+    ratio = nets.fconv_macs((256, 512)) / nets.fconv_macs((32, 64))
+    assert f["authors"] == pytest.approx(ratio)
+    x = [math.log2(r["ratio"]) for r in rows[:3]]
+    slope = 0.10 / (x[1] - x[0])  # 10 points per step of width, whatever its compute ratio
+    assert f["slope"] == pytest.approx(slope, rel=0.2) and f["se"] < f["slope"] / 2
+    assert f["at_authors"] == pytest.approx(f["intercept"] + f["slope"] * math.log2(ratio))
+    text = source_curve.curve_markdown(rows)
+    assert "- Along width alone (3 stages, 6 per-seed differences)" in text
+    assert f"the line gives {100 * f['at_authors']:+.1f} ± {100 * f['at_authors_se']:.1f}" in text
+    # the line's standard error is smallest at the stages' mean and grows away from it
+    assert source_curve.line_se(f, f["mean_x"]) == pytest.approx(math.sqrt(f["s2"] / 6))
+    assert f["at_authors_se"] > source_curve.line_se(f, x[2]) > source_curve.line_se(f, f["mean_x"])
+    from dwp_lib import plots
+
+    fig = plots.plot_source_curve(rows, fits=fits)
+    (dashed,) = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"]
+    assert dashed.get_xdata()[-1] == pytest.approx(ratio)

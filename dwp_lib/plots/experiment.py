@@ -267,12 +267,13 @@ def plot_fit_vs_accuracy(runs, method: str = "dwp:dwp", n: int = 50, ax=None):
     return fig
 
 
-def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None):
+def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None, fits=None):
     """The search's curve (:func:`dwp_lib.source_curve.curve_rows`): each source stage's per-seed
     accuracy difference to the released prior (points) and its mean (bar), against the source
     compute over the book's (log axis); the target band and, when ``authors`` gives it, the
-    authors' source compute (a range: which notMNIST they used is not known). Returns the
-    Figure."""
+    authors' source compute (a range: which notMNIST they used is not known). ``fits``
+    (:func:`dwp_lib.source_curve.factor_fits`): each factor's line, dashed, continued to that
+    factor's authors' value. Returns the Figure."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
     else:
@@ -285,6 +286,10 @@ def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None):
         ax.scatter(np.full(len(d), r["ratio"]), d, s=16, color=f"C{i}", alpha=0.7)
         ax.hlines(d.mean(), r["ratio"] / 1.15, r["ratio"] * 1.15, color=f"C{i}", lw=2,
                   label=f"{r['change']} ({len(d)} seeds)")  # fmt: skip
+    for factor, f in (fits or {}).items():
+        x = np.geomspace(1.0, f["authors"], 50)
+        ax.plot(x, 100 * (f["intercept"] + f["slope"] * np.log2(x)), ls="--", color="0.3",
+                lw=1, label=f"{factor}: fit of {f['stages']} stages, continued")  # fmt: skip
     ax.axhline(0, color="k", lw=0.8)
     ax.axhspan(
         100 * target, 0, color="C2", alpha=0.15, label="within 2 points of the released prior"
