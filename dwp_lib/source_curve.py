@@ -14,6 +14,7 @@ zero. ``python -m dwp_lib own-prior --update`` writes the curve into the finding
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -169,7 +170,8 @@ def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
     (base) stage and that factor's stages alone, with ``authors``, the compute ratio of the base
     stage with only this factor set to the authors' value, and ``at_authors``, the gap the fit
     gives there (the line continued in log2 of the compute: an extrapolation, not a result) with
-    ``at_authors_se``, the line's standard error there."""
+    ``at_authors_se``, the line's standard error there, and ``step_slopes``, the change of the
+    stages' mean gap per doubling of the compute from each stage to the next (by compute)."""
     if not rows or rows[0]["ratio"] is None:
         return {}
     base = rows[0]
@@ -183,8 +185,14 @@ def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
         settings[factor] = AUTHORS_SOURCE[factor]
         ratio = source_compute(**settings) / base["compute"]
         at = fit["intercept"] + fit["slope"] * math.log2(ratio)
+        chain = [base, *sorted(moved, key=lambda r: r["ratio"])]
+        steps = [
+            (b["vs_released"] - a["vs_released"]) / math.log2(b["ratio"] / a["ratio"])
+            for a, b in itertools.pairwise(chain)
+        ]
         out[factor] = {
             **fit,
+            "step_slopes": steps,
             "stages": 1 + len(moved),
             "authors": ratio,
             "at_authors": at,
@@ -196,6 +204,14 @@ def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
 #: How the note names each factor, and the factor's value in the authors' recipe.
 FACTOR_NAME = {"widths": "width", "epochs": "epochs", "n_nets": "the number of nets"}
 AUTHORS_VALUE = {"widths": "FConv(256, 512)", "epochs": "100 epochs", "n_nets": "100 nets"}
+
+
+def _steps_sentence(steps: Sequence[float]) -> str:
+    each = ", then ".join(f"{100 * s:+.1f}" for s in steps)
+    text = f"Stage by stage the gap moved {each} points per doubling"
+    if all(b < a for a, b in itertools.pairwise(steps)):
+        return text + ": the steps shrink, so a straight line is the optimistic reading."
+    return text + ": the steps do not shrink."
 
 
 def _factor_lines(rows: Sequence[Mapping]) -> list[str]:
@@ -213,7 +229,7 @@ def _factor_lines(rows: Sequence[Mapping]) -> list[str]:
                 f"± {100 * f['at_authors_se']:.1f} points (one standard error of the line), "
                 f"and {-100 * TARGET:.0f} points from the released prior at "
                 f"{2**doublings:,.0f} times (an extrapolation of {f['stages']} stages, not a "
-                "measurement)."
+                f"measurement). {_steps_sentence(f['step_slopes'])}"
             )
         else:
             lines.append(f"{head}: within two standard errors of zero, not extrapolated.")

@@ -348,6 +348,12 @@ def test_each_factor_gets_its_own_line_and_its_extrapolation_to_the_authors_valu
     text = source_curve.curve_markdown(rows)
     assert "- Along width alone (3 stages, 6 per-seed differences)" in text
     assert f"the line gives {100 * f['at_authors']:+.1f} ± {100 * f['at_authors_se']:.1f}" in text
+    # stage by stage: 10 points per step of width over that step's doublings of the compute
+    steps = [0.10 / (x[1] - x[0]), 0.10 / (x[2] - x[1])]
+    assert f["step_slopes"] == pytest.approx(steps)
+    verdict = "the steps shrink" if steps[1] < steps[0] else "the steps do not shrink"
+    assert f"Stage by stage the gap moved {100 * steps[0]:+.1f}, then {100 * steps[1]:+.1f}" in text
+    assert verdict in text
     # the line's standard error is smallest at the stages' mean and grows away from it
     assert source_curve.line_se(f, f["mean_x"]) == pytest.approx(math.sqrt(f["s2"] / 6))
     assert f["at_authors_se"] > source_curve.line_se(f, x[2]) > source_curve.line_se(f, f["mean_x"])

@@ -274,22 +274,28 @@ def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None, fits=N
     authors' source compute (a range: which notMNIST they used is not known). ``fits``
     (:func:`dwp_lib.source_curve.factor_fits`): each factor's line, dashed, continued to that
     factor's authors' value. Returns the Figure."""
+    from ..source_curve import AUTHORS_VALUE, FACTOR_NAME
+
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        fig, ax = plt.subplots(figsize=(6.4, 5.0), layout="constrained")
     else:
         fig = ax.figure
     ran = [r for r in rows if r["differences"] and r["ratio"] is not None]
     if not ran:
         raise ValueError("no source stage with rows paired with the released prior")
+    colours = [f"C{i}" for i in range(10) if i != 2]  # C2 (green) is the target band's
     for i, r in enumerate(ran):
         d = 100 * np.array(r["differences"])
-        ax.scatter(np.full(len(d), r["ratio"]), d, s=16, color=f"C{i}", alpha=0.7)
-        ax.hlines(d.mean(), r["ratio"] / 1.15, r["ratio"] * 1.15, color=f"C{i}", lw=2,
+        c = colours[i % len(colours)]
+        ax.scatter(np.full(len(d), r["ratio"]), d, s=16, color=c, alpha=0.7)
+        ax.hlines(d.mean(), r["ratio"] / 1.15, r["ratio"] * 1.15, color=c, lw=2,
                   label=f"{r['change']} ({len(d)} seeds)")  # fmt: skip
     for factor, f in (fits or {}).items():
         x = np.geomspace(1.0, f["authors"], 50)
+        label = (f"along {FACTOR_NAME.get(factor, factor)} alone: fit of {f['stages']} stages, "
+                 f"continued to {AUTHORS_VALUE.get(factor, 'the authors’ value')}")  # fmt: skip
         ax.plot(x, 100 * (f["intercept"] + f["slope"] * np.log2(x)), ls="--", color="0.3",
-                lw=1, label=f"{factor}: fit of {f['stages']} stages, continued")  # fmt: skip
+                lw=1, label=label)  # fmt: skip
     ax.axhline(0, color="k", lw=0.8)
     ax.axhspan(
         100 * target, 0, color="C2", alpha=0.15, label="within 2 points of the released prior"
@@ -301,7 +307,11 @@ def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None, fits=N
     ax.set_xlabel("source compute (x the book's source stage, log scale)")
     ax.set_ylabel("accuracy - released prior (points)")
     ax.set_title("Our own prior against the released one (n = 50, authors' setting)", fontsize=9)
-    ax.legend(fontsize=7, loc="center")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    if ax.get_legend_handles_labels()[0]:
+        if fig.get_layout_engine() is not None:  # below the axes, where it hides no point
+            fig.legend(fontsize=7, loc="outside lower center", ncol=1, frameon=False)
+        else:
+            ax.legend(fontsize=7)
+            fig.tight_layout()
     return fig
