@@ -52,3 +52,18 @@ def test_every_figure_has_a_caption_a_name_and_alt_text(md):
 def test_figure_names_are_unique():
     names = [meta["mystnb"]["figure"]["name"] for md in CHAPTERS for _, _, meta in figure_cells(md)]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_a_figure_cell_displays_nothing_else(md):
+    """myst-nb gives a named cell's name to each of its display outputs: a table shown with
+    ``display(...)`` in the same cell becomes a second target of that name, a warning that fails
+    the book's build (``-W``). Tables go in a cell of their own."""
+    cells = jupytext.read(md).cells
+    for i, draws, meta in figure_cells(md):
+        if not meta.get("mystnb", {}).get("figure", {}).get("name"):
+            continue
+        source = cells[i].source
+        assert not re.search(r"\bdisplay\(", source), (
+            f"{md.name} cell {i} ({', '.join(draws)}): display(...) beside a named figure"
+        )
