@@ -89,6 +89,11 @@ CELLS: tuple[PriorCell, ...] = (
         "dwp:dwp",
     ),
     PriorCell("ours, our bank from 32 source nets (same VAE recipe)", "source-nets-32", "dwp:dwp"),
+    PriorCell(
+        "ours, our bank from 2 FConv(256, 512) source nets (same VAE steps)",
+        "source-width-256-512-nets-2",
+        "dwp:dwp",
+    ),
     PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
     PriorCell(
         "our 5x5 prior on conv2, released 7x7 (released init)",

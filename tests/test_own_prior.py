@@ -285,6 +285,20 @@ def test_a_flat_curve_is_not_extrapolated(root):
     assert "no curve yet" in source_curve.curve_markdown(rows[:1])
 
 
+def test_stages_at_the_same_compute_that_differ_are_named(root):
+    stages = (*STAGES[:2], source_curve.SourceStage("2x other factor", "s2b"))
+    stage(root, "s1", 3, {0: 0.50, 1: 0.52})
+    stage(root, "s2", 6, {0: 0.60, 1: 0.62})
+    stage(root, "s2b", 6, {0: 0.50, 1: 0.54})  # the same compute, 9 points lower
+    rows = source_curve.curve_rows(root, stages)
+    hi, lo = source_curve.equal_compute_pair(rows)
+    assert (hi["folder"], lo["folder"]) == ("s2", "s2b")
+    assert "differ by up to 9.0 points (2x at 2.0 times" in source_curve.curve_markdown(rows)
+    # stages a doubling apart are not "the same compute"
+    assert source_curve.equal_compute_pair(rows[:2]) is None
+    assert "differ by up to" not in source_curve.curve_markdown(rows[:2])
+
+
 def test_update_writes_the_curve_where_the_note_has_its_markers(root, tmp_path, capsys):
     stage(root, "s1", 3, {0: 0.50})
     note = tmp_path / "note.md"
