@@ -94,6 +94,11 @@ CELLS: tuple[PriorCell, ...] = (
         "source-width-256-512-nets-2",
         "dwp:dwp",
     ),
+    PriorCell(
+        "ours, the same bank, VAEs trained the same passes over it",
+        "source-width-256-512-nets-2-vae-epochs",
+        "dwp:dwp",
+    ),
     PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
     PriorCell(
         "our 5x5 prior on conv2, released 7x7 (released init)",
