@@ -44,6 +44,10 @@ class SourceStage:
     #: the factor it moves (a key of AUTHORS_SOURCE); None: the base, or a stage that moves two
     #: factors at once (in the fit over all stages, in no factor's own fit)
     factor: str | None = None
+    #: False: its source nets trained over more than one run (``reproduce`` resumes per net), so
+    #: the folder's stage seconds cover only the last run's nets and no stage minutes are shown
+    #: (its README gives the nets' own times)
+    timed: bool = True
 
 
 #: The book's source stage, then one factor at a time toward the authors' recipe.
@@ -68,9 +72,10 @@ def source_compute(n_nets: int, epochs: int, widths: Sequence[int], train_images
     return float(n_nets) * epochs * train_images * fconv_macs(widths)
 
 
-def _stage_source(root: Path, folder: str) -> dict | None:
+def _stage_source(root: Path, folder: str, timed: bool = True) -> dict | None:
     """The source settings a folder ran with (its ``config.json``) and the images its source
-    nets trained on (``provenance.json``), or ``None`` for a folder not run yet."""
+    nets trained on (``provenance.json``), or ``None`` for a folder not run yet; the stage's
+    minutes only where the folder trained the whole bank in one run (``timed``)."""
     cfg_path, prov_path = root / folder / "config.json", root / folder / "provenance.json"
     if not (cfg_path.exists() and prov_path.exists()):
         return None
@@ -78,7 +83,7 @@ def _stage_source(root: Path, folder: str) -> dict | None:
         src = json.loads(cfg_path.read_text())["source"]
         prov = json.loads(prov_path.read_text())
         images = src.get("train_images") or prov["data"]["source"]["train"]["count"]
-        measured = not prov["stage_loaded_from_cache"].get("source_nets_and_bank", True)
+        measured = timed and not prov["stage_loaded_from_cache"].get("source_nets_and_bank", True)
         seconds = prov["stage_seconds"].get("source_nets_and_bank") if measured else None
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ExperimentError(
@@ -110,7 +115,7 @@ def curve_rows(
     base = _stage_source(root, stages[0].folder)
     out = []
     for stage in stages:
-        src = _stage_source(root, stage.folder)
+        src = _stage_source(root, stage.folder, stage.timed)
         mine = accuracies(root, stage.folder, "dwp:dwp") if src is not None else {}
         s_rel, d_rel = paired_accuracy(mine, released)
         s_first, d_first = paired_accuracy(mine, first)
@@ -293,7 +298,8 @@ def curve_markdown(rows: Sequence[Mapping]) -> str:
         "\nSource compute: nets x epochs x training images x the multiply-accumulates of one "
         "FConv forward pass (`dwp_lib.source_curve.source_compute`); every bank here is cut from nets "
         f"trained on the {' / '.join(data) or 'source'} letters. Source minutes: the stage's wall "
-        "time where the folder built its bank (blank: loaded from the cache)."
+        "time where the folder built its bank in one run (blank: loaded from the cache, or trained "
+        "over several runs; the folder's README gives the nets' own times)."
     )
     fit, authors = curve_fit(rows), authors_ratio(rows)
     if authors is not None:

@@ -272,6 +272,9 @@ def test_the_curve_pairs_each_stage_by_seed_and_reads_its_compute(root):
     assert "| not run | `s8` | | no row yet |" in text
     # (-2 - (-30)) / 10 = 2.8 doublings, 2^2.8 = 7 times the first stage's compute
     assert "needs 2.8 doublings: 7 times the book's source compute" in text
+    # a stage whose nets trained over several runs has no stage minutes, though not cached
+    resumed = (STAGES[0], source_curve.SourceStage("2x", "s2", timed=False))
+    assert source_curve.curve_rows(root, resumed)[1]["source_minutes"] is None
 
 
 def test_a_flat_curve_is_not_extrapolated(root):
