@@ -178,8 +178,9 @@ def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
     (base) stage and that factor's stages alone, with ``authors``, the compute ratio of the base
     stage with only this factor set to the authors' value, and ``at_authors``, the gap the fit
     gives there (the line continued in log2 of the compute: an extrapolation, not a result) with
-    ``at_authors_se``, the line's standard error there, and ``step_slopes``, the change of the
-    stages' mean gap per doubling of the compute from each stage to the next (by compute)."""
+    ``at_authors_se``, the line's standard error there, ``step_slopes``, the change of the
+    stages' mean gap per doubling of the compute from each stage to the next (by compute), and
+    ``measured``, the stage run at the authors' value of the factor (``None``: not run yet)."""
     if not rows or rows[0]["ratio"] is None:
         return {}
     base = rows[0]
@@ -205,8 +206,15 @@ def factor_fits(rows: Sequence[Mapping]) -> dict[str, dict]:
             "authors": ratio,
             "at_authors": at,
             "at_authors_se": line_se(fit, math.log2(ratio)),
+            "measured": next(
+                (r for r in moved if _value(r, factor) == _value(AUTHORS_SOURCE, factor)), None
+            ),
         }
     return out
+
+
+def _value(settings: Mapping, factor: str):
+    return tuple(settings[factor]) if factor == "widths" else settings[factor]
 
 
 #: How the note names each factor, and the factor's value in the authors' recipe.
@@ -229,7 +237,17 @@ def _factor_lines(rows: Sequence[Mapping]) -> list[str]:
             f"- Along {FACTOR_NAME[factor]} alone ({f['stages']} stages, {f['points']} per-seed differences): "
             f"{100 * f['slope']:+.1f} ± {100 * f['se']:.1f} points per doubling of the compute"
         )
-        if f["slope"] > 2 * f["se"]:
+        if f["measured"] is not None:
+            m = f["measured"]
+            lines.append(
+                f"{head}. At the authors' {AUTHORS_VALUE[factor]} itself ({f['authors']:,.0f} "
+                f"times the book's compute) the gap is measured: {100 * m['vs_released']:+.1f} "
+                f"points over {len(m['released_seeds'])} split seed(s) (the line there: "
+                f"{100 * f['at_authors']:+.1f} ± {100 * f['at_authors_se']:.1f}), so along "
+                f"{FACTOR_NAME[factor]} nothing is left to extrapolate. "
+                f"{_steps_sentence(f['step_slopes'])}"
+            )
+        elif f["slope"] > 2 * f["se"]:
             doublings = (TARGET - f["intercept"]) / f["slope"]
             lines.append(
                 f"{head}; continued to the authors' {AUTHORS_VALUE[factor]} ({f['authors']:,.0f} "

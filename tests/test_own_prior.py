@@ -355,7 +355,7 @@ def test_each_factor_gets_its_own_line_and_its_extrapolation_to_the_authors_valu
     fits = source_curve.factor_fits(rows)
     assert set(fits) == {"widths"}  # one epochs stage: no line of its own
     f = fits["widths"]
-    assert f["stages"] == 3 and f["points"] == 6
+    assert f["stages"] == 3 and f["points"] == 6 and f["measured"] is None
     ratio = nets.fconv_macs((256, 512)) / nets.fconv_macs((32, 64))
     assert f["authors"] == pytest.approx(ratio)
     x = [math.log2(r["ratio"]) for r in rows[:3]]
@@ -379,3 +379,34 @@ def test_each_factor_gets_its_own_line_and_its_extrapolation_to_the_authors_valu
     fig = plots.plot_source_curve(rows, fits=fits)
     (dashed,) = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"]
     assert dashed.get_xdata()[-1] == pytest.approx(ratio)
+
+
+def test_a_factor_run_at_the_authors_value_is_reported_as_measured(root):
+    """Once a stage runs at the authors' value of its factor, the factor's line states that
+    stage's measured gap, and the line's value there only beside it."""
+    import json
+
+    stage(root, "s1", 3, {0: 0.50, 1: 0.52})
+    for folder, widths, accs in (
+        ("w4", [128, 256], {0: 0.70, 1: 0.72}),
+        ("w8", [256, 512], {0: 0.74, 1: 0.70, 2: 0.76}),
+    ):
+        stage(root, folder, 3, accs)
+        cfg = root / folder / "config.json"
+        cfg.write_text(
+            json.dumps({"source": {**json.loads(cfg.read_text())["source"], "widths": widths}})
+        )
+    stages = (
+        source_curve.SourceStage("none", "s1"),
+        source_curve.SourceStage("w4", "w4", "widths"),
+        source_curve.SourceStage("w8", "w8", "widths"),
+    )
+    rows = source_curve.curve_rows(root, stages)
+    f = source_curve.factor_fits(rows)["widths"]
+    assert f["measured"] is rows[2]
+    # released 0.80, 0.82, 0.78 on seeds 0-2: -6, -12, -2 points, mean -6.7
+    assert rows[2]["vs_released"] == pytest.approx(-0.2 / 3)
+    text = source_curve.curve_markdown(rows)
+    assert "At the authors' FConv(256, 512) itself" in text
+    assert "the gap is measured: -6.7 points over 3 split seed(s)" in text
+    assert "nothing is left to extrapolate" in text and "not a measurement" not in text
