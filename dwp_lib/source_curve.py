@@ -225,6 +225,11 @@ AUTHORS_VALUE = {"widths": "FConv(256, 512)", "epochs": "100 epochs", "n_nets": 
 def _steps_sentence(steps: Sequence[float]) -> str:
     each = ", then ".join(f"{100 * s:+.1f}" for s in steps)
     text = f"Stage by stage the gap moved {each} points per doubling"
+    if len(steps) > 1 and steps[-1] <= 0:
+        return (
+            text
+            + ": the last step did not close it further, so along this factor the gap has stopped closing."
+        )
     if all(b < a for a, b in itertools.pairwise(steps)):
         return text + ": the steps shrink, so a straight line is the optimistic reading."
     return text + ": the steps do not shrink."

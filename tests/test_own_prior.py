@@ -410,3 +410,13 @@ def test_a_factor_run_at_the_authors_value_is_reported_as_measured(root):
     assert "At the authors' FConv(256, 512) itself" in text
     assert "the gap is measured: -6.7 points over 3 split seed(s)" in text
     assert "nothing is left to extrapolate" in text and "not a measurement" not in text
+
+
+def test_the_steps_sentence_says_when_the_gap_stopped_closing():
+    says = source_curve._steps_sentence
+    assert says([0.08, 0.02]).endswith(
+        "the steps shrink, so a straight line is the optimistic reading."
+    )
+    assert says([0.02, 0.08]).endswith("the steps do not shrink.")
+    stopped = says([0.08, 0.02, -0.02])
+    assert "+8.0, then +2.0, then -2.0 points" in stopped and "stopped closing" in stopped
