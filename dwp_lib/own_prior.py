@@ -99,6 +99,11 @@ CELLS: tuple[PriorCell, ...] = (
         "source-width-256-512-nets-2-vae-epochs",
         "dwp:dwp",
     ),
+    PriorCell(
+        "ours, our bank from 8 FConv(256, 512) source nets (same VAE recipe)",
+        "source-width-256-512",
+        "dwp:dwp",
+    ),
     PriorCell("ours, our bank rescaled to their norms", "rescaled-bank-vaes", "dwp:dwp"),
     PriorCell(
         "our 5x5 prior on conv2, released 7x7 (released init)",

@@ -58,6 +58,7 @@ SOURCE_STAGES: tuple[SourceStage, ...] = (
     SourceStage("FConv(128, 256)", "source-width-128-256", "widths"),
     SourceStage("32 nets", "source-nets-32", "n_nets"),
     SourceStage("FConv(256, 512), 2 nets", "source-width-256-512-nets-2"),
+    SourceStage("FConv(256, 512)", "source-width-256-512", "widths", timed=False),
 )
 
 #: The authors' source stage (dwp-facts): 100 x FConv(256, 512), 100 epochs, on notMNIST; which
