@@ -410,6 +410,11 @@ def test_a_factor_run_at_the_authors_value_is_reported_as_measured(root):
     assert "At the authors' FConv(256, 512) itself" in text
     assert "the gap is measured: -6.7 points over 3 split seed(s)" in text
     assert "nothing is left to extrapolate" in text and "not a measurement" not in text
+    from dwp_lib import plots
+
+    fig = plots.plot_source_curve(rows, fits=source_curve.factor_fits(rows))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "along width alone: fit of 3 stages, out to FConv(256, 512)" in labels
 
 
 def test_the_steps_sentence_says_when_the_gap_stopped_closing():

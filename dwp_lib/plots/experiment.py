@@ -293,7 +293,8 @@ def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None, fits=N
     for factor, f in (fits or {}).items():
         x = np.geomspace(1.0, f["authors"], 50)
         label = (f"along {FACTOR_NAME.get(factor, factor)} alone: fit of {f['stages']} stages, "
-                 f"continued to {AUTHORS_VALUE.get(factor, 'the authors’ value')}")  # fmt: skip
+                 f"{'out' if f.get('measured') else 'continued'} to "
+                 f"{AUTHORS_VALUE.get(factor, 'the authors’ value')}")  # fmt: skip
         ax.plot(x, 100 * (f["intercept"] + f["slope"] * np.log2(x)), ls="--", color="0.3",
                 lw=1, label=label)  # fmt: skip
     ax.axhline(0, color="k", lw=0.8)
