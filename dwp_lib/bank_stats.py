@@ -197,20 +197,38 @@ def plot_bank_stats(banks: Mapping[str, Mapping[str, torch.Tensor]]):
 def cli(args: argparse.Namespace) -> int:
     """``python -m dwp_lib bank-stats``: our banks beside the released ones (see the module)."""
     from . import release
-    from .experiment import Experiment, ExperimentConfig, ExperimentError, append_row, config_from
+    from .data import DataUnavailableError
+    from .experiment import (
+        Experiment,
+        ExperimentConfig,
+        ExperimentError,
+        append_row,
+        config_from,
+        with_notmnist,
+    )
 
     out = Path(args.out)
     t0 = time.perf_counter()
     try:
-        settings = getattr(args, "set", None) or []
-        configs = {f"ours ({args.preset})": ExperimentConfig.preset(args.preset, settings)}
+        variant = getattr(args, "notmnist", None)
+        settings = with_notmnist(variant, getattr(args, "set", None) or [])
+        label = (
+            args.preset if variant in (None, "synthetic") else f"{args.preset}, notMNIST {variant}"
+        )
+        configs = {f"ours ({label})": ExperimentConfig.preset(args.preset, settings)}
         for path in getattr(args, "also", None) or []:
             other = config_from(None, path, settings)
             configs[f"ours ({other.name})"] = other
         exps = {name: Experiment(c, None, verbose=True) for name, c in configs.items()}
         ours = {name: e.kernel_bank() for name, e in exps.items()}
         rbank = release.load_released_bank()
-    except (ExperimentError, release.ReleaseUnavailableError, ValueError) as err:
+    except (
+        ExperimentError,
+        release.ReleaseUnavailableError,
+        DataUnavailableError,
+        artifacts.ArtifactError,
+        ValueError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     banks: dict[str, dict[str, torch.Tensor]] = {}

@@ -70,6 +70,18 @@ def _own_prior(args: argparse.Namespace) -> int:
     return own_prior.cli(args)
 
 
+def _notmnist_option(p: argparse.ArgumentParser) -> None:
+    """``--notmnist small|large|synthetic``: the notMNIST the source nets train on."""
+    p.add_argument(
+        "--notmnist",
+        default=None,
+        choices=["small", "large", "synthetic"],
+        help="the source nets' notMNIST: the real tarballs (small, large; the cache, "
+        "$DWP_CACHE/data/downloads/ or the author's site) or the notMNIST-style synthetic set "
+        "(default: the preset's or config's, source.data_variant)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a setting for every bank built here, e.g. source.workers=0 to train the source "
         "nets in this process (settings that change a bank make another bank; repeatable)",
     )
+    _notmnist_option(p)
     p.set_defaults(func=_bank_stats)
 
     p = sub.add_parser(
@@ -159,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")
     p.add_argument("--out", default=None, help="folder for the nets and the bank (default: cache)")
+    _notmnist_option(p)
     p.set_defaults(func=_source_nets)
 
     p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
@@ -182,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "grid.methods=dwp:dwp,normal:xavier (repeatable; see dwp_lib.experiment)",
     )
     p.add_argument("--config", default=None, help="JSON or TOML file of settings (before --set)")
+    _notmnist_option(p)
     p.add_argument("--name", default=None, help="label of the run in results and figures")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(

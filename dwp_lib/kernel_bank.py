@@ -16,6 +16,8 @@ The command line is ``python -m dwp_lib source-nets --preset book``.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -386,11 +388,20 @@ def get_kernel_bank(
 
 
 def cli(args) -> int:
-    """``python -m dwp_lib source-nets --preset P [--out DIR]``: train, cut, save, summarise."""
+    """``python -m dwp_lib source-nets --preset P [--out DIR] [--notmnist V]``: train, cut,
+    save, summarise."""
+    from .data import DataUnavailableError
+
     cfg = SourceNetsConfig.preset(args.preset)
+    if getattr(args, "notmnist", None):
+        cfg = dataclasses.replace(cfg, data_variant=args.notmnist)
     out = Path(args.out) if getattr(args, "out", None) else cfg.default_dir()
     t0 = time.perf_counter()
-    bank = get_kernel_bank(cfg, out)
+    try:
+        bank = get_kernel_bank(cfg, out)
+    except (DataUnavailableError, _artifacts.ArtifactError) as err:  # they say what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(bank.summary())
     print(f"Folder: {out}  ({time.perf_counter() - t0:.0f} s)")
     return 0

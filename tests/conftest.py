@@ -1,7 +1,14 @@
 """Shared test settings."""
 
+import base64
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dwp_lib import experiment as ex
 from dwp_lib.data import ImageSet
@@ -30,7 +37,15 @@ def _fake_digits(n: int, seed: int) -> ImageSet:
 
 
 @pytest.fixture
-def fake_world(monkeypatch, tmp_path):
+def fake_digits(monkeypatch):
+    """MNIST replaced by 300 train and 100 test fake digits in every :class:`Experiment`."""
+    digits = (_fake_digits(300, 0), _fake_digits(100, 1))
+    monkeypatch.setattr(Experiment, "mnist", lambda self: digits)
+    return digits
+
+
+@pytest.fixture
+def fake_world(monkeypatch, tmp_path, fake_digits):
     """The experiment on a bank cut from 3 random nets and on 300 fake digits."""
     monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DWP_PROGRESS", "0")
@@ -48,6 +63,37 @@ def fake_world(monkeypatch, tmp_path):
         return KernelBank.load(path)
 
     monkeypatch.setattr(ex.runner, "get_kernel_bank", fake_bank)
-    digits = (_fake_digits(300, 0), _fake_digits(100, 1))
-    monkeypatch.setattr(Experiment, "mnist", lambda self: digits)
     return calls
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _make_notmnist_tarball(path: Path, n_fonts: int = 12) -> None:
+    """notMNIST's layout: notMNIST_small/<letter>/<base64 font name>.png, plus one bad PNG.
+    Each image is noise with a bright bar whose place depends on the letter (learnable)."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for c, letter in enumerate("ABCDEFGHIJ"):
+            for k in range(n_fonts):
+                stem = base64.b64encode(f"Font{k}.ttf".encode()).decode()
+                a = rng.integers(0, 80, (28, 28)).astype(np.uint8)
+                a[2 + 2 * c : 4 + 2 * c, 4:24] = 255
+                add(f"notMNIST_small/{letter}/{stem}.png", _png(a))
+        add("notMNIST_small/C/RGFtYWdlZC50dGY=.png", b"\x89PNG\r\n\x1a\n truncated")
+
+
+@pytest.fixture
+def make_tarball():
+    """``make_tarball(path, n_fonts=12)``: a small fake of notMNIST_small.tar.gz at ``path``."""
+    return _make_notmnist_tarball

@@ -6,7 +6,6 @@ temporary caches (``DWP_CACHE`` pointed at ``tmp_path``) with small fakes.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import gzip
 import hashlib
@@ -16,7 +15,6 @@ import json
 import os
 import pickle
 import sys
-import tarfile
 import threading
 import time
 import zipfile
@@ -29,7 +27,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from dwp_lib import artifacts, plots  # noqa: E402
 from dwp_lib.data import (  # noqa: E402
@@ -531,35 +528,11 @@ def test_no_fonts_no_registry_lists_tries_and_fix(fake_archive, monkeypatch):
 # --- the real notMNIST tarball loader, on a small tarball built here ---------------------------
 
 
-def _png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _make_tarball(path: Path, n_fonts: int = 12) -> None:
-    """notMNIST's layout: notMNIST_small/<letter>/<base64 font name>.png, plus one bad PNG."""
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as tar:
-
-        def add(name, data):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-        for letter in "ABCDEFGHIJ":
-            for k in range(n_fonts):
-                stem = base64.b64encode(f"Font{k}.ttf".encode()).decode()
-                a = rng.integers(0, 256, (28, 28)).astype(np.uint8)
-                add(f"notMNIST_small/{letter}/{stem}.png", _png(a))
-        add("notMNIST_small/C/RGFtYWdlZC50dGY=.png", b"\x89PNG\r\n\x1a\n truncated")
-
-
-def test_real_notmnist_from_a_small_tarball(tmp_path, monkeypatch):
+def test_real_notmnist_from_a_small_tarball(tmp_path, monkeypatch, make_tarball):
     monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DWP_OFFLINE", "1")
     tarball = notmnist.tarball_path("small")
-    _make_tarball(tarball)
+    make_tarball(tarball)
     monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
     train = load_notmnist("train", variant="small")
     test = load_notmnist("test", variant="small")
@@ -578,11 +551,11 @@ def test_real_notmnist_from_a_small_tarball(tmp_path, monkeypatch):
     assert torch.equal(load_notmnist("test", variant="small").images, test.images)
 
 
-def test_real_notmnist_download_is_size_checked(tmp_path, monkeypatch, local_server):
+def test_real_notmnist_download_is_size_checked(tmp_path, monkeypatch, local_server, make_tarball):
     monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DWP_OFFLINE", raising=False)
     root, url = local_server
-    _make_tarball(root / "notMNIST_small.tar.gz", n_fonts=4)
+    make_tarball(root / "notMNIST_small.tar.gz", n_fonts=4)
     monkeypatch.setattr(notmnist, "BASE_URL", url)
     monkeypatch.setitem(notmnist.SIZES, "small", 12345)  # the server's file is another size
     with pytest.raises(DataUnavailableError, match="expected 12,345") as info:
@@ -604,11 +577,11 @@ def test_real_notmnist_offline_without_tarball(tmp_path, monkeypatch):
     assert "skipped (DWP_OFFLINE=1)" in msg and "247,336,696 bytes" in msg
 
 
-def test_damaged_tarball_is_deleted(tmp_path, monkeypatch):
+def test_damaged_tarball_is_deleted(tmp_path, monkeypatch, make_tarball):
     monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DWP_OFFLINE", "1")
     tarball = notmnist.tarball_path("small")
-    _make_tarball(tarball, n_fonts=2)
+    make_tarball(tarball, n_fonts=2)
     tarball.write_bytes(tarball.read_bytes()[:300])
     monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
     with pytest.raises(DataUnavailableError, match="deleted"):
@@ -619,11 +592,11 @@ def test_damaged_tarball_is_deleted(tmp_path, monkeypatch):
 # --- the command line -----------------------------------------------------------------------
 
 
-def test_cli_data_prepare(fake_mnist, tmp_path, monkeypatch, capsys):
+def test_cli_data_prepare(fake_mnist, tmp_path, monkeypatch, capsys, make_tarball):
     from dwp_lib.cli import main
 
     tarball = notmnist.tarball_path("small")
-    _make_tarball(tarball, n_fonts=6)
+    make_tarball(tarball, n_fonts=6)
     monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
     assert main(["data", "prepare", "--notmnist", "small"]) == 0
     out = capsys.readouterr().out

@@ -393,6 +393,62 @@ def test_grid_workers_give_the_same_rows_as_one_process(tmp_path, monkeypatch):
         assert rows[2][key]["nll"] == pytest.approx(r["nll"], rel=1e-5), key
 
 
+def test_reproduce_notmnist_small_trains_the_source_nets_on_the_tarball(
+    fake_digits, make_tarball, tmp_path, monkeypatch, capsys
+):
+    """``reproduce --notmnist small`` (a reader with the real tarball; a small fake of it here):
+    without the file the error says where to put it; with it, the source nets train on it and
+    the run folder says so."""
+    from dwp_lib.data import notmnist
+
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    monkeypatch.setenv("DWP_PROGRESS", "0")
+    out = tmp_path / "run"
+    sets = [
+        "source.widths=[4,8]",
+        "source.n_nets=2",
+        "source.epochs=1",
+        "source.prune_norms=[0,0]",
+        "vae.conv1.arch.hidden=4",
+        "vae.conv2.arch.hidden=4",
+        "vae.conv1.train.steps=2",
+        "vae.conv2.train.steps=2",
+        "vae.conv1.eval_samples=2",
+        "vae.conv2.eval_samples=2",
+        "init.enabled=false",
+        "bayes.channels=[4,8]",
+        "bayes.steps=2",
+        "bayes.eval_samples=2",
+        "grid.sizes=[10]",
+        "grid.split_seeds=[0]",
+        "grid.test_images=40",
+        "grid.methods=dwp:dwp",
+    ]
+    args = ["reproduce", "--preset", "tiny", "--notmnist", "small", "--out", str(out)]
+    args += [a for s in sets for a in ("--set", s)]
+    tarball = notmnist.tarball_path("small")
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "notMNIST_small.tar.gz" in err and str(tarball.parent) in err
+
+    make_tarball(tarball, n_fonts=10)
+    monkeypatch.setitem(notmnist.SIZES, "small", tarball.stat().st_size)
+    assert cli_main(args) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"]["source"]["data_variant"] == "small"
+    assert prov["overrides"][0] == "source.data_variant=small"
+    data = prov["data"]["source"]
+    assert data["label"] == "notMNIST (small, real)"
+    assert data["train"]["checksum"] == f"md5:{artifacts.md5_file(tarball)}"
+    assert "/small-" in prov["bank"]["file"].replace("\\", "/")  # the nets' folder names it
+    assert len(read_rows(out / "results.csv", RESULT_COLUMNS)) == 1
+
+    # a --set that names another variant is refused, not silently preferred
+    assert cli_main([*args, "--set", "source.data_variant=synthetic"]) == 2
+    assert "name different notMNIST variants" in capsys.readouterr().err
+
+
 def test_reproduce_without_out_says_so(capsys):
     assert cli_main(["reproduce", "--preset", "tiny"]) == 2
     assert "--out" in capsys.readouterr().err

@@ -345,3 +345,21 @@ def test_banks_cut_differently_from_the_same_nets_live_side_by_side(trained, dat
     )
     assert torch.equal(again.slices("conv2", "all"), a.slices("conv2", "all"))
     assert (out / loose.bank_file()).exists() and (out / strict.bank_file()).exists()
+
+
+def test_cli_notmnist_picks_the_source_data_and_says_when_it_is_missing(
+    tmp_path, data, monkeypatch, capsys
+):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    monkeypatch.setenv("DWP_PROGRESS", "0")
+    args = argparse.Namespace(preset="tiny", out=str(tmp_path / "nets"), notmnist="small")
+    assert kernel_bank.cli(args) == 2  # offline and no tarball: an error that says what to do
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "notMNIST_small.tar.gz" in err and "Traceback" not in err
+    seen = []
+    monkeypatch.setattr(
+        source_nets, "load_source_data", lambda cfg: seen.append(cfg.data_variant) or data
+    )
+    assert kernel_bank.cli(args) == 0
+    assert seen == ["small"]

@@ -101,6 +101,7 @@ from .overrides import (
     load_config_file,
     parse_value,
     set_field,
+    with_notmnist,
 )
 from .results import (
     CURVE_COLUMNS,
@@ -194,4 +195,5 @@ __all__ = [
     "wall_on_devices",
     "wall_table",
     "with_added_fields",
+    "with_notmnist",
 ]

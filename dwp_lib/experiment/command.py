@@ -14,7 +14,7 @@ from .. import __version__
 from .. import artifacts as _artifacts
 from .config import ExperimentConfig
 from .names import ExperimentError
-from .overrides import config_from
+from .overrides import config_from, with_notmnist
 from .results import results_table
 from .runner import Experiment
 from .stages import DEVICE_COUNTS, estimate_cost, grid_cell_seconds, wall_on_devices
@@ -99,9 +99,9 @@ def wall_table(est: dict) -> str:
 
 def cli(args: argparse.Namespace) -> int:
     """``python -m dwp_lib reproduce``: run (or resume) the pipeline into ``--out``."""
-    overrides = list(getattr(args, "set", None) or [])
     config_file = getattr(args, "config", None)
     try:
+        overrides = with_notmnist(getattr(args, "notmnist", None), getattr(args, "set", None) or [])
         cfg = config_from(args.preset, config_file, overrides, getattr(args, "name", None))
     except (ExperimentError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -162,6 +162,28 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> Experime
     return cfg
 
 
+#: the setting ``--notmnist`` stands for: the notMNIST the source nets train on
+NOTMNIST_SETTING = "source.data_variant"
+
+
+def with_notmnist(variant: str | None, overrides: Sequence[str]) -> list[str]:
+    """``overrides`` led by ``source.data_variant=VARIANT`` (the commands' ``--notmnist``:
+    ``small`` or ``large``, the real tarballs, or ``synthetic``); unchanged for ``None``.
+    A ``--set source.data_variant=...`` that names another variant is an error, so that neither
+    silently wins."""
+    overrides = list(overrides)
+    if variant is None:
+        return overrides
+    for item in overrides:
+        path, _, text = item.partition("=")
+        if path.strip() == NOTMNIST_SETTING and parse_value(text) != variant:
+            raise ExperimentError(
+                f"--notmnist {variant} and --set {item} name different notMNIST variants: "
+                "give one of them"
+            )
+    return [f"{NOTMNIST_SETTING}={variant}", *overrides]
+
+
 def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for k, v in d.items():
