@@ -100,6 +100,7 @@ def _stage_source(root: Path, folder: str, timed: bool = True) -> dict | None:
         "data": prov["data"]["source"]["label"],
         "compute": source_compute(src["n_nets"], src["epochs"], src["widths"], images),
         "source_minutes": seconds / 60 if seconds is not None else None,
+        "cpu": prov.get("environment", {}).get("cpu"),
     }
 
 
@@ -284,6 +285,30 @@ def equal_compute_pair(rows: Sequence[Mapping], within: float = 1.5) -> tuple[di
     return (a, b) if a["vs_released"] >= b["vs_released"] else (b, a)
 
 
+def speed_reference(rows: Sequence[Mapping]) -> dict | None:
+    """The timed stage (source minutes measured in one run) whose nets are the widest, the
+    largest compute among equals: its minutes per unit of compute turn a compute ratio into
+    wall time on the machine that ran it (wider nets do more work per second, so the widest
+    timed stage is the fairest clock for the authors' width). ``None``: no timed stage."""
+    timed = [r for r in rows if r.get("source_minutes") and r["ratio"] is not None]
+    if not timed:
+        return None
+    return max(timed, key=lambda r: (tuple(r["widths"]), r["ratio"]))
+
+
+def wall_hours(rows: Sequence[Mapping], ratio: float) -> float | None:
+    """Hours that source nets of ``ratio`` times the book's compute take at the speed of
+    :func:`speed_reference` (``None``: no timed stage)."""
+    ref = speed_reference(rows)
+    return None if ref is None else ratio * ref["source_minutes"] / ref["ratio"] / 60
+
+
+def _hours_text(hours: float) -> str:
+    if hours < 1:
+        return f"{60 * hours:.0f} minutes"
+    return f"{hours:,.0f} hours" if hours < 72 else f"{hours / 24:,.0f} days"
+
+
 def authors_ratio(rows: Sequence[Mapping]) -> tuple[float, float] | None:
     """The authors' source compute over the first stage's, for each notMNIST they may have used."""
     if not rows or rows[0]["ratio"] is None:
@@ -362,6 +387,21 @@ def curve_markdown(rows: Sequence[Mapping]) -> str:
                 else "."
             )
         )
+        ref = speed_reference(rows)
+        if ref is not None:
+            lines.append(
+                f"- In wall time, at the speed of the timed stage with the widest nets ({ref['change']}: "
+                f"{ref['ratio']:.1f} times the book's compute in {ref['source_minutes']:.0f} minutes"
+                + (f" on {ref['cpu']}" if ref.get("cpu") else "")
+                + f"), that compute is about {_hours_text(wall_hours(rows, 2**doublings))} of "
+                "source nets"
+                + (
+                    f"; the authors' source stage, {_hours_text(wall_hours(rows, authors[0]))} to "
+                    f"{_hours_text(wall_hours(rows, authors[1]))}."
+                    if authors
+                    else "."
+                )
+            )
     else:
         lines.append(
             "- The slope is within two standard errors of zero: over this range of compute the "

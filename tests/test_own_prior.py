@@ -272,6 +272,12 @@ def test_the_curve_pairs_each_stage_by_seed_and_reads_its_compute(root):
     assert "| not run | `s8` | | no row yet |" in text
     # (-2 - (-30)) / 10 = 2.8 doublings, 2^2.8 = 7 times the first stage's compute
     assert "needs 2.8 doublings: 7 times the book's source compute" in text
+    # in wall time at the speed of the timed stage of the widest nets, the largest compute among
+    # equals (s4: 4 times the book's compute in 2 minutes; s1 came from the cache: no clock)
+    assert source_curve.speed_reference([first, two, four, absent]) is four
+    assert source_curve.wall_hours([first, two, four, absent], 120.0) == pytest.approx(1.0)
+    assert "(4x: 4.0 times the book's compute in 2 minutes), that compute is about 3 minutes" in text
+    assert source_curve.speed_reference([first]) is None
     # a stage whose nets trained over several runs has no stage minutes, though not cached
     resumed = (STAGES[0], source_curve.SourceStage("2x", "s2", timed=False))
     assert source_curve.curve_rows(root, resumed)[1]["source_minutes"] is None
