@@ -276,7 +276,9 @@ def test_the_curve_pairs_each_stage_by_seed_and_reads_its_compute(root):
     # equals (s4: 4 times the book's compute in 2 minutes; s1 came from the cache: no clock)
     assert source_curve.speed_reference([first, two, four, absent]) is four
     assert source_curve.wall_hours([first, two, four, absent], 120.0) == pytest.approx(1.0)
-    assert "(4x: 4.0 times the book's compute in 2 minutes), that compute is about 3 minutes" in text
+    assert (
+        "(4x: 4.0 times the book's compute in 2 minutes), that compute is about 3 minutes" in text
+    )
     assert source_curve.speed_reference([first]) is None
     # a stage whose nets trained over several runs has no stage minutes, though not cached
     resumed = (STAGES[0], source_curve.SourceStage("2x", "s2", timed=False))
