@@ -164,7 +164,8 @@ def paired_accuracy(
 
 def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELLS) -> list[dict]:
     """One dict per cell: seeds, accuracy mean and std, the paired differences (fractions) to
-    the released prior and to N(0, 1) with on how many seeds it is below / above, minutes, and
+    the released prior (their mean, and per seed in ``released_differences``) and to N(0, 1)
+    with on how many seeds it is below / above, minutes, and
     two means over seeds of the trained network at its last steps: conv2's mean log sigma^2 and
     the data term, the cross-entropy summed over the 50 training digits under one weight sample
     (``nll``, loss minus KL, printed to 0.01: at a KL of ~30,000, as under the deep weight
@@ -192,6 +193,7 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "vs_released": statistics.fmean(d_rel) if d_rel else None,
                 "below_released": sum(d < 0 for d in d_rel),
                 "released_seeds": s_rel,
+                "released_differences": d_rel,
                 "vs_normal": statistics.fmean(d_norm) if d_norm else None,
                 "above_normal": sum(d > 0 for d in d_norm),
                 "normal_seeds": s_norm,

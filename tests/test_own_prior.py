@@ -75,6 +75,27 @@ def test_rows_are_paired_by_split_seed_with_the_released_prior_and_normal(root):
     assert "| absent | `absent` | no row yet |" in table
 
 
+def test_the_search_plot_draws_each_prior_but_the_released_one_against_it(root):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dwp_lib import plots
+
+    cells = (
+        *CELLS,
+        own_prior.PriorCell("N(0, 1)", own_prior.REFERENCE, own_prior.NORMAL, own=False),
+    )
+    released, mine, absent, normal = rows = own_prior.table_rows(root, cells)
+    assert mine["released_differences"] == pytest.approx([-0.05, -0.06])
+    fig = plots.plot_prior_search(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mine (2)", "N(0, 1) (3)"]
+    means = [c.lines[0].get_xdata()[0] for c in ax.containers]  # each line's mean, in points
+    assert means == pytest.approx([-5.5, -8.0])
+    with pytest.raises(ValueError, match="no prior with rows"):
+        plots.plot_prior_search([released, absent])
+
+
 def test_a_row_run_at_another_setting_is_refused(root):
     write(root, "other", [row("dwp", "dwp", 0, 0.7, steps=2000)])
     cells = (*CELLS, own_prior.PriorCell("other", "other", "dwp:dwp"))

@@ -25,6 +25,7 @@ from .experiment import (
     plot_latent_space,
     plot_prior_samples,
     plot_prior_scores,
+    plot_prior_search,
     plot_source_curve,
 )
 from .implicit_prior import (
@@ -104,6 +105,7 @@ __all__ = [
     "plot_accuracy_vs_n",
     "plot_fit_vs_accuracy",
     "plot_forest",
+    "plot_prior_search",
     "plot_source_curve",
     "plot_init_curves",
     "plot_kernel_examples",

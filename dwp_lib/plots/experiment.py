@@ -267,6 +267,59 @@ def plot_fit_vs_accuracy(runs, method: str = "dwp:dwp", n: int = 50, ax=None):
     return fig
 
 
+def plot_prior_search(rows, target: float = -0.02, ax=None):
+    """Every prior of the search (:func:`dwp_lib.own_prior.table_rows`) against the released
+    prior, paired by split seed, in accuracy points: per line its seeds as dots and its mean
+    with one standard deviation over them, top to bottom in the table's order; the released
+    prior's own line is the zero line, the band within ``target`` of it is shaded, and the
+    N(0, 1) line's mean, if there is one, is dashed. Our priors on both layers, the mixed ones
+    and N(0, 1) get their own colours. Returns the Figure."""
+    shown = [
+        r for r in rows if r["released_differences"] and r["method"] != "dwp@released:dwp@released"
+    ]
+    if not shown:
+        raise ValueError("no prior with rows paired with the released prior")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9.0, 0.34 * len(shown) + 2.2), layout="constrained")
+    else:
+        fig = ax.figure
+    y = np.arange(len(shown))[::-1]
+
+    def kind(r):
+        if r["own"]:
+            return "C0", "ours on both layers"
+        if r["method"].split(":")[0] == "normal":
+            return "0.35", "N(0, 1) from Xavier"
+        return "C4", "ours on one layer, released on the other"
+
+    for yi, r in zip(y, shown, strict=True):
+        d = 100 * np.array(r["released_differences"])
+        colour, _ = kind(r)
+        ax.scatter(d, np.full(len(d), yi), s=12, color=colour, alpha=0.45, lw=0)
+        ax.errorbar(d.mean(), yi, xerr=d.std(ddof=1) if len(d) > 1 else 0, fmt="o", ms=5,
+                    color=colour, capsize=3)  # fmt: skip
+    normal = [r for r in shown if r["method"].split(":")[0] == "normal"]
+    if normal:
+        ax.axvline(100 * normal[0]["vs_released"], color="0.35", ls="--", lw=1,
+                   label="N(0, 1) from Xavier (mean)")  # fmt: skip
+    ax.axvline(0, color="k", lw=0.8, label="the released prior")
+    ax.axvspan(100 * target, 0, color="C2", alpha=0.15,
+               label=f"within {-100 * target:.0f} points of it")  # fmt: skip
+    for colour, text in dict.fromkeys(kind(r) for r in shown):
+        ax.scatter([], [], color=colour, label=text)
+    ax.set_yticks(y, [f"{r['label']} ({len(r['released_differences'])})" for r in shown],
+                  fontsize=7)  # fmt: skip
+    ax.set_xlabel("accuracy - released prior, paired by split seed (points)")
+    ax.set_title("Every prior of the search against the released one (n = 50, authors' setting)",
+                 fontsize=9)  # fmt: skip
+    ax.grid(axis="x", alpha=0.3)
+    if fig.get_layout_engine() is not None:  # below the axes, where it hides no line
+        fig.legend(fontsize=7, loc="outside lower center", ncol=3, frameon=False)
+    else:
+        ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
 def plot_source_curve(rows, authors=None, target: float = -0.02, ax=None, fits=None):
     """The search's curve (:func:`dwp_lib.source_curve.curve_rows`): each source stage's per-seed
     accuracy difference to the released prior (points) and its mean (bar), against the source
