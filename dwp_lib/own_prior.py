@@ -69,6 +69,11 @@ CELLS: tuple[PriorCell, ...] = (
         "dwp:dwp",
     ),
     PriorCell(
+        "ours, their bank (the same recipe, a second training)",
+        "released-bank-vaes-long-retrained",
+        "dwp:dwp",
+    ),
+    PriorCell(
         "ours, our bank (VAEs trained the authors' steps)",
         "book-bank-vaes-long-prior",
         "dwp:dwp",
