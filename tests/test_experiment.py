@@ -192,6 +192,7 @@ def test_summaries_and_paired_differences():
     d = paired_difference(rows, "dwp:dwp", "normal:xavier", 50)
     assert d["seeds"] == [0, 1] and d["wins"] == 1
     assert [round(x, 6) for x in d["differences"]] == [0.05, -0.02]
+    assert d["by_seed"] == dict(zip(d["seeds"], d["differences"], strict=True))
     assert math.isclose(d["mean"], 0.015)
     table = results_table(rows)
     assert "0.700 ± 0.100 (3)" in table and f"[paper {PAPER_RESULTS['dwp'][50]:.3f}]" in table

@@ -154,8 +154,8 @@ def paired_difference(
     rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
 ) -> dict:
     """``a`` minus ``b`` (methods ``"prior:init"``) at size ``n``, paired by split seed:
-    the per-seed differences d_s, their mean and std (book/05, eq-exp-paired), and how many
-    seeds ``a`` won."""
+    the per-seed differences d_s (a list in seed order, and ``by_seed``: {seed: d_s}), their
+    mean and std (book/05, eq-exp-paired), and how many seeds ``a`` won."""
     pa, pb = parse_method(a), parse_method(b)
     by = {pa: {}, pb: {}}
     for r in rows:
@@ -170,6 +170,7 @@ def paired_difference(
         "n": n,
         "seeds": seeds,
         "differences": diffs,
+        "by_seed": dict(zip(seeds, diffs, strict=True)),
         "mean": statistics.fmean(diffs) if diffs else float("nan"),
         "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
         "wins": sum(d > 0 for d in diffs),
