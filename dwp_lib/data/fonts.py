@@ -6,7 +6,8 @@ installed system-wide. Only the font files are kept (~140 MB for the default pac
 ``.deb`` is deleted once unpacked, its name and SHA-256 kept in the manifest. If the machine's package lists are empty or stale, a private
 ``apt-get update`` fills lists inside the cache (``-o Dir::State::Lists=...``), leaving the
 system's own lists untouched. A manifest written last (atomically) marks a complete unpack; a
-run that was interrupted before it is redone.
+run that was interrupted before it is redone. With ``DWP_OFFLINE=1`` nothing is fetched: fonts
+missing from the cache are an error that says how to get them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .. import artifacts
-from .sources import data_dir
+from .sources import data_dir, offline
 
 # 27 packages, ~60 MB, ~940 distinct fonts with all of A-J (measured on Debian bookworm).
 DEBIAN_FONT_PACKAGES: tuple[str, ...] = (
@@ -45,6 +46,21 @@ _MISSING = (
 
 class FontsUnavailableError(RuntimeError):
     """The font packages could not be fetched or unpacked."""
+
+
+class FontsOfflineError(FontsUnavailableError):
+    """Font packages are missing from the cache and ``DWP_OFFLINE=1`` forbids fetching them."""
+
+
+def offline_fix() -> str:
+    """How to get the font packages into the cache of a machine that runs with DWP_OFFLINE=1."""
+    return (
+        "fetch them once where the Debian package archive is reachable: run `python -m dwp_lib "
+        "data prepare --notmnist synthetic` without DWP_OFFLINE (apt-get download, no root "
+        f"needed), or copy the folder {fonts_dir()} from a machine whose cache has them (same "
+        "place under its DWP_CACHE); or use the real notMNIST (--notmnist small) from a "
+        "tarball put in the cache by hand."
+    )
 
 
 def fonts_dir() -> Path:
@@ -151,6 +167,18 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
     }  # fmt: skip
     need = tuple(p for p in packages if p not in ok)
     problems: dict[str, str] = {}
+    if need and offline():
+        # packages an earlier fetch found missing from the archive stay missing (as online);
+        # any other is simply not fetched yet, and offline it cannot be
+        tried = manifest.get("problems") or {}
+        absent = [p for p in need if p not in tried]
+        if absent:
+            raise FontsOfflineError(
+                f"{len(absent)} of {len(packages)} font packages are not in the cache "
+                f"{fonts_dir()} ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}) "
+                "and DWP_OFFLINE=1 forbids fetching them"
+            )
+        return {"packages": ok, "problems": {p: tried[p] for p in need}}
     if need:
         if shutil.which("dpkg") is None:
             raise FontsUnavailableError("dpkg not found (not a Debian or Ubuntu machine)")
@@ -166,6 +194,8 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
                     problems[package] = str(err)
                     continue
                 _keep_fonts_only(Path(tmp))
+                # TemporaryDirectory makes it owner-only: the mode mkdir would give, once kept
+                Path(tmp).chmod(artifacts.folder_mode())
                 if target.exists():
                     shutil.rmtree(target, ignore_errors=True)
                 try:

@@ -8,8 +8,11 @@ and counted in the provenance.
 
 Sources, in order: the cache's tensor files; the tarball in ``<cache>/data/downloads`` (put
 there by hand, or by an earlier run); the canonical download. Both are size-checked (the author
-publishes sizes, not checksums; the MD5 of the tarball used is recorded). There is no offline
-route: without internet, use the notMNIST-style synthetic set, which says so in its name.
+publishes sizes, not checksums; the MD5 of the tarball used is recorded), and a tarball is checked
+by content when read: the ten letter folders A-J, each with a count of images plausible for the
+file's size, under file names that recur across letters (a font's name under each letter it
+draws). There is no offline route: without internet, use the notMNIST-style synthetic set,
+which says so in its name.
 
 No official train/test split exists; we split by font (a hash of the file name decides, 15% to
 test), so train and test share no font.
@@ -42,8 +45,52 @@ from .sources import (
 
 BASE_URL = "http://yaroslavvb.com/upload/notMNIST/"
 SIZES = {"small": 8_458_043, "large": 247_336_696}  # bytes, as published
-APPROX_COUNT = {"small": 18_726, "large": 529_119}  # for the progress bar only
+APPROX_COUNT = {"small": 18_726, "large": 529_119}  # PNGs in the published tarballs
+# ~452 and ~467 bytes of tarball per image: a file's size says about how many images it holds
+BYTES_PER_IMAGE = {variant: SIZES[variant] / APPROX_COUNT[variant] for variant in SIZES}
+PLAUSIBLE_FACTOR = 2.0  # a letter's count may be this far from the expected one, either way
 TEST_FRACTION = 0.15
+
+
+class NotNotMNISTError(ValueError):
+    """A tarball of the right size whose content is not notMNIST (letters missing, implausible
+    counts, file names that are not fonts)."""
+
+
+def check_content(
+    path: Path, variant: str, found: dict[str, int], letters_of: dict[str, set[str]]
+) -> None:
+    """Refuse a tarball that does not hold notMNIST, saying what it holds. ``found``: PNG files
+    per folder name; ``letters_of``: for each file name in a letter folder, its letters."""
+    size = path.stat().st_size
+    per_letter = size / BYTES_PER_IMAGE.get(variant, BYTES_PER_IMAGE["small"]) / len(LETTERS)
+    low, high = per_letter / PLAUSIBLE_FACTOR, per_letter * PLAUSIBLE_FACTOR
+    problems = []
+    missing = [c for c in LETTERS if not found.get(c)]
+    if missing:
+        problems.append(f"no images of letter(s) {', '.join(missing)}")
+    odd = [c for c in LETTERS if found.get(c) and not low <= found[c] <= high]
+    if odd:
+        problems.append(
+            f"an implausible number of images of {', '.join(odd)} (a notMNIST tarball of "
+            f"{size:,} bytes holds about {per_letter:,.0f} per letter; the published "
+            f"notMNIST_{variant} about {APPROX_COUNT.get(variant, 0) // len(LETTERS):,})"
+        )
+    shared = sum(len(v) > 1 for v in letters_of.values())
+    if letters_of and shared < 0.5 * len(letters_of):
+        problems.append(
+            f"only {shared:,} of its {len(letters_of):,} file names recur under another letter "
+            "(notMNIST names each image after its font, and a font draws all ten letters)"
+        )
+    if problems:
+        folders = sorted(found.items(), key=lambda kv: (kv[0] not in LETTERS, kv[0]))
+        seen = ", ".join(f"{k}: {v:,}" for k, v in folders[:20]) + (
+            ", ..." if len(folders) > 20 else ""
+        )
+        raise NotNotMNISTError(
+            f"{path} does not hold notMNIST: {'; '.join(problems)}. PNG files per folder: "
+            f"{seen or 'none'}"
+        )
 
 
 def tarball_name(variant: str) -> str:
@@ -71,12 +118,15 @@ def is_test_font(name: str) -> bool:
 
 
 def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet], dict]:
-    """Parse the tarball into both splits; unreadable PNGs are skipped and counted."""
+    """Parse the tarball into both splits; unreadable PNGs are skipped and counted. A tarball
+    whose content is not notMNIST raises :class:`NotNotMNISTError` (:func:`check_content`)."""
     from PIL import Image
 
     from ..progress import progress
 
     images, labels, fonts, skipped = [], [], [], []
+    found: dict[str, int] = {}  # PNG files per folder name
+    letters_of: dict[str, set[str]] = {}  # file name -> the letter folders it is in
     with tarfile.open(path, "r:gz") as tar:
         bar = progress(total=APPROX_COUNT.get(variant), desc=path.name, unit="png")
         for member in tar:
@@ -84,8 +134,10 @@ def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet
             if not member.isfile() or len(parts) < 2 or not parts[-1].lower().endswith(".png"):
                 continue
             letter = parts[-2]
+            found[letter] = found.get(letter, 0) + 1
             if letter not in LETTERS:
                 continue
+            letters_of.setdefault(parts[-1], set()).add(letter)
             bar.update()
             try:
                 data = tar.extractfile(member).read()
@@ -100,6 +152,7 @@ def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet
             labels.append(LETTERS.index(letter))
             fonts.append(parts[-1][:-4])
         bar.close()
+    check_content(path, variant, found, letters_of)
     if not images:
         raise ValueError(f"{path}: no readable A-J PNGs (wrong file?)")
     names = sorted(set(fonts))
@@ -151,6 +204,17 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
         )
     try:
         splits, report = read_tarball(tarball, variant)
+    except NotNotMNISTError as err:
+        tarball.unlink()
+        attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
+        raise DataUnavailableError(
+            f"notMNIST {variant} {split}",
+            attempts,
+            f"it had the published size but not notMNIST's content, so it was deleted. With "
+            f"internet access, run again to download it afresh; offline, put a good copy of "
+            f"{url} at {tarball} by hand, or use the notMNIST-style synthetic set "
+            "(variant='synthetic'), which is labelled as such.",
+        ) from None
     except (OSError, ValueError, tarfile.TarError, EOFError) as err:
         tarball.unlink()
         attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))

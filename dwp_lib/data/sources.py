@@ -7,8 +7,9 @@ it never falls back to a different data set.
 Environment variables
 ---------------------
 ``DWP_CACHE``             the cache folder (see :mod:`dwp_lib.artifacts`); data lives in ``data/``.
-``DWP_OFFLINE=1``         skip every download from the open internet (package registries are still
-                          used: they are how the offline routes work).
+``DWP_OFFLINE=1``         skip every download from the open internet, the Debian font packages'
+                          ``apt-get download`` included (missing fonts are an error); the Python
+                          package index is still used: it is MNIST's offline route.
 ``DWP_DOWNLOAD_TIMEOUT``  seconds a download may wait for the server (default 10), so a machine
                           without internet fails fast and moves on to the next source.
 """

@@ -31,6 +31,7 @@ import torch
 
 from .. import config as _config
 from ..config import Presets
+from ..device import exit_with_parent
 from ..progress import progress
 from . import fonts as _fonts
 from .imageset import LETTERS, ImageSet
@@ -182,6 +183,12 @@ def _render_font(job: tuple[str, str, SyntheticConfig]):
     return name, images, hashlib.sha256(signature).hexdigest(), ""
 
 
+def _init_render_worker() -> None:
+    """A renderer worker ends soon after its parent does (killed, say): an orphan would render
+    on for nobody. Polls often, as a worker must be gone within a couple of seconds."""
+    exit_with_parent(every=0.25)
+
+
 def _font_name(path: Path) -> str:
     try:
         from PIL import ImageFont
@@ -213,7 +220,11 @@ def render_set(
     seen: set[str] = set()
     kept = []  # (name, images, path)
     bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 8 else None
+    pool = (
+        ProcessPoolExecutor(workers, initializer=_init_render_worker)
+        if workers > 1 and len(jobs) > 8
+        else None
+    )
     try:
         done = 0
         while done < len(jobs) and (cfg.max_fonts is None or len(kept) < cfg.max_fonts):
@@ -303,6 +314,11 @@ def build(cfg: SyntheticConfig) -> dict[str, ImageSet]:
     else:
         try:
             manifest = _fonts.prepare_fonts(cfg.packages)
+        except _fonts.FontsOfflineError as err:
+            attempts.append(Attempt("Debian font packages in the cache", str(err)))
+            raise DataUnavailableError(
+                f"{LABEL} notMNIST", attempts, _fonts.offline_fix()
+            ) from None
         except _fonts.FontsUnavailableError as err:
             attempts.append(Attempt("Debian font packages (apt-get download + dpkg -x)", str(err)))
             manifest = None
