@@ -107,18 +107,51 @@ def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc``), else set
+    and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a file created by ``open`` gets here: 0o666 less the umask (0o644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode a folder created by ``mkdir`` gets here: 0o777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    The file gets the mode an ordinary ``open`` would give it (the umask's, 0o644 under 022),
+    not the owner-only 0o600 of a private temporary file: others who read the cache or a run
+    folder read these files too."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as err:
         raise CacheError(_cache_problem(path.parent, "cannot be written", err)) from None
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        try:
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+                os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
