@@ -2,8 +2,13 @@
 
 A folder holds ``config.json`` (the settings of its run), ``results.csv`` / ``init_curves.csv``
 (rows appended whole) and ``provenance.json``. :class:`RunFolder` refuses what would mix two
-runs under one name - other settings, rows whose config key is not this run's, rows made from
-another kernel bank or other kernel VAEs - and a second process writing at the same time.
+runs under one name - other settings, rows whose config key is not this run's, a provenance
+record of another config, rows made from another kernel bank or other kernel VAEs - and a
+second process writing at the same time.
+
+The one config key a folder's rows may carry is the key of its own ``config.json``. When the
+library gained a field since that file was written (same settings, but another key), the rows
+are re-keyed explicitly: rewritten with the new key, and said so.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from .config import (
     with_added_fields,
 )
 from .names import ExperimentError
-from .results import RESULT_COLUMNS, read_rows
+from .results import RESULT_COLUMNS, read_provenance, read_rows, rewrite_rows
 
 
 class RunFolder:
@@ -52,6 +57,7 @@ class RunFolder:
         now = cfg.to_dict()
         self.accepted_keys = {cfg.key()}
         self.key = cfg.key()
+        earlier = self.key  # the key this folder's config.json gives (before any re-key)
         if not path.exists() and read_rows(self.curves_path):
             raise ExperimentError(
                 f"{self.out} holds {self.curves_path.name} but no config.json, so nothing says "
@@ -68,9 +74,7 @@ class RunFolder:
                     f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or "
                     "move the folder away and start a new run"
                 ) from None
-            # rows written before the library gained a field carry the key of the config then
-            self.accepted_keys.add(key_of(before))
-            self.accepted_keys.update(self.provenance_keys())
+            earlier = key_of(before)
             # a setting added to the library since that run, at its preset value, is the old
             # behaviour (new fields default to what the code did before they existed)
             preset = ExperimentConfig.preset_config(cfg.from_preset).to_dict()
@@ -82,9 +86,44 @@ class RunFolder:
                     f"{'...' if len(diff) > 6 else ''}); use a new --out folder for these "
                     "settings (only sizes, methods, seeds and inits may change in one folder)"
                 )
+            if earlier != self.key:
+                self.rekey_rows(earlier)
         self.check_row_keys(read_rows(self.results_path, RESULT_COLUMNS))
+        self.check_provenance_key(earlier)
         _artifacts.atomic_write_json(path, now)
         return self.accepted_keys
+
+    def rekey_rows(self, earlier: str) -> None:
+        """Rows written before the library gained a field carry the key their config.json gives
+        (``earlier``): the same settings as now (checked), so they become this run's rows.
+        Rewritten with this run's key (under the folder's lock), not accepted on the side."""
+        if not any(str(r.get("config_key")) == earlier for r in read_rows(self.results_path)):
+            return
+        with self.writing():
+            rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
+            mine = [r for r in rows if str(r.get("config_key")) == earlier]
+            for r in mine:
+                r["config_key"] = self.key
+            rewrite_rows(self.results_path, rows, RESULT_COLUMNS)
+        print(
+            f"{self.results_path}: {len(mine)} row(s) re-keyed from config key {earlier} to "
+            f"{self.key}: the same settings, keyed before the library gained a field"
+        )
+
+    def check_provenance_key(self, earlier: str) -> None:
+        """Refuse a folder whose provenance.json records a run of other settings than its
+        config.json (one of them was copied in): init_curves.csv carries no key of its own."""
+        prov = read_provenance(self.out)
+        config = prov.get("config") if prov is not None else None
+        if not isinstance(config, dict):  # no record yet (or one older than the field)
+            return
+        theirs = key_of(config)
+        if theirs not in (self.key, earlier):
+            raise ExperimentError(
+                f"{self.out / 'provenance.json'} records a run of other settings (config key "
+                f"{theirs}; this run's is {self.key}): the folder's config.json was replaced. "
+                "Restore that run's config.json, or use a new --out folder"
+            )
 
     def check_artifacts(self, rows: Sequence[Mapping], mine: Mapping[str, str]) -> None:
         """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
@@ -99,11 +138,8 @@ class RunFolder:
                 layer, _, sha = part.partition("=")
                 if sha and layer in mine:
                     theirs.setdefault(layer, set()).add(sha)
-        try:
-            prov = json.loads((self.out / "provenance.json").read_text())
-        except (OSError, ValueError):
-            prov = {}
-        if read_rows(self.curves_path) and isinstance(prov, dict):  # curves carry no hashes
+        prov = read_provenance(self.out) or {}
+        if read_rows(self.curves_path):  # curves carry no hashes
             if (prov.get("bank") or {}).get("sha256"):
                 theirs.setdefault("bank", set()).add(str(prov["bank"]["sha256"])[:12])
             for layer, rec in (prov.get("kernel_vaes") or {}).items():
@@ -118,15 +154,6 @@ class RunFolder:
                 "machine or thread count gives other bits). New rows would mix two priors under "
                 "one name; use a new --out folder, or restore the cached files those rows used"
             )
-
-    def provenance_keys(self) -> set[str]:
-        """The config keys an earlier run of this folder recorded as its own (``config_keys``)."""
-        try:
-            prov = json.loads((self.out / "provenance.json").read_text())
-        except (OSError, ValueError):
-            return set()
-        keys = prov.get("config_keys") if isinstance(prov, dict) else None
-        return {str(k) for k in keys} if isinstance(keys, list) else set()
 
     def check_row_keys(self, rows: Sequence[Mapping]) -> None:
         """Refuse rows that another config made (their ``config_key`` is not this run's)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import statistics
@@ -58,6 +59,28 @@ RESULT_COLUMNS = (
 CURVE_COLUMNS = ("init", "seed", "step", "test_acc", "train_loss", "seconds")
 
 
+# The columns that name a row's cell (one row per cell), and the ones that hold numbers, of the
+# two files a run folder appends to; other tables are read as they are.
+CELL_COLUMNS = {
+    RESULT_COLUMNS: ("prior", "init", "n", "seed"),
+    CURVE_COLUMNS: ("init", "seed", "step"),
+}
+NUMBER_COLUMNS = {
+    RESULT_COLUMNS: (
+        *("n", "seed", "acc_ensemble", "acc_mean", "train_acc", "loss", "nll", "kl"),
+        *("log_sigma2_conv1", "log_sigma2_conv2", "steps", "lr", "log_sigma2_init", "kl_weight"),
+        *("dwp_slices_per_step", "eval_samples", "test_images", "seconds", "threads"),
+    ),
+    CURVE_COLUMNS: ("seed", "step", "test_acc", "train_loss", "seconds"),
+}
+REQUIRED_COLUMNS = {
+    RESULT_COLUMNS: ("prior", "init", "n", "seed", "acc_ensemble"),
+    CURVE_COLUMNS: ("init", "seed", "step", "test_acc"),
+}
+INTEGER_COLUMNS = ("n", "seed", "step")
+_WARNED: set[str] = set()
+
+
 def read_rows(
     path: str | os.PathLike, columns: Sequence[str] | None = None, repair: bool = False
 ) -> list[dict]:
@@ -67,6 +90,11 @@ def read_rows(
     was interrupted: it is dropped with a warning (and, with ``repair=True``, removed from the
     file so the next append starts on a clean line). A header that differs from ``columns``
     raises.
+
+    ``results.csv`` and ``init_curves.csv`` (by their header) are checked row by row: a number
+    column holding text, NaN or infinity, or an empty key, raises with the line and column; a
+    line that repeats an earlier one exactly is dropped with a warning (and, with
+    ``repair=True``, from the file); two different rows of one cell raise.
     """
     path = Path(path)
     if not path.exists():
@@ -83,20 +111,91 @@ def read_rows(
             f"{path} has columns {header}, not this version's {tuple(columns)}; "
             "move it away (or use a new --out folder)"
         )
-    rows = []
+    rows, lines_of = [], []
     for raw in reader:
         if None in raw or any(v is None for v in raw.values()):
             torn += 1
             continue
-        rows.append({k: _parse_cell(v, text=_is_text(k)) for k, v in raw.items()})
+        row = {k: _parse_cell(v, text=_is_text(k)) for k, v in raw.items()}
+        _check_row(path, reader.line_num, raw, row, header)
+        rows.append(row)
+        lines_of.append(reader.line_num)
+    rows, repeated = _unique_rows(path, rows, lines_of, header)
     if torn:
         print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)")
-        if repair:
-            with _artifacts.atomic_path(path) as tmp:
-                tmp.write_text("".join(lines[:1]))
-                for r in rows:
-                    append_row(tmp, r, header)
+    if (torn or repeated) and repair:
+        with _artifacts.atomic_path(path) as tmp:
+            tmp.write_text("".join(lines[:1]))
+            for r in rows:
+                append_row(tmp, r, header)
     return rows
+
+
+def _check_row(path: Path, line: int, raw: Mapping, row: Mapping, header: tuple) -> None:
+    """Refuse a row of results.csv or init_curves.csv whose numbers are not finite numbers."""
+    problem = None
+    for col in REQUIRED_COLUMNS.get(header, ()):
+        if row[col] is None:
+            problem = col, "is empty"
+            break
+    for col in NUMBER_COLUMNS.get(header, ()) if problem is None else ():
+        v = row[col]
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            problem = col, f"is {raw[col]!r}, not a finite number"
+        elif col in INTEGER_COLUMNS and not isinstance(v, int):
+            problem = col, f"is {raw[col]!r}, not a whole number"
+        if problem:
+            break
+    if problem:
+        raise ExperimentError(
+            f"{path}, line {line}: column {problem[0]} {problem[1]}. Delete that line (the "
+            "next run recomputes its cell), or restore the file from a copy"
+        )
+
+
+def _unique_rows(
+    path: Path, rows: list[dict], lines: list[int], header: tuple
+) -> tuple[list[dict], int]:
+    """One row per cell: a line that repeats an earlier one is dropped with a warning; two
+    different rows of one cell raise (which is right cannot be known here)."""
+    key_columns = CELL_COLUMNS.get(header)
+    if not key_columns:
+        return rows, 0
+    first: dict[tuple, tuple[int, dict]] = {}
+    kept, repeated = [], 0
+    for line, row in zip(lines, rows, strict=True):
+        key = tuple(row[c] for c in key_columns)
+        cell = ", ".join(f"{c} {row[c]}" for c in key_columns)
+        if key not in first:
+            first[key] = line, row
+            kept.append(row)
+            continue
+        line0, row0 = first[key]
+        if row == row0:
+            repeated += 1
+            note = f"warning: {path}: line {line} repeats line {line0} ({cell}); dropped it"
+            if note not in _WARNED:
+                _WARNED.add(note)
+                print(note)
+            continue
+        differ = [f"{c} {row0[c]!r} / {row[c]!r}" for c in header if row[c] != row0[c]]
+        raise ExperimentError(
+            f"{path}: lines {line0} and {line} are two different rows of one cell ({cell}; "
+            f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}). Delete the line "
+            "that is wrong, or both to recompute the cell on the next run"
+        )
+    return kept, repeated
+
+
+def rewrite_rows(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    """Replace the rows of a results CSV (atomically; an empty file if there are none)."""
+    with _artifacts.atomic_path(path) as tmp:
+        for r in rows:
+            append_row(tmp, r, columns)
+        if not rows:
+            tmp.write_text("")
 
 
 def _is_text(column: str) -> bool:
@@ -211,9 +310,24 @@ def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:
     """The rows of ``folder/results.csv`` and its ``provenance.json`` (None if absent)."""
     folder = Path(folder)
     rows = read_rows(folder / "results.csv", RESULT_COLUMNS)
-    prov_path = folder / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
-    return rows, prov
+    return rows, read_provenance(folder)
+
+
+def read_provenance(folder: str | os.PathLike) -> dict | None:
+    """``folder/provenance.json`` (None if absent); a damaged one raises, naming it and the fix."""
+    path = Path(folder) / "provenance.json"
+    if not path.exists():
+        return None
+    try:
+        prov = json.loads(path.read_text())
+        if not isinstance(prov, dict):
+            raise ValueError("it does not hold a mapping")
+    except ValueError as err:  # JSON and UTF-8 decoding errors are ValueErrors
+        raise ExperimentError(
+            f"{path} is damaged ({err}); restore it from a copy (e.g. git checkout), or delete "
+            "it and rerun the command that made the folder: the run writes it again"
+        ) from None
+    return prov
 
 
 def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) -> str:
