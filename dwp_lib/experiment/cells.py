@@ -21,7 +21,7 @@ from ..bayes import (
     train_bayesian_cnn,
     train_det_cnn,
 )
-from ..device import default_device, exit_with_parent
+from ..device import default_device
 from ..inits import initialise
 from ..kernel_bank import KernelBank
 from ..kernel_vae import KernelVAE
@@ -139,11 +139,21 @@ def cell_model_path(out: str | os.PathLike, prior: str, init: str, n: int, seed:
 
 
 def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: ExperimentConfig) -> Path:
-    """Write a cell's trained network with its row and the run's config (atomically)."""
-    path = cell_model_path(out, row["prior"], row["init"], int(row["n"]), int(row["seed"]))
+    """Write a cell's trained network with its row and the run's config (atomically). The file
+    names its cell (``method``, ``n``, ``seed``) and config key, which loading checks: a file
+    copied over another cell's is refused, not loaded as that cell's network."""
+    n, seed = int(row["n"]), int(row["seed"])
+    path = cell_model_path(out, row["prior"], row["init"], n, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
+    saved = {
+        "cell": {"method": f"{row['prior']}:{row['init']}", "n": n, "seed": seed},
+        "config_key": cfg.key(),
+        "state_dict": state,
+        "row": dict(row),
+        "config": cfg.to_dict(),
+    }
     with artifacts.atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "row": dict(row), "config": cfg.to_dict()}, tmp)
+        torch.save(saved, tmp)
     return path
 
 
@@ -151,25 +161,51 @@ def load_cell_model(
     cfg: ExperimentConfig, out: str | os.PathLike, method: str, n: int, seed: int
 ) -> tuple[torch.nn.Module, dict]:
     """The trained network of cell ``(method, n, seed)`` of the run in ``out`` (saved with
-    ``grid.save_models``) and its row; the network is built from ``cfg`` (the run's config)."""
+    ``grid.save_models``) and its row; the network is built from ``cfg`` (the run's config).
+    A file that is damaged, or that holds another cell's network or another config's, raises."""
     prior, init = parse_method(method)
     path = cell_model_path(out, prior, init, n, seed)
+    redo = (
+        f"delete it and its row in {Path(out) / 'results.csv'}, then rerun the run's command "
+        "with --set grid.save_models=true (that cell alone is trained again)"
+    )
     if not path.exists():
         raise ExperimentError(
             f"no saved network of {method}, n = {n}, split seed {seed} at {path}: run the grid "
             "with --set grid.save_models=true (cells already in results.csv are not rerun; "
             "use a new --out folder)"
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved["row"]["config_key"] != cfg.key():
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        row = saved["row"]
+        cell = saved.get("cell") or {  # files written before the cell was recorded
+            "method": f"{row['prior']}:{row['init']}",
+            "n": row["n"],
+            "seed": row["seed"],
+        }
+        key = saved.get("config_key", row["config_key"])
+        state = saved["state_dict"]
+        theirs = (*parse_method(str(cell["method"])), int(cell["n"]), int(cell["seed"]))
+    except Exception as err:  # noqa: BLE001  (a damaged file raises zip, pickle or key errors)
         raise ExperimentError(
-            f"{path} was trained under config key {saved['row']['config_key']}, not this "
-            f"config's {cfg.key()}: pass the run's own config (its config.json, or the file "
-            "itself: torch.load(path)['config'])"
+            f"{path} is damaged or not a saved cell network ({type(err).__name__}: "
+            f"{str(err)[:120]}); {redo}"
+        ) from None
+    if theirs != (prior, init, n, seed):
+        raise ExperimentError(
+            f"{path} holds the network of {cell['method']}, n = {cell['n']}, split seed "
+            f"{cell['seed']}, not of {prior}:{init}, n = {n}, split seed {seed} (a file copied "
+            f"or renamed over it); {redo}"
+        )
+    if key != cfg.key():
+        raise ExperimentError(
+            f"{path} was trained under config key {key}, not this config's {cfg.key()}: pass "
+            "the run's own config (its config.json, or the file itself: "
+            "torch.load(path)['config'])"
         )
     model, _ = cell_network(cfg, prior, n)
-    model.load_state_dict(saved["state_dict"])
-    return model, saved["row"]
+    model.load_state_dict(state)
+    return model, row
 
 
 def ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
@@ -177,39 +213,3 @@ def ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int
     threads (as a local worker process uses)."""
     torch.set_num_threads(threads)
     return run_grid_cell(ctx, method, n, seed)
-
-
-# ------------------------------------------------------------------------------------------------
-# Grid cells in worker processes (grid.workers > 0)
-# ------------------------------------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
-
-
-def init_grid_worker(
-    cfg: ExperimentConfig,
-    out: str,
-    device: str,
-    with_vaes: bool,
-    with_released: bool = False,
-    cell_bars: bool = True,
-) -> None:
-    """Load what every cell needs once per worker: the bank and the kernel VAEs come from the
-    cache that the parent process filled, MNIST from the data cache. ``cell_bars=False``
-    silences the progress bars of the cells this worker trains."""
-    from .runner import Experiment  # the runner starts these workers
-
-    exit_with_parent(os.getppid())
-    if not cell_bars:
-        os.environ["DWP_PROGRESS"] = "0"
-    exp = Experiment(cfg, out, device, verbose=False)
-    torch.set_num_threads(1)  # after Experiment, which applies cfg.num_threads
-    bank = exp.kernel_bank()
-    vaes = exp.kernel_vaes() if with_vaes else None
-    released = exp.released_vaes() if with_released else None
-    _WORKER.update(exp=exp, ctx=exp.cell_context(bank, vaes, released))
-
-
-def grid_worker_cell(method: str, n: int, seed: int) -> dict:
-    w = _WORKER
-    return run_grid_cell(w["ctx"], method, n, seed, w["exp"].device)
