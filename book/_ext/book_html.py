@@ -1,4 +1,4 @@
-"""Sphinx extension for the book's HTML: it works offline, and no script is included twice.
+"""Sphinx extension for the book's HTML: it works offline, nothing is cut off, pages stay light.
 
 **Offline equations.** By default Sphinx loads MathJax from a CDN, so in a classroom without
 internet the equations stay raw TeX. This extension vendors MathJax from npm (``MATHJAX``, an
@@ -22,12 +22,26 @@ as the committed Colab notebooks (``scripts/make_notebooks.py``), so an uploaded
 configuration script twice, so every page logs "Identifier 'THEBE_JS_URL' has already been
 declared". Each page's script list is de-duplicated (first occurrence kept).
 
-``tests/test_book_browser.py`` checks all three in headless Chromium: equations typeset, no
-console errors, no request leaving localhost.
+**Nothing cut at the right edge.** ``book/_static/book_html.css`` makes every display equation
+and text output scroll inside its own box (the theme clipped long equations), and
+``book/_static/book_html.js`` first fits them to the text column: a wide equation or output is
+set a little smaller, and an output's long lines wrap where the column is wide enough for that.
+
+**Light pages.** The theme loads ``fontawesome.js`` (1.5 MB) on every page only to redraw its
+icons as SVG; its CSS already draws them with the Font Awesome web fonts, so
+``templates/static/webpack-macros.html`` leaves the script out.
+
+**A favicon** (``book/_static/favicon.svg``, a 3x3 convolution kernel; ``html.favicon`` in
+``_config.yml``): without one every page asked for a missing ``favicon.ico``.
+
+``test_book_browser.py`` checks all of this in headless Chromium: equations typeset, no
+console errors, no request leaving localhost or failing, nothing clipped at 1280 px and long
+boxes scrolling at 400 px, and each page's weight within its budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -44,6 +58,10 @@ ENTRY = "mathjax/tex-chtml.js"
 # What tex-chtml.js loads lazily (TeX extensions, fonts, accessibility, menu); not the other
 # combined bundles, which the pages never ask for.
 NEEDED = ("tex-chtml.js", "a11y", "adaptors", "input", "output", "sre", "ui")
+
+# The book's own CSS, script and favicon; the template that leaves fontawesome.js out.
+STATIC = ROOT / "book" / "_static"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +100,8 @@ def vendor_mathjax(vendor: Path = VENDOR) -> Path:
 def _configure(app, config) -> None:
     if hasattr(config, "nb_ipywidgets_js"):
         config.nb_ipywidgets_js = {}
+    config.templates_path = [str(TEMPLATES), *config.templates_path]
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
     try:
         static = vendor_mathjax()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
@@ -92,6 +112,18 @@ def _configure(app, config) -> None:
         return
     config.html_static_path = [*config.html_static_path, str(static)]
     config.mathjax_path = ENTRY
+
+
+def _assets_outdated(app, env, added, changed, removed) -> list[str]:
+    """Every page, when the book's CSS or script changed: Sphinx only copies static files when it
+    writes a page, so a change to them alone would not reach the built book."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    if getattr(env, "book_html_assets", None) == digest.hexdigest():
+        return []
+    env.book_html_assets = digest.hexdigest()
+    return sorted(env.found_docs - added - changed)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -129,6 +161,9 @@ def _install_cell_in_download(app, pagename, templatename, context, doctree) -> 
 
 def setup(app):
     app.connect("config-inited", _configure)
+    app.add_css_file("book_html.css")
+    app.add_js_file("book_html.js", loading_method="defer")
+    app.connect("env-get-outdated", _assets_outdated)
     # after sphinx-book-theme (priority 500) has copied the notebook and listed the scripts
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _install_cell_in_download, priority=900)
