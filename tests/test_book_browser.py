@@ -12,7 +12,14 @@ network cut off: any request that leaves localhost is aborted and reported. For 
   repository and branch, and a download button offering the ``.ipynb``, which exists and
   starts with the ``dwp_lib`` install cell;
 - every ``static-figure`` cell shows a loaded image, and widget outputs only appear in cells
-  tagged ``widget`` (see ``tests/test_book_widgets.py``).
+  tagged ``widget`` (see ``tests/test_book_widgets.py``);
+- nothing is cut at the right edge: at a 1280 px wide window no display equation and no cell
+  output needs to scroll or is clipped, and each lies within the text column; at 400 px a long
+  one scrolls inside its own box (``overflow-x: auto``), never clipped, and the page itself does
+  not scroll sideways (``book/_static/book_html.css`` and ``book_html.js``);
+- the page has a favicon that loads, and no request fails (no 404);
+- the page's weight, the bytes of every request it makes with an empty cache, and its number of
+  requests are printed, and the weight stays within ``PAGE_BUDGET_MB``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ FLAGS = [
     "--disable-sync",
 ]
 COLAB = "https://colab.research.google.com/github/"
+WIDE, NARROW = 1280, 400  # window widths (px): a laptop, a phone
+#: A page's weight with an empty cache, in MB (10**6 bytes), as the test's server sends it
+#: (uncompressed). The heaviest page of the tiny build, the experiment chapter, weighs 3.8 MB:
+#: MathJax 1.2 MB, its figures 1.3 MB, the theme's CSS and icon fonts 0.7 MB, the page 0.4 MB.
+PAGE_BUDGET_MB = float(os.environ.get("DWP_PAGE_BUDGET_MB", "4"))
 REFRESH = re.compile(r'http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.I)
 
 pytestmark = pytest.mark.skipif(
@@ -158,6 +170,7 @@ INSPECT = """async () => {
     links: Array.from(document.querySelectorAll("a[href]")).map(a => a.href),
     colab: Array.from(document.querySelectorAll("a[href^='https://colab.research.google.com']")).map(a => a.href),
     downloads: Array.from(document.querySelectorAll(".dropdown-download-buttons a[href]")).map(a => a.href),
+    icons: Array.from(document.querySelectorAll("link[rel~='icon'][href]")).map(l => l.href),
     cells: cells.map(c => ({
       widget: c.classList.contains("tag_widget"),
       static: c.classList.contains("tag_static-figure"),
@@ -166,6 +179,75 @@ INSPECT = """async () => {
     })),
   };
 }"""
+
+
+# Display equations and cell outputs against the text column, at the window's current width.
+# A target's boxes: itself, the boxes inside it that scroll or hold a table, and its wrapper
+# (div.math, div.cell_output). `over`: a box whose content is wider than the box.
+LAYOUT = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  // the book's script fits each box in the frame after its width changes
+  for (let i = 0; i < 3; i++) await new Promise(r => requestAnimationFrame(r));
+  await new Promise(r => setTimeout(r, 200));
+  const article = document.querySelector("article.bd-article") || document.querySelector("main");
+  const box = article.getBoundingClientRect(), pad = getComputedStyle(article);
+  const left = box.left + parseFloat(pad.paddingLeft) - 1;
+  const right = box.right - parseFloat(pad.paddingRight) + 1;
+  const over = e => e.scrollWidth > e.clientWidth + 1;
+  const overflow = e => getComputedStyle(e).overflowX;
+  const describe = e => [e.tagName.toLowerCase(), ...Array.from(e.classList).slice(0, 2)].join(".");
+  const targets = [];
+  document.querySelectorAll("mjx-container[display='true']").forEach(e => {
+    const eq = e.closest("div.math");
+    const number = eq && eq.querySelector(".eqno");
+    const name = number ? "equation " + number.textContent.replace("#", "").trim()
+      : "equation " + JSON.stringify((eq || e).id || e.textContent.slice(0, 40));
+    targets.push({name, el: e, boxes: [e, e.parentElement]});
+  });
+  const cells = Array.from(document.querySelectorAll("div.cell"));
+  document.querySelectorAll("div.cell_output > .output").forEach(e => {
+    const cell = cells.indexOf(e.closest("div.cell")) + 1;
+    const name = `output of cell ${cell} ` + JSON.stringify(e.textContent.trim().slice(0, 40));
+    const inner = e.querySelectorAll("pre, table, .pst-scrollable-table-container, div.highlight");
+    targets.push({name, el: e, boxes: [e, ...inner, e.parentElement]});
+  });
+  const found = [];
+  for (const t of targets) {
+    if (!t.el.getClientRects().length) continue;  // hidden (a collapsed cell)
+    const r = t.el.getBoundingClientRect();
+    found.push({
+      name: t.name,
+      outside: r.left < left || r.right > right ? `${Math.round(r.left)}..${Math.round(r.right)} px, column ${Math.round(left)}..${Math.round(right)}` : null,
+      over: t.boxes.filter(over).map(b => ({box: describe(b), overflow: overflow(b), width: b.clientWidth, content: b.scrollWidth})),
+    });
+  }
+  return {pageWidth: document.documentElement.scrollWidth, window: innerWidth, targets: found};
+}"""
+
+
+def layout_problems(tab, width: int) -> list[str]:
+    """What is cut or too wide at this window width (see LAYOUT)."""
+    tab.set_viewport_size({"width": width, "height": 900})
+    layout = tab.evaluate(LAYOUT)
+    problems = []
+    if layout["pageWidth"] > layout["window"] + 1:
+        problems.append(
+            f"at {width} px the page is {layout['pageWidth']} px wide: it scrolls sideways"
+        )
+    for t in layout["targets"]:
+        at = f"at {width} px {t['name']}"
+        if t["outside"]:
+            problems.append(f"{at} sticks out of the text column ({t['outside']})")
+        for b in t["over"]:
+            what = f"{b['content']} px wide in {b['width']} px ({b['box']}, {b['overflow']})"
+            if width >= WIDE:  # nothing needs to scroll
+                problems.append(f"{at} does not fit: {what}")
+            elif b["overflow"] not in ("auto", "scroll", "visible"):
+                problems.append(f"{at} is clipped: {what}")
+        if width < WIDE and t["over"]:
+            if not any(b["overflow"] in ("auto", "scroll") for b in t["over"]):
+                problems.append(f"{at} is wider than its box, and nothing scrolls it")
+    return problems
 
 
 def _local_file(url: str, base: str) -> tuple[Path, str] | None:
@@ -180,10 +262,28 @@ def _local_file(url: str, base: str) -> tuple[Path, str] | None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page(page, server, browser, repository):
+def test_page(page, server, browser, repository, capsys):
     assert (HTML / page).is_file(), f"{HTML / page} is missing: run `make book`"
     problems: list[str] = []
     tab = browser.new_page()
+    tab.set_viewport_size({"width": WIDE, "height": 900})
+    # The page's weight: the bytes of every response (headers and body). Routing (below)
+    # turns the HTTP cache off, so each page is weighed as a first visit.
+    requests: list[str] = []
+    received: list[int] = []
+    failed: list[str] = []
+
+    def weigh(r):
+        sizes = r.sizes()
+        received.append(max(0, sizes["responseHeadersSize"]) + max(0, sizes["responseBodySize"]))
+
+    def fail(r):
+        if r.url.startswith(server):  # remote requests are aborted on purpose, reported below
+            failed.append(f"{r.failure} {r.url}")
+
+    tab.on("request", lambda r: requests.append(r.url))
+    tab.on("requestfinished", weigh)
+    tab.on("requestfailed", fail)
     console: list[str] = []
     remote: list[str] = []
     tab.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
@@ -207,11 +307,25 @@ def test_page(page, server, browser, repository):
         tab.wait_for_url(f"{server}/{target.relative_to(HTML).as_posix()}")
         tab.wait_for_load_state("load")
     info = tab.evaluate(INSPECT)
-    tab.wait_for_timeout(200)  # late console messages
+    problems += layout_problems(tab, WIDE)
+    problems += layout_problems(tab, NARROW)
+    if not info["icons"]:
+        problems.append("no favicon (<link rel='icon'>)")
+    for url in info["icons"]:
+        icon = tab.request.get(url)
+        if not (icon.ok and icon.headers.get("content-type", "").startswith("image/")):
+            problems.append(f"favicon {url}: {icon.status} {icon.headers.get('content-type')}")
+    tab.wait_for_timeout(200)  # late console messages and requests
     tab.close()
 
+    weight = sum(received) / 1e6
+    with capsys.disabled():  # printed even when pytest captures the output
+        print(f"\npage weight: {page} {weight:.2f} MB, {len(requests)} requests", end="")
+    if weight > PAGE_BUDGET_MB:
+        problems.append(f"weighs {weight:.2f} MB, over the budget of {PAGE_BUDGET_MB} MB")
     problems += [f"console error: {c}" for c in console]
     problems += [f"failed request: {m}" for m in missing]
+    problems += [f"failed request: {m}" for m in failed]
     problems += [f"remote request (the book must work offline): {r}" for r in remote]
     if info["math"]:
         if not info["mathjaxLoaded"]:
