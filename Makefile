@@ -30,13 +30,13 @@ book: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check dwp_lib tests benchmarks scripts
+	$(VENV)/bin/ruff format --check dwp_lib tests studies benchmarks scripts conftest.py
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 chapters: $(STAMP)
-	$(PY) scripts/run_chapters.py $(CHAPTERS) book/conclusion.md
+	$(PY) scripts/run_chapters.py $(CHAPTERS) book/conclusion.md book/reproduction_log.md
 
 test: lint unit chapters
 
@@ -54,7 +54,7 @@ notebooks: $(STAMP)
 
 # Each committed notebook run in a fresh venv that only its install cell sets up (minutes).
 colab-test: $(STAMP)
-	DWP_COLAB_TEST=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book_colab.py
+	DWP_COLAB_TEST=1 $(PY) -m pytest -q -p no:cacheprovider tests/book/test_book_colab.py
 
 # The built book in headless Chromium (Debian's; installed here if missing and we are root).
 CHROMIUM ?= /usr/bin/chromium
@@ -66,7 +66,7 @@ browser-deps: $(STAMP)
 
 browser-test: book browser-deps
 	DWP_BROWSER_TEST=1 CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -p no:cacheprovider \
-	  tests/test_book_browser.py
+	  tests/book/test_book_browser.py
 
 clean:
 	rm -rf _build build .pytest_cache .ruff_cache student instructor

@@ -46,7 +46,7 @@ def set_path(fast: bool) -> None:
 
 def kernel_vaes(released: bool) -> dict[str, KernelVAE]:
     if released:
-        from dwp_lib.release import load_released_vaes
+        from dwp_lib.authors_vaes import load_released_vaes
 
         return load_released_vaes()
     torch.manual_seed(0)

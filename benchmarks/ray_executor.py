@@ -30,15 +30,15 @@ from pathlib import Path
 
 os.environ.setdefault("DWP_PROGRESS", "0")
 
-from dwp_lib.executor import ExecutorConfig, init_options  # noqa: E402
-from dwp_lib.experiment import Experiment, ExperimentConfig  # noqa: E402
+from dwp_lib.experiment import Experiment, ExperimentConfig, config_from  # noqa: E402
+from dwp_lib.experiment.executor import ExecutorConfig, init_options  # noqa: E402
 
 
 def config(kind: str, cells: int, steps: int) -> ExperimentConfig:
     seeds = ",".join(str(s) for s in range((cells + 1) // 2))
-    return ExperimentConfig.preset(
+    return config_from(
         "tiny",
-        [
+        overrides=[
             "init.enabled=false",
             f"bayes.steps={steps}",
             "grid.methods=normal:xavier,dwp:dwp",

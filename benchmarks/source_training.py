@@ -36,8 +36,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dwp_lib import kernel_bank  # noqa: E402
 from dwp_lib import source_nets as sn  # noqa: E402
+from dwp_lib.experiment import sources  # noqa: E402
 
 
 def load_avg() -> str:
@@ -194,7 +194,7 @@ def throughput(
     def variant(**changes) -> sn.SourceNetsConfig:
         return sn.SourceNetsConfig(**{**sn._config.to_dict(cfg), **changes})
 
-    workers = sn.resolve_workers(cfg, device, cfg.n_nets)
+    workers = sources.resolve_workers(cfg, device, cfg.n_nets)
     threads = cfg.num_threads or (1 if workers else torch.get_num_threads())
     in_process = f"library step, 1 process x {cfg.num_threads or torch.get_num_threads()} threads"
     variants: dict[str, object] = {}
@@ -245,9 +245,9 @@ def run_stage(cfg: sn.SourceNetsConfig, device: torch.device, out: str | None) -
         folder = out or tmp
         data = sn.load_source_data(cfg)  # cached on disk by dwp_lib.data; not part of the stage
         t0 = time.perf_counter()
-        bank = kernel_bank.get_kernel_bank(cfg, folder, device, data=data, verbose=False)
+        bank = sources.get_kernel_bank(cfg, folder, device, data=data, verbose=False)
         wall = time.perf_counter() - t0
-    workers = sn.resolve_workers(cfg, device, cfg.n_nets)
+    workers = sources.resolve_workers(cfg, device, cfg.n_nets)
     print(
         f"\nWhole {cfg_name(cfg)} stage (train {cfg.n_nets} nets, {workers or 1} at a time, "
         f"and cut the bank): {wall:.1f} s"

@@ -1,17 +1,12 @@
 """Bayesian CNN, its priors and the ELBO: the heart of the deep weight prior (book/04, book/05).
 
-Read top to bottom, this file is the method:
-
-1. :class:`BayesConv2d`: a convolution whose weights have a fully factorised Gaussian posterior
-   q(w) = prod N(w | mu, sigma^2), sampled with the local reparametrisation trick.
-2. :class:`BayesianCNN`: the authors' target network FConv(32, 128) with two such layers and a
-   deterministic linear head.
-3. The priors, one interface (``prior.kl(layer)``, :mod:`dwp_lib.priors`), swapped by passing
-   another object: ``StandardNormal``, ``LogUniform``, ``DeepWeightPrior``.
-4. The ELBO (:func:`negative_elbo`), the accuracies (:func:`ensemble_accuracy`,
-   :func:`mean_accuracy`) and the training (:func:`train_bayesian_cnn`, :func:`train_det_cnn`,
-   through the library's one loop). The initialisations (``xavier``, ``filters``, ``dwp``) are in
-   :mod:`dwp_lib.inits`.
+Read top to bottom, this file is the method: :class:`BayesConv2d`, a convolution whose weights
+have a fully factorised Gaussian posterior q(w) = prod N(w | mu, sigma^2), sampled with the
+local reparametrisation trick; :class:`BayesianCNN`, the authors' target network FConv(32, 128)
+with two such layers and a deterministic linear head; the ELBO (:func:`negative_elbo`), the
+accuracies and the training (:func:`train_bayesian_cnn`, :func:`train_det_cnn`). The priors
+share one interface (``prior.kl(layer)``, :mod:`dwp_lib.priors`); the initialisations are in
+:mod:`dwp_lib.inits`.
 
 Shapes: images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is cut into
 ``c_out * c_in`` *slices* ``(k, k)``; per-slice quantities are ``(M,)``.
@@ -39,9 +34,7 @@ from .vi import elbo
 FUSED_LRT = True
 
 
-# ------------------------------------------------------------------------------------------------
-# Configuration: every knob of the Bayesian CNN stage
-# ------------------------------------------------------------------------------------------------
+# --- Configuration: every knob of the Bayesian CNN stage ------------------------------------------
 
 
 @dataclass
@@ -82,10 +75,8 @@ class BayesConfig(Presets):
 
     @classmethod
     def book(cls) -> BayesConfig:
-        # CPU-sized: a narrower target net and fewer steps than the paper (see book/05).
-        # log sigma^2 starts at -6, not the authors' -10: the one setting of the ablation
-        # (results/ablation) under which the deep weight prior beats N(0, 1) at n = 50 on 5 of
-        # 5 split seeds with this short training (and at n = 100 on 4 of 5).
+        # CPU-sized: a narrower target net and fewer steps than the paper (see book/05); a
+        # short training starts the log-variances higher than the authors' -10
         return cls(channels=(16, 64), steps=300, log_sigma2_init=-6.0)
 
     @classmethod
@@ -93,9 +84,7 @@ class BayesConfig(Presets):
         return cls(steps=10_000)
 
 
-# ------------------------------------------------------------------------------------------------
-# 1. The Bayesian convolution
-# ------------------------------------------------------------------------------------------------
+# --- The Bayesian convolution ---------------------------------------------------------------------
 
 
 class BayesConv2d(nn.Module):
@@ -173,7 +162,7 @@ class BayesConv2d(nn.Module):
     # -- the forward pass ---------------------------------------------------------------------------
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
         """Pre-activations: a local-reparametrisation sample (book/02, eq-local-reparam), or
-        their value at the posterior mean weights. Like dropout (and dwp_lib.reparam.BayesianLinear), it
+        their value at the posterior mean weights. Like dropout (and dwp_lib.minibatch_vi.BayesianLinear), it
         samples in ``train()`` mode and uses the mean in ``eval()`` mode unless ``sample`` says
         otherwise."""
         if not (self.training if sample is None else sample):
@@ -197,9 +186,7 @@ class BayesConv2d(nn.Module):
         return F.conv2d(x, self.mu, self.bias), F.conv2d(x**2, torch.exp(self.log_var()))
 
 
-# ------------------------------------------------------------------------------------------------
-# 2. The target network
-# ------------------------------------------------------------------------------------------------
+# --- The target network ---------------------------------------------------------------------------
 
 
 class BayesianCNN(FConv):
@@ -240,9 +227,7 @@ class BayesianCNN(FConv):
         return {n: m for n, m in self.conv_layers().items() if isinstance(m, BayesConv2d)}
 
 
-# ------------------------------------------------------------------------------------------------
-# 4. The ELBO and the accuracies
-# ------------------------------------------------------------------------------------------------
+# --- The ELBO and the accuracies ------------------------------------------------------------------
 
 
 def kl_term(model: BayesianCNN, priors: PriorSpec) -> Tensor:
@@ -336,9 +321,7 @@ def mean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
     return (probs.argmax(-1) == y.cpu()).float().mean().item()
 
 
-# ------------------------------------------------------------------------------------------------
-# 6. Training (thin)
-# ------------------------------------------------------------------------------------------------
+# --- Training (thin) ------------------------------------------------------------------------------
 
 
 @dataclass

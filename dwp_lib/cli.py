@@ -3,15 +3,12 @@
 Commands
 --------
 ``data prepare``          fetch, verify and cache MNIST and notMNIST (see :mod:`dwp_lib.data`)
-``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.source_nets`, :mod:`dwp_lib.kernel_bank`)
+``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.experiment.sources`)
 ``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
-``ablate``                run named ablation cells, write the table (:mod:`dwp_lib.ablation`)
 ``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
-``score-priors``          score kernel VAEs as densities of held-out and random slices (:mod:`dwp_lib.prior_scores`)
-``bank-stats``            kernel statistics of our bank beside the released one (:mod:`dwp_lib.bank_stats`)
-``own-prior``             the table of the search for a prior of our own, from the committed runs (:mod:`dwp_lib.own_prior`)
 
-Every command takes ``--preset tiny|book|paper`` where it trains something.
+Every command takes ``--preset tiny|book|paper`` where it trains something. The studies that
+question single findings (``studies/`` of the repository) have command lines of their own.
 """
 
 from __future__ import annotations
@@ -23,15 +20,15 @@ from .config import PRESETS
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import data
+    from .data import prepare
 
-    return data.cli(args)
+    return prepare.run(args)
 
 
 def _source_nets(args: argparse.Namespace) -> int:
-    from . import kernel_bank
+    from .experiment import sources
 
-    return kernel_bank.cli(args)
+    return sources.cli(args)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -40,37 +37,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     return experiment.cli(args)
 
 
-def _ablate(args: argparse.Namespace) -> int:
-    from . import ablation
-
-    return ablation.cli(args)
-
-
 def _release(args: argparse.Namespace) -> int:
     from . import release
 
     return release.cli(args)
 
 
-def _score_priors(args: argparse.Namespace) -> int:
-    from . import prior_scores
-
-    return prior_scores.cli(args)
-
-
-def _bank_stats(args: argparse.Namespace) -> int:
-    from . import bank_stats
-
-    return bank_stats.cli(args)
-
-
-def _own_prior(args: argparse.Namespace) -> int:
-    from . import own_prior
-
-    return own_prior.cli(args)
-
-
-def _notmnist_option(p: argparse.ArgumentParser) -> None:
+def notmnist_option(p: argparse.ArgumentParser) -> None:
     """``--notmnist small|large|synthetic``: the notMNIST the source nets train on."""
     p.add_argument(
         "--notmnist",
@@ -84,6 +57,9 @@ def _notmnist_option(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of its message"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="prepare the data sets")
@@ -106,73 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_release)
 
-    p = sub.add_parser(
-        "score-priors",
-        help="score the released prior and ours as densities over kernels (ELBO, IW log p(w))",
-    )
-    p.add_argument("--preset", choices=PRESETS, default="book", help="which of our priors")
-    p.add_argument("--out", required=True, help="output folder (scores.csv, figures, provenance)")
-    p.add_argument("--iw-samples", type=int, default=1000, help="K of the IW estimate of log p(w)")
-    p.add_argument("--max-slices", type=int, default=2000, help="slices per kind (at most)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument(
-        "--also",
-        action="append",
-        metavar="CONFIG",
-        help="a config file (TOML/JSON) whose kernel VAEs are scored as one more prior, named "
-        "after its 'name' (e.g. configs/released-bank-vaes.toml: ours fitted to the released "
-        "banks); repeatable",
-    )
-    p.set_defaults(func=_score_priors)
-
-    p = sub.add_parser(
-        "bank-stats", help="statistics of our kernel banks beside the released ones (figure)"
-    )
-    p.add_argument("--preset", choices=PRESETS, default="book", help="which of our banks")
-    p.add_argument("--out", required=True, help="output folder (stats.csv, figures, provenance)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Xavier reference slices")
-    p.add_argument(
-        "--also",
-        action="append",
-        metavar="CONFIG",
-        help="add the bank of this config file (e.g. other source-net settings; repeatable)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="a setting for every bank built here, e.g. source.workers=0 to train the source "
-        "nets in this process (settings that change a bank make another bank; repeatable)",
-    )
-    _notmnist_option(p)
-    p.set_defaults(func=_bank_stats)
-
-    p = sub.add_parser(
-        "own-prior",
-        help="the table of every prior tried against the released one (authors' setting, n = 50)",
-    )
-    p.add_argument(
-        "--results", default=None, help="the results folder (default: the repository's results/)"
-    )
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--update", metavar="FILE", help="write the table into FILE between its markers")
-    g.add_argument(
-        "--check", metavar="FILE", help="exit 1 if FILE's table is not the one the runs give"
-    )
-    g.add_argument(
-        "--noise",
-        metavar="FOLDER",
-        help="write FOLDER/weight-noise.{csv,md}: the posterior's noise beside the prior "
-        "decoder's variance at the weights, from the networks FOLDER saved (grid.save_models)",
-    )
-    p.set_defaults(func=_own_prior)
-
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")
     p.add_argument("--out", default=None, help="folder for the nets and the bank (default: cache)")
-    _notmnist_option(p)
+    notmnist_option(p)
     p.set_defaults(func=_source_nets)
 
     p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
@@ -196,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "grid.methods=dwp:dwp,normal:xavier (repeatable; see dwp_lib.experiment)",
     )
     p.add_argument("--config", default=None, help="JSON or TOML file of settings (before --set)")
-    _notmnist_option(p)
+    notmnist_option(p)
     p.add_argument("--name", default=None, help="label of the run in results and figures")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
@@ -219,24 +132,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_reproduce)
 
-    p = sub.add_parser("ablate", help="run named ablation cells and write the table (issue 9)")
-    p.add_argument("--preset", choices=PRESETS, default="book")
-    p.add_argument("--out", required=True, help="output folder for the table and provenance")
-    p.add_argument("--cells", default=None, help="comma-separated cell names (default: all)")
-    p.add_argument("--set", action="append", help="override, e.g. bayes.steps=2000 (repeatable)")
-    p.add_argument(
-        "--own-only", action="store_true", help="run only each cell's own runs (read shared ones)"
-    )
-    p.add_argument(
-        "--table-only", action="store_true", help="run nothing: tabulate the runs already made"
-    )
-    p.set_defaults(func=_ablate)
     return parser
+
+
+def _user_error(err: BaseException) -> str | None:
+    """One line for an error whose message says what was wrong and what to do (the library's
+    own errors, the file system's, a setting out of range); None for a bug, which keeps its
+    traceback."""
+    from .artifacts import ArtifactError
+    from .config import ConfigValueError
+    from .data import DataUnavailableError
+    from .experiment import ExperimentError
+    from .release import ReleaseUnavailableError
+    from .train import NonFiniteLossError
+
+    known = (ArtifactError, ConfigValueError, DataUnavailableError, ExperimentError,
+             ReleaseUnavailableError, NonFiniteLossError)  # fmt: skip
+    if isinstance(err, known):
+        return str(err)
+    if isinstance(err, OSError):  # read-only, full, missing, or a path of the wrong kind
+        what = err.strerror or type(err).__name__
+        where = f" ({err.filename})" if err.filename else ""
+        hint = {
+            28: "free some space there, or point DWP_CACHE / --out at a disk that has it",
+            13: "choose a folder you may write to (--out, DWP_CACHE), or fix its permissions",
+            30: "choose a folder on a writable file system (--out, DWP_CACHE)",
+            21: "a folder stands where a file is expected: move it away, or choose another path",
+            20: "a file stands where a folder is expected: move it away, or choose another path",
+        }.get(err.errno, "check the path and try again")
+        return f"{what}{where}: {hint}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as err:  # one boundary for every command: a message, not a traceback
+        message = _user_error(err)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

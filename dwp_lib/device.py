@@ -25,7 +25,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def exit_with_parent(parent: int | None = None, every: float = 2.0) -> threading.Thread:
+def exit_with_parent(parent: int | None = None, every: float = 0.5) -> threading.Thread:
     """End this worker process when its parent is gone (killed, or stopped with SIGTERM): an
     orphaned worker would go on computing what nobody will write. Call it first in a pool
     worker's initialiser."""

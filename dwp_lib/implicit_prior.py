@@ -5,22 +5,19 @@ Bayesian CNN uses, per k x k slice w, the auxiliary bound (book/04 eq. ``eq-aux-
 
     log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ]    (the kernel VAE's ELBO),
 
-whose gap is KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``). This module measures both
-sides of that inequality for a trained :class:`~dwp_lib.kernel_vae.KernelVAE`:
+whose gap is KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``), measured here on both sides:
 
-- :class:`LatentGrid`: log p(w) by quadrature over a square grid of a 2-D latent space (the 7x7
-  VAE has d = 2), and the true posterior p(z|w) on that grid;
+- :class:`LatentGrid`: log p(w) and the true p(z|w) by quadrature over a 2-D latent space;
 - :func:`score_slices`: per slice, the bound (a Monte-Carlo average), the importance-weighted
   estimate of log p(w) (:meth:`~dwp_lib.vae.VAE.log_likelihood_iw`) and, where a grid is given,
   the quadrature value; the gap is their difference;
 - :func:`train_reverse`: a copy of the VAE whose reverse model r(z|w) alone is fitted to a set
   of slices (the decoder, which *is* the prior, stays frozen), as when the DWP trains r;
 - :func:`layer_penalty`: the per-layer penalty -H(q) + sum of slice terms of a factorised
-  Gaussian q over a conv weight (eq. ``eq-dwp-penalty``), in expectation;
-- slices that did not come from a source net: :func:`gaussian_slices`, :func:`xavier_slices`,
-  :func:`shuffle_pixels`.
+  Gaussian q over a conv weight (eq. ``eq-dwp-penalty``), in expectation.
 
-Shapes: slices ``(B, k, k)``; per-slice quantities ``(B,)``; latent codes ``(..., d)``.
+Reference slices from no source net: :mod:`dwp_lib.slices`. Shapes: slices ``(B, k, k)``;
+per-slice quantities ``(B,)``; latent codes ``(..., d)``.
 """
 
 from __future__ import annotations
@@ -36,11 +33,10 @@ from . import gaussian
 from .config import Presets
 from .gaussian import rsample, standard_log_prob
 from .kernel_vae import KernelVAE
+from .slices import gaussian_slices, shuffle_pixels, xavier_slices, xavier_std  # noqa: F401
 from .train import fit
 
-# ------------------------------------------------------------------------------------------------
-# Configuration: every knob of chapter 4's measurements
-# ------------------------------------------------------------------------------------------------
+# --- Configuration: every knob of chapter 4's measurements ----------------------------------------
 
 
 @dataclass
@@ -123,9 +119,7 @@ class ImplicitPriorConfig(Presets):
         )
 
 
-# ------------------------------------------------------------------------------------------------
-# log p(w) by quadrature over a 2-D latent space
-# ------------------------------------------------------------------------------------------------
+# --- log p(w) by quadrature over a 2-D latent space -----------------------------------------------
 
 
 class LatentGrid:
@@ -199,9 +193,7 @@ class LatentGrid:
         return self._masses(w).flatten(1).amax(-1)
 
 
-# ------------------------------------------------------------------------------------------------
-# The bound and log p(w), per slice
-# ------------------------------------------------------------------------------------------------
+# --- The bound and log p(w), per slice ------------------------------------------------------------
 
 
 @dataclass
@@ -367,9 +359,7 @@ def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Ten
     return list(ks), torch.stack(rows)
 
 
-# ------------------------------------------------------------------------------------------------
-# Training the reverse model r(z|w) alone
-# ------------------------------------------------------------------------------------------------
+# --- Training the reverse model r(z|w) alone ------------------------------------------------------
 
 
 def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
@@ -413,9 +403,7 @@ def train_reverse(
     return fitted, log.loss
 
 
-# ------------------------------------------------------------------------------------------------
-# The per-layer penalty of a factorised Gaussian q under the DWP
-# ------------------------------------------------------------------------------------------------
+# --- The per-layer penalty of a factorised Gaussian q under the DWP -------------------------------
 
 
 @dataclass
@@ -460,35 +448,3 @@ def layer_penalty(
         w = gaussian.rsample(mu, log_var, generator=gen)
         total -= vae.elbo(w, 1, gen)
     return PenaltyTerms(neg_entropy, (total / num_samples).cpu())
-
-
-# ------------------------------------------------------------------------------------------------
-# Slices that did not come from a source net
-# ------------------------------------------------------------------------------------------------
-
-
-def gaussian_slices(n: int, kernel_size: int, std: float, seed: int = 0) -> Tensor:
-    """n slices of i.i.d. N(0, std^2) weights, ``(n, k, k)``: noise at a chosen scale."""
-    if n < 0 or std < 0:
-        raise ValueError(f"need n >= 0 and std >= 0, got n={n}, std={std}")
-    gen = torch.Generator().manual_seed(seed)
-    return std * torch.randn(n, kernel_size, kernel_size, generator=gen)
-
-
-def xavier_std(c_in: int, c_out: int, kernel_size: int) -> float:
-    """Standard deviation of a Xavier-normal conv weight: sqrt(2 / ((c_in + c_out) k^2))."""
-    return math.sqrt(2.0 / ((c_in + c_out) * kernel_size**2))
-
-
-def xavier_slices(n: int, kernel_size: int, c_in: int, c_out: int, seed: int = 0) -> Tensor:
-    """n slices as a Xavier-normal init of a Conv(c_in -> c_out, k x k) would draw them."""
-    return gaussian_slices(n, kernel_size, xavier_std(c_in, c_out, kernel_size), seed)
-
-
-def shuffle_pixels(slices: Tensor, seed: int = 0) -> Tensor:
-    """Each slice with its k*k weights permuted at random (its own permutation): the same
-    values, hence the same norm, without the spatial structure."""
-    gen = torch.Generator().manual_seed(seed)
-    flat = slices.flatten(1)
-    order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
-    return torch.gather(flat, 1, order.to(flat.device)).reshape(slices.shape)

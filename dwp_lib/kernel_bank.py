@@ -4,21 +4,12 @@
 source nets into ``c_out * c_in`` two-dimensional *slices* of ``k x k``, per layer (7x7 from
 ``conv1``, 5x5 from ``conv2``), drops near-zero slices by a per-layer norm threshold (pruning, as
 the authors do), splits the rest into train and test, and records how far the kernels moved
-from their initialisation (:class:`KernelBank`). :func:`get_kernel_bank` trains the nets
-(:mod:`dwp_lib.source_nets`) or loads them from the cache, and builds or loads the bank.
-
->>> cfg = SourceNetsConfig.tiny()
->>> bank = get_kernel_bank(cfg)                  # trains, or loads from the cache  # doctest: +SKIP
->>> bank.slices("conv1", "train").shape          # (N, 7, 7)                         # doctest: +SKIP
-
-The command line is ``python -m dwp_lib source-nets --preset book``.
+from their initialisation (:class:`KernelBank`). The pipeline
+trains the nets and caches the bank (:func:`dwp_lib.experiment.sources.get_kernel_bank`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +18,8 @@ import torch
 from . import __version__
 from . import artifacts as _artifacts
 from . import config as _config
-from .executor import ExecutorConfig
 from .nets import LAYERS, FConv, xavier_slice_norm
-from .source_nets import NET_FILE, SourceData, SourceNetsConfig, load_source_nets, train_source_nets
+from .source_nets import NET_FILE, SourceNetsConfig, load_source_nets
 
 #: What :meth:`KernelBank.slices` can return.
 SPLITS: tuple[str, ...] = ("train", "test", "all", "all_unpruned", "pruned")
@@ -334,74 +324,3 @@ def build_kernel_bank(
         "dwp_lib": __version__,
     }
     return KernelBank(layers, provenance)
-
-
-def _bank_matches(bank_path: Path, cfg: SourceNetsConfig) -> bool:
-    try:
-        rec = _artifacts.read_record(bank_path)
-    except _artifacts.ArtifactError:
-        return False
-    made_with = rec.get("provenance", {}).get("config")
-    if not isinstance(made_with, dict):
-        return False
-    try:  # the settings that change the bank; workers and threads do not
-        return SourceNetsConfig(**made_with).bank_dict() == cfg.bank_dict()
-    except (TypeError, ValueError):
-        return False
-
-
-def get_kernel_bank(
-    cfg: SourceNetsConfig,
-    out_dir: str | Path | None = None,
-    device: torch.device | str | None = None,
-    *,
-    data: SourceData | None = None,
-    verbose: bool = True,
-    executor: ExecutorConfig | None = None,
-) -> KernelBank:
-    """The bank of ``cfg``: loaded if ``out_dir/<cfg.bank_file()>`` was made with ``cfg``; else
-    the nets are trained (or resumed, on ``executor``) and the bank is cut and saved. Prints
-    which happened."""
-    out = Path(out_dir) if out_dir is not None else cfg.default_dir()
-    path = out / cfg.bank_file()
-    if path.exists() and _bank_matches(path, cfg):
-        bank = KernelBank.load(path)  # a corrupted file raises here
-        if verbose:
-            print(
-                f"Loaded the kernel bank from {_artifacts.shown(path)} "
-                f"(sha256 {bank.provenance['sha256'][:12]}...)"
-            )
-        return bank
-    t0 = time.perf_counter()
-    records = train_source_nets(cfg, out, device, data=data, executor=executor)
-    trained = sum(not r["resumed"] for r in records)
-    bank = build_kernel_bank(out, cfg)
-    bank.provenance["seconds_training_this_run"] = time.perf_counter() - t0
-    bank.save(path)
-    if verbose:
-        print(
-            f"Trained {trained} source net(s) ({len(records) - trained} found in "
-            f"{_artifacts.shown(out)}) "
-            f"in {time.perf_counter() - t0:.0f} s; saved the kernel bank to {_artifacts.shown(path)}"
-        )
-    return bank
-
-
-def cli(args) -> int:
-    """``python -m dwp_lib source-nets --preset P [--out DIR] [--notmnist V]``: train, cut,
-    save, summarise."""
-    from .data import DataUnavailableError
-
-    cfg = SourceNetsConfig.preset(args.preset)
-    if getattr(args, "notmnist", None):
-        cfg = dataclasses.replace(cfg, data_variant=args.notmnist)
-    out = Path(args.out) if getattr(args, "out", None) else cfg.default_dir()
-    t0 = time.perf_counter()
-    try:
-        bank = get_kernel_bank(cfg, out)
-    except (DataUnavailableError, _artifacts.ArtifactError) as err:  # they say what to do
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(bank.summary())
-    print(f"Folder: {out}  ({time.perf_counter() - t0:.0f} s)")
-    return 0

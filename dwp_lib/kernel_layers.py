@@ -5,7 +5,7 @@ A :class:`KernelVAEConfig` names the encoder's and the decoder's layers as short
 ``"c3p1:64"`` padded, ``"c1:128"`` a 1x1), the latent size and how variances are made positive.
 ``KernelVAEConfig.authors(k)`` is the paper authors' VAE for k x k slices, checked against their
 released weights (:data:`AUTHORS_KERNEL_VAES`; their state_dicts load through
-:data:`AUTHORS_KEY_MAP`). :func:`build_stack` turns a list of specs into modules.
+:data:`dwp_lib.authors_vaes.AUTHORS_KEY_MAP`). :func:`build_stack` turns a list of specs into modules.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class KernelVAEConfig:
     @classmethod
     def authors(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
         """The authors' kernel VAE for 7x7 or 5x5 slices, layer for layer (their released
-        weights load into it, :func:`dwp_lib.release.load_released_vaes`): softplus variances,
+        weights load into it, :func:`dwp_lib.authors_vaes.load_released_vaes`): softplus variances,
         no floors."""
         if kernel_size not in AUTHORS_KERNEL_VAES:
             raise ValueError(
@@ -224,28 +224,6 @@ class KernelVAEConfig:
         enc = " ".join(self._text(s) for s in self.encoder_layers)
         dec = " ".join(self._text(s) for s in self.decoder_layers)
         return f"encoder {enc} | decoder {dec}, latent {self.latent_dim}, {self.variance} variances"
-
-
-#: How the authors' state_dict keys map to :class:`~dwp_lib.kernel_vae.KernelVAE`'s (regex, replacement), in order.
-#: Their encoder's variance head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5), the 5x5 decoder's
-#: heads are wrapped in a Sequential (``fc_mu.0``); both are softplus variances.
-AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
-    (r"^encoder\.features\.(\d+)\.", r"encoder.\1."),
-    (r"^encoder\.fc_mu\.", "z_mean."),
-    (r"^encoder\.fc_(?:var|sigma)\.", "z_var."),
-    (r"^decoder\.decoder\.(\d+)\.", r"decoder.\1."),
-    (r"^decoder\.fc_mu\.(?:0\.)?", "w_mean."),
-    (r"^decoder\.fc_var\.(?:0\.)?", "w_var."),
-)
-
-
-def authors_key(key: str) -> str | None:
-    """Our name for a key of the authors' kernel VAE state_dict (None if none maps)."""
-    for pattern, repl in AUTHORS_KEY_MAP:
-        new, count = re.subn(pattern, repl, key)
-        if count:
-            return new
-    return None
 
 
 def build_stack(specs: list[LayerSpec], in_channels: int) -> tuple[nn.Sequential, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from . import artifacts, gaussian
 from .config import to_dict
-from .kernel_layers import KernelVAEConfig, authors_key, build_stack
+from .kernel_layers import KernelVAEConfig, build_stack
 from .vae import VAE, TrainHistory, VAETrainConfig, fit_vae
 
 
@@ -51,7 +50,7 @@ class KernelVAE(VAE):
 
     The layer lists are :class:`KernelVAEConfig`'s: ``KernelVAEConfig.for_kernel(k)`` is ours,
     ``KernelVAEConfig.authors(k)`` the authors' exact networks (their weights load strictly,
-    see :meth:`load_authors_state_dict`).
+    see :func:`dwp_lib.authors_vaes.load_authors_state_dict`).
     """
 
     def __init__(self, config: KernelVAEConfig | None = None) -> None:
@@ -162,37 +161,6 @@ class KernelVAE(VAE):
             self.w_var.bias.fill_(math.log(math.expm1(var)) if var < 20 else var)
         else:
             self.w_var.bias.fill_(max(math.log(var), self.config.logvar_floor + 1.0))
-
-    # -- the authors' released weights ---------------------------------------------------------
-    def load_authors_state_dict(self, state_dict: Mapping[str, Tensor]) -> KernelVAE:
-        """Load a state_dict of the authors' code (bayesgroup/deep-weight-prior) *strictly*.
-
-        Their keys are renamed by :data:`~dwp_lib.kernel_layers.AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
-        -> ``encoder.2.weight``, ``decoder.fc_var.0.bias`` -> ``w_var.bias``); every key must
-        map, every parameter must be filled and every shape must agree, or the error lists what
-        did not. Build the model with ``KernelVAEConfig.authors(k)``. Returns ``self``.
-        """
-        renamed, unknown = {}, []
-        for key, value in state_dict.items():
-            new = authors_key(key)
-            (unknown.append(key) if new is None else renamed.__setitem__(new, value))
-        own = self.state_dict()
-        missing = sorted(set(own) - set(renamed))
-        extra = sorted(set(renamed) - set(own)) + unknown
-        shapes = [
-            f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
-            for k, v in renamed.items()
-            if k in own and tuple(v.shape) != tuple(own[k].shape)
-        ]
-        if missing or extra or shapes:
-            raise ValueError(
-                "this state_dict does not fit a KernelVAE with "
-                f"{self.config.describe()}: missing {missing}, unexpected {extra}, "
-                f"shape mismatches {shapes}; build the model with KernelVAEConfig.authors("
-                f"{self.kernel_size}) for the authors' {self.kernel_size}x{self.kernel_size} VAE"
-            )
-        self.load_state_dict(renamed, strict=True)
-        return self
 
     # -- artifacts ------------------------------------------------------------------------------
     def save(self, path: str | Path, provenance: dict | None = None) -> str:

@@ -4,10 +4,10 @@ Atanov et al. published, with the code of "The Deep Weight Prior" (repository
 ``bayesgroup/deep-weight-prior``, licence **GPL-3.0**), the two kernel VAEs they used as the prior
 of the MNIST experiment and the kernel banks they were trained on. This module fetches those
 files at one pinned commit, checks each against its SHA-256, caches them with a provenance record
-(where they came from, the commit, the licence) and loads them:
+(where they came from, the commit, the licence) and loads the banks (the VAEs, as our
+KernelVAE objects: :mod:`dwp_lib.authors_vaes`):
 
 >>> from dwp_lib import release
->>> vaes = release.load_released_vaes()      # {"conv1": 7x7 KernelVAE, "conv2": 5x5}  # doctest: +SKIP
 >>> bank = release.load_released_bank()      # {"conv1": {"train", "test"}, "conv2": {"test"}}  # doctest: +SKIP
 >>> print(release.AUTHORS_RELEASE.notice)    # the licence and where the files come from  # doctest: +SKIP
 
@@ -33,8 +33,6 @@ from pathlib import Path
 import torch
 
 from . import artifacts
-from .kernel_layers import KernelVAEConfig
-from .kernel_vae import KernelVAE
 
 #: The layer of the target network each released file belongs to, and its kernel size.
 LAYER_KERNELS = {"conv1": 7, "conv2": 5}
@@ -215,36 +213,6 @@ def provenance(release: Release | None = None) -> dict:
         "url": release.url,
         "notice": release.notice,
     }
-
-
-def load_released_vaes(
-    device: torch.device | str = "cpu", release: Release | None = None
-) -> dict[str, KernelVAE]:
-    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained kernel VAEs
-    in their exact architectures (``KernelVAEConfig.authors``), loaded strictly, in eval mode.
-
-    Each has a ``record`` (file, SHA-256, repo, commit, licence) like a cached VAE's.
-    """
-    release = release or AUTHORS_RELEASE
-    files = fetch_release(release.vaes.values(), release)
-    out = {}
-    for layer, path in release.vaes.items():
-        k = LAYER_KERNELS[layer]
-        try:
-            state = torch.load(files[path], map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 (a file that passed its hash but does not load)
-            raise ReleaseUnavailableError(
-                f"{files[path]} does not load as a state_dict: {err}"
-            ) from None
-        vae = KernelVAE(KernelVAEConfig.authors(k)).load_authors_state_dict(state)
-        vae.record = {
-            "file": path,
-            "sha256": release.files[path],
-            "bytes": files[path].stat().st_size,
-            **provenance(release),
-        }
-        out[layer] = vae.to(device).eval()
-    return out
 
 
 def load_released_bank(release: Release | None = None) -> dict[str, dict[str, torch.Tensor]]:

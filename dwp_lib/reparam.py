@@ -1,14 +1,10 @@
-"""The reparametrisation trick and mini-batch VI (chapter 2).
+"""The reparametrisation trick (chapter 2); mini-batch VI on it is :mod:`dwp_lib.minibatch_vi`.
 
 - Gradient estimators of d/dtheta E_q f(w): :func:`score_function_gradients` and
   :func:`reparam_gradients` (book/02, eq-score-function and book/02, eq-reparam-grad), and
   :func:`gradient_variance_by_samples`, which measures their variance against the sample count.
 - The local reparametrisation trick for a linear layer (book/02, eq-local-reparam):
-  :func:`linear_output_moments`, :func:`linear_local_reparam`, :func:`linear_shared_weights`;
-  the layer that uses them, :class:`BayesianLinear`; and :func:`minibatch_gradient_variance`,
-  which measures the gain.
-- Mini-batch (doubly stochastic) VI on a classifier: :class:`BayesianMLP`,
-  :class:`MinibatchVIConfig`, :func:`train_minibatch_vi`, :func:`predictive_accuracy`.
+  :func:`linear_output_moments`, :func:`linear_local_reparam`, :func:`linear_shared_weights`.
 
 The variational families and the bound are chapter 1's (:mod:`dwp_lib.vi`). Weight matrices
 of linear layers are stored as ``(in_features, out_features)``.
@@ -16,18 +12,15 @@ of linear layers are stored as ``(in_features, out_features)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from dwp_lib import gaussian
 from dwp_lib.config import Presets
-from dwp_lib.train import fit
-from dwp_lib.vi import MeanFieldGaussian, elbo
+from dwp_lib.vi import MeanFieldGaussian
 
 __all__ = [
     "GradientSamples",
@@ -40,13 +33,6 @@ __all__ = [
     "linear_shared_weights",
     "linear_per_example",
     "LINEAR_SAMPLERS",
-    "minibatch_gradient_variance",
-    "BayesianLinear",
-    "BayesianMLP",
-    "MinibatchVIConfig",
-    "VIHistory",
-    "train_minibatch_vi",
-    "predictive_accuracy",
 ]
 
 
@@ -300,247 +286,3 @@ LINEAR_SAMPLERS = {
     "local": linear_local_reparam,
     "per_example": linear_per_example,
 }
-
-
-# --- a Bayesian linear layer and MLP for mini-batch VI --------------------------------------------
-
-
-class BayesianLinear(nn.Module):
-    """A linear layer with mean-field Gaussian weights, sampled by local reparametrisation.
-
-    ``q`` is a :class:`MeanFieldGaussian` over W of shape (in, out); the bias is deterministic and
-    has no prior (as in the paper's Bayesian CNN). The prior is N(0, exp(prior_logvar)) on every
-    weight. In ``train()`` mode the forward pass samples; in ``eval()`` mode it uses the mean
-    unless ``sample=True`` is passed. ``sampler`` picks how a sampled forward pass draws W:
-    ``"local"`` (default, :func:`linear_local_reparam`), ``"shared"`` (one W per mini-batch,
-    :func:`linear_shared_weights`) or ``"per_example"`` (one W per example; slow, for checks).
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        logvar_init: float = -10.0,
-        prior_logvar: float = 0.0,
-        generator: torch.Generator | None = None,
-        sampler: str = "local",
-    ):
-        super().__init__()
-        # Xavier-normal means, as in the paper (std = sqrt(2 / (fan_in + fan_out))).
-        std = math.sqrt(2.0 / (in_features + out_features))
-        mu = std * torch.randn(in_features, out_features, generator=generator)
-        self.q = MeanFieldGaussian(mu, logvar_init)
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.prior_logvar = prior_logvar
-        self.sampler = sampler
-
-    @property
-    def sampler(self) -> str:
-        return self._sampler
-
-    @sampler.setter
-    def sampler(self, name: str) -> None:
-        if name not in LINEAR_SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(LINEAR_SAMPLERS)}, got {name!r}")
-        self._sampler = name
-
-    def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        sample = self.training if sample is None else sample
-        if sample:
-            return LINEAR_SAMPLERS[self.sampler](x, self.q.mu, self.q.logvar, self.bias)
-        return x @ self.q.mu + self.bias
-
-    def kl(self) -> Tensor:
-        """KL(q(W) || N(0, exp(prior_logvar))) in closed form."""
-        return self.q.kl_to_normal(0.0, self.prior_logvar)
-
-
-class BayesianMLP(nn.Module):
-    """An MLP of :class:`BayesianLinear` layers with ReLU between them (no hidden layer: softmax
-    regression). Input images are flattened."""
-
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        logvar_init: float = -10.0,
-        prior_logvar: float = 0.0,
-        seed: int = 0,
-    ):
-        super().__init__()
-        if len(sizes) < 2:
-            raise ValueError(f"sizes needs at least (in, out), got {tuple(sizes)}")
-        gen = torch.Generator().manual_seed(seed)
-        self.layers = nn.ModuleList(
-            BayesianLinear(a, b, logvar_init, prior_logvar, generator=gen)
-            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-
-    def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        h = x.flatten(1)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, sample)
-            if i < len(self.layers) - 1:
-                h = F.relu(h)
-        return h
-
-    def kl(self) -> Tensor:
-        return sum(layer.kl() for layer in self.layers)
-
-
-def minibatch_gradient_variance(
-    model: BayesianMLP,
-    x: Tensor,
-    y: Tensor,
-    method: str,
-    batch_size: int,
-    n_repeats: int = 100,
-    resample_batch: bool = True,
-    seed: int = 0,
-) -> Tensor:
-    """Variance of the mini-batch gradient of the data term with respect to each layer's ``mu``.
-
-    The data term is (N / B) sum_{i in batch} log p(y_i | x_i, W) with W ~ q (book/02, eq.
-    ``minibatch-vlb``), N = ``len(x)``. ``method`` sets every layer's sampler (``"shared"``,
-    ``"local"`` or ``"per_example"``) for the measurement and restores it afterwards. Each of
-    ``n_repeats`` repeats draws fresh weight noise and, if ``resample_batch``, a fresh batch (else
-    one fixed batch, which isolates the noise that comes from sampling W). Returns, per layer, the
-    variance of one gradient estimate averaged over that layer's weights: a tensor (n_layers,).
-    """
-    if method not in LINEAR_SAMPLERS:
-        raise ValueError(f"method must be one of {sorted(LINEAR_SAMPLERS)}, got {method!r}")
-    n = x.shape[0]
-    if not 1 <= batch_size <= n or n_repeats < 2:
-        raise ValueError(
-            f"need 1 <= batch_size <= N ({n}) and n_repeats >= 2; "
-            f"got batch_size {batch_size}, n_repeats {n_repeats}"
-        )
-    device = next(model.parameters()).device
-    x, y = x.to(device), y.to(device)
-    mus = [layer.q.mu for layer in model.layers]
-    before = [layer.sampler for layer in model.layers]
-    gen = torch.Generator().manual_seed(seed)
-    fixed = torch.randperm(n, generator=gen)[:batch_size]
-    grads: list[list[Tensor]] = [[] for _ in mus]
-    forked = [device] if device.type == "cuda" else []
-    try:
-        for layer in model.layers:
-            layer.sampler = method
-        with torch.random.fork_rng(devices=forked):
-            torch.manual_seed(seed)  # the weight noise, without touching the caller's RNG
-            for _ in range(n_repeats):
-                idx = torch.randperm(n, generator=gen)[:batch_size] if resample_batch else fixed
-                idx = idx.to(device)
-                logits = model(x[idx], sample=True)
-                data_term = -(n / batch_size) * F.cross_entropy(logits, y[idx], reduction="sum")
-                for store, g in zip(grads, torch.autograd.grad(data_term, mus), strict=True):
-                    store.append(g.flatten())
-    finally:
-        for layer, name in zip(model.layers, before, strict=True):
-            layer.sampler = name
-    return torch.stack([torch.stack(g).var(0).mean() for g in grads])
-
-
-@dataclass
-class MinibatchVIConfig(Presets):
-    """Mini-batch VI of a Bayesian softmax regression or MLP on an MNIST subset (book/02)."""
-
-    n_train: int = 10000  # training images (a class-balanced subset)
-    hidden: tuple[int, ...] = ()  # () is softmax regression; (100,) one hidden layer
-    batch_size: int = 100
-    epochs: int = 5
-    lr: float = 1e-3
-    lr_logvar: float = 3e-2  # log sigma^2 moves at most ~lr per Adam step: give it room to move
-    logvar_init: float = -6.0
-    prior_logvar: float = 0.0  # N(0, 1) prior
-    n_eval_samples: int = 10
-    n_test: int | None = None  # test images to evaluate on (None: the whole test set)
-    seed: int = 0
-
-    @classmethod
-    def tiny(cls) -> MinibatchVIConfig:
-        return cls(n_train=1000, epochs=5, n_eval_samples=3, n_test=2000)
-
-    @classmethod
-    def book(cls) -> MinibatchVIConfig:
-        return cls(n_train=10000, epochs=5)
-
-    @classmethod
-    def paper(cls) -> MinibatchVIConfig:
-        return cls(n_train=60000, epochs=20)
-
-
-@dataclass
-class VIHistory:
-    """Per-step records of :func:`train_minibatch_vi` (each a list, one entry per step)."""
-
-    elbo: list[float] = field(default_factory=list)
-    data_term: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-
-
-def train_minibatch_vi(
-    model: BayesianMLP,
-    x: Tensor,
-    y: Tensor,
-    cfg: MinibatchVIConfig,
-    device: torch.device | str = "cpu",
-) -> VIHistory:
-    """Doubly stochastic VI: maximise the mini-batch VLB estimate (:func:`elbo`) with Adam.
-
-    Two sources of noise, hence "doubly stochastic": the random mini-batch and the weight sample
-    (drawn per example by the local reparametrisation trick). ``x`` (N, ...) float, ``y`` (N,) int.
-    """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y disagree on N: {x.shape[0]} vs {y.shape[0]}")
-    n = x.shape[0]
-    model.to(device).train()
-    x, y = x.to(device), y.to(device)
-    logvars = [p for name, p in model.named_parameters() if name.endswith("q.logvar")]
-    others = [p for name, p in model.named_parameters() if not name.endswith("q.logvar")]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = VIHistory()
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    batch = {"order": None}
-
-    def loss_at(step: int) -> Tensor:
-        start = (step % steps_per_epoch) * cfg.batch_size
-        if start == 0:  # a new pass over the data
-            batch["order"] = torch.randperm(n, generator=gen).to(device)
-        idx = batch["order"][start : start + cfg.batch_size]
-        log_lik = -F.cross_entropy(model(x[idx]), y[idx], reduction="none")
-        kl = model.kl()
-        bound = elbo(log_lik, kl, n)
-        history.elbo.append(bound.item())
-        history.kl.append(kl.item())
-        history.data_term.append(bound.item() + kl.item())
-        return -bound
-
-    groups = [{"params": others, "lr": cfg.lr}, {"params": logvars, "lr": cfg.lr_logvar}]
-    fit(groups, loss_at, cfg.epochs * steps_per_epoch, cfg.lr, "mini-batch VI")
-    return history
-
-
-@torch.no_grad()
-def predictive_accuracy(
-    model: BayesianMLP,
-    x: Tensor,
-    y: Tensor,
-    n_samples: int = 10,
-    batch_size: int = 2000,
-    device: torch.device | str = "cpu",
-) -> float:
-    """Accuracy of the predictive mean (1/S) sum_s softmax(f(x; w_s)), w_s ~ q.
-
-    ``n_samples=0`` uses the mean weights instead of sampling.
-    """
-    model.to(device).eval()
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        if n_samples == 0:
-            probs = model(xb, sample=False).softmax(-1)
-        else:
-            probs = sum(model(xb, sample=True).softmax(-1) for _ in range(n_samples)) / n_samples
-        correct += (probs.argmax(-1) == yb).sum().item()
-    return correct / x.shape[0]

@@ -5,8 +5,8 @@ The deep weight prior is learned from the kernels of many CNNs trained on a *sou
 ``n_nets`` independent CNNs of the authors' "FConv" shape (:class:`dwp_lib.nets.FConv`), each
 from its own seed, with a real Xavier-normal init, Adam with a linear decay that never reaches 0
 on a step that is taken (:func:`dwp_lib.train.linear_decay`), and an L2 penalty on the conv
-parameters (:func:`train_source_nets`: resumable, each finished net is saved; in worker
-processes or on Ray). :mod:`dwp_lib.kernel_bank` cuts their kernels into the bank.
+parameters (:func:`train_and_save_net`; the pipeline decides where each net trains:
+:func:`dwp_lib.experiment.sources.train_source_nets`). :mod:`dwp_lib.kernel_bank` cuts their kernels into the bank.
 
 Everything is sized by one :class:`SourceNetsConfig` with ``tiny``/``book``/``paper`` presets.
 """
@@ -16,11 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +27,7 @@ import torch.nn.functional as F
 from . import artifacts as _artifacts
 from . import config as _config
 from .config import Presets
-from .device import default_device, exit_with_parent, seed_everything
-from .executor import ExecutorConfig, run_on_ray
+from .device import default_device, seed_everything
 from .nets import FConv, accuracy, conv_l2, xavier_normal_init
 from .progress import progress
 from .train import check_finite, linear_decay, take_step
@@ -384,7 +379,7 @@ def train_one_net(
     return net, record
 
 
-def _net_provenance(cfg: SourceNetsConfig, record: dict, data: SourceData) -> dict:
+def net_provenance(cfg: SourceNetsConfig, record: dict, data: SourceData) -> dict:
     return {
         "stage": "source_nets",
         "training": cfg.training_dict(),
@@ -394,7 +389,7 @@ def _net_provenance(cfg: SourceNetsConfig, record: dict, data: SourceData) -> di
     }
 
 
-def _read_net_record(path: Path, cfg: SourceNetsConfig) -> dict:
+def read_net_record(path: Path, cfg: SourceNetsConfig) -> dict:
     """The record of a saved net, after checking its hash and that it was trained like ``cfg``."""
     record = _artifacts.verify_artifact(path)
     prov = record.get("provenance", {})
@@ -407,126 +402,14 @@ def _read_net_record(path: Path, cfg: SourceNetsConfig) -> dict:
     return prov["record"]
 
 
-def resolve_workers(cfg: SourceNetsConfig, device: torch.device, n_todo: int) -> int:
-    """How many worker processes train nets (0: this process does, one net after the other)."""
-    if device.type != "cpu" or n_todo < 2:
-        return 0
-    if cfg.workers is not None:
-        return min(cfg.workers, n_todo)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(cores, n_todo) if cores > 1 else 0
-
-
-def _train_and_save(
+def train_and_save_net(
     cfg: SourceNetsConfig, index: int, data: SourceData, device: torch.device, out: Path
 ) -> dict:
     net, record = train_one_net(cfg, index, data, device, show_progress=False)
     path = out / NET_FILE.format(index)
     state = {"state_dict": net.state_dict(), "widths": cfg.widths}
-    _artifacts.save_artifact(path, state, _net_provenance(cfg, record, data))
+    _artifacts.save_artifact(path, state, net_provenance(cfg, record, data))
     return dict(record, path=str(path), resumed=False)
-
-
-_WORKER_DATA: SourceData | None = None
-
-
-def _init_worker(data: SourceData, threads: int) -> None:
-    global _WORKER_DATA
-    exit_with_parent()  # a killed run leaves no worker training on
-    torch.set_num_threads(threads)
-    _WORKER_DATA = data
-
-
-def _worker_task(cfg: SourceNetsConfig, index: int, out: str) -> dict:
-    return _train_and_save(cfg, index, _WORKER_DATA, torch.device("cpu"), Path(out))
-
-
-def _ray_train_net(data: SourceData, cfg: SourceNetsConfig, index: int, threads: int):
-    """One source net as a Ray task: trained where the task runs (its GPU share, or its CPUs
-    with ``threads`` torch threads), returned to the caller, which saves it."""
-    torch.set_num_threads(threads)
-    net, record = train_one_net(cfg, index, data, default_device(), show_progress=False)
-    return {"state_dict": net.state_dict(), "widths": cfg.widths}, record
-
-
-def train_source_nets(
-    cfg: SourceNetsConfig,
-    out_dir: str | Path | None = None,
-    device: torch.device | str | None = None,
-    *,
-    data: SourceData | None = None,
-    max_new: int | None = None,
-    on_net_done: Callable[[dict], None] | None = None,
-    executor: ExecutorConfig | None = None,
-) -> list[dict]:
-    """Train (or resume) ``cfg.n_nets`` source nets; each is saved to ``out_dir/net_XXX.pt``.
-
-    A net whose checkpoint exists and verifies is not trained again (its record says
-    ``"resumed": True``); a checkpoint made with other training settings raises. ``max_new``
-    stops after that many newly trained nets (to split the work, or to test resuming);
-    ``on_net_done(record)`` is called after each net is saved. ``data`` replaces notMNIST
-    (tests pass small tensors). On a CPU the nets are trained ``cfg.workers`` at a time in
-    separate processes (see :func:`resolve_workers`); with ``executor.kind = "ray"`` each net
-    is a Ray task (:mod:`dwp_lib.executor`) and this process saves it as it arrives. Returns one
-    record per net, by index (test accuracy, seed, steps, the last learning rate, the
-    checkpoint ``path``...).
-    """
-    device = torch.device(device) if device is not None else default_device()
-    out = Path(out_dir) if out_dir is not None else cfg.default_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    todo = []
-    for i in range(cfg.n_nets):
-        path = out / NET_FILE.format(i)
-        if path.exists():
-            records.append(dict(_read_net_record(path, cfg), path=str(path), resumed=True))
-        else:
-            todo.append(i)
-    if max_new is not None:
-        todo = todo[:max_new]
-    if todo and data is None:
-        data = load_source_data(cfg)
-    on_ray = executor is not None and executor.kind == "ray"
-    workers = 0 if on_ray else resolve_workers(cfg, device, len(todo))
-
-    def done(record: dict) -> None:
-        records.append(record)
-        if on_net_done is not None:
-            on_net_done(record)
-
-    where = "as Ray tasks" if on_ray else f"{workers or 1} at a time"
-    bar = progress(total=len(todo), desc=f"source nets ({where})", position=0)
-    if on_ray:
-        threads = cfg.num_threads or executor.threads
-        calls = [(cfg, i, threads) for i in todo]
-        for state, record in run_on_ray(executor, _ray_train_net, data, calls, unit="net"):
-            path = out / NET_FILE.format(record["index"])
-            _artifacts.save_artifact(path, state, _net_provenance(cfg, record, data))
-            done(dict(record, path=str(path), resumed=False))
-            bar.update()
-    elif workers == 0:
-        for i in todo:
-            done(_train_and_save(cfg, i, data, device, out))
-            bar.update()
-    else:
-        # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
-        ctx = multiprocessing.get_context("spawn")
-        threads = cfg.num_threads or 1
-        with ProcessPoolExecutor(workers, ctx, _init_worker, (data, threads)) as pool:
-            futures = [pool.submit(_worker_task, cfg, i, str(out)) for i in todo]
-            try:
-                for fut in as_completed(futures):
-                    done(fut.result())
-                    bar.update()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-    bar.close()
-    return sorted(records, key=lambda r: r["index"])
 
 
 def load_source_nets(
@@ -554,7 +437,7 @@ def load_source_nets(
     for path in paths:
         obj, rec = _artifacts.load_artifact(path)
         if cfg is not None and rec["provenance"].get("training") != cfg.training_dict():
-            _read_net_record(path, cfg)  # raises with the explanation
+            read_net_record(path, cfg)  # raises with the explanation
         net = FConv(*obj["widths"])
         net.load_state_dict(obj["state_dict"])
         nets.append(net)

@@ -100,6 +100,10 @@ class BookIndex:
                     if m := EX_LABEL.match(line.strip()):
                         index.exercises[m["label"]] = f"{c}.{exs}"
                     in_exercise = False
+        for md in sorted(mds[0].parent.glob("[!0]*.md")) if mds else []:  # back-matter pages
+            index.chapters.setdefault(
+                md.stem, f"the page *{_title(md.read_text(), md.stem)}* of the book"
+            )
         return index
 
     def exercise_number(self, md: Path, k: int) -> str:
@@ -109,6 +113,8 @@ class BookIndex:
     def role(self, role: str, target: str, where: str) -> str:
         """The plain text of one MyST role."""
         target = target.strip()
+        if role == "doc" and target.endswith(">") and "<" in target:  # {doc}`text <name>`
+            target = target[target.rindex("<") + 1 : -1]
         table = {
             "eq": self.equations,
             "ref": self.exercises,

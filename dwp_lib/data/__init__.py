@@ -30,7 +30,6 @@ __all__ = [
     "DataUnavailableError",
     "ImageSet",
     "balanced_subset",
-    "cli",
     "load_mnist",
     "load_notmnist",
 ]
@@ -61,10 +60,3 @@ def load_notmnist(split: str = "train", variant: str = "synthetic", config=None)
     from .notmnist import load_real_notmnist
 
     return load_real_notmnist(split, variant)
-
-
-def cli(args) -> int:
-    """``python -m dwp_lib data prepare [--notmnist VARIANT]``."""
-    from .prepare import run
-
-    return run(args)

@@ -41,7 +41,10 @@ The package, one concept a module (data flows down the list):
 - :mod:`~dwp_lib.experiment.cells`: one grid cell (here, in a worker process, or on Ray);
 - :mod:`~dwp_lib.experiment.folder`: a run folder's checks (settings, config keys, artifacts)
   and its one-writer lock;
+- :mod:`~dwp_lib.experiment.figures`: the run's figures (initialisation curves, accuracy vs n);
 - :mod:`~dwp_lib.experiment.report`: the run's figures and provenance record;
+- :mod:`~dwp_lib.experiment.committed`: where the committed runs are (a checkout, or the copy
+  installed with the package);
 - :mod:`~dwp_lib.experiment.runner`: :class:`Experiment`, the cached, resumable stages;
 - :mod:`~dwp_lib.experiment.command`: ``python -m dwp_lib reproduce``.
 
@@ -61,6 +64,7 @@ from .command import (
     wall_from_saved_estimate,
     wall_table,
 )
+from .committed import results_dir
 from .config import (
     ADDED_AT_DEFAULT,
     EXTENDABLE,
@@ -77,6 +81,7 @@ from .config import (
     key_of,
     with_added_fields,
 )
+from .figures import plot_accuracy_vs_n, plot_init_curves
 from .methods import (
     make_init,
     make_priors,
@@ -178,10 +183,13 @@ __all__ = [
     "mean_log_var",
     "method_label",
     "paired_difference",
+    "plot_accuracy_vs_n",
+    "plot_init_curves",
     "parse_method",
     "parse_value",
     "read_rows",
     "repo_results_dir",
+    "results_dir",
     "results_table",
     "run_grid_cell",
     "cell_model_path",

@@ -7,16 +7,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..bayes import BayesConfig
 from ..config import ConfigValueError, Presets, check_fields, check_preset, to_dict
-from ..executor import ExecutorConfig
 from ..kernel_layers import KernelVAEConfig
 from ..kernel_vae import KernelVAETrainConfig
 from ..source_nets import SourceNetsConfig
+from .executor import ExecutorConfig
 from .names import INITS, PIPELINE_INITS, parse_method
 
 #: where a kernel VAE's training slices come from (``LayerVAEConfig.bank``)
@@ -42,8 +42,7 @@ class LayerVAEConfig:
     slices: ``"pipeline"`` (this pipeline's source nets) or ``"released"`` (the paper authors'
     released banks, :func:`dwp_lib.release.released_bank_splits`: the question "is it our VAE
     or our bank?"). ``slice_scale``: every slice of that bank multiplied by this factor before
-    the VAE sees it (the question "is it the scale of our kernels?": 1.93 brings our 7x7 bank's
-    median norm to the released one's, ``results/bank-stats/``).
+    the VAE sees it (the question "is it the scale of our kernels?").
     """
 
     arch: KernelVAEConfig
@@ -285,11 +284,10 @@ class ExperimentConfig:
         )
 
     @classmethod
-    def preset(cls, name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
-        """The ``tiny``/``book``/``paper`` preset, with ``"path=value"`` overrides applied."""
-        from .overrides import apply_overrides  # the override language builds on this module
-
-        return apply_overrides(cls.preset_config(name), overrides)
+    def preset(cls, name: str) -> ExperimentConfig:
+        """The ``tiny``/``book``/``paper`` preset (``"path=value"`` overrides:
+        :func:`~dwp_lib.experiment.overrides.config_from`)."""
+        return cls.preset_config(name)
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:

@@ -43,6 +43,7 @@ def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[s
     import matplotlib.pyplot as plt
 
     from .. import plots
+    from . import figures
 
     t0 = time.perf_counter()
     folder = exp.out / "figures"
@@ -54,11 +55,11 @@ def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[s
     if curves is None:
         curves = read_rows(exp.curves_path, CURVE_COLUMNS)
     if curves:
-        figs["init_curves"] = plots.plot_init_curves(curves)
+        figs["init_curves"] = figures.plot_init_curves(curves)
     if rows is None:
         rows = read_rows(exp.results_path, RESULT_COLUMNS)
     if rows:
-        figs["accuracy_vs_n"] = plots.plot_accuracy_vs_n(rows, title=exp.cfg.name)
+        figs["accuracy_vs_n"] = figures.plot_accuracy_vs_n(rows, title=exp.cfg.name)
     paths = {}
     for name, fig in figs.items():
         path = folder / f"{name}.png"

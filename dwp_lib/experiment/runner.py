@@ -1,16 +1,13 @@
-"""The experiment: cached, resumable stages (:class:`Experiment`) and its local worker pool."""
+"""The experiment: cached, resumable stages (:class:`Experiment`); the prior grid is in
+:mod:`dwp_lib.experiment.grid`."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -18,21 +15,11 @@ import torch
 from .. import artifacts as _artifacts
 from ..config import to_dict
 from ..device import default_device
-from ..executor import run_on_ray
-from ..kernel_bank import KernelBank, get_kernel_bank
+from ..kernel_bank import KernelBank
 from ..kernel_vae import KernelVAE
 from ..nets import LAYERS
 from ..progress import progress
 from . import report
-from .cells import (
-    MODEL_KEY,
-    CellContext,
-    grid_worker_cell,
-    init_grid_worker,
-    ray_grid_cell,
-    run_grid_cell,
-    save_cell_model,
-)
 from .config import (
     ExperimentConfig,
     LayerVAEConfig,
@@ -40,16 +27,14 @@ from .config import (
     drop_paths,
 )
 from .folder import RunFolder
-from .names import RELEASED, ExperimentError, parse_method, vae_sources
-from .results import CURVE_COLUMNS, RESULT_COLUMNS, append_row, read_rows
+from .grid import GridStage
+from .names import RELEASED, ExperimentError
+from .results import CURVE_COLUMNS, RESULT_COLUMNS, append_row, read_rows, rewrite_rows
+from .sources import get_kernel_bank
 from .stages import fit_layer_vae, init_costs, test_subset, train_plain_cnn_curve
 
-# ------------------------------------------------------------------------------------------------
-# The experiment: cached, resumable stages
-# ------------------------------------------------------------------------------------------------
 
-
-class Experiment:
+class Experiment(GridStage):
     """Runs the stages of ``cfg`` into ``out_dir`` (default: a cache folder named after the
     config), loading what an earlier run left there and saying so.
 
@@ -232,14 +217,14 @@ class Experiment:
             )
 
     def released_vaes(self) -> dict[str, KernelVAE]:
-        """The paper authors' released kernel VAEs (:func:`dwp_lib.release.load_released_vaes`:
+        """The paper authors' released kernel VAEs (:func:`dwp_lib.authors_vaes.load_released_vaes`:
         verified, their exact architectures; GPL-3.0), loaded once."""
         if self._released is None:
-            from .. import release
+            from .. import authors_vaes, release
 
             t0 = time.perf_counter()
             try:
-                self._released = release.load_released_vaes(self.device)
+                self._released = authors_vaes.load_released_vaes(self.device)
             except release.ReleaseUnavailableError as err:
                 raise ExperimentError(f"the dwp@released prior/init needs them: {err}") from None
             self.released_records = {k: dict(v.record) for k, v in self._released.items()}
@@ -313,12 +298,16 @@ class Experiment:
             train, test = self.mnist()
             xt, yt = test_subset(test.float_images(), test.labels, ic.test_images, 0)
             data = (train.float_images(), train.labels, xt, yt)
-            # drop partial runs (interrupted mid-way): they are redone from step 0
-            keep = [r for r in rows if (r["init"], int(r["seed"])) in done]
-            if len(keep) != len(rows):
-                self._rewrite(self.curves_path, keep, CURVE_COLUMNS)
-                rows = keep
             with self.folder.writing():
+                # read again under the lock: a writer that finished meanwhile added runs
+                rows = read_rows(self.curves_path, CURVE_COLUMNS, repair=True)
+                done = {(r["init"], int(r["seed"])) for r in rows if int(r["step"]) == ic.steps}
+                todo = [(i, s) for i in ic.inits for s in ic.seeds if (i, s) not in done]
+                # drop partial runs (interrupted mid-way): they are redone from step 0
+                keep = [r for r in rows if (r["init"], int(r["seed"])) in done]
+                if len(keep) != len(rows):
+                    rewrite_rows(self.curves_path, keep, CURVE_COLUMNS)
+                    rows = keep
                 for init_name, seed in progress(todo, desc="init experiment", position=0):
                     new = train_plain_cnn_curve(
                         init_name, seed, ic, data, bank, vaes, self.device, released
@@ -357,143 +346,6 @@ class Experiment:
                 out.append(_artifacts.read_record(path)["provenance"].get("record", {}))
         return out
 
-    @staticmethod
-    def _rewrite(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
-        with _artifacts.atomic_path(path) as tmp:
-            for r in rows:
-                append_row(tmp, r, columns)
-            if not rows:
-                tmp.write_text("")
-
-    # -- stage 4: the prior comparison -----------------------------------------------------------
-    def planned_cells(self) -> list[tuple[str, int, int]]:
-        """``(method, n, seed)`` of every cell of the grid, small n first."""
-        g = self.cfg.grid
-        return [(m, n, s) for n in g.sizes for s in g.split_seeds for m in g.methods]
-
-    def prior_grid(self) -> list[dict]:
-        """Train and evaluate every cell not yet in ``results.csv``; return the rows of the
-        cells of this config (earlier rows of other sizes, methods or seeds stay in the file)."""
-        g = self.cfg.grid
-        rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
-        self.folder.check_row_keys(rows)
-        if not g.enabled:
-            return rows
-        todo = self._todo(rows)
-        t0 = time.perf_counter()
-        if todo:
-            sources = set().union(*(vae_sources(m) for m, _, _ in todo))
-            bank = self.kernel_bank()
-            self.check_bank(rows)
-            vaes = self.kernel_vaes() if "trained" in sources else None
-            released = self.released_vaes() if "released" in sources else None
-            self.folder.check_artifacts(rows, self.artifact_hashes(vaes is not None))
-            t0 = time.perf_counter()
-            with self.folder.writing():
-                # read again under the lock: a writer that finished meanwhile added cells
-                rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
-                todo = self._todo(rows)
-                workers = min(g.workers, len(todo))
-                bar = progress(
-                    total=len(todo),
-                    desc=f"prior grid ({workers or 1} at a time)",
-                    position=0,
-                )
-                for row in self._grid_rows(todo, bank, vaes, workers, released) if todo else ():
-                    state = row.pop(MODEL_KEY, None)
-                    if state is not None:  # before the row: a row always has its network
-                        save_cell_model(self.out, row, state, self.cfg)
-                    append_row(self.results_path, row, RESULT_COLUMNS)
-                    rows.append(row)
-                    cell = f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}"
-                    bar.set_postfix_str(cell)
-                    bar.update(1)
-                bar.close()
-            self.say(
-                f"Prior grid: ran {len(todo)} cell(s) into {_artifacts.shown(self.results_path)}"
-            )
-        else:
-            self.say(
-                f"Prior grid: all {len(self.planned_cells())} cells found in "
-                f"{_artifacts.shown(self.results_path)}"
-            )
-        self.timed("prior_grid", t0, not todo)
-        planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
-        return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
-
-    def _todo(self, rows: list[dict]) -> list[tuple[str, int, int]]:
-        """The planned cells that have no row yet."""
-        have = {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows}
-        return [
-            (m, n, s) for m, n, s in self.planned_cells() if (*parse_method(m), n, s) not in have
-        ]
-
-    def _test_xy(self):
-        _, test = self.mnist()
-        g = self.cfg.grid
-        return test_subset(test.float_images(), test.labels, g.test_images, g.test_seed)
-
-    def cell_context(
-        self, bank, vaes=None, released=None, *, with_data: bool = True
-    ) -> CellContext:
-        """What every grid cell reads, in one picklable object (see :class:`CellContext`)."""
-        vae_sha = {
-            "trained": [f"{k}={v['sha256'][:12]}" for k, v in self.vae_records.items()],
-            "released": [
-                f"released:{k}={v['sha256'][:12]}" for k, v in self.released_records.items()
-            ],
-        }
-        train, test_xy = (self.mnist()[0], self._test_xy()) if with_data else (None, None)
-        return CellContext(
-            self.cfg,
-            train,
-            test_xy,
-            bank,
-            vaes,
-            released,
-            self.bank_sha()[:12],
-            vae_sha,
-        )
-
-    def _grid_rows(self, todo, bank, vaes, workers: int, released=None):
-        """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0; on
-        Ray with ``executor.kind = "ray"``)."""
-        ex = self.cfg.executor
-        if ex.kind == "ray":
-            calls = [(*cell, ex.threads) for cell in todo]
-            ctx = self.cell_context(bank, vaes, released)
-            yield from run_on_ray(ex, ray_grid_cell, ctx, calls, unit="cell")
-            return
-        if workers == 0:
-            train, _ = self.mnist()
-            test_xy = self._test_xy()
-            for method, n, seed in todo:
-                yield self.run_cell(method, n, seed, train, test_xy, bank, vaes, released)
-            return
-        # spawn, not fork: a forked child of a process that ran OpenMP or CUDA can hang
-        ctx = multiprocessing.get_context("spawn")
-        init = (
-            self.cfg,
-            str(self.out),
-            str(self.device),
-            vaes is not None,
-            released is not None,
-            # in a notebook, the workers' bars would interleave in the cell's output (its
-            # kernel captures their stderr): there the grid's own bar counts the cells
-            "ipykernel" not in sys.modules,
-        )
-        with ProcessPoolExecutor(workers, ctx, init_grid_worker, init) as pool:
-            futures = [pool.submit(grid_worker_cell, *cell) for cell in todo]
-            for fut in as_completed(futures):
-                yield fut.result()
-
-    def run_cell(self, method, n, seed, train, test_xy, bank, vaes, released=None) -> dict:
-        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed).
-        ``vaes``: the pipeline's kernel VAEs; ``released``: the authors' (``dwp@released``)."""
-        ctx = self.cell_context(bank, vaes, released, with_data=False)
-        ctx = dataclasses.replace(ctx, train=train, test_xy=test_xy)
-        return run_grid_cell(ctx, method, n, seed, self.device)
-
     # -- outputs ----------------------------------------------------------------------------------
     def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
         """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
@@ -516,11 +368,6 @@ class Experiment:
     def loaded_mnist(self):
         """MNIST (train, test) if a stage has loaded it, else None."""
         return self._mnist
-
-    def prior_grid_done(self) -> set:
-        planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
-        rows = read_rows(self.results_path, RESULT_COLUMNS)
-        return {(r["prior"], r["init"], int(r["n"]), int(r["seed"])) for r in rows} & planned
 
     def write_provenance(self, extra: Mapping | None = None) -> Path:
         prov = self.provenance()

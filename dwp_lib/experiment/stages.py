@@ -20,7 +20,6 @@ from torch import nn
 
 from ..bayes import BayesConfig, BayesianCNN, det_cnn, negative_elbo
 from ..device import default_device, seed_everything
-from ..executor import ExecutorConfig
 from ..inits import DWPInit, FiltersInit, initialise
 from ..kernel_bank import KernelBank
 from ..kernel_layers import KernelVAEConfig
@@ -29,6 +28,7 @@ from ..nets import LAYERS, FConv, accuracy, conv_l2
 from ..source_nets import memory_format, training_step
 from ..train import fit, take_step
 from .config import ExperimentConfig, InitExperimentConfig, LayerVAEConfig
+from .executor import ExecutorConfig
 from .methods import make_init, make_priors
 from .names import parse_method
 
@@ -310,7 +310,7 @@ def wall_on_devices(
     device is one process with the measured thread count. Kernel VAEs (one per layer, minutes)
     and the evaluation are not counted.
     """
-    from ..executor import estimate_wall
+    from .executor import estimate_wall
 
     on_gpu = torch.device(device).type != "cpu"
     net_share = executor.share("net", has_gpus=True) if on_gpu else 0.0

@@ -8,7 +8,8 @@ CLI and the tests draw the same pictures. One module per chapter, and what they 
 - :mod:`~dwp_lib.plots.reparam`         chapter 2, the reparametrisation trick
 - :mod:`~dwp_lib.plots.vae`             chapter 3, the VAE and the kernel VAE
 - :mod:`~dwp_lib.plots.implicit_prior`  chapter 4, the kernel bank and the implicit prior
-- :mod:`~dwp_lib.plots.experiment`      chapter 5, the experiment and the ablation
+- :mod:`~dwp_lib.plots.experiment`      chapter 5, the kernel VAEs' samples and latent space (the
+  pipeline's own figures are in :mod:`dwp_lib.experiment.figures`)
 
 Everything is importable from ``dwp_lib.plots`` itself.
 """
@@ -17,16 +18,11 @@ from __future__ import annotations
 
 from .common import contact_sheet, dataset_title, slice_grid, to_numpy
 from .experiment import (
-    plot_accuracy_vs_n,
-    plot_fit_vs_accuracy,
-    plot_forest,
-    plot_init_curves,
     plot_kernel_examples,
     plot_latent_space,
-    plot_prior_samples,
-    plot_prior_scores,
-    plot_prior_search,
-    plot_source_curve,
+    plot_paired_effects,
+    real_and_sampled,
+    slice_panel,
 )
 from .implicit_prior import (
     KIND_COLOURS,
@@ -102,14 +98,9 @@ __all__ = [
     "plot_slice_norms",
     "plot_source_accuracy",
     # chapter 5
-    "plot_accuracy_vs_n",
-    "plot_fit_vs_accuracy",
-    "plot_forest",
-    "plot_prior_search",
-    "plot_source_curve",
-    "plot_init_curves",
     "plot_kernel_examples",
+    "plot_paired_effects",
+    "real_and_sampled",
+    "slice_panel",
     "plot_latent_space",
-    "plot_prior_samples",
-    "plot_prior_scores",
 ]

@@ -440,3 +440,48 @@ def test_a_runs_files_get_the_mode_of_the_umask(umask, base_out):
     cache = Path(os.environ["DWP_CACHE"])
     for path in cache.rglob("*.pt*"):
         assert _mode(path) == 0o644, path
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line's one error boundary: the file system's errors as one line, rc 2
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "errno, strerror, hint",
+    [
+        (28, "No space left on device", "free some space there"),
+        (13, "Permission denied", "choose a folder you may write to"),
+        (30, "Read-only file system", "writable file system"),
+        (21, "Is a directory", "a folder stands where a file is expected"),
+    ],
+)
+def test_a_file_system_error_is_one_line_and_rc_2(
+    monkeypatch, tmp_path, capsys, errno, strerror, hint
+):
+    def fail(self):
+        raise OSError(errno, strerror, str(tmp_path / "out" / "results.csv"))
+
+    monkeypatch.setattr(Experiment, "run", fail)
+    assert cli_main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {strerror} (") and hint in err and "Traceback" not in err
+    with pytest.raises(OSError):  # --debug shows the traceback instead
+        cli_main(["--debug", "reproduce", "--preset", "tiny", "--out", str(tmp_path / "out")])
+
+
+def test_an_out_that_is_a_file_is_a_clear_error(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    run = subprocess.run(
+        [sys.executable, "-m", "dwp_lib", "reproduce", "--preset", "tiny", "--out", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, DWP_PROGRESS="0"), timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    monkeypatch.setattr(Experiment, "run", lambda self: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli_main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "out")])

@@ -1,0 +1,104 @@
+"""The paper authors' released kernel VAEs as :class:`~dwp_lib.kernel_vae.KernelVAE` objects:
+how their state_dict keys map to ours, strict loading, and the two released VAEs of the MNIST
+experiment (the files themselves, verified and cached, come from :mod:`dwp_lib.release`).
+
+>>> vaes = load_released_vaes()      # {"conv1": 7x7 KernelVAE, "conv2": 5x5}  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from . import release as _release
+from .kernel_layers import KernelVAEConfig
+from .kernel_vae import KernelVAE
+from .release import LAYER_KERNELS, Release, ReleaseUnavailableError, fetch_release, provenance
+
+#: How the authors' state_dict keys map to :class:`~dwp_lib.kernel_vae.KernelVAE`'s (regex, replacement), in order.
+#: Their encoder's variance head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5), the 5x5 decoder's
+#: heads are wrapped in a Sequential (``fc_mu.0``); both are softplus variances.
+AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"^encoder\.features\.(\d+)\.", r"encoder.\1."),
+    (r"^encoder\.fc_mu\.", "z_mean."),
+    (r"^encoder\.fc_(?:var|sigma)\.", "z_var."),
+    (r"^decoder\.decoder\.(\d+)\.", r"decoder.\1."),
+    (r"^decoder\.fc_mu\.(?:0\.)?", "w_mean."),
+    (r"^decoder\.fc_var\.(?:0\.)?", "w_var."),
+)
+
+
+def authors_key(key: str) -> str | None:
+    """Our name for a key of the authors' kernel VAE state_dict (None if none maps)."""
+    for pattern, repl in AUTHORS_KEY_MAP:
+        new, count = re.subn(pattern, repl, key)
+        if count:
+            return new
+    return None
+
+
+def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) -> KernelVAE:
+    """Load a state_dict of the authors' code (bayesgroup/deep-weight-prior) *strictly*.
+
+    Their keys are renamed by :data:`AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
+    -> ``encoder.2.weight``, ``decoder.fc_var.0.bias`` -> ``w_var.bias``); every key must
+    map, every parameter must be filled and every shape must agree, or the error lists what
+    did not. Build the model with ``KernelVAEConfig.authors(k)``. Returns ``vae``.
+    """
+    renamed, unknown = {}, []
+    for key, value in state_dict.items():
+        new = authors_key(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            renamed[new] = value
+    own = vae.state_dict()
+    missing = sorted(set(own) - set(renamed))
+    extra = sorted(set(renamed) - set(own)) + unknown
+    shapes = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in renamed.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or extra or shapes:
+        raise ValueError(
+            "this state_dict does not fit a KernelVAE with "
+            f"{vae.config.describe()}: missing {missing}, unexpected {extra}, "
+            f"shape mismatches {shapes}; build the model with KernelVAEConfig.authors("
+            f"{vae.kernel_size}) for the authors' {vae.kernel_size}x{vae.kernel_size} VAE"
+        )
+    vae.load_state_dict(renamed, strict=True)
+    return vae
+
+
+def load_released_vaes(
+    device: torch.device | str = "cpu", release: Release | None = None
+) -> dict[str, KernelVAE]:
+    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained kernel VAEs
+    in their exact architectures (``KernelVAEConfig.authors``), loaded strictly, in eval mode.
+
+    Each has a ``record`` (file, SHA-256, repo, commit, licence) like a cached VAE's.
+    """
+    release = release or _release.AUTHORS_RELEASE  # read when called: tests place a fake one
+    files = fetch_release(release.vaes.values(), release)
+    out = {}
+    for layer, path in release.vaes.items():
+        k = LAYER_KERNELS[layer]
+        try:
+            state = torch.load(files[path], map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 (a file that passed its hash but does not load)
+            raise ReleaseUnavailableError(
+                f"{files[path]} does not load as a state_dict: {err}"
+            ) from None
+        vae = load_authors_state_dict(KernelVAE(KernelVAEConfig.authors(k)), state)
+        vae.record = {
+            "file": path,
+            "sha256": release.files[path],
+            "bytes": files[path].stat().st_size,
+            **provenance(release),
+        }
+        out[layer] = vae.to(device).eval()
+    return out

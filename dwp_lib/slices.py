@@ -1,0 +1,37 @@
+"""Slices that did not come from a source net: noise at a chosen scale, Xavier-normal draws and
+slices with their pixels shuffled, the references that real kernels are scored against
+(chapter 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def gaussian_slices(n: int, kernel_size: int, std: float, seed: int = 0) -> Tensor:
+    """n slices of i.i.d. N(0, std^2) weights, ``(n, k, k)``: noise at a chosen scale."""
+    if n < 0 or std < 0:
+        raise ValueError(f"need n >= 0 and std >= 0, got n={n}, std={std}")
+    gen = torch.Generator().manual_seed(seed)
+    return std * torch.randn(n, kernel_size, kernel_size, generator=gen)
+
+
+def xavier_std(c_in: int, c_out: int, kernel_size: int) -> float:
+    """Standard deviation of a Xavier-normal conv weight: sqrt(2 / ((c_in + c_out) k^2))."""
+    return math.sqrt(2.0 / ((c_in + c_out) * kernel_size**2))
+
+
+def xavier_slices(n: int, kernel_size: int, c_in: int, c_out: int, seed: int = 0) -> Tensor:
+    """n slices as a Xavier-normal init of a Conv(c_in -> c_out, k x k) would draw them."""
+    return gaussian_slices(n, kernel_size, xavier_std(c_in, c_out, kernel_size), seed)
+
+
+def shuffle_pixels(slices: Tensor, seed: int = 0) -> Tensor:
+    """Each slice with its k*k weights permuted at random (its own permutation): the same
+    values, hence the same norm, without the spatial structure."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = slices.flatten(1)
+    order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
+    return torch.gather(flat, 1, order.to(flat.device)).reshape(slices.shape)

@@ -1,0 +1,1 @@
+"""Run named ablation cells and write the table."""

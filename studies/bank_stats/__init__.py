@@ -1,0 +1,1 @@
+"""Kernel statistics of our banks beside the released ones (table and figure)."""

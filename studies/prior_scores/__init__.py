@@ -1,0 +1,1 @@
+"""Score the released prior and ours as densities over kernels (ELBO, IW log p(w))."""
