@@ -13,6 +13,7 @@ glance" and the conclusion page print :func:`markdown_table` of it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -36,6 +37,7 @@ class Verdict:
     evidence: str  # the numbers, in words
     source: str  # the results folder(s)
     short: str = ""  # a few words naming the comparison, for the summary at a glance
+    selected: str = ""  # how the setting was chosen, when a search chose it
 
 
 def paired_verdict(differences: Sequence[float]) -> str:
@@ -277,8 +279,9 @@ def glance(root: str | Path | None = None) -> list[Verdict]:
             rows = read_csv(p)
             have = {f"{r['prior']}:{r['init']}" for r in rows}
             if {a, b} <= have:  # a run that lacks a method gives no verdict, not "too few"
-                out.append(compare_methods(rows, a, b, 50, claim, run["test"],
-                                           f"results/{folder}", run["short"]))  # fmt: skip
+                v = compare_methods(rows, a, b, 50, claim, run["test"], f"results/{folder}",
+                                    run["short"])  # fmt: skip
+                out.append(dataclasses.replace(v, selected=run.get("selected", "")))
     return out
 
 
@@ -289,7 +292,8 @@ def markdown_table(verdicts: Sequence[Verdict]) -> str:
         "|---|---|---|---|---|",
     ]
     for v in verdicts:
-        lines.append(f"| {v.claim} | {v.test} | **{v.verdict}** | {v.evidence} | `{v.source}` |")
+        test = f"{v.test} (selected: {v.selected})" if v.selected else v.test
+        lines.append(f"| {v.claim} | {test} | **{v.verdict}** | {v.evidence} | `{v.source}` |")
     return "\n".join(lines)
 
 
@@ -348,3 +352,24 @@ def answer_markdown(released: Mapping, released_xavier: Mapping, ours: Mapping) 
         f"N(0, 1) at the same setting; why, and what closing the gap would take, is told in the "
         f"reproduction log."
     )
+
+
+def in_short(verdicts: Sequence[Verdict]) -> str:
+    """A paragraph a person reads in twenty seconds: per claim, how many of its comparisons hold
+    or fail and which, with the headline number; then every selected setting, said as such."""
+    if not verdicts:
+        return "**In short.** No committed runs are available in this installation."
+    parts = []
+    for claim, vs in by_claim(verdicts).items():
+        counts = {k: [v for v in vs if v.verdict == k] for k in (HOLDS, FAILS, UNCLEAR, FEW)}
+        said = []
+        for kind, word in ((HOLDS, "holds"), (FAILS, "fails"), (UNCLEAR, "shows no clear difference"),
+                           (FEW, "has too few seeds")):  # fmt: skip
+            if counts[kind]:
+                which = "; ".join(f"{v.short or v.test}, {_headline(v)}" for v in counts[kind])
+                said.append(f"{word} in {len(counts[kind])} ({which})")
+        parts.append(f"*{claim}*: of {len(vs)} comparison{'s' * (len(vs) > 1)}, it "
+                     + ", ".join(said) + ".")  # fmt: skip
+    selected = sorted({v.selected for v in verdicts if v.selected})
+    tail = " ".join(f"Selected, not independent: {s}." for s in selected)
+    return "**In short.** " + " ".join(parts) + (f" {tail}" if tail else "")

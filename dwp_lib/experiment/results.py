@@ -277,13 +277,14 @@ def paired_difference(
 
 
 def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
-    """A Markdown table: one line per method, one column per n, ``mean ± std (seeds)``; with
-    ``paper=True`` the paper's number for the same prior beside ours (in brackets)."""
+    """A Markdown table: one line per method, one column per n, ``mean ± sd (seeds)``; with
+    ``paper=True`` the paper's number beside ours (in brackets) for the methods the paper ran:
+    the deep weight prior from its own samples, the other priors from Xavier."""
     rows = list(rows)
     stats = summarise(rows)
     sizes = sorted({k[2] for k in stats})
     methods = sorted({(k[0], k[1]) for k in stats}, key=lambda m: (_prior_order(m[0]), m[1]))
-    head = "| method | " + " | ".join(f"n = {n}" for n in sizes) + " |"
+    head = "| method (mean ± sd, seeds) | " + " | ".join(f"n = {n}" for n in sizes) + " |"
     lines = [head, "|" + "---|" * (len(sizes) + 1)]
     for prior, init in methods:
         cells = []
@@ -294,7 +295,8 @@ def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
                 continue
             cell = f"{s['mean']:.3f} ± {s['std']:.3f} ({s['count']})"
             ref = PAPER_RESULTS.get(prior, {}).get(n)
-            if paper and ref is not None:
+            ran = init == prior if prior.startswith("dwp") else init == "xavier"
+            if paper and ran and ref is not None:
                 cell += f" [paper {ref:.3f}]"
             cells.append(cell)
         label = f"{PRIOR_LABELS.get(prior, prior)}, {INIT_LABELS.get(init, init)} init"
