@@ -44,13 +44,14 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def notmnist_option(p: argparse.ArgumentParser) -> None:
-    """``--notmnist small|large|synthetic``: the notMNIST the source nets train on."""
+    """``--notmnist small|large|synthetic|sample``: the notMNIST the source nets train on."""
     p.add_argument(
         "--notmnist",
         default=None,
-        choices=["small", "large", "synthetic"],
+        choices=["small", "large", "synthetic", "sample"],
         help="the source nets' notMNIST: the real tarballs (small, large; the cache, "
-        "$DWP_CACHE/data/downloads/ or the author's site) or the notMNIST-style synthetic set "
+        "$DWP_CACHE/data/downloads/ or the author's site), the notMNIST-style synthetic set, or "
+        "sample (10,000 real images of notMNIST_small, pinned idx files, not split by font) "
         "(default: the preset's or config's, source.data_variant)",
     )
 
@@ -67,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--notmnist",
         default="synthetic",
-        choices=["small", "large", "synthetic"],
-        help="notMNIST variant: the real tarballs (small, large) or the notMNIST-style synthetic set",
+        choices=["small", "large", "synthetic", "sample"],
+        help="notMNIST variant: the real tarballs (small, large), the notMNIST-style synthetic set, "
+        "or sample (10,000 real images of notMNIST_small, not split by font)",
     )
     p.add_argument(
         "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"

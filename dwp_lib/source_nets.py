@@ -36,6 +36,7 @@ DATA_LABELS = {
     "synthetic": "notMNIST-style (synthetic)",
     "small": "notMNIST (small, real)",
     "large": "notMNIST (large, real)",
+    "sample": "real notMNIST sample (10,000 images of notMNIST_small, not split by font)",
 }
 NET_FILE = "net_{:03d}.pt"
 #: the bank's file in the nets' folder, named after :meth:`SourceNetsConfig.bank_key`: banks cut
@@ -59,7 +60,7 @@ class SourceNetsConfig(Presets):
         l2:            weight of ``sum of squares of the conv parameters`` added to the mean
                        cross-entropy (the authors' 1e-3).
         seed:          net ``i`` is seeded with ``seed + i`` (init and mini-batch order).
-        data_variant:  notMNIST variant, ``"synthetic"``, ``"small"`` or ``"large"``.
+        data_variant:  notMNIST variant, ``"synthetic"``, ``"small"``, ``"large"`` or ``"sample"``.
         data_preset:   preset of the synthetic renderer (``SyntheticConfig``); unused otherwise.
         train_images:  use a seeded random subset of this many training images (None: all).
         precision:     ``"fp32"``, or ``"bf16"`` (autocast: bfloat16 matmuls, fp32 weights).
@@ -125,6 +126,8 @@ class SourceNetsConfig(Presets):
             problems.append(f"test_fraction={self.test_fraction} must be in [0, 1)")
         if self.split_by not in ("slice", "net"):
             problems.append(f"split_by={self.split_by!r} must be 'slice' or 'net'")
+        if self.data_variant not in DATA_LABELS:
+            problems.append(f"data_variant={self.data_variant!r} must be in {list(DATA_LABELS)}")
         if self.train_images is not None and self.train_images < 1:
             problems.append(f"train_images={self.train_images} must be None or >= 1")
         if problems:

@@ -11,8 +11,9 @@ and tries its sources in order, each verified, caching the result as a tensor fi
 fetches and builds everything ahead of time.
 
 Modules: :mod:`.imageset` (the container, balanced subsets), :mod:`.sources` (downloads, errors,
-the cache), :mod:`.mnist`, :mod:`.notmnist` (the real tarballs), :mod:`.fonts` (Debian font
-packages) and :mod:`.synthetic` (the notMNIST-style renderer).
+the cache), :mod:`.mnist`, :mod:`.notmnist` (the real tarballs), :mod:`.notmnist_sample` (10,000
+real images in idx files, pinned by commit and SHA-256), :mod:`.fonts` (Debian font packages) and
+:mod:`.synthetic` (the notMNIST-style renderer).
 """
 
 from __future__ import annotations
@@ -34,15 +35,17 @@ __all__ = [
     "load_notmnist",
 ]
 
-VARIANTS: tuple[str, ...] = ("small", "large", "synthetic")
+VARIANTS: tuple[str, ...] = ("small", "large", "synthetic", "sample")
 
 
 def load_notmnist(split: str = "train", variant: str = "synthetic", config=None) -> ImageSet:
     """notMNIST letters A-J, 28x28: ``variant`` ``"small"`` / ``"large"`` (the real tarballs,
-    needs internet once) or ``"synthetic"`` (notMNIST-style, rendered from Debian fonts).
+    needs internet once), ``"synthetic"`` (notMNIST-style, rendered from Debian fonts) or
+    ``"sample"`` (10,000 real images of notMNIST_small, pinned idx files: :mod:`.notmnist_sample`).
 
     ``config`` (synthetic only) is a :class:`~dwp_lib.data.synthetic.SyntheticConfig`; by default
-    the preset named by ``DWP_PRESET`` (``book`` when unset). Train and test never share a font.
+    the preset named by ``DWP_PRESET`` (``book`` when unset). Train and test never share a font,
+    except in ``"sample"``, which records no font: it is split by letter (and says so).
     """
     from .sources import check_split
 
@@ -57,6 +60,10 @@ def load_notmnist(split: str = "train", variant: str = "synthetic", config=None)
         return load_synthetic(split, config)
     if config is not None:
         raise ValueError("config applies to the synthetic variant only")
+    if variant == "sample":
+        from .notmnist_sample import load_sample
+
+        return load_sample(split)
     from .notmnist import load_real_notmnist
 
     return load_real_notmnist(split, variant)

@@ -1,4 +1,4 @@
-"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic] [--preset P]``.
+"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic|sample] [--preset P]``.
 
 Fetches, verifies and caches MNIST (both splits) and the chosen notMNIST variant (both splits),
 then prints what was used and how long each took.
@@ -40,4 +40,7 @@ def run(args) -> int:
             continue
         print(f"{name}: {len(ds):,} images in {time.perf_counter() - start:.1f} s")
         print(f"  {ds.describe()}")
+        if ds.provenance.get("label"):  # the sample: what to call it, its licence and credits
+            p = ds.provenance
+            print(f"  {p['label']}; licence {p['licence']}; {p['credits']}")
     return 1 if failed else 0

@@ -168,7 +168,8 @@ NOTMNIST_SETTING = "source.data_variant"
 
 def with_notmnist(variant: str | None, overrides: Sequence[str]) -> list[str]:
     """``overrides`` led by ``source.data_variant=VARIANT`` (the commands' ``--notmnist``:
-    ``small`` or ``large``, the real tarballs, or ``synthetic``); unchanged for ``None``.
+    ``small`` or ``large``, the real tarballs, ``sample``, 10,000 real images not split by font,
+    or ``synthetic``); unchanged for ``None``.
     A ``--set source.data_variant=...`` that names another variant is an error, so that neither
     silently wins."""
     overrides = list(overrides)

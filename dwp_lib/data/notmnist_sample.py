@@ -1,0 +1,319 @@
+"""A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format.
+
+David Flanagan's repository ``davidflanagan/notMNIST-to-MNIST`` (licence MIT; its README says
+the files are posted with permission of notMNIST's author) holds 10,000 images drawn at random
+from Yaroslav Bulatov's ``notMNIST_small``: letters A-J, 1,000 each, 28x28 grey levels, white
+glyph on black, labels 0-9 for A-J. They are the real glyphs, in a file small enough to fetch
+anywhere (the author's tarballs need his site and are read PNG by PNG: :mod:`.notmnist`).
+
+Sources, in order: the cache's tensor files; the two idx files in :func:`sample_dir` (put
+there by hand, or by an earlier download); GitHub's raw files at the pinned commit, fetched
+with ``pooch`` (skipped with ``DWP_OFFLINE=1``). Each file must match its SHA-256, and the
+content is checked (count, 28x28, 1,000 per letter) before anything is cached. Without the
+files, the error names each one, its SHA-256 and the folder to place a copy in.
+
+The file records no font, so the sample cannot be split by font: a seeded split, stratified by
+letter (15% of each letter to test), puts images of one font on both sides. Every result that
+uses it says so: its label is :attr:`SampleSource.label`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import artifacts
+from .imageset import LETTERS, ImageSet
+from .sources import (
+    Attempt,
+    DataUnavailableError,
+    data_dir,
+    download_timeout,
+    load_imageset,
+    offline,
+    save_imageset,
+)
+
+RECORD = "provenance.json"
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """The pinned files of the sample, what they must hold and how they are split."""
+
+    repo: str
+    commit: str
+    licence: str
+    images: str  # file names in the repository
+    labels: str
+    sha256: Mapping[str, str]  # file name -> SHA-256
+    count: int  # images in the file, an equal number per letter
+    test_fraction: float = 0.15
+    seed: int = 0
+    base_url: str | None = None  # default: GitHub's raw files at the commit
+
+    @property
+    def url(self) -> str:
+        if self.base_url is not None:
+            return self.base_url.rstrip("/") + "/"
+        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}/"
+
+    @property
+    def per_letter(self) -> int:
+        return self.count // len(LETTERS)
+
+    @property
+    def label(self) -> str:
+        """What every result that uses the sample calls it."""
+        return f"real notMNIST sample ({self.count:,} images of notMNIST_small, not split by font)"
+
+    @property
+    def split_rule(self) -> str:
+        return (
+            f"not split by font (the file records none): stratified by letter, a seeded "
+            f"(seed {self.seed}) random {self.test_fraction:.0%} of each letter's images to test"
+        )
+
+    @property
+    def credits(self) -> str:
+        return (
+            "notMNIST by Yaroslav Bulatov (2011); the sample drawn from notMNIST_small and "
+            f"stored in idx format by David Flanagan ({self.repo}, {self.licence} licence, "
+            "Copyright (c) 2016 David Flanagan), posted with permission of notMNIST's author"
+        )
+
+
+#: The sample, at the commit checked byte for byte against these hashes.
+SAMPLE = SampleSource(
+    repo="davidflanagan/notMNIST-to-MNIST",
+    commit="17823f4d4a3acd8317c07866702d2eb2ac79c7a0",
+    licence="MIT",
+    images="t10k-images-idx3-ubyte.gz",
+    labels="t10k-labels-idx1-ubyte.gz",
+    sha256={
+        "t10k-images-idx3-ubyte.gz": "70ae9e06201f2827e5b0a3781a3169d735dd2efc69996b9eeaee7f10ed4044d7",
+        "t10k-labels-idx1-ubyte.gz": "1fa03836e01c862542f8eb83463bb951bebec6fcb3efa28dad748c6b38a9021b",
+    },
+    count=10_000,
+)
+
+
+class NotTheSampleError(ValueError):
+    """Files that match their SHA-256 but do not hold what the sample must (count, size,
+    letters): the pinned hashes and the expected content disagree."""
+
+
+def _source(source: SampleSource | None) -> SampleSource:
+    return SAMPLE if source is None else source
+
+
+def sample_dir(source: SampleSource | None = None) -> Path:
+    """Where the idx files are kept: ``$DWP_CACHE/data/notmnist-sample/<commit>/``."""
+    return data_dir("notmnist-sample", _source(source).commit)
+
+
+def cache_path(split: str) -> Path:
+    return data_dir("notmnist") / f"notmnist-sample-{split}.pt"
+
+
+def _check(path: Path, sha256: str) -> str | None:
+    if not path.is_file():
+        return "missing"
+    got = artifacts.sha256_file(path)
+    return None if got == sha256 else f"damaged (SHA-256 {got})"
+
+
+def _download(source: SampleSource, name: str, folder: Path) -> None:
+    """Fetch one file with pooch: it checks the SHA-256 before moving the file into place."""
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")
+    pooch.retrieve(
+        source.url + name,
+        known_hash=f"sha256:{source.sha256[name]}",
+        fname=name,
+        path=folder,
+        downloader=pooch.HTTPDownloader(timeout=download_timeout(), progressbar=False),
+    )
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause of a failed download, in one line (requests wraps urllib3, which
+    wraps the socket's error)."""
+    inner = err
+    for _ in range(5):
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException) and inner.args:
+            nested = inner.args[0]
+        if not isinstance(nested, BaseException) or nested is inner:
+            break
+        inner = nested
+    text = (str(inner).splitlines() or [""])[0]
+    return f"failed ({type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''})"
+
+
+def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    """The verified local copy of each idx file, and how each came (found or downloaded).
+
+    A file missing from :func:`sample_dir` or failing its SHA-256 is downloaded where allowed;
+    otherwise :class:`DataUnavailableError` names each file, its expected SHA-256 and the
+    folder to put a correct copy in. Writes the provenance record ``provenance.json`` there.
+    """
+    source = _source(source)
+    folder = sample_dir(source)
+    attempts, problems, how = [], [], {}
+    network = "skipped (DWP_OFFLINE=1)" if offline() else None
+    for name, want in source.sha256.items():
+        why = _check(folder / name, want)
+        if why is None:
+            how[name] = "found in the cache folder"
+            continue
+        attempts.append(Attempt(f"{name} in {folder}", why))
+        if network is None:
+            try:
+                _download(source, name, folder)
+                why = _check(folder / name, want)
+                how[name] = f"downloaded from {source.url}{name}"
+            except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
+                attempts.append(Attempt(f"download {source.url}{name}", _reason(err)))
+                network = f"not tried (the download of {name} failed)"
+        else:
+            attempts.append(Attempt(f"download {source.url}{name}", network))
+        if why is not None:
+            problems.append(f"{name} (SHA-256 {want})")
+    if problems:
+        raise DataUnavailableError(
+            f"the real notMNIST sample ({source.repo} at commit {source.commit}, licence "
+            f"{source.licence})",
+            attempts,
+            "on a machine with internet, run `python -m dwp_lib data prepare --notmnist sample`; "
+            f"offline, place a correct copy of each file below, named as here, in\n  {folder}\n  "
+            + "\n  ".join(f"- {p}" for p in problems)
+            + "\nthen run it again.",
+        )
+    _write_record(source, folder, how)
+    return {name: folder / name for name in source.sha256}, how
+
+
+def provenance(source: SampleSource | None = None) -> dict:
+    """What every result that uses the sample records about it."""
+    source = _source(source)
+    return {
+        "label": source.label,
+        "repo": source.repo,
+        "commit": source.commit,
+        "url": source.url,
+        "licence": source.licence,
+        "credits": source.credits,
+        "sha256": dict(source.sha256),
+        "split_rule": source.split_rule,
+    }
+
+
+def _write_record(source: SampleSource, folder: Path, how: Mapping[str, str]) -> None:
+    """``provenance.json``: the sample's provenance and, per file, its hash and how it came."""
+    path = folder / RECORD
+    try:
+        files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}
+    except ValueError:
+        files = {}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for name, h in how.items():
+        if name not in files or not h.startswith("found"):
+            files[name] = {"sha256": source.sha256[name], "how": h, "when": now}
+    artifacts.atomic_write_json(path, {**provenance(source), "checked": now, "files": files})
+
+
+def read_sample(files: Mapping[str, Path], source: SampleSource) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` from the idx files, checked: ``count``
+    images of 28x28, labels 0-9 with ``count / 10`` each; :class:`NotTheSampleError` if not."""
+    from .mnist import parse_idx
+
+    arrays = {}
+    for key, name in (("images", source.images), ("labels", source.labels)):
+        try:
+            arrays[key] = parse_idx(gzip.decompress(files[name].read_bytes()))
+        except (OSError, EOFError, ValueError, IndexError) as err:
+            raise NotTheSampleError(f"{name} is not a readable idx .gz file ({err})") from None
+    x, y = arrays["images"], arrays["labels"]
+    found = []
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != source.count:
+        found.append(f"{source.images} holds an array of shape {x.shape}")
+    if y.ndim != 1 or len(y) != source.count:
+        found.append(f"{source.labels} holds an array of shape {y.shape}")
+    elif y.size and int(y.max()) >= len(LETTERS):
+        found.append(f"labels run up to {int(y.max())}")
+    elif (counts := np.bincount(y, minlength=len(LETTERS))).tolist() != [source.per_letter] * 10:
+        found.append(
+            "images per letter "
+            + ", ".join(f"{c}: {n:,}" for c, n in zip(LETTERS, counts.tolist(), strict=True))
+        )
+    if found:
+        raise NotTheSampleError(
+            f"{'; '.join(found)}; the sample must hold {source.count:,} images of 28x28 and "
+            f"{source.count:,} labels 0-9 (A-J), {source.per_letter:,} of each"
+        )
+    return x, y.astype(np.int64)
+
+
+def split_indices(labels: np.ndarray, source: SampleSource) -> dict[str, np.ndarray]:
+    """Train and test indices: per letter, a seeded permutation sends ``test_fraction`` of
+    its images to test. The same seed always gives the same split."""
+    test = []
+    for c in range(len(LETTERS)):
+        idx = np.flatnonzero(labels == c)
+        order = np.random.default_rng([source.seed, c]).permutation(len(idx))
+        test.append(idx[order[: int(round(len(idx) * source.test_fraction))]])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    return {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
+
+
+def load_sample(split: str, source: SampleSource | None = None) -> ImageSet:
+    """The sample's ``split`` (``"train"``: 8,500 images, ``"test"``: 1,500), letters A-J."""
+    source = _source(source)
+    expect = {"dataset": "notMNIST", "variant": "sample", "split": split}
+    expect |= {"commit": source.commit, "sha256": dict(source.sha256)}
+    expect |= {"split_rule": source.split_rule}
+    ds = load_imageset(cache_path(split), expect)
+    if ds is not None:
+        return ds
+    files, how = fetch_sample(source)
+    try:
+        x, y = read_sample(files, source)
+    except NotTheSampleError as err:
+        raise DataUnavailableError(
+            f"the real notMNIST sample ({source.repo} at commit {source.commit})",
+            [Attempt(f"reading {sample_dir(source)}", f"{err}")],
+            "the files match their pinned SHA-256 but not the content expected of the sample: "
+            "the pinned hashes (SampleSource.sha256) or the expected count are wrong; nothing "
+            "was cached.",
+        ) from None
+    came = "; ".join(f"{name}: {h}" for name, h in how.items())
+    out = {}
+    for name, idx in split_indices(y, source).items():
+        out[name] = ImageSet(
+            images=torch.from_numpy(np.ascontiguousarray(x[idx])),
+            labels=torch.from_numpy(y[idx]),
+            classes=LETTERS,
+            provenance={
+                "dataset": "notMNIST",
+                "split": name,
+                "variant": "sample",
+                "count": len(idx),
+                "source": f"{source.repo} at commit {source.commit[:10]} ({came})",
+                "file": f"{source.images}, {source.labels}",
+                "checksum": f"sha256:{source.sha256[source.images]}",
+                "author": "Yaroslav Bulatov (2011); sample and idx files by David Flanagan",
+                **provenance(source),
+            },
+        )
+        save_imageset(cache_path(name), out[name])
+    return out[split]
