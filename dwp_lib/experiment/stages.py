@@ -180,7 +180,7 @@ def init_costs(
 
 
 #: Training images of the source task, per notMNIST variant (real sets: whole tarballs, about).
-SOURCE_IMAGES = {"small": 18_724, "large": 529_114}
+SOURCE_IMAGES = {"small": 18_724, "large": 529_114, "sample": 8_500}
 
 
 def _step_seconds(step, repeats: int) -> float:

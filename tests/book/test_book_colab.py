@@ -68,7 +68,12 @@ def fresh_kernel(tmp_path_factory):
     return python, tmp / "jupyter", content
 
 
-@pytest.mark.parametrize("md", make_notebooks.chapters(), ids=lambda p: p.stem)
+PLACEHOLDERS = ("has none", "No committed", "are not installed with this copy")
+
+
+@pytest.mark.parametrize(
+    "md", [*make_notebooks.chapters(), ROOT / "book" / "conclusion.md"], ids=lambda p: p.stem
+)
 def test_notebook_runs_from_its_install_cell(md, fresh_kernel, monkeypatch):
     python, jupyter_path, content = fresh_kernel
     _run(python, "-m", "pip", "uninstall", "-y", "-q", "dwp_lib", cwd=content)
@@ -91,5 +96,12 @@ def test_notebook_runs_from_its_install_cell(md, fresh_kernel, monkeypatch):
     install = nb.cells[0]
     assert make_notebooks.INSTALL_TAG in install.metadata["tags"]
     assert install.outputs == [], f"the install cell printed {install.outputs}"
+    # the committed runs came with the install (dwp_results): no cell says it has none
+    texts = [
+        str(o.get("text", "")) + json.dumps(o.get("data", {}).get("text/markdown", ""))
+        for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+    ]  # fmt: skip
+    shown = [p for p in PLACEHOLDERS for t in texts if p in t]
+    assert not shown, f"{path.name} shows placeholders instead of committed runs: {shown}"
     where = _run(python, "-c", "import dwp_lib; print(dwp_lib.__file__)", cwd=content).strip()
     assert Path(where).is_relative_to(python.parent.parent), f"dwp_lib imported from {where}"
