@@ -15,7 +15,7 @@ Shapes: images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is cut 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from .config import Presets, check_fields, to_dict
 from .device import default_device, seed_everything
 from .nets import LAYERS, FConv, conv_l2
 from .priors import DWP_SLICES_PER_STEP, PriorSpec, priors_by_layer
-from .train import check_images_and_labels, fit, linear_decay
+from .train import History, check_images_and_labels, fit, linear_decay
 from .vi import elbo
 
 #: The local reparametrisation's two convolutions as one grouped call (same numbers to float
@@ -324,19 +324,6 @@ def mean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
 # --- Training (thin) ------------------------------------------------------------------------------
 
 
-@dataclass
-class BNNHistory:
-    """Per step: the negative ELBO, its data term and KL (nats), and the learning rate."""
-
-    loss: list[float] = field(default_factory=list)
-    nll: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    config: dict = field(default_factory=dict)
-    seed: int = 0
-
-
 def _num_classes(model: nn.Module) -> int | None:
     """The number of outputs of the network's last linear layer (None if it has none)."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -358,18 +345,17 @@ def _batches(n: int, batch_size: int | None, steps: int, gen: torch.Generator):
         pos += batch_size
 
 
-def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> BNNHistory:
+def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> History:
     check_images_and_labels(x, y, desc, num_classes=_num_classes(model))
     gen = seed_everything(seed)
     x, y = x.to(device), y.to(device)
-    hist = BNNHistory(config=to_dict(cfg), seed=seed)
+    hist = History(config=to_dict(cfg), seed=seed)
     batches = _batches(len(x), cfg.batch_size, cfg.steps, gen)
 
     def loss_at(step: int) -> Tensor:
         idx = next(batches).to(device)
         terms = loss_fn(x[idx], y[idx])
-        hist.nll.append(terms.nll.item())
-        hist.kl.append(terms.kl.item())
+        hist.record(nll=terms.nll.item(), kl=terms.kl.item())
         return terms.loss
 
     model.train()
@@ -395,7 +381,7 @@ def train_bayesian_cnn(
     cfg: BayesConfig,
     seed: int = 0,
     device: torch.device | str | None = None,
-) -> BNNHistory:
+) -> History:
     """Maximise the ELBO of ``model`` on (x, y) with Adam and a linear decay (book/05).
 
     The optimiser is built here, after any initialisation, over the network's parameters and
@@ -431,7 +417,7 @@ def train_det_cnn(
     cfg: BayesConfig,
     seed: int = 0,
     device: torch.device | str | None = None,
-) -> BNNHistory:
+) -> History:
     """Train the "det" baseline: mean cross-entropy + lambda * sum of squares of the conv
     parameters (the source nets' L2, :func:`dwp_lib.nets.conv_l2`), with the same
     optimiser, schedule and steps as the Bayesian CNN. ``kl`` in the history holds the L2 sum."""

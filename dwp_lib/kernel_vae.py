@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from . import artifacts, gaussian
 from .config import to_dict
 from .kernel_layers import KernelVAEConfig, build_stack
-from .vae import VAE, TrainHistory, VAETrainConfig, fit_vae
+from .train import History
+from .vae import VAE, VAETrainConfig, fit_vae
 
 
 def _log_softplus(x: Tensor) -> Tensor:
@@ -226,7 +227,7 @@ def train_kernel_vae(
     cfg: KernelVAETrainConfig | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
-) -> TrainHistory:
+) -> History:
     """Fit a :class:`KernelVAE` to a bank of slices ``(N, k, k)`` (book/03, book/04)."""
     cfg = cfg or KernelVAETrainConfig.book()
     vae.check_input(slices)

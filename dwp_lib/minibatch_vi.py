@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dwp_lib.config import Presets
 from dwp_lib.reparam import LINEAR_SAMPLERS
-from dwp_lib.train import fit
+from dwp_lib.train import History, fit
 from dwp_lib.vi import MeanFieldGaussian, elbo
 
 
@@ -184,22 +184,13 @@ class MinibatchVIConfig(Presets):
         return cls(n_train=60000, epochs=20)
 
 
-@dataclass
-class VIHistory:
-    """Per-step records of :func:`train_minibatch_vi` (each a list, one entry per step)."""
-
-    elbo: list[float] = field(default_factory=list)
-    data_term: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-
-
 def train_minibatch_vi(
     model: BayesianMLP,
     x: Tensor,
     y: Tensor,
     cfg: MinibatchVIConfig,
     device: torch.device | str = "cpu",
-) -> VIHistory:
+) -> History:
     """Doubly stochastic VI: maximise the mini-batch VLB estimate (:func:`elbo`) with Adam.
 
     Two sources of noise, hence "doubly stochastic": the random mini-batch and the weight sample
@@ -213,7 +204,7 @@ def train_minibatch_vi(
     logvars = [p for name, p in model.named_parameters() if name.endswith("q.logvar")]
     others = [p for name, p in model.named_parameters() if not name.endswith("q.logvar")]
     gen = torch.Generator().manual_seed(cfg.seed)
-    history = VIHistory()
+    history = History()
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     batch = {"order": None}
 
@@ -225,13 +216,12 @@ def train_minibatch_vi(
         log_lik = -F.cross_entropy(model(x[idx]), y[idx], reduction="none")
         kl = model.kl()
         bound = elbo(log_lik, kl, n)
-        history.elbo.append(bound.item())
-        history.kl.append(kl.item())
-        history.data_term.append(bound.item() + kl.item())
+        history.record(elbo=bound.item(), kl=kl.item(), data_term=bound.item() + kl.item())
         return -bound
 
     groups = [{"params": others, "lr": cfg.lr}, {"params": logvars, "lr": cfg.lr_logvar}]
-    fit(groups, loss_at, cfg.epochs * steps_per_epoch, cfg.lr, "mini-batch VI")
+    log = fit(groups, loss_at, cfg.epochs * steps_per_epoch, cfg.lr, "mini-batch VI")
+    history.loss, history.lr, history.seconds = log.loss, log.lr, log.seconds
     return history
 
 

@@ -98,13 +98,31 @@ def take_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 @dataclass
-class FitLog:
-    """What :func:`fit` records: the loss and the learning rate (of the first parameter group)
-    of every step, and the wall time of the loop."""
+class History:
+    """What a training run recorded, one entry per step: the loss minimised, the learning rate
+    (of the first parameter group) and named terms of the loss (``record(nll=..., kl=...)``,
+    read back as ``history.nll``); with the loop's wall time, the settings and the seed."""
 
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def record(self, **values: float) -> None:
+        for name, value in values.items():
+            self.terms.setdefault(name, []).append(value)
+
+    def __getattr__(self, name: str) -> list[float]:
+        terms = self.__dict__.get("terms", {})
+        if name in terms:
+            return terms[name]
+        raise AttributeError(f"this history has no {name!r} (it records {sorted(terms)})")
+
+    @property
+    def steps(self) -> int:
+        return len(self.loss)
 
 
 Schedule = Callable[[int], float]
@@ -118,10 +136,10 @@ def fit(
     what: str,
     schedule: Schedule | None = None,
     after_step: Callable[[int, float], None] | None = None,
-    postfix: Callable[[FitLog], dict] | None = None,
+    postfix: Callable[[History], dict] | None = None,
     first_step: int = 0,
     bar_kwargs: dict | None = None,
-) -> FitLog:
+) -> History:
     """Minimise ``loss_at(step)`` over ``params`` with Adam for ``steps`` steps.
 
     ``params`` are tensors or Adam parameter groups (a group may carry its own ``lr``). Before
@@ -133,7 +151,7 @@ def fit(
     """
     opt = torch.optim.Adam(params, lr=lr)
     base = [group["lr"] for group in opt.param_groups]
-    log = FitLog()
+    log = History()
     kwargs = {"desc": what, **(bar_kwargs or {})}
     bar = progress(range(first_step, first_step + steps), total=steps, **kwargs)
     start = time.perf_counter()

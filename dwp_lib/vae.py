@@ -25,7 +25,7 @@ Shapes: a batch is ``(B, ...)``; latent codes are ``(B, d)``; per-example quanti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from . import gaussian
 from .config import Presets, check_fields, to_dict
 from .device import default_device, seed_everything
 from .gaussian import randn, rsample, standard_log_prob
-from .train import fit, linear_decay
+from .train import History, fit, linear_decay
 
 # ------------------------------------------------------------------------------------------------
 # The shared machinery
@@ -282,21 +282,6 @@ class VAETrainConfig(Presets):
         return cls(steps=None, epochs=100)
 
 
-@dataclass
-class TrainHistory:
-    """What a training run did: the loss (negative ELBO per example) and lr of every step."""
-
-    loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    config: dict = field(default_factory=dict)
-    seed: int = 0
-
-    @property
-    def steps(self) -> int:
-        return len(self.loss)
-
-
 def fit_vae(
     vae: VAE,
     data: Tensor,
@@ -304,7 +289,7 @@ def fit_vae(
     seed: int = 0,
     device: torch.device | str | None = None,
     desc: str = "VAE",
-) -> TrainHistory:
+) -> History:
     """Fit ``vae`` to ``data`` (examples along dim 0) by minimising the negative ELBO.
 
     Minibatches are drawn by shuffling the data once per pass (seeded). The model is moved to
@@ -328,7 +313,7 @@ def fit_vae(
         )
     data = data.to(device)
     total = cfg.num_steps(len(data))
-    history = TrainHistory(config=to_dict(cfg), seed=seed)
+    history = History(config=to_dict(cfg), seed=seed)
     batch = {"order": torch.randperm(len(data), generator=gen), "pos": 0}
 
     def loss_at(step: int) -> Tensor:
@@ -359,7 +344,7 @@ def train_vae(
     cfg: VAETrainConfig | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
-) -> TrainHistory:
+) -> History:
     """Fit an :class:`MLPVAE` to binary images ``(N, [1,] H, W)`` (book/03)."""
     return fit_vae(vae, images, cfg or VAETrainConfig.book(), seed, device, desc="VAE")
 

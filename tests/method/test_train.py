@@ -76,3 +76,15 @@ def test_fit_stops_at_a_non_finite_loss_and_names_the_step():
             "my stage",
             first_step=1,
         )
+
+
+def test_one_history_records_named_terms_and_says_what_it_lacks():
+    from dwp_lib.train import History
+
+    h = History(seed=3)
+    h.record(nll=2.0, kl=10.0)
+    h.record(nll=1.5, kl=9.0)
+    h.loss += [12.0, 10.5]
+    assert h.nll == [2.0, 1.5] and h.kl == [10.0, 9.0] and h.steps == 2
+    with pytest.raises(AttributeError, match=r"no 'elbo' \(it records \['kl', 'nll'\]\)"):
+        h.elbo  # noqa: B018

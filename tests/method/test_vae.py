@@ -250,7 +250,7 @@ def test_chapter3_figures(fitted_vae):
     import numpy as np
 
     from dwp_lib import plots
-    from dwp_lib.vae import TrainHistory
+    from dwp_lib.train import History
 
     vae, slices = fitted_vae
 
@@ -258,7 +258,7 @@ def test_chapter3_figures(fitted_vae):
         return ax.images[0].get_array()
 
     # training: the smoothed minibatch ELBO (200 steps, window 50) and the test ELBO
-    fig = plots.plot_vae_training(TrainHistory(loss=[3.0 - 0.01 * i for i in range(200)]), -1.0)
+    fig = plots.plot_vae_training(History(loss=[3.0 - 0.01 * i for i in range(200)]), -1.0)
     (ax,) = fig.axes
     curve, test = ax.lines
     assert len(curve.get_xdata()) == 151 and curve.get_xdata()[0] == 49

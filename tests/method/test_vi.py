@@ -10,6 +10,7 @@ import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from dwp_lib import gaussian, minibatch_vi, reparam, vi
+from dwp_lib.train import History
 
 D64 = torch.float64
 
@@ -455,7 +456,7 @@ def test_chapter_figures_draw():
 
     mean, cov = torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
     X, y, x = vi.make_regression_data(10)
-    hist = minibatch_vi.VIHistory(elbo=[-3.0] * 30, data_term=[-1.0] * 30, kl=[2.0] * 30)
+    hist = History(terms={"elbo": [-3.0] * 30, "data_term": [-1.0] * 30, "kl": [2.0] * 30})
 
     def legend(ax):
         return [t.get_text() for t in ax.get_legend().get_texts()]
