@@ -375,8 +375,8 @@ def test_det_baseline_trains_with_l2(data):
     hist = bayes.train_det_cnn(net, x, y, cfg, device="cpu")
     assert hist.nll[-1] < 0.8 * hist.nll[0]
     l2 = sum(p.pow(2).sum() for layer in net.conv_layers().values() for p in layer.parameters())
-    assert hist.loss[-1] == pytest.approx(hist.nll[-1] + cfg.det_weight_decay * hist.kl[-1])
-    assert hist.kl[-1] == pytest.approx(l2.item(), rel=0.05)
+    assert hist.loss[-1] == pytest.approx(hist.nll[-1] + cfg.det_weight_decay * hist.l2[-1])
+    assert hist.l2[-1] == pytest.approx(l2.item(), rel=0.05)
 
 
 # --------------------------------------------------------------------------------------------
