@@ -100,15 +100,9 @@ class DeepWeightPrior(Prior):
     unbiased estimate of the same sum at a fraction of the cost (the VAE's forward and
     backward passes over all 4,096 slices of conv2 cost ~10x the rest of the step).
 
-    The default, 256 slices, won on accuracy per CPU-second (n = 50 MNIST, FConv(32, 128),
-    dwp init, 3 split seeds, 500 steps): the subsampled runs were both ~6x cheaper and more
-    accurate. Not because they estimate better: Adam divides each step by the gradient's RMS,
-    and the subsampled penalty's gradient is ~3.5x noisier for the same mean, so the steps the
-    prior drives are ~3.5x smaller (``benchmarks/dwp_step.py`` prints both figures). With the
-    exact sum, Adam follows the prior's strong, clean pull from the first steps and the network
-    under-fits the data within 500 steps; given the same CPU time (3,000 steps) the subsampled
-    run also reaches a lower negative ELBO. Treat m as a knob of the optimisation, not only of
-    the cost.
+    m is a knob of the optimisation, not only of the cost: Adam divides each step by the
+    gradient's RMS, so a noisier subsampled penalty makes the prior's steps smaller
+    (``benchmarks/README.md``: why the default is 256).
 
     ``train_reverse``: ``False`` freezes the whole kernel VAE (authors' code); ``True`` lets
     the optimiser train r(z|w) jointly with q, tightening the bound (the paper's algorithm).
