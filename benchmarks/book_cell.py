@@ -1,5 +1,5 @@
 """What one grid cell of the *book* preset costs on a CPU, and what the evaluation's fast path
-saves there (issue: CPU speed, the book build).
+saves there (the book build).
 
     python benchmarks/book_cell.py [--rounds 5] [--steps 30] [--threads 1]
 

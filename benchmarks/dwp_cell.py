@@ -1,5 +1,5 @@
 """What one cell at the authors' setting costs on a CPU, where the time goes, and how close it is
-to the machine's limit (issue: CPU speed).
+to the machine's limit.
 
     python benchmarks/dwp_cell.py [--rounds 3] [--steps 20] [--threads 1] [--released]
 

@@ -1,4 +1,4 @@
-"""How much does the deep weight prior cost per training step? (issue 7)
+"""How much does the deep weight prior cost per training step?
 
     python benchmarks/dwp_step.py [--rounds 15] [--slices 256 512 1024] [--threads 1] [--device cpu]
 

@@ -1,5 +1,5 @@
 """Ray's overhead on one machine: the same stage on a local Ray cluster of 2 CPUs and on the
-local executor (2 worker processes), throughput ratio in one run (issue: Ray).
+local executor (2 worker processes), throughput ratio in one run.
 
     python benchmarks/ray_executor.py [--rounds 3] [--cells 8] [--steps 150]
 

@@ -129,7 +129,7 @@ class Cell:
 
 SEEDS5 = (0, 1, 2, 3, 4)
 
-#: The investigation of issue 9: each factor against the same base (see book/05, "Ablations").
+#: The ablation: each factor against the same base (see book/05, "Ablations").
 CELLS: tuple[Cell, ...] = (
     Cell("base", "0 base", "base", seeds=SEEDS5),
     Cell(
