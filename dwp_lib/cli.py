@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from .config import PRESETS
 
@@ -58,9 +59,7 @@ def notmnist_option(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwp_lib", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of an error instead of its message"
-    )
+    debug_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="prepare the data sets")
@@ -137,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error(err: BaseException) -> str | None:
+def user_error(err: BaseException) -> str | None:
     """One line for an error whose message says what was wrong and what to do (the library's
     own errors, the file system's, a setting out of range); None for a bug, which keeps its
-    traceback."""
+    traceback. :func:`run_guarded` prints it; the studies' command lines use it too."""
     from .artifacts import ArtifactError
     from .config import ConfigValueError
     from .data import DataUnavailableError
@@ -166,16 +165,30 @@ def _user_error(err: BaseException) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_guarded(run: Callable[[], int | None], debug: bool = False) -> int:
+    """``run()``'s exit code inside the one error boundary of the command lines: an error of
+    :func:`user_error` is printed as ``error: <message>`` with exit code 2 (its traceback with
+    ``debug``); any other exception, a bug, keeps its traceback."""
     try:
-        return int(args.func(args) or 0)
-    except Exception as err:  # one boundary for every command: a message, not a traceback
-        message = _user_error(err)
-        if message is None or args.debug:
+        return int(run() or 0)
+    except Exception as err:  # a message, not a traceback
+        message = user_error(err)
+        if message is None or debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug``: show the traceback of an error instead of its message."""
+    p.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of its message"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -28,20 +28,27 @@ ENV_VAR = "DWP_PRESET"
 T = TypeVar("T")
 
 
+class ConfigValueError(ValueError):
+    """A config field holds a value of the wrong type or out of range (names the field)."""
+
+
 def check_preset(name: str) -> str:
-    """Return ``name`` if it is a known preset, else raise a ValueError listing the valid ones."""
+    """Return ``name`` if it is a known preset, else raise a :class:`ConfigValueError` (a
+    ValueError) listing the valid ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets are {', '.join(PRESETS)}")
+        raise ConfigValueError(f"unknown preset {name!r}; valid presets are {', '.join(PRESETS)}")
     return name
 
 
 def current_preset(default: str = "book") -> str:
     """The preset named by the ``DWP_PRESET`` environment variable (``book`` when unset)."""
     name = os.environ.get(ENV_VAR, "").strip() or default
-    try:
-        return check_preset(name)
-    except ValueError as err:
-        raise ValueError(f"{ENV_VAR}={name!r}: {err}") from None
+    if name not in PRESETS:
+        raise ConfigValueError(
+            f"{ENV_VAR}={name!r} is not a preset: set it to one of {', '.join(PRESETS)}, or "
+            f"unset it (then {default})"
+        )
+    return name
 
 
 def preset_of(cls: type[T], name: str, **overrides) -> T:
@@ -98,10 +105,13 @@ NON_NEGATIVE_NUMBERS = frozenset(
 )
 #: number fields in the open interval (0, 1)
 FRACTIONS = frozenset({"test_fraction"})
+#: the largest seed: torch's generators take 64-bit seeds; [0, 2**63 - 1] fits every consumer
+MAX_SEED = 2**63 - 1
 
 
-class ConfigValueError(ValueError):
-    """A config field holds a value of the wrong type or out of range (names the field)."""
+def is_seed(name: str) -> bool:
+    """Whether a field called ``name`` holds seeds (``seed``, ``seeds``, ``split_seeds``, ...)."""
+    return name.endswith(("seed", "seeds"))
 
 
 def _is_int(v) -> bool:
@@ -157,6 +167,11 @@ def _check_value(name: str, path: str, value, hint) -> None:
         low = 0 if name in NON_NEGATIVE_INTS else 1
         if value < low:
             raise ConfigValueError(f"{path}={value!r}: must be >= {low}")
+        if is_seed(name) and value > MAX_SEED:
+            raise ConfigValueError(
+                f"{path}={value!r}: a seed must be at most 2**63 - 1 = {MAX_SEED} (torch's "
+                "64-bit seed range); choose a smaller one"
+            )
     elif hint is float:
         if not _is_number(value) or not math.isfinite(value):
             raise ConfigValueError(f"{path}={value!r}: expected a finite number")
@@ -173,9 +188,9 @@ def _check_value(name: str, path: str, value, hint) -> None:
 
 def check_fields(cfg, prefix: str = "") -> None:
     """Check every field of the config dataclass ``cfg`` against its annotation: integers are
-    integers (not 2.5, not true) and >= 1 (seeds and worker counts >= 0), numbers are finite
-    (learning rates > 0, weights >= 0), text is text, lists hold such values; nested configs
-    are checked with their dotted path. Raises :class:`ConfigValueError` naming the field."""
+    integers (not 2.5, not true) and >= 1 (seeds and worker counts >= 0; seeds at most
+    2**63 - 1), numbers are finite (learning rates > 0, weights >= 0), text is text, lists hold
+    such values; nested configs are checked with their dotted path. Raises :class:`ConfigValueError` naming the field."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

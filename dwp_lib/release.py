@@ -24,8 +24,10 @@ put a correct copy in. ``python -m dwp_lib release`` fetches and verifies all of
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,34 @@ def _offline() -> bool:
     return os.environ.get("DWP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
+#: errors of this machine's file system, not of the network: a download that fails with one
+#: is reported as such (the folder's fault), not as "no network"
+LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+LOCAL_ERRNOS |= {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def _folder_problem(where: Path, err: OSError) -> ReleaseUnavailableError:
+    kind = {errno.ENOTDIR: "a file stands where a folder is needed"}.get(err.errno, "")
+    kind = kind or {errno.EISDIR: "a folder stands where a file is needed"}.get(err.errno, "")
+    return ReleaseUnavailableError(
+        f"the authors' release cannot be written to {where}: {err.strerror or err}"
+        f"{f' ({kind})' if kind else ''}. Point DWP_CACHE at a folder you may write to (e.g. "
+        "export DWP_CACHE=$HOME/dwp-cache), free some space, or fix that folder "
+        "(its permissions, or move away what is in the way), then run `python -m dwp_lib "
+        "release` again"
+    )
+
+
+def _check_writable(root: Path) -> None:
+    """Raise :class:`ReleaseUnavailableError` if ``root`` cannot take a new file (read-only,
+    full): the release's record is written there, and any file that needs downloading."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise _folder_problem(root, err) from None
+
+
 def _download(release: Release, path: str, dest: Path) -> None:
     """Fetch one file with pooch (hash-checked before it is moved into place)."""
     try:
@@ -148,6 +178,7 @@ def fetch_release(
         raise ValueError(f"not files of the release: {unknown}; it has {sorted(release.files)}")
     if release.licence_file not in paths:
         paths.append(release.licence_file)
+    _check_writable(root)
     problems, how, network = [], {}, None if not _offline() else "DWP_OFFLINE=1"
     for path in paths:
         dest, want = root / path, release.files[path]
@@ -161,6 +192,8 @@ def fetch_release(
                 why = _check(dest, want)
                 how[path] = f"downloaded from {release.url}{path}"
             except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
+                if isinstance(err, OSError) and err.errno in LOCAL_ERRNOS:  # not the network's
+                    raise _folder_problem(Path(err.filename or dest), err) from None
                 reason = str(err).splitlines()[0] if str(err) else ""
                 network = f"{type(err).__name__}: {reason[:160]}"
                 why = f"{why}; the download failed ({network})"
@@ -238,11 +271,7 @@ def load_released_bank(release: Release | None = None) -> dict[str, dict[str, to
 
 def cli(args) -> int:
     """``python -m dwp_lib release``: fetch (or find) and verify every released file."""
-    try:
-        files = fetch_release()
-    except ReleaseUnavailableError as err:
-        print(f"error: {err}")
-        return 1
+    files = fetch_release()  # its errors reach the command line's boundary: error: ..., exit 2
     for path, local in files.items():
         print(
             f"ok  {path}  sha256 {AUTHORS_RELEASE.files[path][:16]}...  ({local.stat().st_size:,} bytes)"

@@ -12,12 +12,24 @@ from pathlib import Path
 
 from .. import __version__
 from .. import artifacts as _artifacts
-from .config import ExperimentConfig
+from .config import ExperimentConfig, config_differences
 from .names import ExperimentError
 from .overrides import config_from, with_notmnist
 from .results import results_table
 from .runner import Experiment
-from .stages import DEVICE_COUNTS, estimate_cost, grid_cell_seconds, wall_on_devices
+from .stages import (
+    DEVICE_COUNTS,
+    estimate_cost,
+    grid_cell_seconds,
+    quick_estimate,
+    stage_work,
+    wall_on_devices,
+)
+
+#: a run that asks for more than this many times its preset's work is timed before it starts
+FAR_BEYOND = 10.0
+#: a run estimated at more than this is refused unless ``long_run=true`` (a year)
+LONG_RUN_SECONDS = 365.25 * 24 * 3600
 
 # ------------------------------------------------------------------------------------------------
 # The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
@@ -97,6 +109,46 @@ def wall_table(est: dict) -> str:
     return "\n".join(lines)
 
 
+def human_time(seconds: float) -> str:
+    """``seconds`` in the unit that reads best: 40 s, 12 min, 5.3 h, 3.2 days, 2.1e+08 years."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            n = seconds / size
+            return f"{n:.3g} {unit}" if n < 1e6 else f"{n:.2e} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_run_time(cfg: ExperimentConfig, device=None) -> str | None:
+    """Before a run: ``None`` if no stage asks for more than :data:`FAR_BEYOND` times the work
+    of the same stage in ``cfg``'s preset (counted from the settings, :func:`stage_work`: no
+    time spent); else a note with a quick estimate on this machine (:func:`quick_estimate`:
+    one timed step per stage, seconds). Raises :class:`ExperimentError` when that estimate is
+    over :data:`LONG_RUN_SECONDS` and the config does not set ``long_run``."""
+    preset = ExperimentConfig.preset(cfg.from_preset)
+    base, work = stage_work(preset), stage_work(cfg)
+    far = {k: w / base[k] for k, w in work.items() if k in base and w > FAR_BEYOND * base[k]}
+    if not far:
+        return None
+    est = quick_estimate(cfg, device)
+    total = sum(est["seconds"].values())
+    parts = ", ".join(f"{k} {human_time(v)}" for k, v in est["seconds"].items() if v >= 1)
+    changed = [d for d in config_differences(preset.to_dict(), cfg.to_dict()) if d[:5] != "name:"]
+    what = ", ".join(f"{k}: {r:.3g} times" for k, r in far.items())
+    note = (
+        f"These settings ask for far more work than the {cfg.from_preset} preset ({what}; "
+        f"settings changed: {'; '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}). "
+        f"Estimated on this machine ({est['device']}, {est['threads']} thread(s)): about "
+        f"{human_time(total)} ({parts or 'under a second a stage'}), from one timed step "
+        "per stage (reproduce --estimate times it more closely)."
+    )
+    if total > LONG_RUN_SECONDS and not cfg.long_run:
+        raise ExperimentError(
+            f"{note} That is more than a year: not started. Lower the settings above, or add "
+            "--set long_run=true to run it anyway"
+        )
+    return f"note: {note}"
+
+
 def cli(args: argparse.Namespace) -> int:
     """``python -m dwp_lib reproduce``: run (or resume) the pipeline into ``--out``."""
     config_file = getattr(args, "config", None)
@@ -138,6 +190,9 @@ def cli(args: argparse.Namespace) -> int:
         return 2
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
+        note = check_run_time(cfg)
+        if note:
+            print(note, flush=True)
         exp = Experiment(
             cfg, args.out, command=command, overrides=overrides, config_file=config_file
         )

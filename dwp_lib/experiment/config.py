@@ -12,15 +12,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bayes import BayesConfig
-from ..config import ConfigValueError, Presets, check_fields, check_preset, to_dict
+from ..config import MAX_SEED, ConfigValueError, Presets, check_fields, check_preset, to_dict
+from ..inits import HEAD_SEED_OFFSET
 from ..kernel_layers import KernelVAEConfig
 from ..kernel_vae import KernelVAETrainConfig
+from ..nets import LAYERS, xavier_slice_norm
 from ..source_nets import SourceNetsConfig
 from .executor import ExecutorConfig
 from .names import INITS, PIPELINE_INITS, parse_method
 
 #: where a kernel VAE's training slices come from (``LayerVAEConfig.bank``)
 VAE_BANKS = ("pipeline", "released")
+
+#: the largest class-balanced subset of MNIST's 60,000 training digits: 10 x 5,421 (digit 5,
+#: its smallest class); a grid size n draws n / 10 digits of each class
+MNIST_BALANCED_MAX = 54_210
+#: times a layer's Xavier slice norm that no trained slice reaches (the banks' largest: ~6)
+PRUNE_NORM_LIMIT = 100.0
 
 #: settings added to the library after runs were committed, with the value that is the old
 #: behaviour: at that value they are left out of every key, so old runs and caches keep theirs
@@ -60,8 +68,6 @@ class LayerVAEConfig:
             raise ValueError(f"split={self.split!r} must be 'train' or 'all'")
         if self.bank not in VAE_BANKS:
             raise ValueError(f"bank={self.bank!r}: use one of {', '.join(VAE_BANKS)}")
-        if self.eval_samples < 1:
-            raise ValueError(f"eval_samples={self.eval_samples} must be >= 1")
         if not self.slice_scale > 0:
             raise ValueError(f"slice_scale={self.slice_scale} must be > 0")
 
@@ -139,8 +145,6 @@ class InitExperimentConfig(Presets):
         bad = [i for i in self.inits if i not in INITS]
         if bad:
             raise ValueError(f"unknown init(s) {bad}; valid inits are {', '.join(INITS)}")
-        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"steps, eval_every, batch_size must be >= 1 and lr > 0: {self}")
 
     @classmethod
     def tiny(cls) -> InitExperimentConfig:
@@ -210,8 +214,12 @@ class GridConfig(Presets):
         bad = [n for n in self.sizes if n < 10 or n % 10]
         if bad:
             raise ValueError(f"sizes {bad}: each n must be a positive multiple of 10 (classes)")
-        if self.test_images is not None and self.test_images < 1:
-            raise ValueError(f"test_images={self.test_images} must be None or >= 1")
+        if max(self.sizes, default=0) > MNIST_BALANCED_MAX:
+            raise ConfigValueError(
+                f"sizes={list(self.sizes)}: n = {max(self.sizes):,} is more than the largest "
+                f"class-balanced subset of MNIST's 60,000 training digits ({MNIST_BALANCED_MAX:,}"
+                f" = 10 x 5,421 of digit 5, its smallest class); use sizes up to that"
+            )
 
     def steps_for(self, n: int, default: int) -> int:
         return int(self.steps_by_size.get(str(n), default))
@@ -233,15 +241,9 @@ class GridConfig(Presets):
 
 #: Fields that may change between runs in one folder: they add cells, never change a cell.
 EXTENDABLE = ("name", "grid.enabled", "grid.sizes", "grid.methods", "grid.split_seeds")
-EXTENDABLE += (
-    "init.enabled",
-    "init.inits",
-    "init.seeds",
-    "num_threads",
-    "grid.workers",
-    "grid.save_models",
-)
-EXTENDABLE += ("executor",)  # where units run never changes what they compute
+EXTENDABLE += ("init.enabled", "init.inits", "init.seeds", "num_threads", "grid.workers")
+EXTENDABLE += ("grid.save_models", "executor")  # where units run never changes what they compute
+EXTENDABLE += ("long_run",)  # a confirmation, not a result
 
 
 @dataclass
@@ -254,6 +256,9 @@ class ExperimentConfig:
     work, 1 thread is often several times faster than 2; results agree at rounding level.
     ``executor``: where the source nets and the grid cells run (this machine's processes, or
     a Ray cluster: :class:`~dwp_lib.executor.ExecutorConfig`); not part of the config key.
+    ``long_run``: run even when the settings are estimated at more than a year on this machine
+    (``reproduce`` refuses such a run otherwise, :func:`~dwp_lib.experiment.command.check_run_time`);
+    not part of the config key.
     """
 
     name: str
@@ -265,10 +270,13 @@ class ExperimentConfig:
     grid: GridConfig
     num_threads: int | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    long_run: bool = False
 
     def __post_init__(self) -> None:
         check_preset(self.from_preset)
         check_fields(self)
+        check_prune_norms(self.source)
+        check_derived_seeds(self)
 
     @classmethod
     def preset_config(cls, name: str) -> ExperimentConfig:
@@ -307,6 +315,38 @@ class ExperimentConfig:
     def key(self) -> str:
         """A short hash of every field that changes a result (not the extendable ones)."""
         return key_of(self.to_dict())
+
+
+def check_prune_norms(source: SourceNetsConfig) -> None:
+    """Refuse a pruning threshold that no trained slice reaches (above :data:`PRUNE_NORM_LIMIT`
+    times the layer's Xavier-init slice norm), before the source nets train, not after."""
+    for i, layer in enumerate(LAYERS):
+        xavier = xavier_slice_norm(layer, source.widths)
+        if source.prune_norms[i] > PRUNE_NORM_LIMIT * xavier:
+            raise ConfigValueError(
+                f"source.prune_norms[{i}]={source.prune_norms[i]:g}: the {layer} slices of "
+                f"trained FConv{tuple(source.widths)} nets have L2 norms of a few times "
+                f"{xavier:.3g} (their Xavier init), so none would pass it and the bank would be "
+                f"empty; use a threshold below {PRUNE_NORM_LIMIT * xavier:.3g} (the authors' "
+                "banks imply 0.39 for conv1, 0.13 for conv2)"
+            )
+
+
+def check_derived_seeds(cfg: ExperimentConfig) -> None:
+    """Refuse a seed whose derived seeds leave torch's range: net ``i`` trains from
+    ``source.seed + i``, the bank splits from ``source.seed * 1000 + 18`` at most, an init's
+    head from ``seed + HEAD_SEED_OFFSET``."""
+    s, top = cfg.source, MAX_SEED - HEAD_SEED_OFFSET
+    for path, seed, most in [
+        ("source.seed", s.seed, min(MAX_SEED - s.n_nets + 1, (MAX_SEED - 18) // 1000)),
+        ("grid.split_seeds", max(cfg.grid.split_seeds, default=0), top),
+        ("init.seeds", max(cfg.init.seeds, default=0), top),
+    ]:
+        if seed > most:
+            raise ConfigValueError(
+                f"{path}: seed {seed} derives seeds beyond torch's range (2**63 - 1); "
+                f"use seeds up to {most}"
+            )
 
 
 def at_default(config: dict, prefix: str = "") -> list[str]:

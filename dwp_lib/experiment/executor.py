@@ -12,6 +12,9 @@ per method, size and split seed). ``executor.kind`` chooses where those units ru
   machine (loopback only, stopped when the stage ends), ``"auto"`` joins the cluster this
   machine is part of (``ray start --head`` / ``ray start --address=...``, or a SLURM
   allocation started with Ray's ``symmetric-run``), ``"ray://host:10001"`` a remote one.
+An address is first tried with a plain TCP connection of ``connect_timeout`` seconds (Ray
+itself would retry an unreachable one for ever), and a unit that no node of the cluster can
+hold (more CPUs or GPUs than any node has) is refused before anything is submitted.
 
 The executor never changes a result: every unit seeds itself, sets its own thread count and
 runs the same function; what it returns (a net's weights and record, a grid row) comes back to
@@ -26,11 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigValueError, check_fields
+from .names import ExperimentError
 
 KINDS = ("local", "ray")
 #: The GPU share of a task when the config leaves it unset and the cluster has GPUs: a source
@@ -38,10 +45,12 @@ KINDS = ("local", "ray")
 #: Bayesian CNN on 50-1,000 digits) leaves most of one idle, so four share it.
 GPU_SHARES = {"net": 1.0, "cell": 0.25}
 RAY_INSTALL = "pip install 'dwp_lib[ray]'"
+#: the ports of an address without one: Ray's GCS (``host``) and Ray Client (``ray://host``)
+RAY_PORTS = {"gcs": 6379, "client": 10001}
 
 
-class ExecutorError(RuntimeError):
-    """The executor cannot run: Ray missing, or its cluster cannot be reached."""
+class ExecutorError(ExperimentError):
+    """The executor cannot run: Ray missing, its cluster unreachable or too small for a unit."""
 
 
 @dataclass
@@ -54,6 +63,7 @@ class ExecutorConfig:
     source net / a grid cell asks for (0: CPU only, and Ray hides the GPUs from the task;
     ``None``: :data:`GPU_SHARES` when the cluster has GPUs, else 0).
     ``num_cpus`` / ``num_gpus``: the size of a local cluster started here (``None``: all).
+    ``connect_timeout``: seconds to wait for the cluster at ``address`` to answer.
     """
 
     kind: str = "local"
@@ -63,9 +73,12 @@ class ExecutorConfig:
     gpus_per_cell: float | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
+    connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if not self.connect_timeout > 0:
+            raise ConfigValueError(f"connect_timeout={self.connect_timeout}: must be > 0")
         if self.kind not in KINDS:
             raise ConfigValueError(f"kind={self.kind!r}: expected one of {', '.join(KINDS)}")
         if self.cpus_per_task <= 0:
@@ -81,6 +94,23 @@ class ExecutorConfig:
                 )
         if self.address == "":
             self.address = None
+        if self.address not in (None, "auto"):
+            split_address(self.address, "address")
+        if self.kind == "ray" and self.address is None:  # a local cluster: can it hold a unit?
+            if self.num_cpus is not None and self.cpus_per_task > self.num_cpus:
+                raise ConfigValueError(
+                    f"cpus_per_task={self.cpus_per_task:g} is more than the num_cpus="
+                    f"{self.num_cpus} of the local Ray cluster: no task could start; lower "
+                    "cpus_per_task or raise num_cpus"
+                )
+            for name in ("gpus_per_net", "gpus_per_cell"):
+                share = getattr(self, name)
+                if self.num_gpus is not None and share is not None and share > self.num_gpus:
+                    raise ConfigValueError(
+                        f"{name}={share:g} is more than the num_gpus={self.num_gpus} of the "
+                        f"local Ray cluster: no task could start; lower {name} (0: CPU only) "
+                        "or raise num_gpus"
+                    )
 
     def share(self, unit: str, has_gpus: bool) -> float:
         """The GPU share a ``unit`` (``net`` or ``cell``) asks for on a cluster with or without
@@ -135,6 +165,65 @@ def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
     return kwargs
 
 
+def split_address(address: str, name: str = "executor.address") -> tuple[str, int]:
+    """``(host, port)`` of a Ray address ``host[:port]`` or ``ray://host[:port]`` (the setting
+    ``name``); a :class:`ConfigValueError` for text that is not one."""
+    client = address.startswith("ray://")
+    rest = address[len("ray://") :] if client else address
+    host, _, port = rest.rstrip("/").rpartition(":") if ":" in rest else (rest, "", "")
+    host = host.strip("[]")
+    if not host or (port and not port.isdigit()):
+        raise ConfigValueError(
+            f"{name}={address!r} is not a Ray address: give HOST:PORT (the head's "
+            f"GCS, port {RAY_PORTS['gcs']}), ray://HOST:PORT (Ray Client, port "
+            f"{RAY_PORTS['client']}) or auto"
+        )
+    return host, int(port) if port else RAY_PORTS["client" if client else "gcs"]
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Raise :class:`ExecutorError` unless ``address`` (``host:port`` or ``ray://host:port``)
+    resolves and accepts a TCP connection within ``timeout`` seconds: Ray itself retries an
+    unreachable cluster for ever."""
+    host, port = split_address(address)
+    fix = (
+        "start the cluster first (ray start --head on the head node), correct "
+        "executor.address, raise executor.connect_timeout for a slow network, or leave "
+        "executor.kind=local"
+    )
+    pool = ThreadPoolExecutor(1)  # name resolution has no timeout of its own
+    try:
+        found = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        infos = found.result(timeout=timeout)
+    except FutureTimeout:
+        raise ExecutorError(
+            f"Ray at executor.address={address!r} cannot be reached: the name {host!r} did not "
+            f"resolve within {timeout:g} s; {fix}"
+        ) from None
+    except OSError as err:
+        raise ExecutorError(
+            f"Ray at executor.address={address!r} cannot be reached: {host!r} is not a known "
+            f"host name ({err.strerror or err}); {fix}"
+        ) from None
+    finally:
+        pool.shutdown(wait=False)
+    why = "no address"
+    for family, kind, proto, _, where in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(where)
+            return
+        except TimeoutError:
+            why = f"no answer within {timeout:g} s"
+        except OSError as err:
+            why = err.strerror or str(err)
+    raise ExecutorError(
+        f"Ray at executor.address={address!r} cannot be reached: port {port} of {host} "
+        f"({why}); {fix}"
+    )
+
+
 @contextlib.contextmanager
 def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
     """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block.
@@ -148,12 +237,22 @@ def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
         yield ray
         return
     kwargs = init_options(cfg)
+    if cfg.address not in (None, "auto"):
+        check_reachable(cfg.address, cfg.connect_timeout)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
+        said = str(err).strip().rstrip(".")
+        if cfg.address == "auto":
+            raise ExecutorError(
+                f"executor.address=auto found no running Ray cluster to join ({said}); start "
+                "one (ray start --head), give its address (executor.address=HOST:6379 or "
+                "ray://HOST:10001), leave executor.address unset to start one here, or use "
+                "executor.kind=local"
+            ) from None
         where = "a local Ray cluster" if cfg.address is None else f"Ray at {cfg.address!r}"
         raise ExecutorError(
-            f"could not start or reach {where}: {err}. Start the cluster first (ray start "
+            f"could not start or reach {where} ({said}); start the cluster first (ray start "
             "--head on the head node), or use executor.address=auto on a node of it, or leave "
             "executor.kind=local"
         ) from None
@@ -184,15 +283,9 @@ def run_on_ray(
     if not calls:
         return
     with ray_cluster(cfg) as ray:
-        resources = ray.cluster_resources()
-        gpus = cfg.share(unit, resources.get("GPU", 0) > 0)
-        for name, want in (("CPU", cfg.cpus_per_task), ("GPU", gpus)):
-            if want > 0 and resources.get(name, 0) < min(want, 1):
-                raise ExecutorError(
-                    f"each {unit} asks for {want:g} {name}(s) but the Ray cluster has "
-                    f"{resources.get(name, 0):g}; lower executor.{_field(unit, name)} (0 runs "
-                    f"{'on the CPU' if name == 'GPU' else 'nothing'}) or add {name}s"
-                )
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        gpus = cfg.share(unit, any(n.get("GPU", 0) > 0 for n in nodes))
+        check_fits(nodes, unit, cfg.cpus_per_task, gpus)
         task = ray.remote(fn).options(num_cpus=cfg.cpus_per_task, num_gpus=gpus)
         ref = ray.put(shared)
         pending = [task.remote(ref, *args) for args in calls]
@@ -208,8 +301,25 @@ def run_on_ray(
                 ray.cancel(left, force=True)
 
 
-def _field(unit: str, resource: str) -> str:
-    return f"gpus_per_{unit}" if resource == "GPU" else "cpus_per_task"
+def check_fits(nodes: list[dict], unit: str, cpus: float, gpus: float) -> None:
+    """Raise :class:`ExecutorError` unless one of ``nodes`` (Ray's per-node resources) can hold
+    a ``unit`` that asks for ``cpus`` CPUs and ``gpus`` GPUs: Ray would queue it for ever."""
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
+    short = "GPU" if most["GPU"] < gpus else "CPU" if most["CPU"] < cpus else None
+    field = {"GPU": f"gpus_per_{unit}", "CPU": "cpus_per_task", None: "cpus_per_task"}[short]
+    said = (
+        f"No node of the Ray cluster has both ({len(nodes)} node(s))"
+        if short is None
+        else f"{short}s: the largest node of the Ray cluster ({len(nodes)} node(s)) has "
+        f"{most[short]:g}"
+    )
+    raise ExecutorError(
+        f"each {unit} asks for {cpus:g} CPU(s) and {gpus:g} GPU(s), so it would wait for ever. "
+        f"{said}; lower executor.{field}{' (0 runs on the CPU)' if short == 'GPU' else ''} or "
+        f"add a node with more {short or 'CPU'}s"
+    )
 
 
 def estimate_wall(unit_seconds: list[float], slots: int) -> float:
@@ -229,6 +339,8 @@ __all__ = [
     "KINDS",
     "ExecutorConfig",
     "ExecutorError",
+    "check_fits",
+    "check_reachable",
     "estimate_wall",
     "import_ray",
     "init_options",

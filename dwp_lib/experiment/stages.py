@@ -24,7 +24,7 @@ from ..inits import DWPInit, FiltersInit, initialise
 from ..kernel_bank import KernelBank
 from ..kernel_layers import KernelVAEConfig
 from ..kernel_vae import KernelVAE, nats_above_baseline, train_kernel_vae
-from ..nets import LAYERS, FConv, accuracy, conv_l2
+from ..nets import LAYERS, FConv, accuracy, conv_l2, fconv_macs
 from ..source_nets import memory_format, training_step
 from ..train import fit, take_step
 from .config import ExperimentConfig, InitExperimentConfig, LayerVAEConfig
@@ -198,6 +198,7 @@ def estimate_cost(
     repeats: int = 2,
     source_images: int | None = None,
     devices: Sequence[int] = DEVICE_COUNTS,
+    max_probe: int | None = None,
 ) -> dict:
     """What running ``cfg`` would take on ``device``, from a few timed steps (no training).
 
@@ -208,6 +209,7 @@ def estimate_cost(
     - prior grid: one ELBO step per prior at the two smallest sizes (cost is close to linear in
       n under full batch), extrapolated to every size, times steps and split seeds; kernel VAEs
       of the configured architecture (untrained: the cost does not depend on their weights).
+      ``max_probe``: probe at sizes of at most this n (a quick estimate of a large grid).
 
     Kernel VAEs, the init experiment and evaluation are left out (minutes at most). Returns
     seconds per part and in total, with the measured step times, the bytes of the unpruned
@@ -242,6 +244,9 @@ def estimate_cost(
     vaes = {k: KernelVAE(lc.arch).to(device) for k, lc in cfg.vae.layers().items()}
     released = {k: KernelVAE(KernelVAEConfig.authors(LAYERS[k])).to(device) for k in LAYERS}
     probe = sorted(g.sizes)[:2] if len(g.sizes) > 1 else [g.sizes[0], 2 * g.sizes[0]]
+    if max_probe is not None:  # small sizes, extrapolated (the cost is about linear in n)
+        probe = sorted({min(n, max_probe) for n in probe})
+        probe = probe if len(probe) == 2 else [probe[0] // 2, probe[0]]
     step_seconds: dict[str, dict[int, float]] = {}
     grid_seconds = 0.0
     for method in g.methods:
@@ -327,6 +332,80 @@ def wall_on_devices(
         "cells_at_once": cell_slots,
         "total_seconds": source + min(grid, shared),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Before a run: its work against its preset's, and a quick timed estimate (seconds to make)
+# ------------------------------------------------------------------------------------------------
+
+#: fonts the default font packages gave the committed synthetic sets (a guess of its size)
+SYNTHETIC_FONTS = 758
+
+
+def source_images_guess(s) -> int:
+    """The source nets' training images from the settings alone (nothing read or rendered)."""
+    n = SOURCE_IMAGES.get(s.data_variant)
+    if n is None:
+        from ..data.synthetic import SyntheticConfig
+
+        syn = SyntheticConfig.preset(s.data_preset)
+        fonts = syn.max_fonts or len(syn.font_files) or SYNTHETIC_FONTS
+        n = int(fonts * 10 * syn.copies * (1 - syn.test_fraction))
+    return min(n, s.train_images or n)
+
+
+def _vae_steps(cfg: ExperimentConfig, layer: str, lc: LayerVAEConfig) -> int:
+    s = cfg.source  # the bank's training slices before pruning (an upper bound)
+    slices = s.n_nets * s.widths[0] * (1 if layer == "conv1" else s.widths[1])
+    return lc.train.num_steps(max(1, int(slices * (1 - s.test_fraction))))
+
+
+def stage_work(cfg: ExperimentConfig) -> dict[str, float]:
+    """A number proportional to the compute of each stage (steps x examples x multiply-adds
+    or weights per example), from the settings alone, to compare a config with its preset."""
+    s, b, g, i = cfg.source, cfg.bayes, cfg.grid, cfg.init
+    work = {"source nets": s.n_nets * s.epochs * source_images_guess(s) * fconv_macs(s.widths)}
+    for layer, lc in cfg.vae.layers().items():
+        size = sum(p.numel() for p in KernelVAE(lc.arch).parameters())
+        work[f"kernel VAE {layer}"] = _vae_steps(cfg, layer, lc) * lc.train.batch_size * size
+    if i.enabled:
+        runs = len(i.inits) * len(i.seeds) * i.steps
+        work["init experiment"] = runs * i.batch_size * fconv_macs(i.channels)
+    if g.enabled:
+        cells = len(g.methods) * len(g.split_seeds) * fconv_macs(b.channels)
+        steps = sum(g.steps_for(n, b.steps) * min(n, b.batch_size or n) for n in g.sizes)
+        work["prior grid"] = cells * steps
+    return work
+
+
+def quick_estimate(cfg: ExperimentConfig, device: torch.device | str | None = None) -> dict:
+    """Seconds of each stage of :func:`stage_work` on ``device``, from one timed step each
+    (:func:`estimate_cost` with one repeat and its grid probed at n <= 500; one step of each
+    kernel VAE and of the init experiment, at batches of at most 1,024, scaled)."""
+    device = torch.device(device) if device is not None else default_device()
+    images = source_images_guess(cfg.source)
+    est = estimate_cost(cfg, device, 1, images, devices=(1,), max_probe=500)
+    out = {"source nets": est["source_seconds"]}
+    gen = torch.Generator().manual_seed(0)
+    for layer, lc in cfg.vae.layers().items():
+        vae, k, batch = KernelVAE(lc.arch).to(device), lc.arch.kernel_size, lc.train.batch_size
+        w = torch.randn(min(batch, 1024), k, k, device=device)
+        opt = torch.optim.Adam(vae.parameters())
+        step = partial(lambda v, o, x: take_step(o, v.loss(x, gen)), vae, opt, w)
+        out[f"kernel VAE {layer}"] = (
+            _step_seconds(step, 1) * batch / len(w) * _vae_steps(cfg, layer, lc)
+        )
+    i = cfg.init
+    if i.enabled:
+        net = FConv(*i.channels).to(device)
+        opt = torch.optim.Adam(net.parameters())
+        x = torch.rand(min(i.batch_size, 1024), 1, 28, 28, device=device)
+        y = torch.arange(len(x), device=device) % 10
+        one = _step_seconds(lambda: take_step(opt, F.cross_entropy(net(x), y)), 1)
+        out["init experiment"] = one * i.batch_size / len(x) * i.steps * len(i.inits) * len(i.seeds)
+    if cfg.grid.enabled:
+        out["prior grid"] = est["grid_seconds"]
+    return {"device": str(device), "threads": torch.get_num_threads(), "seconds": out}
 
 
 def _elbo_step(prior: str, n: int, b: BayesConfig, vaes, device, released=None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dwp_lib.cli import debug_option, run_guarded
 from dwp_lib.config import PRESETS
 
 from .ablation import cli
@@ -25,11 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table-only", action="store_true", help="run nothing: tabulate the runs already made"
     )
+    debug_option(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(cli(build_parser().parse_args(argv)) or 0)
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: cli(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dwp_lib.cli import notmnist_option
+from dwp_lib.cli import debug_option, notmnist_option, run_guarded
 from dwp_lib.config import PRESETS
 
 from .bank_stats import cli
@@ -34,11 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         "nets in this process (settings that change a bank make another bank; repeatable)",
     )
     notmnist_option(p)
+    debug_option(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(cli(build_parser().parse_args(argv)) or 0)
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: cli(args), args.debug)
 
 
 if __name__ == "__main__":

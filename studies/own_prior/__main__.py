@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dwp_lib.cli import debug_option, run_guarded
+
 from .own_prior import cli
 
 
@@ -27,11 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write FOLDER/weight-noise.{csv,md}: the posterior's noise beside the prior "
         "decoder's variance at the weights, from the networks FOLDER saved (grid.save_models)",
     )
+    debug_option(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(cli(build_parser().parse_args(argv)) or 0)
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: cli(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -327,6 +327,26 @@ def cli(args: argparse.Namespace) -> int:
         return 2
 
 
+def results_root(root: str | Path | None) -> Path:
+    """The results folder the table reads: it must exist and hold the reference run
+    (:data:`REFERENCE`), which every line is paired with; else an :class:`ExperimentError`
+    (a missing or empty folder would give a blank table, not an error)."""
+    root = Path(root) if root is not None else RESULTS_DIR
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ExperimentError(
+            f"--results {root} {what}: give the results folder (by default the repository's "
+            "results/, with one folder per run)"
+        )
+    if not (root / REFERENCE / "results.csv").is_file():
+        raise ExperimentError(
+            f"--results {root} holds no {REFERENCE}/results.csv, the run every line of the table "
+            "is paired with, so there is nothing to tabulate; give the repository's results/ "
+            f"folder (or a copy holding {REFERENCE}/ and the folders of own_prior.CELLS)"
+        )
+    return root
+
+
 def _cli(args: argparse.Namespace) -> int:
     if getattr(args, "noise", None):
         import shlex
@@ -335,6 +355,7 @@ def _cli(args: argparse.Namespace) -> int:
         return noise_cli(args.noise, command)
     from .source_curve import curve_markdown, curve_rows
 
+    args.results = results_root(args.results)
     rows = table_rows(args.results)
     curve = curve_rows(args.results)
     if args.update is None and args.check is None:
@@ -452,13 +473,27 @@ def noise_rows(folder: str | Path, cfg=None) -> list[dict]:
         prov = json.loads(prov_path.read_text())
         cfg = config_from(prov.get("preset"), prov.get("config_file"), prov.get("overrides") or [])
     exp = Experiment(cfg, None, verbose=False)
-    rows = []
+    rows, plain = [], []
     for path in models:
         saved = torch.load(path, map_location="cpu", weights_only=True)["row"]
         method = f"{saved['prior']}:{saved['init']}"
+        if saved["prior"] == "det":  # a plain CNN: no posterior noise, no prior's decoder
+            plain.append(f"{method}, n = {saved['n']}, split seed {saved['seed']}")
+            continue
         model, row = load_cell_model(cfg, folder, method, int(saved["n"]), int(saved["seed"]))
         for layer, v in weight_noise(model, _cell_vaes(exp, method, row, path)).items():
             rows.append({**{k: row[k] for k in NOISE_COLUMNS[:5]}, "layer": layer, **v})
+    if plain:
+        print(
+            f"note: skipped {len(plain)} det cell(s) ({'; '.join(plain)}): a plain CNN has no "
+            "posterior noise and no prior decoder to compare it with"
+        )
+    if len(plain) == len(models):
+        raise ExperimentError(
+            f"{folder}: every saved network is a det cell (a plain CNN), which has no posterior "
+            "noise; save the networks of a Bayesian cell (grid.save_models=true with a prior "
+            "other than det)"
+        )
     return rows
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from dwp_lib import artifacts
+from dwp_lib.experiment.names import ExperimentError
 from dwp_lib.implicit_prior import ImplicitPriorConfig, gaussian_slices, score_slices, xavier_slices
 from dwp_lib.kernel_vae import KernelVAE
 
@@ -80,12 +82,26 @@ def score_priors(
     sets: Mapping[str, Mapping[str, torch.Tensor]],
     cfg: ImplicitPriorConfig,
 ) -> list[dict]:
-    """One row per (prior, layer, kind): mean ELBO and IW log p(w) per slice, in nats."""
+    """One row per (prior, layer, kind): mean ELBO and IW log p(w) per slice, in nats. A kind
+    without slices, or a score that is not a finite number, raises :class:`ExperimentError`
+    (its mean would be NaN, a number no table should print)."""
     rows = []
     for name, vaes in priors.items():
         for layer, kinds in sets.items():
             for kind, w in kinds.items():
+                if len(w) == 0:
+                    raise ExperimentError(
+                        f"{layer}, {kind}: no slices to score (a mean over none is NaN); "
+                        "give --max-slices >= 1 and banks with held-out slices"
+                    )
                 s = score_slices(vaes[layer], w, cfg, kind)
+                elbo, log_p = s.bound.mean().item(), s.log_p_iw.mean().item()
+                if not (math.isfinite(elbo) and math.isfinite(log_p)):
+                    raise ExperimentError(
+                        f"prior {name!r}, {layer}, {kind}: the scores of {len(w)} slices are "
+                        f"not finite (ELBO {elbo}, IW log p(w) {log_p}); check that prior's "
+                        "kernel VAE (a damaged or diverged file) before tabulating it"
+                    )
                 rows.append(
                     {
                         "prior": name,
@@ -93,8 +109,8 @@ def score_priors(
                         "kind": kind,
                         "slices": len(w),
                         "median_norm": round(_median_norm(w), 4),
-                        "elbo": round(s.bound.mean().item(), 3),
-                        "log_p_iw": round(s.log_p_iw.mean().item(), 3),
+                        "elbo": round(elbo, 3),
+                        "log_p_iw": round(log_p, 3),
                         "iw_samples": cfg.iw_samples,
                     }
                 )
@@ -133,6 +149,9 @@ def cli(args: argparse.Namespace) -> int:
 
     from .plots import plot_prior_samples, plot_prior_scores
 
+    for flag, value in (("--iw-samples", args.iw_samples), ("--max-slices", args.max_slices)):
+        if value is not None and value < 1:
+            raise ExperimentError(f"{flag} {value}: give at least 1 (a score of none is NaN)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = ExperimentConfig.preset(args.preset)

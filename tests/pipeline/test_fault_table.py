@@ -1,7 +1,10 @@
 """The fault table, second part: run folders whose files were edited, copied or cut short, a
 notMNIST tarball of the right size and the wrong content, fonts offline, orphaned renderer
-workers and the modes of the files the project writes. One test per row; each ends in a clear
-error (for the command line: exit 2, no traceback), a refusal, or the identical rebuild.
+workers and the modes of the files the project writes; settings refused against the data they
+will meet, Ray clusters that cannot be reached or cannot hold a unit, a run estimated at years,
+studies given nothing to read or nothing to score, the release's cache folder unwritable. One
+test per row; each ends in a clear error (for the command line: exit 2, no traceback), a
+refusal, or the identical rebuild.
 
 Everything runs on fakes (a bank of random nets, fake digits, tarballs and font folders built
 here): seconds a row, no download.
@@ -10,12 +13,14 @@ here): seconds a row, no download.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -28,11 +33,19 @@ import numpy as np
 import pytest
 from support import micro_config
 
-from dwp_lib import artifacts
+from dwp_lib import artifacts, release
 from dwp_lib import experiment as ex
 from dwp_lib.cli import main as cli_main
 from dwp_lib.data import DataUnavailableError, fonts, load_notmnist, notmnist, synthetic
-from dwp_lib.experiment import Experiment, ExperimentError, load_cell_model, load_results
+from dwp_lib.experiment import (
+    Experiment,
+    ExperimentError,
+    command,
+    config_from,
+    load_cell_model,
+    load_results,
+)
+from dwp_lib.experiment import executor as exe
 
 # --------------------------------------------------------------------------------------------
 # Run folders: `reproduce` on a small pipeline (fake bank, fake digits), then a fault
@@ -485,3 +498,450 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(Experiment, "run", lambda self: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli_main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "out")])
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings that would fail later are refused when the config is built, against their data
+# ------------------------------------------------------------------------------------------------
+
+LATE_FAILURES = {
+    "grid.sizes=[100000]": r"grid.sizes=\[100000\]: n = 100,000 is more than the largest "
+    r"class-balanced subset of MNIST's 60,000 training digits \(54,210 = 10 x 5,421",
+    "grid.sizes=[54220]": r"n = 54,220 is more than the largest class-balanced subset",
+    "source.prune_norms=[1e9,1e9]": r"source.prune_norms\[0\]=1e\+09: the conv1 slices of trained "
+    r"FConv\(8, 16\) nets .* none would pass it and the bank would be empty; use a threshold below",
+    "source.prune_norms=[0.3,50]": r"source.prune_norms\[1\]=50: the conv2 slices",
+    "grid.split_seeds=[18446744073709551616]": r"grid.split_seeds\[0\]=18446744073709551616: a "
+    r"seed must be at most 2\*\*63 - 1 = 9223372036854775807",
+    "grid.test_seed=18446744073709551616": r"grid.test_seed=18446744073709551616: a seed must",
+    "init.seeds=[18446744073709551616]": r"init.seeds\[0\]=18446744073709551616: a seed must",
+    "source.seed=18446744073709551616": r"source.seed=18446744073709551616: a seed must",
+    "vae.conv2.seed=9223372036854775808": r"vae.conv2.seed=9223372036854775808: a seed must",
+    "source.seed=9223372036854775807": r"source.seed: seed 9223372036854775807 derives seeds "
+    r"beyond torch's range \(2\*\*63 - 1\); use seeds up to",
+    "grid.split_seeds=[9223372036854775807]": r"grid.split_seeds: seed .* derives seeds beyond",
+}
+
+
+@pytest.mark.parametrize("setting", list(LATE_FAILURES))
+def test_a_setting_that_would_fail_later_is_refused_when_the_config_is_built(setting):
+    with pytest.raises(ExperimentError, match=LATE_FAILURES[setting]):
+        config_from("tiny", overrides=[setting])
+
+
+def test_settings_at_the_edge_of_their_data_are_accepted():
+    cfg = config_from("tiny", overrides=["grid.sizes=[54210]", "source.prune_norms=[0.39,0.13]"])
+    assert cfg.grid.sizes == (54210,)
+    from dwp_lib.inits import HEAD_SEED_OFFSET
+
+    top = 2**63 - 1 - HEAD_SEED_OFFSET  # its head's seed is torch's largest
+    assert config_from("tiny", overrides=[f"grid.split_seeds=[{top}]"])
+    assert config_from("tiny", overrides=["vae.conv1.seed=9223372036854775807"])
+
+
+def test_a_refused_setting_is_one_line_on_the_command_line_and_no_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli_main(["reproduce", "--preset", "tiny", "--out", str(out), "--set",
+                     "grid.sizes=[100000]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: grid.sizes=[100000]: n = 100,000 is more than")
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_an_unknown_preset_in_dwp_preset_is_one_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_PRESET", "huge")
+    assert cli_main(["data", "prepare"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: DWP_PRESET='huge' is not a preset: set it to one of tiny, book, paper, or unset "
+        "it (then book)\n"
+    )
+    assert not (tmp_path / "cache" / "data").exists()  # nothing fetched or rendered
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray: a cluster that cannot be reached, or that cannot hold a unit, is an error before anything
+# is submitted (no real cluster: the node listing and ray.init are stand-ins where one is needed)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_module():
+    return pytest.importorskip("ray", reason="Ray is not installed (pip install 'dwp_lib[ray]')")
+
+
+def _units(cfg: exe.ExecutorConfig) -> list:
+    return list(exe.run_on_ray(cfg, len, None, [()], unit="cell"))
+
+
+def _slow_resolver(*args, **kwargs):
+    time.sleep(5)
+
+
+class _SilentSocket(socket.socket):
+    def connect(self, address):
+        raise TimeoutError("timed out")
+
+
+UNREACHABLE = {
+    "ray://127.0.0.1:1": (None, r"Ray at executor.address='ray://127.0.0.1:1' cannot be reached: "
+                          r"port 1 of 127.0.0.1 \(Connection refused\)"),
+    "nohost.invalid:6379": (None, r"Ray at executor.address='nohost.invalid:6379' cannot be "
+                            r"reached: 'nohost.invalid' is not a known host name"),
+    "slowdns.example:6379": (("getaddrinfo", _slow_resolver), r"the name 'slowdns.example' did "
+                             r"not resolve within 0.3 s"),
+    "10.255.255.1:6379": (("socket", _SilentSocket), r"port 6379 of 10.255.255.1 \(no answer "
+                          r"within 0.3 s\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("address", list(UNREACHABLE))
+def test_an_unreachable_ray_cluster_is_an_error_within_the_timeout(
+    ray_module, monkeypatch, address
+):
+    """Ray itself retries an unreachable address for ever; the executor first tries a plain TCP
+    connection of executor.connect_timeout seconds, and ray.init is never called."""
+    stand_in, says = UNREACHABLE[address]
+    if stand_in is not None:
+        monkeypatch.setattr(exe.socket, *stand_in)
+    monkeypatch.setattr(ray_module, "init", lambda **kw: pytest.fail("ray.init was called"))
+    cfg = config_from("tiny", overrides=["executor.kind=ray", f"executor.address={address}",
+                                         "executor.connect_timeout=0.3"]).executor  # fmt: skip
+    t0 = time.monotonic()
+    with pytest.raises(exe.ExecutorError, match=says) as info:
+        _units(cfg)
+    assert time.monotonic() - t0 < 3
+    assert "correct executor.address" in str(info.value)
+    assert "executor.kind=local" in str(info.value)
+
+
+def test_auto_without_a_cluster_says_how_to_start_one(ray_module, monkeypatch):
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray_module, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_module, "init", no_cluster)
+    with pytest.raises(exe.ExecutorError, match=r"executor.address=auto found no running Ray "
+                       r"cluster to join \(Could not find any running Ray instance\); start one "
+                       r"\(ray start --head\)"):  # fmt: skip
+        _units(exe.ExecutorConfig(kind="ray", address="auto"))
+
+
+def test_a_ray_address_that_is_not_one_is_refused_when_the_config_is_built():
+    with pytest.raises(ExperimentError, match=r"executor.address='host:port' is not a Ray "
+                       r"address: give HOST:PORT"):  # fmt: skip
+        config_from("tiny", overrides=["executor.kind=ray", "executor.address=host:port"])
+
+
+NO_NODE = {
+    "a GPU share on a CPU-only cluster": (
+        ["executor.gpus_per_cell=1"],
+        [{"CPU": 4.0}, {"CPU": 2.0}],
+        r"each cell asks for 1 CPU\(s\) and 1 GPU\(s\), so it would wait for ever. GPUs: the "
+        r"largest node of the Ray cluster \(2 node\(s\)\) has 0; lower executor.gpus_per_cell",
+    ),
+    "more CPUs than any node has": (
+        ["executor.cpus_per_task=4"],
+        [{"CPU": 2.0}, {"CPU": 2.0, "GPU": 1.0}],
+        r"each cell asks for 4 CPU\(s\) and 0.25 GPU\(s\), so it would wait for ever. CPUs: the "
+        r"largest node of the Ray cluster \(2 node\(s\)\) has 2; lower executor.cpus_per_task",
+    ),
+    "CPUs on one node, the GPU on another": (
+        ["executor.cpus_per_task=4", "executor.gpus_per_cell=1"],
+        [{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}],
+        r"No node of the Ray cluster has both \(2 node\(s\)\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(NO_NODE))
+def test_a_unit_that_no_node_can_hold_is_refused_before_it_is_submitted(
+    ray_module, monkeypatch, fault
+):
+    settings, nodes, says = NO_NODE[fault]
+    cfg = config_from("tiny", overrides=["executor.kind=ray", "executor.address=auto",
+                                         *settings]).executor  # fmt: skip
+    listing = [{"Alive": True, "Resources": r} for r in nodes] + [
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}
+    ]  # fmt: skip  (a dead node holds nothing)
+    monkeypatch.setattr(ray_module, "is_initialized", lambda: True)  # a cluster joined before
+    monkeypatch.setattr(ray_module, "nodes", lambda: listing)
+    monkeypatch.setattr(ray_module, "remote", lambda fn: pytest.fail("a unit was submitted"))
+    with pytest.raises(exe.ExecutorError, match=says):
+        _units(cfg)
+
+
+def test_a_local_cluster_too_small_for_a_unit_is_refused_when_the_config_is_built():
+    for settings, says in [
+        (["executor.num_cpus=2", "executor.cpus_per_task=4"],
+         r"executor.cpus_per_task=4 is more than the num_cpus=2 of the local Ray cluster: no task "
+         r"could start"),
+        (["executor.num_gpus=0", "executor.gpus_per_cell=1"],
+         r"executor.gpus_per_cell=1 is more than the num_gpus=0 of the local Ray cluster"),
+    ]:  # fmt: skip
+        with pytest.raises(ExperimentError, match=says):
+            config_from("tiny", overrides=["executor.kind=ray", *settings])
+    # on a cluster given by its address, num_cpus is not this machine's: checked per node
+    assert config_from("tiny", overrides=["executor.kind=ray", "executor.address=auto",
+                                          "executor.num_cpus=2", "executor.cpus_per_task=4"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (["executor.address=nohost.invalid:6379"], "'nohost.invalid' is not a known host name"),
+        (["executor.address=ray://127.0.0.1:1"], "port 1 of 127.0.0.1 (Connection refused)"),
+        ([], "executor.kind=ray needs Ray, which is not installed here: run pip install"),
+    ],
+    ids=["unknown host", "refused port", "Ray not installed"],
+)
+def test_ray_faults_on_the_command_line_are_one_line_and_rc_2(
+    fake_world, tmp_path, capsys, monkeypatch, settings, says
+):
+    if not settings:
+        monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    else:
+        pytest.importorskip("ray")
+    settings = ["init.enabled=false", "executor.kind=ray", "executor.connect_timeout=2", *settings]
+    code, _, err = reproduce(tmp_path / "run", capsys, *settings)
+    assert code == 2 and err.startswith("error: ") and says in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# A run estimated at years says so before it starts, and is refused without long_run=true
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_run_estimated_at_years_is_refused_before_it_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    code = cli_main(["reproduce", "--preset", "tiny", "--out", str(out), "--set",
+                     "bayes.steps=1e15"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert time.monotonic() - t0 < 60  # the estimate is a few timed steps, not a run
+    assert code == 2 and "Traceback" not in err, err
+    assert re.search(
+        r"^error: These settings ask for far more work than the tiny preset \(prior grid: "
+        r"[\d.e+]+ times; settings changed: bayes.steps: 30 -> 1000000000000000\)\. Estimated "
+        r"on this machine \(cpu, \d+ thread\(s\)\): about [\d.e+]+ years \(.*prior grid [\d.e+]+ "
+        r"years\).* That is more than a year: not started\. .* --set long_run=true to run it",
+        err,
+    ), err
+    assert not out.exists()  # refused before the folder was made
+
+
+def test_a_long_run_is_shown_with_its_estimate_and_confirmed_by_long_run(monkeypatch):
+    def estimate(cfg, device=None):
+        steps = cfg.bayes.steps
+        return {"device": "cpu", "threads": 1, "seconds": {"prior grid": 1e-3 * steps}}
+
+    monkeypatch.setattr(command, "quick_estimate", estimate)
+    tiny = config_from("tiny")
+    assert command.check_run_time(tiny) is None  # its preset's work: nothing timed
+    assert command.check_run_time(config_from("tiny", overrides=["bayes.steps=200"])) is None
+    note = command.check_run_time(config_from("tiny", overrides=["bayes.steps=3000000"]))
+    assert note.startswith("note: These settings ask for far more work than the tiny preset "
+                           "(prior grid: 1e+05 times; settings changed: bayes.steps: 30 -> "
+                           "3000000)") and "about 50 min (prior grid 50 min)" in note  # fmt: skip
+    absurd = ["bayes.steps=1e15"]
+    with pytest.raises(ExperimentError, match=r"about 3.17e\+04 years .* not started"):
+        command.check_run_time(config_from("tiny", overrides=absurd))
+    confirmed = config_from("tiny", overrides=[*absurd, "long_run=true"])
+    assert "about 3.17e+04 years" in command.check_run_time(confirmed)
+    assert confirmed.key() == config_from("tiny", overrides=absurd).key()  # not a result
+
+
+def test_the_quick_estimate_names_every_stage_in_seconds(monkeypatch):
+    cfg = config_from("tiny", overrides=["bayes.steps=1e15", "vae.conv1.train.steps=1e12"])
+    t0 = time.monotonic()
+    est = ex.stages.quick_estimate(cfg, "cpu")
+    assert time.monotonic() - t0 < 30
+    seconds = est["seconds"]
+    assert set(seconds) == {"source nets", "kernel VAE conv1", "kernel VAE conv2",
+                            "init experiment", "prior grid"}  # fmt: skip
+    assert seconds["prior grid"] > 1e9 and seconds["kernel VAE conv1"] > 1e6
+    assert seconds["kernel VAE conv2"] < 1e4  # 100 steps, the preset's
+
+
+# ------------------------------------------------------------------------------------------------
+# Studies: nothing to read, nothing to score, a det cell; the command lines' one boundary
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "a file"])
+def test_own_prior_refuses_a_results_folder_with_nothing_to_tabulate(tmp_path, capsys, where):
+    from studies.own_prior.__main__ import main as own_prior
+
+    root = tmp_path / "results"
+    if where == "empty":
+        root.mkdir()
+    elif where == "a file":
+        root.write_text("")
+    assert own_prior(["--results", str(root)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith(f"error: --results {root} ")
+    assert {
+        "missing": "does not exist",
+        "empty": "holds no released-authors-setting/results.csv, the run every line",
+        "a file": "is a file, not a folder",
+    }[where] in printed.err
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--max-slices", "argument --max-slices: 0: give at least 1 (with no slice to score, "
+                         "every score would be NaN)"),
+        ("--iw-samples", "argument --iw-samples: 0: give at least 1 (the IW estimate"),
+        ("--threads", "argument --threads: 0: give at least 1"),
+    ],
+)  # fmt: skip
+def test_prior_scores_refuses_a_count_of_zero_at_the_argument(tmp_path, capsys, flag, says):
+    from studies.prior_scores.__main__ import main as prior_scores
+
+    with pytest.raises(SystemExit) as info:
+        prior_scores(["--preset", "tiny", "--out", str(tmp_path / "out"), flag, "0"])
+    assert info.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_prior_scores_refuses_to_tabulate_nan(monkeypatch):
+    import torch
+
+    from studies.prior_scores import prior_scores as ps
+
+    vaes = {"conv1": object()}
+    with pytest.raises(ExperimentError, match=r"conv1, Xavier: no slices to score"):
+        ps.score_priors({"p": vaes}, {"conv1": {"Xavier": torch.zeros(0, 7, 7)}}, None)
+
+    class Scores:
+        bound, log_p_iw = torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, 1.0])
+
+    monkeypatch.setattr(ps, "score_slices", lambda *a: Scores())
+    with pytest.raises(ExperimentError, match=r"prior 'p', conv1, Xavier: the scores of 2 slices "
+                       r"are not finite \(ELBO nan"):  # fmt: skip
+        ps.score_priors({"p": vaes}, {"conv1": {"Xavier": torch.zeros(2, 7, 7)}}, None)
+
+
+def test_own_prior_noise_skips_det_cells_with_a_note(fake_world, tmp_path, capsys):
+    from studies.own_prior import own_prior
+
+    out = tmp_path / "run"
+    methods = {"grid.save_models": "true", "init.enabled": "false"}
+    cfg = micro_config(**methods, **{"grid.methods": "det:xavier,dwp:dwp"})
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    capsys.readouterr()
+    assert own_prior.noise_cli(out, "cmd", cfg) == 0
+    printed = capsys.readouterr().out
+    assert ("note: skipped 2 det cell(s) (det:xavier, n = 10, split seed 0; det:xavier, n = 10, "
+            "split seed 1): a plain CNN has no posterior noise") in printed  # fmt: skip
+    rows = ex.read_rows(out / "weight-noise.csv")
+    assert {r["prior"] for r in rows} == {"dwp"} and len(rows) == 4
+    only_det = micro_config(**methods, **{"grid.methods": "det:xavier"})
+    Experiment(only_det, tmp_path / "det", "cpu", verbose=False).prior_grid()
+    with pytest.raises(ExperimentError, match=r"every saved network is a det cell"):
+        own_prior.noise_rows(tmp_path / "det", only_det)
+
+
+STUDIES = ["ablation", "bank_stats", "own_prior", "prior_scores"]
+
+
+@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device", "/full/disk/scores.csv"),
+        ExperimentError("a message that says what to do"),
+    ],
+    ids=["disk full", "library error"],
+)
+def test_each_study_has_the_command_lines_boundary(monkeypatch, capsys, study, error):
+    import importlib
+
+    main = importlib.import_module(f"studies.{study}.__main__")
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(main, "cli", fail)
+    args = {"own_prior": [], "ablation": ["--out", "x"], "bank_stats": ["--out", "x"]}
+    argv = args.get(study, ["--out", "x"])
+    assert main.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert ("free some space there" if isinstance(error, OSError) else "says what to do") in err
+    with pytest.raises(type(error)):  # --debug keeps the traceback
+        main.main([*argv, "--debug"])
+    monkeypatch.setattr(main, "cli", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug keeps it too
+        main.main(argv)
+
+
+# ------------------------------------------------------------------------------------------------
+# The release: its cache folder unwritable, or a file where a folder of it goes
+# ------------------------------------------------------------------------------------------------
+
+
+def _release(capsys) -> str:
+    code = cli_main(["release"])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == "" and "Traceback" not in printed.err, printed
+    assert printed.err.startswith("error: ")
+    return printed.err
+
+
+def test_release_with_a_file_where_its_cache_folder_goes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    (tmp_path / "cache" / "data").mkdir(parents=True)
+    (tmp_path / "cache" / "data" / "authors-release").write_text("in the way")
+    err = _release(capsys)
+    assert "cannot be created: Not a directory (a file stands where a folder is needed)" in err
+    assert "point DWP_CACHE at a folder you can write" in err
+
+
+@pytest.mark.parametrize(
+    ("code", "strerror"),
+    [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system"),
+     (errno.ENOSPC, "No space left on device")],
+    ids=["read-only folder", "read-only file system", "disk full"],
+)  # fmt: skip
+def test_release_in_a_folder_it_cannot_write(tmp_path, monkeypatch, capsys, code, strerror):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    root = release.release_dir()
+    if code == errno.EACCES and os.geteuid() != 0:
+        root.chmod(0o555)  # root ignores the mode: the same error stands in for it below
+    else:
+
+        def cannot_write(**kwargs):
+            raise OSError(code, strerror, str(root / ".write-test-x"))
+
+        monkeypatch.setattr(release.tempfile, "NamedTemporaryFile", cannot_write)
+    try:
+        err = _release(capsys)
+    finally:
+        root.chmod(0o755)
+    assert f"the authors' release cannot be written to {root}: {strerror}." in err
+    assert "Point DWP_CACHE at a folder you may write to" in err
+    assert "on a machine with internet" not in err  # not blamed on the network
+
+
+def test_release_download_into_a_file_in_the_way_is_not_blamed_on_the_network(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DWP_OFFLINE", raising=False)
+    root = release.release_dir()
+    (root / "data").write_text("a file where the release's data/ folder goes")
+
+    def download(rel, path, dest):  # what pooch does first: make the file's folder
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(release, "_download", download)
+    err = _release(capsys)
+    assert f"the authors' release cannot be written to {root / 'data'}" in err
+    assert "move away what is in the way" in err and "download failed" not in err
