@@ -278,7 +278,7 @@ def build_kernel_bank(
         threshold = cfg.prune_norms[li]
         kept = norms >= threshold
         if not kept.any():
-            raise ValueError(
+            raise _config.ConfigValueError(
                 f"{layer}: no slice has an L2 norm >= the pruning threshold {threshold} (the "
                 f"largest is {norms.max():.3g}); lower cfg.prune_norms or train the nets longer"
             )

@@ -351,7 +351,7 @@ def _cli(args: argparse.Namespace) -> int:
     if getattr(args, "noise", None):
         import shlex
 
-        command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = "python -m studies.own_prior " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         return noise_cli(args.noise, command)
     from .source_curve import curve_markdown, curve_rows
 
