@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.dwp-installed
 CHAPTERS := $(sort $(wildcard book/0*.md))
 
-.PHONY: all book test lint unit chapters student instructor notebooks colab-test browser-deps browser-test \
+.PHONY: all book test lint unit chapters installed-test student instructor notebooks colab-test browser-deps browser-test \
 	clean distclean venv
 
 all: book
@@ -39,6 +39,17 @@ chapters: $(STAMP)
 	$(PY) scripts/run_chapters.py $(CHAPTERS) book/conclusion.md book/reproduction_log.md
 
 test: lint unit chapters
+
+# Every chapter under nbval against a plain (non-editable) install of this checkout, the way a
+# reader's `pip install` gets it: the package and the committed results it ships (dwp_results).
+INSTALLED := build/installed
+installed-test: $(STAMP)
+	rm -rf $(INSTALLED)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --target $(INSTALLED) . 2>/dev/null
+	cd /tmp && PYTHONPATH=$(CURDIR)/$(INSTALLED) $(CURDIR)/$(PY) -c "import dwp_lib, dwp_results; \
+	  assert '$(INSTALLED)/' in dwp_lib.__file__, dwp_lib.__file__; print('installed:', dwp_lib.__file__)"
+	PYTHONPATH=$(CURDIR)/$(INSTALLED) $(PY) scripts/run_chapters.py --out _build/nbinstalled \
+	  $(CHAPTERS) book/conclusion.md
 
 student: $(STAMP)
 	$(PY) scripts/make_student.py --out student $(CHAPTERS)

@@ -373,3 +373,19 @@ def in_short(verdicts: Sequence[Verdict]) -> str:
     selected = sorted({v.selected for v in verdicts if v.selected})
     tail = " ".join(f"Selected, not independent: {s}." for s in selected)
     return "**In short.** " + " ".join(parts) + (f" {tail}" if tail else "")
+
+
+def paired_effect_across(
+    rows_a: Iterable[Mapping], a: str, rows_b: Iterable[Mapping], b: str, label: str, n: int = 50
+) -> dict:
+    """:func:`paired_effect` of method ``a`` of one set of runs against method ``b`` of another
+    (e.g. two priors that the pipeline both calls ``dwp:dwp``), paired by split seed."""
+    # two placeholder method names, only to pair the two sides by seed
+    sides = (("dwp", "dwp", rows_a, a), ("normal", "xavier", rows_b, b))
+    relabel = [
+        {**r, "prior": prior, "init": init}
+        for prior, init, rows, m in sides
+        for r in rows
+        if f"{r['prior']}:{r['init']}" == m
+    ]
+    return {**paired_effect(relabel, "dwp:dwp", "normal:xavier", label, n), "a": a, "b": b}
