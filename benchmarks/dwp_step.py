@@ -18,7 +18,7 @@ penalty with respect to conv2's means: how much smaller a step a noisier estimat
 Cost does not depend on the weights, only on the shapes, so the kernel VAEs are our
 defaults (``KernelVAEConfig.for_kernel``: 7x7 latent 2, hidden 32; 5x5 latent 4, hidden 64; not the
 authors' exact layers, see benchmarks/dwp_cell.py) fitted briefly to toy slices
-(`dwp_lib.kernel_vae.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
+(`dwp_lib.slices.toy_kernel_slices`), unless ``--vae7``/``--vae5`` name saved ones. The images are
 random (timing does not depend on them either).
 """
 
@@ -40,9 +40,9 @@ from dwp_lib.kernel_layers import KernelVAEConfig  # noqa: E402
 from dwp_lib.kernel_vae import (  # noqa: E402
     KernelVAE,
     KernelVAETrainConfig,
-    toy_kernel_slices,
     train_kernel_vae,
 )
+from dwp_lib.slices import toy_kernel_slices
 
 
 def kernel_vae(k: int, path: str | None, steps: int) -> KernelVAE:

@@ -5,7 +5,7 @@ from a :class:`dwp_lib.kernel_layers.KernelVAEConfig` (ours, or the authors' exa
 Fitted to the slices of trained source networks (:func:`train_kernel_vae`),
 p(w) = ∫ p(w|z) p(z) dz is the deep weight prior, and its encoder is the reverse model r(z|w)
 of the auxiliary bound (chapter 4). :func:`nats_above_baseline` scores a VAE on held-out slices
-against a per-pixel Gaussian; :func:`toy_kernel_slices` is a known family of kernels for tests
+against a per-pixel Gaussian; :func:`dwp_lib.slices.toy_kernel_slices` is a known family of kernels for tests
 and the chapter's demo.
 
 Shapes: a batch of slices is ``(B, k, k)``; latent codes are ``(B, d)``; per-example quantities
@@ -316,37 +316,3 @@ def nats_above_baseline(
         num_slices=len(test_slices),
         num_samples=num_samples,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# Toy slices: a known low-dimensional family of kernels, for tests and the chapter's demo
-# ------------------------------------------------------------------------------------------------
-
-
-def toy_kernel_slices(
-    n: int,
-    kernel_size: int = 7,
-    seed: int = 0,
-    noise: float = 0.02,
-    scale: float = 0.3,
-    return_angles: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """n synthetic "edge detector" slices ``(n, k, k)``, for tests and the chapter-3 demo.
-
-    Each slice is an odd Gabor patch, dark on one side and light on the other, with a random
-    direction in [0, 2 pi) and a random contrast in [0.3, 1] x ``scale``, plus per-pixel noise
-    of standard deviation ``noise``. A 2-D family (direction on a circle, contrast along a
-    radius), like the oriented filters of a trained first layer. Not real kernels: those come
-    from the source networks (book/05). With ``return_angles`` also returns the directions
-    ``(n,)``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    r = torch.linspace(-1.0, 1.0, kernel_size)
-    y, x = torch.meshgrid(r, r, indexing="ij")
-    theta = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
-    contrast = 0.3 + 0.7 * torch.rand(n, 1, 1, generator=gen)
-    u = x * torch.cos(theta) + y * torch.sin(theta)
-    envelope = torch.exp(-(x**2 + y**2) / 0.5)
-    w = scale * contrast * envelope * torch.sin(math.pi * u)
-    w = w + noise * torch.randn(n, kernel_size, kernel_size, generator=gen)
-    return (w, theta.flatten()) if return_angles else w

@@ -1,6 +1,6 @@
 """Slices that did not come from a source net: noise at a chosen scale, Xavier-normal draws and
 slices with their pixels shuffled, the references that real kernels are scored against
-(chapter 4)."""
+(chapter 4); and a known family of toy kernels (chapter 3, the tests)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,32 @@ def shuffle_pixels(slices: Tensor, seed: int = 0) -> Tensor:
     flat = slices.flatten(1)
     order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
     return torch.gather(flat, 1, order.to(flat.device)).reshape(slices.shape)
+
+
+def toy_kernel_slices(
+    n: int,
+    kernel_size: int = 7,
+    seed: int = 0,
+    noise: float = 0.02,
+    scale: float = 0.3,
+    return_angles: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """n synthetic "edge detector" slices ``(n, k, k)``, for tests and the chapter-3 demo.
+
+    Each slice is an odd Gabor patch, dark on one side and light on the other, with a random
+    direction in [0, 2 pi) and a random contrast in [0.3, 1] x ``scale``, plus per-pixel noise
+    of standard deviation ``noise``. A 2-D family (direction on a circle, contrast along a
+    radius), like the oriented filters of a trained first layer. Not real kernels: those come
+    from the source networks (book/05). With ``return_angles`` also returns the directions
+    ``(n,)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.linspace(-1.0, 1.0, kernel_size)
+    y, x = torch.meshgrid(r, r, indexing="ij")
+    theta = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
+    contrast = 0.3 + 0.7 * torch.rand(n, 1, 1, generator=gen)
+    u = x * torch.cos(theta) + y * torch.sin(theta)
+    envelope = torch.exp(-(x**2 + y**2) / 0.5)
+    w = scale * contrast * envelope * torch.sin(math.pi * u)
+    w = w + noise * torch.randn(n, kernel_size, kernel_size, generator=gen)
+    return (w, theta.flatten()) if return_angles else w

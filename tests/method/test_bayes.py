@@ -17,8 +17,9 @@ from dwp_lib.bayes import BayesConfig, BayesConv2d, BayesianCNN
 from dwp_lib.inits import DWPInit, FiltersInit, XavierInit
 from dwp_lib.kernel_bank import KernelBank
 from dwp_lib.kernel_layers import KernelVAEConfig
-from dwp_lib.kernel_vae import KernelVAE, KernelVAETrainConfig, toy_kernel_slices, train_kernel_vae
+from dwp_lib.kernel_vae import KernelVAE, KernelVAETrainConfig, train_kernel_vae
 from dwp_lib.priors import DeepWeightPrior, LogUniform, StandardNormal
+from dwp_lib.slices import toy_kernel_slices
 
 
 def mc_tolerance(samples: np.ndarray, k: float = 5.0) -> float:

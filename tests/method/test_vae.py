@@ -15,9 +15,9 @@ from dwp_lib.kernel_vae import (
     KernelVAETrainConfig,
     nats_above_baseline,
     per_pixel_gaussian_baseline,
-    toy_kernel_slices,
     train_kernel_vae,
 )
+from dwp_lib.slices import toy_kernel_slices
 
 
 @pytest.mark.parametrize(
