@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -74,6 +75,26 @@ def shown(path: str | os.PathLike) -> str:
 
 class CacheError(ArtifactError, OSError):
     """The cache folder (``$DWP_CACHE``) cannot be created or written."""
+
+
+def _in_cache(path: Path) -> bool:
+    try:
+        path.resolve().relative_to(cache_root().resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# the errors of writing a file (not, say, of the network a download reads from)
+_WRITING = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+            errno.EFBIG, errno.EISDIR, errno.ENOTDIR}  # fmt: skip
+
+
+def _naming(err: OSError, path: Path, always: bool = True) -> OSError:
+    """``err`` as an error of ``path`` (which the message then names), of its kind (errno)."""
+    if err.errno is None or not (always or err.filename is None):
+        return err
+    return OSError(err.errno, err.strerror or str(err), str(path))
 
 
 def _cache_problem(path: Path, what: str, err: OSError) -> str:
@@ -141,9 +162,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     folder read these files too."""
     path = Path(path)
     try:
+        made = False  # an error of mkdir names the folder; one of mkstemp, a temporary file
         path.parent.mkdir(parents=True, exist_ok=True)
+        made = True
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as err:
+        if not _in_cache(path):  # a run folder (--out): the error names the file, not the cache
+            raise _naming(err, path, always=made) from None
         raise CacheError(_cache_problem(path.parent, "cannot be written", err)) from None
     tmp_path = Path(tmp)
     try:
@@ -152,8 +177,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fchmod(fd, file_mode())
         finally:
             os.close(fd)
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except OSError as err:  # a full disk names the file being written, not a temporary one
+            if err.errno not in _WRITING or err.filename not in (None, str(tmp_path)):
+                raise
+            raise _naming(err, path) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -154,12 +154,15 @@ def user_error(err: BaseException) -> str | None:
     if isinstance(err, OSError):  # read-only, full, missing, or a path of the wrong kind
         what = err.strerror or type(err).__name__
         where = f" ({err.filename})" if err.filename else ""
+        full = "free some space there, or point DWP_CACHE / --out at a disk that has it"
         hint = {
-            28: "free some space there, or point DWP_CACHE / --out at a disk that has it",
+            28: full,
+            122: full,  # over the disk quota
             13: "choose a folder you may write to (--out, DWP_CACHE), or fix its permissions",
             30: "choose a folder on a writable file system (--out, DWP_CACHE)",
             21: "a folder stands where a file is expected: move it away, or choose another path",
             20: "a file stands where a folder is expected: move it away, or choose another path",
+            17: "a file stands where a folder is expected: move it away, or choose another path",
         }.get(err.errno, "check the path and try again")
         return f"{what}{where}: {hint}"
     return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import urllib.error
@@ -41,9 +42,46 @@ class DataUnavailableError(RuntimeError):
     def __init__(self, what: str, attempts: list[Attempt], fix: str):
         self.what, self.attempts, self.fix = what, list(attempts), fix
         lines = [f"{what} could not be loaded. Sources tried, in order:"]
+        disk = disk_error(self.attempts) or low_space()
+        if disk:  # no other source helps: said first, not as one more try among the advice
+            lines.insert(0, f"{disk}. {what} could not be stored there; {DISK_FIX}")
         lines += [f"  {i}. {a.source}: {a.detail}" for i, a in enumerate(self.attempts, 1)]
         lines.append(f"How to fix: {fix}")
         super().__init__("\n".join(lines))
+
+
+# a try that failed because the disk refused the file: full, over quota, or read-only
+_DISK = re.compile(
+    r"\[Errno (?:28|30|122)\] ([^:'\n]+?)(?::\s*'([^']*)'(?:\s*->\s*'([^']*)')?|$|[;)\n])"
+)
+DISK_FIX = (
+    "free some space on that disk (or make it writable), or point DWP_CACHE at a folder on a "
+    "disk that has room, e.g. `export DWP_CACHE=$HOME/dwp-cache`; then run the command again"
+)
+
+
+def disk_error(attempts: list[Attempt]) -> str | None:
+    """``"<the OS's words> at <path>"`` for the first try that the disk refused, else None."""
+    for a in attempts:
+        if m := _DISK.search(a.detail):
+            where = m.group(3) or m.group(2)
+            return f"{m.group(1)}" + (f" at {where}" if where else f" (in {a.source})")
+    return None
+
+
+LOW_SPACE = 64 << 20  # bytes: less than one data set needs
+
+
+def low_space() -> str | None:
+    """``"Only N bytes free at <cache>"`` when the cache's disk is (nearly) full, else None: a
+    tool that downloads (apt-get, pip) may report that as a damaged file, not as a full disk."""
+    try:
+        free = shutil.disk_usage(artifacts.cache_root()).free
+    except OSError:  # no cache folder yet: nothing written, nothing full
+        return None
+    if free >= LOW_SPACE:
+        return None
+    return f"Only {free:,} bytes are free at {artifacts.cache_root()} (the tries below may have failed for that)"
 
 
 @dataclass
@@ -119,6 +157,11 @@ def check_cached_file(
     """Verify a cached source file; delete it if it fails. Returns why it failed, or None."""
     if not path.exists():
         return "not in the cache"
+    if not path.is_file():  # not deleted and fetched again: it may be the user's folder
+        raise artifacts.ArtifactError(
+            f"{path} is a folder (or another non-file) where the cached file {path.name} goes; "
+            "move it away (the file is then fetched again), or put the file itself there"
+        )
     why = None
     if size is not None and path.stat().st_size != size:
         why = f"{path.stat().st_size:,} bytes, expected {size:,}"

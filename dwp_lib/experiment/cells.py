@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import statistics
 import time
@@ -153,8 +154,9 @@ def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: Experim
         "row": dict(row),
         "config": cfg.to_dict(),
     }
-    with artifacts.atomic_path(path) as tmp:
-        torch.save(saved, tmp)
+    buf = io.BytesIO()  # torch writing to a full disk fails with its own error: bytes first
+    torch.save(saved, buf)
+    artifacts.atomic_write_bytes(path, buf.getvalue())
     return path
 
 

