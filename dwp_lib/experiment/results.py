@@ -8,6 +8,7 @@ import math
 import os
 import re
 import statistics
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def read_rows(
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text()
+    with open(path, newline="") as f:  # keep the file's own line ends for a repair
+        text = f.read()
     lines = text.splitlines(keepends=True)
     torn = 0
     if lines and not lines[-1].endswith("\n"):
@@ -122,7 +124,8 @@ def read_rows(
         lines_of.append(reader.line_num)
     rows, repeated = _unique_rows(path, rows, lines_of, header)
     if torn:
-        print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)")
+        print(f"warning: {path}: dropped {torn} incomplete row(s) (an interrupted write)",
+              file=sys.stderr)  # fmt: skip
     if (torn or repeated) and repair:
         with _artifacts.atomic_path(path) as tmp:
             tmp.write_text("".join(lines[:1]))
@@ -178,7 +181,7 @@ def _unique_rows(
             note = f"warning: {path}: line {line} repeats line {line0} ({cell}); dropped it"
             if note not in _WARNED:
                 _WARNED.add(note)
-                print(note)
+                print(note, file=sys.stderr)  # on stderr: a table piped to a file stays clean
             continue
         differ = [f"{c} {row0[c]!r} / {row[c]!r}" for c in header if row[c] != row0[c]]
         raise ExperimentError(

@@ -174,7 +174,7 @@ def test_append_and_read_rows_drop_a_torn_line(tmp_path, capsys):
     rows = read_rows(path, cols)
     assert [r["acc_ensemble"] for r in rows] == [0.5, 0.25]
     assert isinstance(rows[0]["n"], int)
-    assert "dropped 1 incomplete row" in capsys.readouterr().out
+    assert "dropped 1 incomplete row" in capsys.readouterr().err
     with pytest.raises(ExperimentError, match="columns"):
         read_rows(path, ("a", "b"))
 

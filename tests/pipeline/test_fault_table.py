@@ -112,12 +112,12 @@ def test_a_repeated_row_is_dropped_with_a_warning_and_the_folder_rebuilt_identic
     base_out, capsys
 ):
     results = base_out / "results.csv"
-    before = results.read_text()
-    results.write_text(before + lines(results)[1])  # sed -n 2p results.csv >> results.csv
+    before = results.read_bytes()
+    results.write_bytes(before + before.splitlines(keepends=True)[1])  # sed -n 2p >> results.csv
     code, printed, err = reproduce(base_out, capsys)
     assert code == 0, err
-    assert f"warning: {results}: line 4 repeats line 2 (prior normal, init xavier" in printed
-    assert results.read_text() == before  # the file as the run left it
+    assert f"warning: {results}: line 4 repeats line 2 (prior normal, init xavier" in err
+    assert results.read_bytes() == before  # the file as the run left it, byte for byte
     assert "(2)" in printed and "(3)" not in printed  # the table counts 2 seeds, not 3
 
 
@@ -127,7 +127,7 @@ def test_a_repeated_curve_row_is_dropped_too(base_out, capsys):
     curves.write_text(before + lines(curves)[2])
     code, printed, err = reproduce(base_out, capsys)
     assert code == 0, err
-    assert f"{curves}: line 5 repeats line 3 (init xavier, seed 0, step 2); dropped" in printed
+    assert f"{curves}: line 5 repeats line 3 (init xavier, seed 0, step 2); dropped" in err
     assert curves.read_text() == before
 
 
