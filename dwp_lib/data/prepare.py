@@ -6,6 +6,7 @@ then prints what was used and how long each took.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..config import current_preset
@@ -35,7 +36,7 @@ def run(args) -> int:
         try:
             ds = job()
         except DataUnavailableError as err:
-            print(f"{name}: FAILED\n{err}\n")
+            print(f"error: {name} could not be prepared\n{err}\n", file=sys.stderr)
             failed += 1
             continue
         print(f"{name}: {len(ds):,} images in {time.perf_counter() - start:.1f} s")
@@ -43,4 +44,4 @@ def run(args) -> int:
         if ds.provenance.get("label"):  # the sample: what to call it, its licence and credits
             p = ds.provenance
             print(f"  {p['label']}; licence {p['licence']}; {p['credits']}")
-    return 1 if failed else 0
+    return 2 if failed else 0  # like every command's errors: each data set says what to do
