@@ -159,6 +159,18 @@ def _install_cell_in_download(app, pagename, templatename, context, doctree) -> 
     nbformat.write(nb, path)
 
 
+#: Pages that run only from a checkout of the repository (they import the studies, which are not
+#: installed): no Colab or Binder button, which would open a page that cannot run there.
+CHECKOUT_ONLY = ("book/reproduction_log",)
+
+
+def _no_launch_for_checkout_pages(app, pagename, templatename, context, doctree) -> None:
+    if pagename in CHECKOUT_ONLY and "header_buttons" in context:
+        context["header_buttons"] = [
+            b for b in context["header_buttons"] if b.get("label") != "launch-buttons"
+        ]
+
+
 def setup(app):
     app.connect("config-inited", _configure)
     app.add_css_file("book_html.css")
@@ -167,4 +179,5 @@ def setup(app):
     # after sphinx-book-theme (priority 500) has copied the notebook and listed the scripts
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _install_cell_in_download, priority=900)
+    app.connect("html-page-context", _no_launch_for_checkout_pages, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
