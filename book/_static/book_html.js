@@ -70,6 +70,10 @@
 
   function start() {
     observe("div.cell_output pre");
+    // an output folded into a dropdown is fitted when the reader opens it
+    document.querySelectorAll("details").forEach((d) =>
+      d.addEventListener("toggle", () => d.querySelectorAll("div.cell_output pre").forEach(fitText)),
+    );
     const mathjax = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
     if (mathjax) mathjax.then(() => observe("mjx-container[display='true']"));
   }

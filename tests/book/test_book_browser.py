@@ -214,6 +214,7 @@ LAYOUT = """async () => {
   const found = [];
   for (const t of targets) {
     if (!t.el.getClientRects().length) continue;  // hidden (a collapsed cell)
+    if (t.el.closest("details:not([open])")) continue;  // folded away until the reader opens it
     const r = t.el.getBoundingClientRect();
     found.push({
       name: t.name,
