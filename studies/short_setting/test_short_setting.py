@@ -1,0 +1,107 @@
+"""The short setting's validation: pairing by seed and by VAE hashes, the three criteria, the
+table's staleness check."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from dwp_lib.experiment import ExperimentError
+from dwp_lib.experiment.results import RESULT_COLUMNS, append_row
+from studies.short_setting import validation as v
+from studies.short_setting.__main__ import main
+
+
+def row(method: str, seed: int, acc: float, bank: str = "b1", vae: str = "v1", **extra) -> dict:
+    prior, init = method.split(":")
+    base = dict.fromkeys(RESULT_COLUMNS, "")
+    base.update(experiment="x", prior=prior, init=init, n=50, seed=seed, acc_ensemble=acc,
+                acc_mean=acc, seconds=60.0, kl=10.0, nll=1.0, bank_sha256=bank,
+                vae_sha256=vae)  # fmt: skip
+    base.update(extra)
+    return base
+
+
+def world(short_gain: float, ours_short: float, ours_auth: float = -0.25, seeds=range(5)):
+    short, ref = [], []
+    for s in seeds:
+        short += [row("normal:xavier", s, 0.70), row("normal:dwp@released", s, 0.69),
+                  row("dwp@released:dwp@released", s, 0.70 + short_gain),
+                  row("dwp:dwp", s, 0.70 + ours_short)]  # fmt: skip
+        ref += [row("normal:xavier", s, 0.72), row("normal:dwp@released", s, 0.71),
+                row("dwp@released:dwp@released", s, 0.79),
+                row("dwp:dwp", s, 0.72 + ours_auth)]  # fmt: skip
+    return short, ref
+
+
+def test_a_faithful_short_setting_qualifies():
+    short, ref = world(0.07, -0.20)
+    s = v.compare(short, ref, "good")
+    assert s.gain_wins == 5 and s.rank_correlation == pytest.approx(1.0)
+    ours = next(line for line in s.lines if line.method == "dwp:dwp")
+    assert ours.short_diff == pytest.approx(-20.0) and ours.authors_diff == pytest.approx(-25.0)
+    assert ours.sign_kept and ours.size_kept and s.verdict() == "qualifies"
+
+
+def test_a_setting_that_forgives_a_bad_prior_does_not_qualify():
+    s = v.compare(*world(0.07, -0.04), "forgiving")
+    ours = next(line for line in s.lines if line.method == "dwp:dwp")
+    assert ours.sign_kept and ours.size_kept is False
+    assert "shrinks below half" in s.verdict()
+
+
+def test_too_few_seeds_and_a_small_gain_are_named():
+    assert "3 of 5 seeds" in v.compare(*world(0.07, -0.2, seeds=range(3)), "few").verdict()
+    assert "on 0 of 5 seeds" in v.compare(*world(0.02, -0.2), "small").verdict()
+
+
+def test_rows_whose_vaes_differ_are_not_paired():
+    short, ref = world(0.07, -0.20)
+    short = [dict(r, bank_sha256="other") if r["prior"] == "dwp" else r for r in short]
+    ours = next(line for line in v.compare(short, ref, "rebuilt").lines if line.method == "dwp:dwp")
+    assert ours.seeds == [] and ours.unpaired == [0, 1, 2, 3, 4] and ours.short_diff is None
+    assert (
+        "not paired with the authors' setting (other VAEs): dwp:dwp"
+        in v.compare(short, ref, "rebuilt").verdict()
+    )
+
+
+def test_spearman_on_known_ranks():
+    assert v.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert v.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(v.spearman([1, 2], [1, 2]))
+
+
+def test_the_note_is_written_checked_and_refused_without_rows(tmp_path):
+    short, ref = world(0.07, -0.20)
+    (tmp_path / "released-authors-setting").mkdir()
+    (tmp_path / "short-setting-search" / "s1").mkdir(parents=True)
+    for r in ref:
+        append_row(tmp_path / "released-authors-setting" / "results.csv", r, RESULT_COLUMNS)
+    note = tmp_path / "note.md"
+    note.write_text(f"# Note\n\n{v.BEGIN}\n{v.END}\n")
+    args = ["--results", str(tmp_path)]
+    assert main([*args, "--update", str(note)]) == 2  # no candidate setting yet
+    for r in short:
+        append_row(tmp_path / "short-setting-search" / "s1" / "results.csv", r, RESULT_COLUMNS)
+    assert main([*args, "--check", str(note)]) == 1
+    assert main([*args, "--update", str(note)]) == 0
+    assert main([*args, "--check", str(note)]) == 0
+    assert "| s1 | 5 |" in note.read_text() and "qualifies" in note.read_text()
+    with pytest.raises(ExperimentError, match="no normal:xavier"):
+        v.compare([r for r in short if r["init"] != "xavier"], ref, "x")
+
+
+def test_the_bound_sentence_follows_the_two_medians():
+    short, ref = world(0.07, -0.20)
+    far = v.compare([dict(r, kl=1e9) for r in short], [dict(r, kl=3e4) for r in ref], "far")
+    assert "accuracy proxy" in far.bound_sentence() and "33,333 times" in far.bound_sentence()
+    near = v.compare([dict(r, kl=4e4) for r in short], [dict(r, kl=3e4) for r in ref], "near")
+    assert "near the authors' setting's" in near.bound_sentence()
+
+
+def test_the_committed_validation_table_is_current():
+    note = Path(__file__).resolve().parents[2] / "results" / "short-setting-search" / "README.md"
+    assert main(["--check", str(note)]) == 0, "run python -m studies.short_setting --update"

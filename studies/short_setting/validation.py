@@ -1,0 +1,270 @@
+"""Does a short training rank priors the way the authors' setting does?
+
+Each candidate setting is a run folder under ``results/short-setting-search/``; every prior in
+it is paired by split seed (n = 50) with the same prior at the authors' setting (10,000 steps),
+where the two rows used the same kernel bank and kernel VAEs (their hashes in ``results.csv``).
+A setting qualifies when, over 5 split seeds:
+
+a. the released prior beats N(0, 1) from the same released init by >= 5 points on >= 4 seeds;
+b. every prior's paired difference to N(0, 1) (Xavier init) keeps its sign, and the rank
+   correlation of the priors' mean accuracies with the authors' setting is >= 0.8;
+c. every difference larger than 5 points at the authors' setting keeps at least half its size.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dwp_lib.experiment import ExperimentError, load_results
+
+N = 50
+BASELINE = "normal:xavier"
+RELEASED_PAIR = ("dwp@released:dwp@released", "normal:dwp@released")
+#: the authors'-setting folders every short setting is compared with
+REFERENCES = ("released-authors-setting", "released-prior-xavier-init")
+BEGIN = "<!-- short-setting-validation: written by `python -m studies.short_setting --update`; do not edit -->"
+END = "<!-- end short-setting-validation -->"
+
+
+def method(row: Mapping) -> str:
+    return f"{row['prior']}:{row['init']}"
+
+
+def vae_key(row: Mapping) -> str:
+    """What a row's prior and init were made of: the released files, our bank and VAEs, or
+    neither (N(0, 1) or the plain CNN from Xavier)."""
+    uses = {row["prior"].split("/")[0], row["init"]}
+    if any("released" in u for u in uses):
+        return "released"  # the files are pinned by their SHA-256
+    if any(u.startswith("dwp") for u in uses) or any("dwp" in p for p in row["prior"].split("/")):
+        return f"{row['bank_sha256']}/{row['vae_sha256']}"
+    return "-"
+
+
+def accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, tuple[float, str]]]:
+    """{method: {seed: (accuracy, :func:`vae_key`)}} at n = 50."""
+    out: dict[str, dict[int, tuple[float, str]]] = {}
+    for r in rows:
+        if int(r["n"]) == N:
+            out.setdefault(method(r), {})[int(r["seed"])] = (float(r["acc_ensemble"]), vae_key(r))
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN below 3 points."""
+    if len(xs) < 3:
+        return float("nan")
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+@dataclass
+class PriorLine:
+    method: str
+    seeds: list[int]  # paired with the authors' setting (same seeds, same VAEs)
+    short_diff: float | None  # mean difference to N(0, 1) from Xavier, points
+    authors_diff: float | None
+    short_acc: float | None
+    authors_acc: float | None
+    unpaired: list[int] = field(default_factory=list)  # seeds whose VAEs differ
+
+    @property
+    def sign_kept(self) -> bool | None:
+        if self.short_diff is None or self.authors_diff is None:
+            return None
+        return (self.short_diff > 0) == (self.authors_diff > 0)
+
+    @property
+    def size_kept(self) -> bool | None:
+        if self.short_diff is None or self.authors_diff is None or abs(self.authors_diff) <= 5:
+            return None
+        return self.sign_kept and abs(self.short_diff) >= abs(self.authors_diff) / 2
+
+
+@dataclass
+class Setting:
+    name: str
+    seeds: list[int]
+    released_gain: dict[int, float]  # seed -> released prior minus N(0, 1) from the same init
+    lines: list[PriorLine]
+    rank_correlation: float
+    cell_minutes: dict[str, float]  # prior kind -> median minutes of a cell
+    kl_end: float | None  # the released DWP row's final KL term (nats), median over seeds
+    nll_end: float | None
+    kl_authors: float | None = None  # the same at the authors' setting
+
+    def bound_sentence(self) -> str:
+        """Whether the short run's bound means anything, from the two medians."""
+        if not self.kl_end or not self.kl_authors:
+            return ""
+        ratio = self.kl_end / self.kl_authors
+        if ratio > 10:
+            return (f"Its bound is far from converged: the released prior's final KL term is "
+                    f"{ratio:,.0f} times the authors' setting's ({self.kl_end:.3g} against "
+                    f"{self.kl_authors:.3g} nats), so the setting is an accuracy proxy, not an "
+                    f"estimate of the ELBO.")  # fmt: skip
+        return (f"Its bound is near the authors' setting's (final KL {self.kl_end:.3g} against "
+                f"{self.kl_authors:.3g} nats).")  # fmt: skip
+
+    @property
+    def gain_wins(self) -> int:
+        return sum(d >= 5 for d in self.released_gain.values())
+
+    def verdict(self) -> str:
+        why = []
+        if len(self.released_gain) < 5:
+            why.append(f"{len(self.released_gain)} of 5 seeds")
+        elif self.gain_wins < 4:
+            why.append(f"released gain >= 5 points on {self.gain_wins} of 5 seeds")
+        if any(line.sign_kept is False for line in self.lines):
+            why.append("a prior's sign flips")
+        if not self.rank_correlation >= 0.8:
+            why.append(f"rank correlation {self.rank_correlation:.2f}")
+        if any(line.size_kept is False for line in self.lines):
+            why.append("a large difference shrinks below half")
+        unpaired = [
+            line.method for line in self.lines if line.method != BASELINE and not line.seeds
+        ]
+        if unpaired:
+            why.append(f"not paired with the authors' setting (other VAEs): {', '.join(unpaired)}")
+        return "qualifies" if not why else "not yet: " + "; ".join(why)
+
+
+def compare(short_rows: Sequence[Mapping], reference_rows: Sequence[Mapping], name: str) -> Setting:
+    """One short setting against the authors' setting, paired by seed and by VAE hashes."""
+    short, ref = accuracies(short_rows), accuracies(reference_rows)
+    if BASELINE not in short:
+        raise ExperimentError(f"{name}: no {BASELINE} rows at n = {N} to pair the priors with")
+    seeds = sorted(short[BASELINE])
+    a, b = (short.get(m, {}) for m in RELEASED_PAIR)
+    gain = {s: 100 * (a[s][0] - b[s][0]) for s in sorted(set(a) & set(b))}
+    lines, xs, ys = [], [], []
+    for m in sorted(short):
+        paired = [
+            s
+            for s in short[m]
+            if s in ref.get(m, {}) and ref[m][s][1] == short[m][s][1] and s in ref.get(BASELINE, {})
+        ]
+        unpaired = [s for s in short[m] if s in ref.get(m, {}) and s not in paired]
+        if paired:
+            sa = statistics.fmean(short[m][s][0] for s in paired)
+            ra = statistics.fmean(ref[m][s][0] for s in paired)
+            xs.append(sa)
+            ys.append(ra)
+        else:
+            sa = ra = None
+        diff = None
+        rdiff = None
+        if m != BASELINE and paired:
+            diff = 100 * statistics.fmean(short[m][s][0] - short[BASELINE][s][0] for s in paired)
+            rdiff = 100 * statistics.fmean(ref[m][s][0] - ref[BASELINE][s][0] for s in paired)
+        lines.append(PriorLine(m, paired, diff, rdiff, sa, ra, unpaired))
+    minutes: dict[str, list[float]] = {}
+    for r in short_rows:
+        kind = "DWP" if r["prior"].startswith("dwp") else "N(0, 1)"
+        minutes.setdefault(kind, []).append(float(r["seconds"]) / 60)
+    released = [r for r in short_rows if method(r) == RELEASED_PAIR[0] and int(r["n"]) == N]
+    ref_released = [r for r in reference_rows if method(r) == RELEASED_PAIR[0] and int(r["n"]) == N]
+    return Setting(
+        name,
+        seeds,
+        gain,
+        lines,
+        spearman(xs, ys),
+        {k: statistics.median(v) for k, v in sorted(minutes.items())},
+        statistics.median(float(r["kl"]) for r in released) if released else None,
+        statistics.median(float(r["nll"]) for r in released) if released else None,
+        statistics.median(float(r["kl"]) for r in ref_released) if ref_released else None,
+    )
+
+
+def settings(root: Path) -> list[Setting]:
+    """Every candidate setting under ``root/short-setting-search`` against the references."""
+    reference: list[dict] = []
+    for folder in REFERENCES:
+        if (root / folder / "results.csv").exists():
+            reference += load_results(root / folder)[0]
+    if not reference:
+        raise ExperimentError(f"{root}: none of {REFERENCES} has a results.csv to compare with")
+    found = sorted((root / "short-setting-search").glob("*/results.csv"))
+    if not found:
+        raise ExperimentError(f"{root / 'short-setting-search'}: no candidate setting has rows")
+    return [compare(load_results(p.parent)[0], reference, p.parent.name) for p in found]
+
+
+def _f(x: float | None, fmt: str = "+.1f") -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def markdown(found: Sequence[Setting]) -> str:
+    out = [
+        "| setting | seeds | released prior - N(0, 1) from the same init (points, per seed) "
+        "| >= 5 points | rank correlation | DWP / N(0, 1) cell (median min) | final KL / data "
+        "term of the released DWP row (nats) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in found:
+        gains = ", ".join(f"{d:+.1f}" for d in s.released_gain.values())
+        mins = " / ".join(f"{s.cell_minutes.get(k, float('nan')):.1f}" for k in ("DWP", "N(0, 1)"))
+        out.append(
+            f"| {s.name} | {len(s.seeds)} | {gains} | {s.gain_wins} of {len(s.released_gain)} "
+            f"| {_f(s.rank_correlation, '.2f')} | {mins} | {_f(s.kl_end, '.3g')} / "
+            f"{_f(s.nll_end, '.3g')} | {s.verdict()} |"
+        )
+    for s in found:
+        out += [
+            "",
+            f"**{s.name}**: each prior against N(0, 1) from Xavier (points), paired by split seed "
+            "with the authors' setting where both rows used the same bank and kernel VAEs. "
+            + s.bound_sentence(),
+            "",
+            "| prior:init | seeds paired | short | authors' | sign kept | half the size kept "
+            "| seeds whose VAEs differ |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for line in s.lines:
+            if line.method == BASELINE:
+                continue
+            yes = {True: "yes", False: "**no**", None: ""}
+            out.append(
+                f"| {line.method} | {','.join(map(str, line.seeds))} | {_f(line.short_diff)} "
+                f"| {_f(line.authors_diff)} | {yes[line.sign_kept]} | {yes[line.size_kept]} "
+                f"| {','.join(map(str, line.unpaired))} |"
+            )
+    return "\n".join(out)
+
+
+def update(note: Path, root: Path, check: bool = False) -> bool:
+    """Write (or with ``check``, compare) the table between the note's markers; True when the
+    note holds the table the runs give."""
+    text = note.read_text()
+    if BEGIN not in text or END not in text:
+        raise ExperimentError(f"{note}: the markers {BEGIN!r} and {END!r} are missing")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{markdown(settings(root))}\n{END}{tail}"
+    if check:
+        return new == text
+    if new != text:
+        note.write_text(new)
+    return True
