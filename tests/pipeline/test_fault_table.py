@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import MICRO as SUPPORT_MICRO
 from support import micro_config
 
 from dwp_lib import artifacts, release
@@ -51,29 +52,7 @@ from dwp_lib.experiment import executor as exe
 # Run folders: `reproduce` on a small pipeline (fake bank, fake digits), then a fault
 # --------------------------------------------------------------------------------------------
 
-MICRO = [
-    "source.widths=[4,8]",
-    "vae.conv1.arch.hidden=4",
-    "vae.conv2.arch.hidden=4",
-    "vae.conv1.train.steps=3",
-    "vae.conv2.train.steps=3",
-    "vae.conv1.eval_samples=2",
-    "vae.conv2.eval_samples=2",
-    "init.inits=[xavier]",
-    "init.channels=[4,8]",
-    "init.steps=4",
-    "init.eval_every=2",
-    "init.batch_size=8",
-    "init.test_images=50",
-    "init.draw_repeats=1",
-    "bayes.channels=[4,8]",
-    "bayes.steps=3",
-    "bayes.eval_samples=2",
-    "grid.sizes=[10]",
-    "grid.split_seeds=[0,1]",
-    "grid.test_images=40",
-    "grid.methods=normal:xavier",
-]
+MICRO = [*SUPPORT_MICRO, "init.inits=[xavier]", "grid.methods=normal:xavier"]
 
 
 def reproduce(out: Path, capsys, *extra: str) -> tuple[int, str, str]:

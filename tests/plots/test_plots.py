@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from support import StandInVAE  # noqa: E402
 
 from dwp_lib import plots  # noqa: E402
 
@@ -30,22 +31,6 @@ SIZES = {"conv1": 7, "conv2": 5}
 def _close_figures():
     yield
     plt.close("all")
-
-
-class StandInVAE(torch.nn.Module):
-    """What the figures use of a kernel VAE: ``encode``, ``sample``, ``latent_dim``."""
-
-    def __init__(self, k: int, latent_dim: int = 3):
-        super().__init__()
-        self.k, self.latent_dim = k, latent_dim
-        self.enc = torch.nn.Linear(k * k, latent_dim)
-
-    def encode(self, w):
-        mu = self.enc(w.flatten(1))
-        return mu, torch.zeros_like(mu)
-
-    def sample(self, n, generator=None):
-        return torch.randn(n, self.k, self.k, generator=generator)
 
 
 def _bank(n: int = 40):
