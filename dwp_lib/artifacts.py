@@ -25,7 +25,7 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +316,30 @@ def is_valid_artifact(path: str | os.PathLike) -> bool:
     except ArtifactError:
         return False
     return True
+
+
+def pinned_file_problem(path: str | os.PathLike, sha256: str) -> str | None:
+    """Why ``path`` is not the pinned file of hash ``sha256`` ("missing", "damaged (SHA-256 ...)"),
+    or None when it is."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    got = sha256_file(path)
+    return None if got == sha256 else f"damaged (SHA-256 {got})"
+
+
+def write_fetch_record(
+    path: str | os.PathLike, provenance: dict, sha256: Mapping[str, str], how: Mapping[str, str]
+) -> None:
+    """The record of a folder of pinned downloads: ``provenance`` and, per file, its hash and how
+    it came (a file found earlier keeps the record of how it first came)."""
+    path = Path(path)
+    try:
+        files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}
+    except ValueError:
+        files = {}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for name, h in how.items():
+        if name not in files or not h.startswith("found"):
+            files[name] = {"sha256": sha256[name], "how": h, "when": now}
+    atomic_write_json(path, {**provenance, "checked": now, "files": files})

@@ -23,9 +23,7 @@ put a correct copy in. ``python -m dwp_lib release`` fetches and verifies all of
 
 from __future__ import annotations
 
-import datetime as _dt
 import errno
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -182,14 +180,14 @@ def fetch_release(
     problems, how, network = [], {}, None if not _offline() else "DWP_OFFLINE=1"
     for path in paths:
         dest, want = root / path, release.files[path]
-        why = _check(dest, want)
+        why = artifacts.pinned_file_problem(dest, want)
         if why is None:
             how[path] = "found in the cache"
             continue
         if network is None:
             try:
                 _download(release, path, dest)
-                why = _check(dest, want)
+                why = artifacts.pinned_file_problem(dest, want)
                 how[path] = f"downloaded from {release.url}{path}"
             except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
                 if isinstance(err, OSError) and err.errno in LOCAL_ERRNOS:  # not the network's
@@ -210,29 +208,8 @@ def fetch_release(
             f"offline, place a copy of each file, keeping its repository path, under\n  {root}\n"
             f"(e.g. {root / release.vaes.get('conv1', paths[0])}), then run it again."
         )
-    _write_record(release, root, how)
+    artifacts.write_fetch_record(root / RECORD, provenance(release), release.files, how)
     return {p: root / p for p in paths}
-
-
-def _check(path: Path, sha256: str) -> str | None:
-    if not path.is_file():
-        return "missing"
-    got = artifacts.sha256_file(path)
-    return None if got == sha256 else f"damaged (SHA-256 {got})"
-
-
-def _write_record(release: Release, root: Path, how: Mapping[str, str]) -> None:
-    """``release.json``: the release's provenance and, per file, its hash and how it came."""
-    path = root / RECORD
-    try:
-        files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}
-    except ValueError:
-        files = {}
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    for p, h in how.items():
-        if p not in files or not h.startswith("found"):
-            files[p] = {"sha256": release.files[p], "how": h, "when": now}
-    artifacts.atomic_write_json(path, {**provenance(release), "checked": now, "files": files})
 
 
 def provenance(release: Release | None = None) -> dict:

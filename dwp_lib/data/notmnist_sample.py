@@ -19,9 +19,7 @@ uses it says so: its label is :attr:`SampleSource.label`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import gzip
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +121,6 @@ def cache_path(split: str) -> Path:
     return data_dir("notmnist") / f"notmnist-sample-{split}.pt"
 
 
-def _check(path: Path, sha256: str) -> str | None:
-    if not path.is_file():
-        return "missing"
-    got = artifacts.sha256_file(path)
-    return None if got == sha256 else f"damaged (SHA-256 {got})"
-
-
 def _download(source: SampleSource, name: str, folder: Path) -> None:
     """Fetch one file with pooch: it checks the SHA-256 before moving the file into place."""
     import pooch
@@ -171,7 +162,7 @@ def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], d
     attempts, problems, how = [], [], {}
     network = "skipped (DWP_OFFLINE=1)" if offline() else None
     for name, want in source.sha256.items():
-        why = _check(folder / name, want)
+        why = artifacts.pinned_file_problem(folder / name, want)
         if why is None:
             how[name] = "found in the cache folder"
             continue
@@ -179,7 +170,7 @@ def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], d
         if network is None:
             try:
                 _download(source, name, folder)
-                why = _check(folder / name, want)
+                why = artifacts.pinned_file_problem(folder / name, want)
                 how[name] = f"downloaded from {source.url}{name}"
             except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
                 attempts.append(Attempt(f"download {source.url}{name}", _reason(err)))
@@ -198,7 +189,7 @@ def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], d
             + "\n  ".join(f"- {p}" for p in problems)
             + "\nthen run it again.",
         )
-    _write_record(source, folder, how)
+    artifacts.write_fetch_record(folder / RECORD, provenance(source), source.sha256, how)
     return {name: folder / name for name in source.sha256}, how
 
 
@@ -215,20 +206,6 @@ def provenance(source: SampleSource | None = None) -> dict:
         "sha256": dict(source.sha256),
         "split_rule": source.split_rule,
     }
-
-
-def _write_record(source: SampleSource, folder: Path, how: Mapping[str, str]) -> None:
-    """``provenance.json``: the sample's provenance and, per file, its hash and how it came."""
-    path = folder / RECORD
-    try:
-        files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}
-    except ValueError:
-        files = {}
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    for name, h in how.items():
-        if name not in files or not h.startswith("found"):
-            files[name] = {"sha256": source.sha256[name], "how": h, "when": now}
-    artifacts.atomic_write_json(path, {**provenance(source), "checked": now, "files": files})
 
 
 def read_sample(files: Mapping[str, Path], source: SampleSource) -> tuple[np.ndarray, np.ndarray]:

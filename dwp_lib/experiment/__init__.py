@@ -119,7 +119,6 @@ from .results import (
     load_results,
     paired_difference,
     read_rows,
-    repo_results_dir,
     results_table,
     summarise,
 )
@@ -188,7 +187,6 @@ __all__ = [
     "parse_method",
     "parse_value",
     "read_rows",
-    "repo_results_dir",
     "results_dir",
     "results_table",
     "run_grid_cell",

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from .. import artifacts as _artifacts
 from .config import ExperimentConfig, config_differences
 from .names import ExperimentError
 from .overrides import config_from, with_notmnist
@@ -162,18 +161,10 @@ def cli(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if getattr(args, "estimate", False):
-        try:
-            counts = _device_counts(getattr(args, "devices", None))
-        except ExperimentError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        counts = _device_counts(getattr(args, "devices", None))
         saved = getattr(args, "estimate_from", None)
         if saved:
-            try:
-                est = wall_from_saved_estimate(saved, cfg, counts)
-            except ExperimentError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 2
+            est = wall_from_saved_estimate(saved, cfg, counts)
         else:
             est = estimate_cost(cfg, devices=counts)
         print(json.dumps(est, indent=2))
@@ -189,32 +180,14 @@ def cli(args: argparse.Namespace) -> int:
         print("error: reproduce needs --out DIR (the run's folder)", file=sys.stderr)
         return 2
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        note = check_run_time(cfg)
-        if note:
-            print(note, flush=True)
-        exp = Experiment(
-            cfg, args.out, command=command, overrides=overrides, config_file=config_file
-        )
-    except ExperimentError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # the library's errors say what was wrong and what to do: the command line's one boundary
+    # (dwp_lib.cli.run_guarded) prints them as one line, exit 2
+    note = check_run_time(cfg)
+    if note:
+        print(note, flush=True)
+    exp = Experiment(cfg, args.out, command=command, overrides=overrides, config_file=config_file)
     print(f"Experiment {cfg.name!r} (preset {cfg.from_preset}, dwp_lib {__version__}) -> {exp.out}")
-    from ..data import DataUnavailableError
-    from ..release import ReleaseUnavailableError
-    from ..train import NonFiniteLossError
-
-    try:
-        out = exp.run()
-    except (
-        ExperimentError,
-        _artifacts.ArtifactError,
-        DataUnavailableError,
-        ReleaseUnavailableError,
-        NonFiniteLossError,
-    ) as err:  # they say what was wrong and what to do: no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    out = exp.run()
     rows = out["rows"]
     if rows:
         print(results_table(rows))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import artifacts as _artifacts
+from .committed import results_dir
 from .names import (
     INIT_LABELS,
     PAPER_RESULTS,
@@ -373,16 +374,11 @@ def costs_table(costs: Mapping) -> str:
     return "\n".join(lines)
 
 
-def repo_results_dir() -> Path:
-    """``results/`` of the repository this library was installed from (editable installs and
-    a checkout); it does not exist for a plain ``pip install``."""
-    return Path(__file__).resolve().parents[2] / "results"
-
-
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
-    """Run folders under ``root`` (default :func:`repo_results_dir`) holding a ``results.csv``
-    written by :class:`~dwp_lib.experiment.Experiment`, the one with most rows first."""
-    root = Path(root) if root is not None else repo_results_dir()
+    """Run folders under ``root`` (default: the committed runs,
+    :func:`~dwp_lib.experiment.committed.results_dir`) holding a ``results.csv`` written by
+    :class:`~dwp_lib.experiment.Experiment`, the one with most rows first."""
+    root = Path(root) if root is not None else results_dir()
     if not root.is_dir():
         return []
     found = {}
