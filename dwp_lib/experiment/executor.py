@@ -1,28 +1,11 @@
-"""Where the independent units of a stage run: here, in local worker processes, or on Ray.
+"""Where the independent units of a stage (source nets, grid cells) run: here, in local worker
+processes, or as Ray tasks (``executor.kind``: ``local`` or ``ray``).
 
-Two stages of the pipeline are made of units that do not talk to each other: the source nets
-(net ``i`` is trained from seed ``seed + i``) and the cells of the prior grid (one Bayesian CNN
-per method, size and split seed). ``executor.kind`` chooses where those units run:
-
-- ``local`` (the default): in this process one after another, or in ``source.workers`` /
-  ``grid.workers`` processes of this machine;
-- ``ray``: each unit is a `Ray <https://docs.ray.io>`_ core task that asks for
-  ``cpus_per_task`` CPUs and a share of a GPU (``gpus_per_net``, ``gpus_per_cell``: 0.25 lets
-  four cells share one GPU). ``address`` says which cluster: ``None`` starts a local one on this
-  machine (loopback only, stopped when the stage ends), ``"auto"`` joins the cluster this
-  machine is part of (``ray start --head`` / ``ray start --address=...``, or a SLURM
-  allocation started with Ray's ``symmetric-run``), ``"ray://host:10001"`` a remote one.
-An address is first tried with a plain TCP connection of ``connect_timeout`` seconds (Ray
-itself would retry an unreachable one for ever), and a unit that no node of the cluster can
-hold (more CPUs or GPUs than any node has) is refused before anything is submitted.
-
-The executor never changes a result: every unit seeds itself, sets its own thread count and
-runs the same function; what it returns (a net's weights and record, a grid row) comes back to
-this process, which writes it - the verified checkpoint, the CSV row - the moment it arrives.
-An interrupted run therefore resumes from its folder whichever executor ran it, and units
-already written are not submitted again. The executor is not part of a run's config key.
-
-Ray is an optional dependency: ``pip install 'dwp_lib[ray]'``.
+Every unit seeds itself and runs the same function; what it returns comes back to this process,
+which writes it the moment it arrives, so the executor never changes a result (nor the config
+key) and an interrupted run resumes whichever executor ran it. A Ray address is first tried with
+a plain TCP connection (Ray would retry an unreachable one for ever), and a unit that no node can
+hold is refused before anything is submitted. Ray is optional: ``pip install 'dwp_lib[ray]'``.
 """
 
 from __future__ import annotations
@@ -40,9 +23,8 @@ from ..config import ConfigValueError, check_fields
 from .names import ExperimentError
 
 KINDS = ("local", "ray")
-#: The GPU share of a task when the config leaves it unset and the cluster has GPUs: a source
-#: net of the paper (FConv(256, 512), batches of 64) keeps one GPU busy; a grid cell (one small
-#: Bayesian CNN on 50-1,000 digits) leaves most of one idle, so four share it.
+#: A task's GPU share when unset and the cluster has GPUs: a paper-size source net keeps one GPU
+#: busy; a grid cell (a small Bayesian CNN) leaves most of one idle, so four share it.
 GPU_SHARES = {"net": 1.0, "cell": 0.25}
 RAY_INSTALL = "pip install 'dwp_lib[ray]'"
 #: the ports of an address without one: Ray's GCS (``host``) and Ray Client (``ray://host``)
@@ -55,16 +37,10 @@ class ExecutorError(ExperimentError):
 
 @dataclass
 class ExecutorConfig:
-    """Where the source nets and the grid cells run (see the module docstring).
-
-    ``kind``: ``local`` or ``ray``. ``address``: the Ray cluster (``None``: start a local one,
-    ``auto``: the running one, or ``ray://host:port``). ``cpus_per_task``: CPUs each task asks
-    for (and its torch threads). ``gpus_per_net`` / ``gpus_per_cell``: the share of a GPU a
-    source net / a grid cell asks for (0: CPU only, and Ray hides the GPUs from the task;
-    ``None``: :data:`GPU_SHARES` when the cluster has GPUs, else 0).
-    ``num_cpus`` / ``num_gpus``: the size of a local cluster started here (``None``: all).
-    ``connect_timeout``: seconds to wait for the cluster at ``address`` to answer.
-    """
+    """Where the source nets and grid cells run. ``address``: ``None`` starts a local Ray cluster
+    (``num_cpus``/``num_gpus``, ``None``: all), ``auto`` joins the running one, else
+    ``host:port`` or ``ray://host:port``. ``gpus_per_net``/``gpus_per_cell``: a unit's GPU share
+    (0: CPU only; ``None``: :data:`GPU_SHARES` when the cluster has GPUs)."""
 
     kind: str = "local"
     address: str | None = None
@@ -113,8 +89,7 @@ class ExecutorConfig:
                     )
 
     def share(self, unit: str, has_gpus: bool) -> float:
-        """The GPU share a ``unit`` (``net`` or ``cell``) asks for on a cluster with or without
-        GPUs."""
+        """The GPU share a ``unit`` (``net`` or ``cell``) asks for."""
         share = getattr(self, f"gpus_per_{unit}")
         if share is None:
             return GPU_SHARES[unit] if has_gpus else 0.0
@@ -146,8 +121,7 @@ def import_ray():
 
 
 def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
-    """The ``ray.init`` arguments for ``cfg``: a local cluster on the loopback address with
-    ``num_cpus`` / ``num_gpus`` when ``address`` is unset, else the cluster at ``address``."""
+    """The ``ray.init`` arguments: a local loopback-only cluster, or the one at ``address``."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
     if cfg.address is None:
         kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, _node_ip_address="127.0.0.1")
@@ -166,8 +140,7 @@ def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
 
 
 def split_address(address: str, name: str = "executor.address") -> tuple[str, int]:
-    """``(host, port)`` of a Ray address ``host[:port]`` or ``ray://host[:port]`` (the setting
-    ``name``); a :class:`ConfigValueError` for text that is not one."""
+    """``(host, port)`` of a Ray address ``host[:port]`` or ``ray://host[:port]``."""
     client = address.startswith("ray://")
     rest = address[len("ray://") :] if client else address
     host, _, port = rest.rstrip("/").rpartition(":") if ":" in rest else (rest, "", "")
@@ -182,9 +155,8 @@ def split_address(address: str, name: str = "executor.address") -> tuple[str, in
 
 
 def check_reachable(address: str, timeout: float) -> None:
-    """Raise :class:`ExecutorError` unless ``address`` (``host:port`` or ``ray://host:port``)
-    resolves and accepts a TCP connection within ``timeout`` seconds: Ray itself retries an
-    unreachable cluster for ever."""
+    """Raise :class:`ExecutorError` unless ``address`` accepts a TCP connection within
+    ``timeout`` seconds (Ray itself retries an unreachable cluster for ever)."""
     host, port = split_address(address)
     fix = (
         "start the cluster first (ray start --head on the head node), correct "
@@ -226,12 +198,8 @@ def check_reachable(address: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
-    """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block.
-
-    A cluster this process is already connected to is used as it is and left running; one
-    started here (``address=None``) listens on the loopback address only and is shut down at
-    the end of the block, also when a unit fails or the run is interrupted.
-    """
+    """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block; one started here
+    is shut down at its end, one already connected is left running."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
@@ -270,15 +238,9 @@ def run_on_ray(
     *,
     unit: str,
 ) -> Iterator[Any]:
-    """``fn(shared, *args)`` for every ``args`` of ``calls``, each a Ray task asking for
-    ``cfg.cpus_per_task`` CPUs and its ``unit``'s share of a GPU (``net`` or ``cell``, see
-    :meth:`ExecutorConfig.share`); yields the results as they finish.
-
-    ``shared`` (the data, the bank, the kernel VAEs) is put in Ray's object store once and
-    handed to every task. ``fn`` must be a module-level function (the workers import it). A
-    unit's exception is raised here as itself (Ray's wrapper is also an instance of it); when
-    the caller stops early, the tasks still queued or running are cancelled.
-    """
+    """``fn(shared, *args)`` for every ``args`` of ``calls`` as Ray tasks (``fn`` module-level,
+    ``shared`` put in the object store once), yielded as they finish. A unit's exception is
+    raised as itself; when the caller stops early, the tasks left are cancelled."""
     calls = list(calls)
     if not calls:
         return
@@ -302,8 +264,8 @@ def run_on_ray(
 
 
 def check_fits(nodes: list[dict], unit: str, cpus: float, gpus: float) -> None:
-    """Raise :class:`ExecutorError` unless one of ``nodes`` (Ray's per-node resources) can hold
-    a ``unit`` that asks for ``cpus`` CPUs and ``gpus`` GPUs: Ray would queue it for ever."""
+    """Raise :class:`ExecutorError` unless one of ``nodes`` can hold a unit asking for ``cpus``
+    CPUs and ``gpus`` GPUs (Ray would queue it for ever)."""
     if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
         return
     most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
@@ -323,8 +285,7 @@ def check_fits(nodes: list[dict], unit: str, cpus: float, gpus: float) -> None:
 
 
 def estimate_wall(unit_seconds: list[float], slots: int) -> float:
-    """The wall time of ``unit_seconds`` on ``slots`` parallel slots, longest units first
-    (a list schedule: each unit goes to the slot that frees first)."""
+    """The wall time of ``unit_seconds`` on ``slots`` slots, longest first to the first free."""
     if slots < 1:
         raise ValueError(f"slots={slots}: must be >= 1")
     free = [0.0] * min(slots, max(1, len(unit_seconds)))
@@ -332,18 +293,3 @@ def estimate_wall(unit_seconds: list[float], slots: int) -> float:
         i = min(range(len(free)), key=free.__getitem__)
         free[i] += t
     return max(free) if unit_seconds else 0.0
-
-
-__all__ = [
-    "GPU_SHARES",
-    "KINDS",
-    "ExecutorConfig",
-    "ExecutorError",
-    "check_fits",
-    "check_reachable",
-    "estimate_wall",
-    "import_ray",
-    "init_options",
-    "ray_cluster",
-    "run_on_ray",
-]
