@@ -1,6 +1,4 @@
-"""Every knob of the experiment: one config dataclass per stage, the presets, the dotted
-overrides (``--set bayes.steps=2000``) and the config files that set them, and the config key.
-"""
+"""Every knob of the experiment: one config dataclass per stage, the presets, the config key."""
 
 from __future__ import annotations
 
@@ -24,34 +22,22 @@ from .names import INITS, PIPELINE_INITS, parse_method
 #: where a kernel VAE's training slices come from (``LayerVAEConfig.bank``)
 VAE_BANKS = ("pipeline", "released")
 
-#: the largest class-balanced subset of MNIST's 60,000 training digits: 10 x 5,421 (digit 5,
-#: its smallest class); a grid size n draws n / 10 digits of each class
+#: the largest class-balanced subset of MNIST's training digits: 10 x 5,421 (digit 5's count)
 MNIST_BALANCED_MAX = 54_210
 #: times a layer's Xavier slice norm that no trained slice reaches (the banks' largest: ~6)
 PRUNE_NORM_LIMIT = 100.0
 
-#: settings added to the library after runs were committed, with the value that is the old
-#: behaviour: at that value they are left out of every key, so old runs and caches keep theirs
+#: settings added after runs were committed, at their old behaviour's value: at that value they
+#: are left out of every key, so old runs and caches keep theirs
 ADDED_AT_DEFAULT = {"vae.conv1.bank": "pipeline", "vae.conv2.bank": "pipeline"}
 ADDED_AT_DEFAULT.update({"vae.conv1.slice_scale": 1.0, "vae.conv2.slice_scale": 1.0})
 
 
-# ------------------------------------------------------------------------------------------------
-# Configuration
-# ------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class LayerVAEConfig:
-    """The kernel VAE of one layer: its architecture, its training, how it is scored.
-
-    ``split``: the bank split it is fitted to; the held-out score uses the ``test`` split
-    (at most ``eval_slices`` slices, ``eval_samples`` importance samples each). ``bank``: whose
-    slices: ``"pipeline"`` (this pipeline's source nets) or ``"released"`` (the paper authors'
-    released banks, :func:`dwp_lib.release.released_bank_splits`: the question "is it our VAE
-    or our bank?"). ``slice_scale``: every slice of that bank multiplied by this factor before
-    the VAE sees it (the question "is it the scale of our kernels?").
-    """
+    """The kernel VAE of one layer: architecture, training, held-out scoring (on the ``test``
+    split). ``bank``: whose slices, this pipeline's or the authors' released ones;
+    ``slice_scale``: every slice multiplied by it before the VAE sees it."""
 
     arch: KernelVAEConfig
     train: KernelVAETrainConfig
@@ -84,8 +70,7 @@ class KernelVAEStageConfig(Presets):
 
     @staticmethod
     def layer(name: str, k: int, arch: dict | None = None, **train) -> LayerVAEConfig:
-        """A layer's VAE at preset ``name``: our layer list for k x k slices (``arch`` overrides
-        it), the preset's training with ``train`` overrides, the preset's held-out scoring."""
+        """A layer's VAE for k x k slices at preset ``name``, with overrides."""
         return LayerVAEConfig(
             arch=KernelVAEConfig.for_kernel(k, **(arch or {})),
             train=KernelVAETrainConfig.preset(name, **train),
@@ -116,18 +101,12 @@ class KernelVAEStageConfig(Presets):
 
 @dataclass
 class InitExperimentConfig(Presets):
-    """Convergence of a plain CNN on MNIST from each initialisation (the slides' last claim).
-
-    ``inits``: any of ``default`` (PyTorch's own Conv2d init, a Kaiming-uniform), ``xavier``
-    (Xavier-normal), ``filters`` (random source slices from the bank), ``dwp`` (kernel VAE
-    samples). Only the conv kernels differ; the head is Xavier-normal in every run. Adam with a
-    constant ``lr`` on mini-batches of the full MNIST training set; test accuracy on
-    ``test_images`` images every ``eval_every`` steps. ``draw_repeats``: timings of drawing a
-    layer's kernels (the memory and time claim).
-    """
+    """Convergence of a plain CNN on MNIST from each initialisation (only the conv kernels
+    differ): Adam, test accuracy every ``eval_every`` steps. ``draw_repeats``: timings of
+    drawing a layer's kernels."""
 
     enabled: bool = True
-    inits: tuple[str, ...] = PIPELINE_INITS  # the released VAEs (dwp@released) when asked
+    inits: tuple[str, ...] = PIPELINE_INITS
     seeds: tuple[int, ...] = (0, 1)
     channels: tuple[int, int] = (32, 128)
     steps: int = 200
@@ -165,31 +144,15 @@ class InitExperimentConfig(Presets):
 class GridConfig(Presets):
     """The prior comparison: a Bayesian CNN on class-balanced MNIST subsets.
 
-    ``methods``: ``"prior:init"`` strings. Priors: ``dwp``, ``normal`` (N(0, 1)),
-    ``log-uniform``, ``det`` (a plain CNN with L2), or per layer ``"conv1prior/conv2prior"``
-    from ``dwp`` and ``normal`` (e.g. ``"dwp/normal:dwp"``: DWP on the 7x7 layer only). Inits:
-    ``xavier``, ``filters``, ``dwp``, ``default``.
-    ``sizes``: training-set sizes n (multiples of 10); ``split_seeds``: one subset (and one
-    training seed) each. ``steps_by_size``: ``{"50": 10000, ...}`` overrides ``bayes.steps`` for
-    a size. Evaluation: the ensemble over ``bayes.eval_samples`` weight samples on a seeded
-    subset of ``test_images`` MNIST test images (``None``: all 10,000).
-    ``workers``: cells trained side by side in that many processes (0: one after another in this
-    process). On a CPU each process uses one thread; on a GPU they share the device, which
-    small networks leave mostly idle. A cell's result does not depend on it.
-    ``save_models``: also write each cell's trained network (its ``state_dict``, with the row)
-    to ``<run folder>/models/`` (:func:`~dwp_lib.experiment.cells.load_cell_model` reads it
-    back), for looking inside a trained network without training it again; off by default,
-    and like ``workers`` it changes no result.
+    ``methods``: ``"prior:init"`` (a prior per layer: ``"dwp/normal:dwp"``); ``sizes``: n, multiples
+    of 10; ``split_seeds``: one subset and training seed each; ``steps_by_size``: ``{"50": 10000}``
+    overrides ``bayes.steps``; ``test_images``: a seeded subset (``None``: all). ``workers``
+    (processes) and ``save_models`` (each cell's network in ``models/``) change no result.
     """
 
     enabled: bool = True
     sizes: tuple[int, ...] = (50, 100)
-    methods: tuple[str, ...] = (
-        "dwp:dwp",
-        "log-uniform:xavier",
-        "normal:xavier",
-        "det:xavier",
-    )
+    methods: tuple[str, ...] = ("dwp:dwp", "log-uniform:xavier", "normal:xavier", "det:xavier")
     split_seeds: tuple[int, ...] = (0, 1, 2)
     steps_by_size: dict[str, int] = field(default_factory=dict)
     test_images: int | None = 2000
@@ -230,8 +193,7 @@ class GridConfig(Presets):
 
     @classmethod
     def book(cls) -> GridConfig:
-        # Two cells at a time, one thread each: the build machine and Colab's free runtime have
-        # 2 cores, and these small networks use two processes better than two threads of one.
+        # two processes of one thread: the build machine and Colab's free runtime have 2 cores
         return cls(test_images=1000, workers=2)
 
     @classmethod
@@ -248,18 +210,9 @@ EXTENDABLE += ("long_run",)  # a confirmation, not a result
 
 @dataclass
 class ExperimentConfig:
-    """Every knob of the experiment, one dataclass per stage (see the module docstring).
-
-    ``name`` labels the run in results rows and figures; ``from_preset`` says which preset the
-    config started from (overrides are recorded separately in the provenance). ``num_threads``:
-    torch's intra-op threads for the run (``None``: torch's default). On a CPU shared with other
-    work, 1 thread is often several times faster than 2; results agree at rounding level.
-    ``executor``: where the source nets and the grid cells run (this machine's processes, or
-    a Ray cluster: :class:`~dwp_lib.executor.ExecutorConfig`); not part of the config key.
-    ``long_run``: run even when the settings are estimated at more than a year on this machine
-    (``reproduce`` refuses such a run otherwise, :func:`~dwp_lib.experiment.command.check_run_time`);
-    not part of the config key.
-    """
+    """Every knob of the experiment, one dataclass per stage. ``name`` labels the run;
+    ``num_threads``: torch's threads (``None``: its default); ``executor``: where units run;
+    ``long_run``: run even when estimated at over a year. The last two are not in the key."""
 
     name: str
     from_preset: str
@@ -318,8 +271,7 @@ class ExperimentConfig:
 
 
 def check_prune_norms(source: SourceNetsConfig) -> None:
-    """Refuse a pruning threshold that no trained slice reaches (above :data:`PRUNE_NORM_LIMIT`
-    times the layer's Xavier-init slice norm), before the source nets train, not after."""
+    """Refuse, before training, a pruning threshold that no trained slice reaches."""
     for i, layer in enumerate(LAYERS):
         xavier = xavier_slice_norm(layer, source.widths)
         if source.prune_norms[i] > PRUNE_NORM_LIMIT * xavier:
@@ -333,9 +285,8 @@ def check_prune_norms(source: SourceNetsConfig) -> None:
 
 
 def check_derived_seeds(cfg: ExperimentConfig) -> None:
-    """Refuse a seed whose derived seeds leave torch's range: net ``i`` trains from
-    ``source.seed + i``, the bank splits from ``source.seed * 1000 + 18`` at most, an init's
-    head from ``seed + HEAD_SEED_OFFSET``."""
+    """Refuse a seed whose derived seeds (net ``i``: ``seed + i``, the bank splits: up to
+    ``seed * 1000 + 18``, an init's head: ``seed + HEAD_SEED_OFFSET``) leave torch's range."""
     s, top = cfg.source, MAX_SEED - HEAD_SEED_OFFSET
     for path, seed, most in [
         ("source.seed", s.seed, min(MAX_SEED - s.n_nets + 1, (MAX_SEED - 18) // 1000)),
@@ -381,8 +332,7 @@ def drop_paths(d: dict, paths: Iterable[str]) -> dict:
 
 
 def with_added_fields(before: dict, now: dict, preset: dict) -> dict:
-    """``before`` with every field it lacks filled from ``now`` where ``now`` has the preset's
-    value there (a field the library gained since ``before`` was written, left at its default)."""
+    """``before`` with each field it lacks taken from ``now`` where that is the preset's value."""
     out = dict(before)
     for k, v in now.items():
         p = preset.get(k) if isinstance(preset, dict) else None

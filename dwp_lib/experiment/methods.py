@@ -12,9 +12,13 @@ from ..nets import LAYERS
 from ..priors import DeepWeightPrior, LogUniform, StandardNormal
 from .names import INITS, RELEASED, ExperimentError
 
-# ------------------------------------------------------------------------------------------------
-# Methods: "prior:init" -> priors and an initialisation
-# ------------------------------------------------------------------------------------------------
+
+def _dwp_vaes(name: str, vaes, released, what: str) -> Mapping[str, KernelVAE]:
+    """The kernel VAEs of ``dwp`` (the pipeline's) or ``dwp@released`` (the authors')."""
+    chosen, kind = (vaes, "kernel") if name == "dwp" else (released, "released kernel")
+    if chosen is None:
+        raise ExperimentError(f"the {what} needs the {kind} VAEs")
+    return chosen
 
 
 def make_init(
@@ -33,14 +37,8 @@ def make_init(
         if bank is None:
             raise ExperimentError("the filters init needs the kernel bank")
         return FiltersInit(bank)
-    if name == "dwp":
-        if vaes is None:
-            raise ExperimentError("the dwp init needs the kernel VAEs")
-        return DWPInit(vaes)
-    if name == RELEASED:
-        if released is None:
-            raise ExperimentError("the dwp@released init needs the released kernel VAEs")
-        return DWPInit(released)
+    if name in ("dwp", RELEASED):
+        return DWPInit(_dwp_vaes(name, vaes, released, f"{name} init"))
     raise ExperimentError(f"unknown init {name!r}; valid inits are {', '.join(INITS)}")
 
 
@@ -50,22 +48,17 @@ def make_priors(
     cfg: BayesConfig,
     released: Mapping[str, KernelVAE] | None = None,
 ):
-    """The prior(s) of a Bayesian CNN for ``prior`` (not ``det``): one object or one per layer.
-    ``vaes`` are the pipeline's kernel VAEs (``dwp``), ``released`` the authors' (``dwp@released``)."""
+    """The priors of a Bayesian CNN for ``prior`` (not ``det``), one per layer."""
 
     def one(name: str, layer: str):
         if name == "normal":
             return StandardNormal()
         if name == "log-uniform":
             return LogUniform()
-        if name == "dwp":
-            if vaes is None:
-                raise ExperimentError("the DWP prior needs the kernel VAEs")
-            return DeepWeightPrior(vaes[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
-        if name == RELEASED:
-            if released is None:
-                raise ExperimentError("the dwp@released prior needs the released kernel VAEs")
-            return DeepWeightPrior(released[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
+        if name in ("dwp", RELEASED):
+            what = "DWP prior" if name == "dwp" else f"{name} prior"
+            chosen = _dwp_vaes(name, vaes, released, what)
+            return DeepWeightPrior(chosen[layer], cfg.dwp_slices_per_step, cfg.dwp_train_reverse)
         raise ExperimentError(f"unknown prior {name!r}")
 
     names = prior.split("/")

@@ -1,16 +1,7 @@
-"""The dotted override language of the experiment's config: ``--set bayes.steps=2000``,
-``--set source.prune_norms=[0.3,0.1]``, ``--set grid.steps_by_size.50=10000``, and the JSON or
-TOML config files that hold the same settings (each value coerced to its field's type, with
-an error that names the setting).
-
-Why not OmegaConf's structured configs (or Hydra), the field's usual tool for exactly this: our
-stage configs are frozen-style dataclasses whose fields use fixed-length tuples
-(``widths: tuple[int, int]``), ``Literal`` choices and ``X | None`` unions, checked by
-:func:`dwp_lib.config.check_fields` with messages the tests pin (``init.test_images=0: must be
->= 1 (or None)``). OmegaConf 2.3, its current stable release, supports none of fixed-length
-tuples or ``Literal`` (its 2.4 release candidate previews both); adopting it would mean a
-second schema in its types plus a conversion back to ours, more code than this module's ~200
-lines, for errors no clearer. Revisit when OmegaConf 2.4 is final.
+"""The dotted overrides of the experiment's config (``--set bayes.steps=2000``, ``--set
+source.prune_norms=[0.3,0.1]``) and the JSON/TOML files that hold the same settings, each value
+coerced to its field's type. (OmegaConf 2.3 lacks fixed-length tuples and ``Literal``; revisit
+when 2.4 is final.)
 """
 
 from __future__ import annotations
@@ -53,22 +44,14 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
             out = _set_path(out, str(k).split("."), v, f"{path}.{k}")
         return out
     if isinstance(current, bool):
-        if isinstance(value, str) and value.lower() in (
-            "true",
-            "yes",
-            "1",
-            "false",
-            "no",
-            "0",
-        ):
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
             raise ExperimentError(f"{path} is true/false, got {value!r}")
         return value
     if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ExperimentError(f"{path} is an integer, got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
+        bad = isinstance(value, bool) or not isinstance(value, int | float)
+        if bad or (isinstance(value, float) and not value.is_integer()):
             raise ExperimentError(f"{path} is an integer, got {value!r}")
         return int(value)
     if isinstance(current, float):
@@ -141,8 +124,7 @@ def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
 
 
 def set_field(cfg: ExperimentConfig, path: str, value: Any) -> ExperimentConfig:
-    """``cfg`` with the dotted ``path`` set to ``value`` (``value`` is coerced to the field's
-    type; tuples take lists or comma-separated text; ``a.b.0`` indexes a tuple)."""
+    """``cfg`` with the dotted ``path`` (``a.b.0`` indexes a tuple) set to ``value``, coerced."""
     parts = [p for p in path.replace("[", ".").replace("]", "").split(".") if p]
     if not parts:
         raise ExperimentError("empty setting name")
@@ -162,16 +144,13 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> Experime
     return cfg
 
 
-#: the setting ``--notmnist`` stands for: the notMNIST the source nets train on
+#: the setting ``--notmnist`` stands for
 NOTMNIST_SETTING = "source.data_variant"
 
 
 def with_notmnist(variant: str | None, overrides: Sequence[str]) -> list[str]:
-    """``overrides`` led by ``source.data_variant=VARIANT`` (the commands' ``--notmnist``:
-    ``small`` or ``large``, the real tarballs, ``sample``, 10,000 real images not split by font,
-    or ``synthetic``); unchanged for ``None``.
-    A ``--set source.data_variant=...`` that names another variant is an error, so that neither
-    silently wins."""
+    """``overrides`` led by ``source.data_variant=VARIANT`` (``--notmnist``); a ``--set`` of
+    another variant is an error, so that neither silently wins."""
     overrides = list(overrides)
     if variant is None:
         return overrides
@@ -196,15 +175,9 @@ def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def load_config_file(
-    path: str | os.PathLike,
-) -> tuple[str | None, list[tuple[str, Any]]]:
-    """Read a JSON or TOML config file: ``(preset or None, [(path, value), ...])``.
-
-    The file is nested like :class:`ExperimentConfig` (``{"bayes": {"steps": 2000}}``, or
-    ``[bayes]`` / ``steps = 2000`` in TOML) or flat with dotted keys; a top-level ``preset``
-    names the starting preset.
-    """
+def load_config_file(path: str | os.PathLike) -> tuple[str | None, list[tuple[str, Any]]]:
+    """A JSON or TOML config file, nested like :class:`ExperimentConfig` or with dotted keys:
+    ``(its top-level preset or None, [(path, value), ...])``."""
     path = Path(path)
     if not path.exists():
         raise ExperimentError(f"config file {path} does not exist")
