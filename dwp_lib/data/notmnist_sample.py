@@ -1,20 +1,10 @@
 """A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format.
 
-David Flanagan's repository ``davidflanagan/notMNIST-to-MNIST`` (licence MIT; its README says
-the files are posted with permission of notMNIST's author) holds 10,000 images drawn at random
-from Yaroslav Bulatov's ``notMNIST_small``: letters A-J, 1,000 each, 28x28 grey levels, white
-glyph on black, labels 0-9 for A-J. They are the real glyphs, in a file small enough to fetch
-anywhere (the author's tarballs need his site and are read PNG by PNG: :mod:`.notmnist`).
-
-Sources, in order: the cache's tensor files; the two idx files in :func:`sample_dir` (put
-there by hand, or by an earlier download); GitHub's raw files at the pinned commit, fetched
-with ``pooch`` (skipped with ``DWP_OFFLINE=1``). Each file must match its SHA-256, and the
-content is checked (count, 28x28, 1,000 per letter) before anything is cached. Without the
-files, the error names each one, its SHA-256 and the folder to place a copy in.
-
-The file records no font, so the sample cannot be split by font: a seeded split, stratified by
-letter (15% of each letter to test), puts images of one font on both sides. Every result that
-uses it says so: its label is :attr:`SampleSource.label`.
+From David Flanagan's ``davidflanagan/notMNIST-to-MNIST`` (MIT, posted with permission of
+notMNIST's author): letters A-J, 1,000 each. Sources: the cache, the idx files in
+:func:`sample_dir`, GitHub's raw files at the pinned commit (``pooch``); each must match its
+SHA-256 and the content is checked. No font is recorded, so the split is by letter (seeded, 15%
+of each to test) and every result says so (:attr:`SampleSource.label`).
 """
 
 from __future__ import annotations
@@ -136,8 +126,7 @@ def _download(source: SampleSource, name: str, folder: Path) -> None:
 
 
 def _reason(err: BaseException) -> str:
-    """The innermost cause of a failed download, in one line (requests wraps urllib3, which
-    wraps the socket's error)."""
+    """The innermost cause of a failed download (requests wraps urllib3 wraps the socket)."""
     inner = err
     for _ in range(5):
         nested = getattr(inner, "reason", None)
@@ -151,12 +140,9 @@ def _reason(err: BaseException) -> str:
 
 
 def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], dict[str, str]]:
-    """The verified local copy of each idx file, and how each came (found or downloaded).
-
-    A file missing from :func:`sample_dir` or failing its SHA-256 is downloaded where allowed;
-    otherwise :class:`DataUnavailableError` names each file, its expected SHA-256 and the
-    folder to put a correct copy in. Writes the provenance record ``provenance.json`` there.
-    """
+    """The verified local copy of each idx file, and how each came (found or downloaded); a
+    missing or wrong file is downloaded where allowed, else :class:`DataUnavailableError` names
+    each file, its SHA-256 and the folder for a copy. Writes ``provenance.json`` there."""
     source = _source(source)
     folder = sample_dir(source)
     attempts, problems, how = [], [], {}
@@ -241,8 +227,7 @@ def read_sample(files: Mapping[str, Path], source: SampleSource) -> tuple[np.nda
 
 
 def split_indices(labels: np.ndarray, source: SampleSource) -> dict[str, np.ndarray]:
-    """Train and test indices: per letter, a seeded permutation sends ``test_fraction`` of
-    its images to test. The same seed always gives the same split."""
+    """Train and test indices: per letter, a seeded permutation sends ``test_fraction`` to test."""
     test = []
     for c in range(len(LETTERS)):
         idx = np.flatnonzero(labels == c)

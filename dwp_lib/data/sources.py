@@ -1,17 +1,9 @@
-"""Sources tried in order, verified downloads, and the cached tensor files.
+"""Sources tried in order (each an :class:`Attempt`), verified downloads, cached tensor files.
 
-A loader tries its sources one after another and records each try as an :class:`Attempt`. If
-every source fails it raises :class:`DataUnavailableError`, which lists every try and the fix;
-it never falls back to a different data set.
-
-Environment variables
----------------------
-``DWP_CACHE``             the cache folder (see :mod:`dwp_lib.artifacts`); data lives in ``data/``.
-``DWP_OFFLINE=1``         skip every download from the open internet, the Debian font packages'
-                          ``apt-get download`` included (missing fonts are an error); the Python
-                          package index is still used: it is MNIST's offline route.
-``DWP_DOWNLOAD_TIMEOUT``  seconds a download may wait for the server (default 10), so a machine
-                          without internet fails fast and moves on to the next source.
+If every source fails, :class:`DataUnavailableError` lists each try and the fix; a loader never
+falls back to another data set. ``DWP_OFFLINE=1`` skips downloads from the open internet
+(``apt-get download`` included; the Python package index is still used, MNIST's offline route);
+``DWP_DOWNLOAD_TIMEOUT`` (default 10 s) makes a machine without internet fail fast.
 """
 
 from __future__ import annotations
@@ -26,8 +18,6 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from .. import artifacts
 from ..progress import progress
@@ -73,8 +63,8 @@ LOW_SPACE = 64 << 20  # bytes: less than one data set needs
 
 
 def low_space() -> str | None:
-    """``"Only N bytes free at <cache>"`` when the cache's disk is (nearly) full, else None: a
-    tool that downloads (apt-get, pip) may report that as a damaged file, not as a full disk."""
+    """``"Only N bytes free at <cache>"`` when the cache's disk is (nearly) full, else None
+    (apt-get or pip may report a full disk as a damaged file)."""
     try:
         free = shutil.disk_usage(artifacts.cache_root()).free
     except OSError:  # no cache folder yet: nothing written, nothing full
@@ -116,10 +106,8 @@ def file_md5(path: Path) -> str:
 
 
 def download(url: str, dest: Path, *, md5: str | None = None, size: int | None = None) -> Path:
-    """Fetch ``url`` to ``dest`` atomically, checking its MD5 and/or size before it is kept.
-
-    Raises ``OSError`` (network, short timeout) or ``ValueError`` (wrong size or checksum).
-    """
+    """Fetch ``url`` to ``dest`` atomically, checking its MD5 and/or size before it is kept;
+    raises ``OSError`` (network, timeout) or ``ValueError`` (wrong size or checksum)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     timeout = download_timeout()
     with artifacts.atomic_path(dest) as tmp:
@@ -178,9 +166,6 @@ def check_cached_file(
     return None
 
 
-# --- the cached tensor files ------------------------------------------------------------------
-
-
 def save_imageset(path: Path, ds: ImageSet) -> None:
     """Write ``ds`` as a verified tensor file (atomic, with a SHA-256 sidecar)."""
     obj = {
@@ -195,9 +180,8 @@ def save_imageset(path: Path, ds: ImageSet) -> None:
 
 
 def load_imageset(path: Path, expect: dict | None = None) -> ImageSet | None:
-    """Load a cached set, or ``None`` if absent. A corrupted, truncated or unexpected file
-    (hash, or a provenance entry differing from ``expect``) is deleted with a warning so that the
-    caller rebuilds it."""
+    """Load a cached set, or ``None`` if absent. A corrupted or unexpected file (hash, or a
+    provenance entry differing from ``expect``) is deleted with a warning, to be rebuilt."""
     if not path.exists():
         return None
     try:
@@ -232,12 +216,3 @@ def remove_artifact(path: Path) -> None:
     for p in (path, artifacts.sidecar_path(path)):
         if p.exists():
             p.unlink()
-
-
-def clear_dir(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-
-
-def as_uint8(x) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=torch.uint8)

@@ -1,21 +1,10 @@
 """notMNIST-style letters A-J rendered from fonts: the offline stand-in for notMNIST.
 
-notMNIST (Bulatov, 2011) is glyphs A-J taken from many publicly available fonts, 28x28 grey,
-white glyph on a black background, the glyph filling most of the frame. No package registry ships
-it, but its recipe is public, so we follow it:
-
-1. **fonts**: the Debian font packages of :mod:`.fonts` (~940 distinct fonts), or any font files;
-2. **render** each letter large (``render_size`` px), white on black, and crop it to its ink;
-3. **vet** each font: it must load, every letter must have ink, differ from the font's
-   "missing glyph" box and from the other letters; fonts whose ten glyphs duplicate another
-   font's (the same face shipped twice) are dropped;
-4. **jitter** ``copies`` images per (font, letter): scale, aspect, small rotation and shift, then
-   an antialiased downscale into the 28x28 frame;
-5. **split by font**: a font's images all go to train or all to test (a hash of the seed and the
-   font's path decides), so test accuracy measures generalisation to unseen fonts.
-
-Everything is deterministic given ``seed`` (and the font files and Pillow/FreeType versions,
-recorded in the provenance). Outputs are always labelled "notMNIST-style (synthetic)".
+notMNIST's recipe: render each letter of each font (:mod:`.fonts`) large and crop it to its ink;
+vet each font (loads, ink in every letter, no "missing glyph" box, distinct letters, not a
+duplicate face); draw ``copies`` jittered 28x28 images per (font, letter); split by font (a hash
+of the seed and the font's path). Deterministic given ``seed``, the fonts and Pillow/FreeType
+(recorded). Always labelled "notMNIST-style (synthetic)".
 """
 
 from __future__ import annotations
@@ -85,9 +74,6 @@ class SyntheticConfig(Presets):
         d.pop("workers")
         d["renderer"] = RENDERER_VERSION
         return hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()[:12]
-
-
-# --- rendering ------------------------------------------------------------------------------
 
 
 def _render(font, char: str) -> np.ndarray:
@@ -184,8 +170,8 @@ def _render_font(job: tuple[str, str, SyntheticConfig]):
 
 
 def _init_render_worker() -> None:
-    """A renderer worker ends soon after its parent does (killed, say): an orphan would render
-    on for nobody. Polls often, as a worker must be gone within a couple of seconds."""
+    """A renderer worker ends within a couple of seconds of its parent (an orphan would render
+    on for nobody)."""
     exit_with_parent(every=0.25)
 
 
@@ -202,11 +188,8 @@ def _font_name(path: Path) -> str:
 def render_set(
     files: list[tuple[str, Path]], cfg: SyntheticConfig
 ) -> tuple[ImageSet, ImageSet, dict]:
-    """Vet, render and split: ``(train, test, report)`` from ``(source, font file)`` pairs.
-
-    ``source`` is the package a font came from (or ``""``); the font's name in the data set is
-    ``source/path-below-the-package``, which also seeds its jitter and its split.
-    """
+    """Vet, render and split: ``(train, test, report)`` from ``(source package or "", font
+    file)`` pairs; the font's name, ``source/path-below-the-package``, seeds jitter and split."""
     jobs = []
     for source, path in files:
         parts = path.parts
@@ -220,11 +203,9 @@ def render_set(
     seen: set[str] = set()
     kept = []  # (name, images, path)
     bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
-    pool = (
-        ProcessPoolExecutor(workers, initializer=_init_render_worker)
-        if workers > 1 and len(jobs) > 8
-        else None
-    )
+    pool = None
+    if workers > 1 and len(jobs) > 8:
+        pool = ProcessPoolExecutor(workers, initializer=_init_render_worker)
     try:
         done = 0
         while done < len(jobs) and (cfg.max_fonts is None or len(kept) < cfg.max_fonts):
@@ -235,11 +216,9 @@ def render_set(
             )
             for name, images, signature, why in results:
                 bar.update()
-                if images is None:
+                if images is None or signature in seen:
+                    why = why or "duplicate of another font"
                     rejected[why] = rejected.get(why, 0) + 1
-                elif signature in seen:
-                    key = "duplicate of another font"
-                    rejected[key] = rejected.get(key, 0) + 1
                 else:
                     seen.add(signature)
                     kept.append((name, images, paths[name]))
@@ -267,13 +246,9 @@ def render_set(
     out = {}
     for split, mask in (("train", ~is_test), ("test", is_test)):
         idx = np.flatnonzero(mask)
-        images = (
-            np.concatenate([kept[i][1] for i in idx])
-            if len(idx)
-            else np.zeros((0, SIZE, SIZE), np.uint8)
-        )
+        images = [kept[i][1] for i in idx] or [np.zeros((0, SIZE, SIZE), np.uint8)]
         out[split] = ImageSet(
-            images=torch.from_numpy(images),
+            images=torch.from_numpy(np.concatenate(images)),
             labels=torch.from_numpy(np.tile(labels, len(idx)).astype(np.int64)),
             classes=LETTERS,
             groups=torch.from_numpy(np.repeat(idx, per_font).astype(np.int64)),
@@ -288,9 +263,6 @@ def render_set(
         "rejected": rejected,
     }
     return out["train"], out["test"], report
-
-
-# --- the loader -----------------------------------------------------------------------------
 
 
 def cache_path(split: str, cfg: SyntheticConfig) -> Path:
@@ -378,9 +350,7 @@ def build(cfg: SyntheticConfig) -> dict[str, ImageSet]:
 
 
 def json_safe(problems) -> str:
-    if not problems:
-        return ""
-    return "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+    return "; ".join(f"{k}: {v}" for k, v in sorted((problems or {}).items()))
 
 
 def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
