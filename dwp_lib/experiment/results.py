@@ -15,54 +15,19 @@ from typing import Any
 
 from .. import artifacts as _artifacts
 from .committed import results_dir
-from .names import (
-    INIT_LABELS,
-    PAPER_RESULTS,
-    PRIOR_LABELS,
-    PRIORS,
-    ExperimentError,
-    parse_method,
-)
-
-# ------------------------------------------------------------------------------------------------
-# Results files
-# ------------------------------------------------------------------------------------------------
+from .names import INIT_LABELS, PAPER_RESULTS, PRIOR_LABELS, PRIORS, ExperimentError, parse_method
 
 RESULT_COLUMNS = (
-    "experiment",
-    "prior",
-    "init",
-    "n",
-    "seed",
-    "acc_ensemble",
-    "acc_mean",
-    "train_acc",
-    "loss",
-    "nll",
-    "kl",
-    "log_sigma2_conv1",
-    "log_sigma2_conv2",
-    "steps",
-    "lr",
-    "log_sigma2_init",
-    "kl_weight",
-    "channels",
-    "dwp_slices_per_step",
-    "dwp_train_reverse",
-    "eval_samples",
-    "test_images",
-    "seconds",
-    "device",
-    "threads",
-    "config_key",
-    "bank_sha256",
-    "vae_sha256",
+    *("experiment", "prior", "init", "n", "seed"),
+    *("acc_ensemble", "acc_mean", "train_acc", "loss", "nll", "kl"),
+    *("log_sigma2_conv1", "log_sigma2_conv2", "steps", "lr", "log_sigma2_init", "kl_weight"),
+    *("channels", "dwp_slices_per_step", "dwp_train_reverse", "eval_samples", "test_images"),
+    *("seconds", "device", "threads", "config_key", "bank_sha256", "vae_sha256"),
 )
 CURVE_COLUMNS = ("init", "seed", "step", "test_acc", "train_loss", "seconds")
 
-
-# The columns that name a row's cell (one row per cell), and the ones that hold numbers, of the
-# two files a run folder appends to; other tables are read as they are.
+# The columns that name a row's cell, and the ones that hold numbers, of the two files a run
+# folder appends to; other tables are read as they are.
 CELL_COLUMNS = {
     RESULT_COLUMNS: ("prior", "init", "n", "seed"),
     CURVE_COLUMNS: ("init", "seed", "step"),
@@ -88,15 +53,10 @@ def read_rows(
 ) -> list[dict]:
     """Rows of a results CSV as dicts of typed values (numbers parsed, empty -> None).
 
-    Rows are appended whole, newline last, so a last line without its newline is a write that
-    was interrupted: it is dropped with a warning (and, with ``repair=True``, removed from the
-    file so the next append starts on a clean line). A header that differs from ``columns``
-    raises.
-
-    ``results.csv`` and ``init_curves.csv`` (by their header) are checked row by row: a number
-    column holding text, NaN or infinity, or an empty key, raises with the line and column; a
-    line that repeats an earlier one exactly is dropped with a warning (and, with
-    ``repair=True``, from the file); two different rows of one cell raise.
+    A last line without its newline (an interrupted write) and a line repeating an earlier one
+    are dropped with a warning (``repair=True``: from the file too). A header other than
+    ``columns``, a bad number or empty key in ``results.csv`` / ``init_curves.csv``, or two
+    different rows of one cell raise.
     """
     path = Path(path)
     if not path.exists():
@@ -282,8 +242,7 @@ def paired_difference(
 
 def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
     """A Markdown table: one line per method, one column per n, ``mean ± sd (seeds)``; with
-    ``paper=True`` the paper's number beside ours (in brackets) for the methods the paper ran:
-    the deep weight prior from its own samples, the other priors from Xavier."""
+    ``paper=True`` the paper's number in brackets for the methods the paper ran."""
     rows = list(rows)
     stats = summarise(rows)
     sizes = sorted({k[2] for k in stats})
@@ -338,7 +297,7 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
 
 def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) -> str:
     """A Markdown table of the init experiment: test accuracy per init (mean ± std over seeds)
-    at ``steps`` (default: the first evaluation after step 0, the middle one and the last)."""
+    at ``steps`` (default: the first evaluation, the middle one and the last)."""
     curves = list(curves)
     all_steps = sorted({int(r["step"]) for r in curves} - {0})
     if steps is None:
@@ -359,7 +318,7 @@ def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) ->
 
 
 def costs_table(costs: Mapping) -> str:
-    """A Markdown table of :func:`~dwp_lib.experiment.stages.init_costs`: bytes and seconds per layer, dwp vs filters."""
+    """A Markdown table of :func:`~dwp_lib.experiment.stages.init_costs`."""
     lines = [
         "| layer | kernels drawn | kernel VAE (bytes) | bank slices (bytes) | "
         "draw with the VAE (ms) | draw from the bank (ms) |",
@@ -375,9 +334,8 @@ def costs_table(costs: Mapping) -> str:
 
 
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
-    """Run folders under ``root`` (default: the committed runs,
-    :func:`~dwp_lib.experiment.committed.results_dir`) holding a ``results.csv`` written by
-    :class:`~dwp_lib.experiment.Experiment`, the one with most rows first."""
+    """Run folders under ``root`` (default: the committed runs) holding a grid's ``results.csv``,
+    the one with most rows first."""
     root = Path(root) if root is not None else results_dir()
     if not root.is_dir():
         return []
@@ -391,7 +349,7 @@ def find_results(root: str | os.PathLike | None = None) -> list[Path]:
 
 
 def describe_run(name: str, rows: Sequence[Mapping], provenance: Mapping | None) -> str:
-    """A few lines on a results folder: runs, command, wall time, machine (what is recorded)."""
+    """A few lines on a results folder: runs, command, wall time, machine."""
     lines = [f"{name}: {len(rows)} runs"]
     if provenance is None:
         return lines[0] + " (no provenance.json beside the results)"

@@ -20,12 +20,7 @@ from ..kernel_vae import KernelVAE
 from ..nets import LAYERS
 from ..progress import progress
 from . import report
-from .config import (
-    ExperimentConfig,
-    LayerVAEConfig,
-    at_default,
-    drop_paths,
-)
+from .config import ExperimentConfig, LayerVAEConfig, at_default, drop_paths
 from .folder import RunFolder
 from .grid import GridStage
 from .names import RELEASED, ExperimentError

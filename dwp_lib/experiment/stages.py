@@ -1,7 +1,5 @@
-"""Pieces of the stages as functions: the init experiment's curve, its costs, and what a run
-would take (:func:`estimate_cost`, :func:`wall_on_devices`). The
-:class:`~dwp_lib.experiment.Experiment` caches and records them.
-"""
+"""Pieces of the stages as functions (the :class:`~dwp_lib.experiment.Experiment` caches them):
+the init experiment's curve and costs, and what a run would take."""
 
 from __future__ import annotations
 
@@ -32,10 +30,6 @@ from .executor import ExecutorConfig
 from .methods import make_init, make_priors
 from .names import parse_method
 
-# ------------------------------------------------------------------------------------------------
-# Pieces of the stages (pure-ish functions; the Experiment class caches and records them)
-# ------------------------------------------------------------------------------------------------
-
 
 def test_subset(x: torch.Tensor, y: torch.Tensor, k: int | None, seed: int):
     """A seeded random subset of ``k`` test images (all of them for ``None``)."""
@@ -56,12 +50,8 @@ def train_plain_cnn_curve(
     device: torch.device,
     released: Mapping[str, KernelVAE] | None = None,
 ) -> list[dict]:
-    """Train a plain FConv on MNIST from one init; test accuracy every ``eval_every`` steps.
-
-    Returns rows ``{init, seed, step, test_acc, train_loss, seconds}`` (step 0: before any
-    update). Mini-batch order depends on ``seed`` only, so inits are compared on the same
-    batches.
-    """
+    """Rows ``{init, seed, step, test_acc, train_loss, seconds}`` of a plain FConv trained on
+    MNIST from one init (step 0: before any update; batches depend on ``seed`` only)."""
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
@@ -110,9 +100,8 @@ def _median_seconds(fn, repeats: int) -> float:
 def fit_layer_vae(
     lc: LayerVAEConfig, slices: torch.Tensor, test: torch.Tensor, device: torch.device
 ) -> tuple[KernelVAE, dict]:
-    """A kernel VAE of ``lc`` fitted to ``slices`` (seeded: its initial weights too, so a
-    retrain gives the same VAE), scored on ``test`` (at most ``lc.eval_slices`` of them) in nats
-    above a per-pixel Gaussian; returns it with its training record."""
+    """A kernel VAE of ``lc`` fitted to ``slices``, scored on ``test`` in nats above a per-pixel
+    Gaussian, and its training record."""
     seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
     vae = KernelVAE(lc.arch)
     hist = train_kernel_vae(vae, slices, lc.train, lc.seed, device)
@@ -131,8 +120,7 @@ def fit_layer_vae(
         "final_loss": statistics.fmean(tail),
         "train_slices": len(slices),
         "held_out": score,
-        # float sums depend on the thread count: the same seed on another count gives a VAE
-        # that differs at rounding level, and so slightly different DWP results
+        # float sums depend on the thread count: another count gives another VAE (rounding)
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
@@ -147,12 +135,8 @@ def init_costs(
     repeats: int = 5,
     bank_file: str | os.PathLike | None = None,
 ) -> dict:
-    """The slides' claim in numbers: what the dwp init and the filters init need, per layer.
-
-    - bytes: the kernel VAE's parameters (float32) vs the bank's kept slices it samples from;
-    - seconds (median of ``repeats``): drawing the kernels of one layer of FConv(``channels``)
-      from the VAE (decoder means at z ~ N(0, I)) vs picking random slices of the bank.
-    """
+    """What the dwp init and the filters init need per layer of FConv(``channels``): the bytes
+    of the kernel VAE vs the bank's slices, the seconds (median) to draw the layer's kernels."""
     c1, c2 = channels
     shapes = {"conv1": (c1, 1, 7, 7), "conv2": (c2, c1, 5, 5)}
     dwp, filters = DWPInit(vaes), FiltersInit(bank)
@@ -179,7 +163,7 @@ def init_costs(
     return out
 
 
-#: Training images of the source task, per notMNIST variant (real sets: whole tarballs, about).
+#: Training images of the source task, per notMNIST variant (about).
 SOURCE_IMAGES = {"small": 18_724, "large": 529_114, "sample": 8_500}
 
 
@@ -200,22 +184,10 @@ def estimate_cost(
     devices: Sequence[int] = DEVICE_COUNTS,
     max_probe: int | None = None,
 ) -> dict:
-    """What running ``cfg`` would take on ``device``, from a few timed steps (no training).
-
-    - source nets: one Adam step of FConv(``source.widths``) (timed on 32 images and scaled to
-      the batch), times
-      ``n_nets * epochs * ceil(images / batch)`` (``source_images``: default from
-      :data:`SOURCE_IMAGES`; the synthetic set's size is read from its cache);
-    - prior grid: one ELBO step per prior at the two smallest sizes (cost is close to linear in
-      n under full batch), extrapolated to every size, times steps and split seeds; kernel VAEs
-      of the configured architecture (untrained: the cost does not depend on their weights).
-      ``max_probe``: probe at sizes of at most this n (a quick estimate of a large grid).
-
-    Kernel VAEs, the init experiment and evaluation are left out (minutes at most). Returns
-    seconds per part and in total, with the measured step times, the bytes of the unpruned
-    bank (float32 slices of every net), and ``wall_seconds_on``: the wall time on each count of
-    ``devices`` like this one (:func:`wall_on_devices`, e.g. GPUs of a Ray cluster).
-    """
+    """What running ``cfg`` would take on ``device``, from a few timed steps (no training): the
+    source nets' Adam steps, and the grid's ELBO steps timed at two sizes (at most ``max_probe``)
+    and extrapolated linearly in n. Kernel VAEs, the init experiment and evaluation are left
+    out. ``wall_seconds_on``: the wall time on each count of ``devices`` like this one."""
     device = torch.device(device) if device is not None else default_device()
     s, b, g = cfg.source, cfg.bayes, cfg.grid
     if source_images is None:
@@ -228,17 +200,13 @@ def estimate_cost(
             source_images = len(load_notmnist("train", "synthetic", cfg_syn))
         if s.train_images is not None:
             source_images = min(source_images, s.train_images)
-    net = FConv(*s.widths).to(device, memory_format=memory_format(s))
+    fmt = memory_format(s)
+    net = FConv(*s.widths).to(device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters())
     timed_batch = min(s.batch_size, 32)  # timed on 32 images, scaled to the batch (linear)
-    xb = torch.rand(timed_batch, 1, 28, 28, device=device).contiguous(
-        memory_format=memory_format(s)
-    )
+    xb = torch.rand(timed_batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     yb = torch.arange(timed_batch, device=device) % 10
-
-    def source_step():
-        training_step(net, opt, xb, yb, s)  # the step the source stage takes
-
+    source_step = partial(training_step, net, opt, xb, yb, s)  # the source stage's step
     per_source_step = _step_seconds(source_step, repeats) * s.batch_size / timed_batch
     source_steps = s.n_nets * s.epochs * math.ceil(source_images / s.batch_size)
     vaes = {k: KernelVAE(lc.arch).to(device) for k, lc in cfg.vae.layers().items()}
@@ -258,9 +226,8 @@ def estimate_cost(
         slope = max(0.0, (t1 - t0) / (n1 - n0))
         per_n = {n: t0 + slope * (n - n0) for n in g.sizes}
         step_seconds[method] = per_n
-        grid_seconds += sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes) * len(
-            g.split_seeds
-        )
+        one_seed = sum(per_n[n] * g.steps_for(n, b.steps) for n in g.sizes)
+        grid_seconds += one_seed * len(g.split_seeds)
     cell_seconds = grid_cell_seconds(step_seconds, cfg)
     net_seconds = per_source_step * source_steps / s.n_nets
     return {
@@ -285,8 +252,8 @@ def estimate_cost(
 
 
 def grid_cell_seconds(step_seconds: Mapping, cfg: ExperimentConfig) -> list[float]:
-    """The time of every grid cell of ``cfg`` from ``{method: {n: seconds per step}}`` (``n`` as
-    a number, or as text in an estimate read back from JSON)."""
+    """The time of every grid cell of ``cfg`` from ``{method: {n: seconds per step}}`` (``n`` a
+    number, or text as read back from JSON)."""
     g, b = cfg.grid, cfg.bayes
     return [
         step_seconds[m][n if n in step_seconds[m] else str(n)] * g.steps_for(n, b.steps)
@@ -304,17 +271,10 @@ def wall_on_devices(
     executor: ExecutorConfig,
     device: torch.device | str,
 ) -> dict[str, float]:
-    """The wall time of the source nets and of the grid on ``devices`` devices like ``device``
-    (e.g. 8 GPUs on a Ray cluster), each unit taking the time measured for it in one process,
-    scheduled longest first (:func:`~dwp_lib.executor.estimate_wall`).
-
-    On GPUs the units ask for :meth:`~dwp_lib.executor.ExecutorConfig.share` of a GPU (by
-    default a whole one per source net, a quarter per grid cell): ``grid_seconds_shared``
-    assumes that cells sharing a GPU do not slow each other (a small Bayesian CNN leaves most
-    of a GPU idle; measure yours), ``grid_seconds`` gives each cell a GPU of its own. On CPUs a
-    device is one process with the measured thread count. Kernel VAEs (one per layer, minutes)
-    and the evaluation are not counted.
-    """
+    """The wall time of the source nets and the grid on ``devices`` devices like ``device``,
+    units scheduled longest first. On GPUs ``grid_seconds_shared`` assumes that cells sharing a
+    GPU (:meth:`~dwp_lib.experiment.executor.ExecutorConfig.share`) do not slow each other;
+    ``grid_seconds`` gives each cell a GPU of its own."""
     from .executor import estimate_wall
 
     on_gpu = torch.device(device).type != "cpu"
@@ -333,10 +293,6 @@ def wall_on_devices(
         "total_seconds": source + min(grid, shared),
     }
 
-
-# ------------------------------------------------------------------------------------------------
-# Before a run: its work against its preset's, and a quick timed estimate (seconds to make)
-# ------------------------------------------------------------------------------------------------
 
 #: fonts the default font packages gave the committed synthetic sets (a guess of its size)
 SYNTHETIC_FONTS = 758
@@ -361,8 +317,8 @@ def _vae_steps(cfg: ExperimentConfig, layer: str, lc: LayerVAEConfig) -> int:
 
 
 def stage_work(cfg: ExperimentConfig) -> dict[str, float]:
-    """A number proportional to the compute of each stage (steps x examples x multiply-adds
-    or weights per example), from the settings alone, to compare a config with its preset."""
+    """A number proportional to each stage's compute, from the settings alone (to compare a
+    config with its preset)."""
     s, b, g, i = cfg.source, cfg.bayes, cfg.grid, cfg.init
     work = {"source nets": s.n_nets * s.epochs * source_images_guess(s) * fconv_macs(s.widths)}
     for layer, lc in cfg.vae.layers().items():
@@ -379,9 +335,7 @@ def stage_work(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 def quick_estimate(cfg: ExperimentConfig, device: torch.device | str | None = None) -> dict:
-    """Seconds of each stage of :func:`stage_work` on ``device``, from one timed step each
-    (:func:`estimate_cost` with one repeat and its grid probed at n <= 500; one step of each
-    kernel VAE and of the init experiment, at batches of at most 1,024, scaled)."""
+    """Seconds of each stage of :func:`stage_work` on ``device``, from one timed step each."""
     device = torch.device(device) if device is not None else default_device()
     images = source_images_guess(cfg.source)
     est = estimate_cost(cfg, device, 1, images, devices=(1,), max_probe=500)
