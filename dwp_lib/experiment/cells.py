@@ -31,17 +31,11 @@ from .methods import make_init, make_priors
 from .names import ExperimentError, parse_method, vae_sources
 from .stages import mean_log_var
 
-# ------------------------------------------------------------------------------------------------
-# One grid cell: the same function here, in a worker process or in a Ray task
-# ------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class CellContext:
-    """Everything a grid cell reads besides its ``(method, n, seed)``: the config, the MNIST
-    training set and the evaluation images, the bank (for the ``filters`` init), the kernel
-    VAEs (``vaes``: this pipeline's; ``released``: the authors') and the short hashes the row
-    records. It holds no paths, so a cell runs the same on any machine it is sent to."""
+    """Everything a grid cell reads besides its ``(method, n, seed)``, and no paths, so that a
+    cell runs the same on any machine it is sent to."""
 
     cfg: ExperimentConfig
     train: Any
@@ -54,8 +48,7 @@ class CellContext:
 
 
 def cell_network(cfg: ExperimentConfig, prior: str, n: int) -> tuple[torch.nn.Module, Any]:
-    """The untrained network of a cell of ``prior`` at size ``n`` and its Bayes config (the
-    steps of that size): the det baseline's plain CNN, or a Bayesian CNN."""
+    """The untrained network of a cell of ``prior`` at size ``n``, and its Bayes config."""
     bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
     if prior == "det":
         return det_cnn(bc), bc
@@ -90,12 +83,8 @@ def run_grid_cell(
     train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
     seconds = time.perf_counter() - t0
     tail = max(1, len(hist.loss) // 10)
-    vae_sha = [
-        h
-        for source in ("trained", "released")
-        if source in vae_sources(method)
-        for h in ctx.vae_sha256[source]
-    ]
+    used = vae_sources(method)
+    vae_sha = [h for k in ("trained", "released") if k in used for h in ctx.vae_sha256[k]]
     row = {
         "experiment": ctx.cfg.name,
         "prior": prior,
@@ -141,9 +130,8 @@ def cell_model_path(out: str | os.PathLike, prior: str, init: str, n: int, seed:
 
 
 def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: ExperimentConfig) -> Path:
-    """Write a cell's trained network with its row and the run's config (atomically). The file
-    names its cell (``method``, ``n``, ``seed``) and config key, which loading checks: a file
-    copied over another cell's is refused, not loaded as that cell's network."""
+    """Write a cell's trained network with its row, cell and config (atomically): loading
+    refuses a file copied over another cell's."""
     n, seed = int(row["n"]), int(row["seed"])
     path = cell_model_path(out, row["prior"], row["init"], n, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,9 +151,8 @@ def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: Experim
 def load_cell_model(
     cfg: ExperimentConfig, out: str | os.PathLike, method: str, n: int, seed: int
 ) -> tuple[torch.nn.Module, dict]:
-    """The trained network of cell ``(method, n, seed)`` of the run in ``out`` (saved with
-    ``grid.save_models``) and its row; the network is built from ``cfg`` (the run's config).
-    A file that is damaged, or that holds another cell's network or another config's, raises."""
+    """The trained network (built from ``cfg``, the run's config) and the row of cell
+    ``(method, n, seed)`` of the run in ``out``; a damaged file or another cell's raises."""
     prior, init = parse_method(method)
     path = cell_model_path(out, prior, init, n, seed)
     redo = (
@@ -212,7 +199,6 @@ def load_cell_model(
 
 
 def ray_grid_cell(ctx: CellContext, method: str, n: int, seed: int, threads: int) -> dict:
-    """One grid cell as a Ray task: on the GPU share Ray gave it, else on ``threads`` CPU
-    threads (as a local worker process uses)."""
+    """One grid cell as a Ray task, with ``threads`` torch threads."""
     torch.set_num_threads(threads)
     return run_grid_cell(ctx, method, n, seed)

@@ -38,10 +38,8 @@ def init_grid_worker(
     with_released: bool = False,
     cell_bars: bool = True,
 ) -> None:
-    """Load what every cell needs once per worker (an ``experiment_class`` of the run's config):
-    the bank and the kernel VAEs come from the
-    cache that the parent process filled, MNIST from the data cache. ``cell_bars=False``
-    silences the progress bars of the cells this worker trains."""
+    """Load what every cell needs once per worker, from the caches the parent process filled
+    (``cell_bars=False``: no progress bars from this worker's cells)."""
     exit_with_parent(os.getppid())
     if not cell_bars:
         os.environ["DWP_PROGRESS"] = "0"
@@ -61,7 +59,6 @@ def grid_worker_cell(method: str, n: int, seed: int) -> dict:
 class GridStage:
     """The prior grid of an :class:`~dwp_lib.experiment.runner.Experiment` (its stage 4)."""
 
-    # -- stage 4: the prior comparison -----------------------------------------------------------
     def planned_cells(self) -> list[tuple[str, int, int]]:
         """``(method, n, seed)`` of every cell of the grid, small n first."""
         g = self.cfg.grid
@@ -76,7 +73,7 @@ class GridStage:
         if not g.enabled:
             return rows
         todo = self._todo(rows)
-        t0 = time.perf_counter()
+        t0, shown = time.perf_counter(), _artifacts.shown(self.results_path)
         if todo:
             sources = set().union(*(vae_sources(m) for m, _, _ in todo))
             bank = self.kernel_bank()
@@ -91,9 +88,7 @@ class GridStage:
                 todo = self._todo(rows)
                 workers = min(g.workers, len(todo))
                 bar = progress(
-                    total=len(todo),
-                    desc=f"prior grid ({workers or 1} at a time)",
-                    position=0,
+                    total=len(todo), desc=f"prior grid ({workers or 1} at a time)", position=0
                 )
                 for row in self._grid_rows(todo, bank, vaes, workers, released) if todo else ():
                     state = row.pop(MODEL_KEY, None)
@@ -105,14 +100,9 @@ class GridStage:
                     bar.set_postfix_str(cell)
                     bar.update(1)
                 bar.close()
-            self.say(
-                f"Prior grid: ran {len(todo)} cell(s) into {_artifacts.shown(self.results_path)}"
-            )
+            self.say(f"Prior grid: ran {len(todo)} cell(s) into {shown}")
         else:
-            self.say(
-                f"Prior grid: all {len(self.planned_cells())} cells found in "
-                f"{_artifacts.shown(self.results_path)}"
-            )
+            self.say(f"Prior grid: all {len(self.planned_cells())} cells found in {shown}")
         self.timed("prior_grid", t0, not todo)
         planned = {(*parse_method(m), n, s) for m, n, s in self.planned_cells()}
         return [r for r in rows if (r["prior"], r["init"], int(r["n"]), int(r["seed"])) in planned]
@@ -141,14 +131,7 @@ class GridStage:
         }
         train, test_xy = (self.mnist()[0], self._test_xy()) if with_data else (None, None)
         return CellContext(
-            self.cfg,
-            train,
-            test_xy,
-            bank,
-            vaes,
-            released,
-            self.bank_sha()[:12],
-            vae_sha,
+            self.cfg, train, test_xy, bank, vaes, released, self.bank_sha()[:12], vae_sha
         )
 
     def _grid_rows(self, todo, bank, vaes, workers: int, released=None):
@@ -168,17 +151,11 @@ class GridStage:
             return
         # spawn, not fork: a forked child of a process that ran OpenMP or CUDA can hang
         ctx = multiprocessing.get_context("spawn")
-        init = (
-            type(self),
-            self.cfg,
-            str(self.out),
-            str(self.device),
-            vaes is not None,
-            released is not None,
-            # in a notebook, the workers' bars would interleave in the cell's output (its
-            # kernel captures their stderr): there the grid's own bar counts the cells
-            "ipykernel" not in sys.modules,
-        )
+        # in a notebook the workers' bars would interleave in the cell's output (its kernel
+        # captures their stderr): there the grid's own bar counts the cells
+        cell_bars = "ipykernel" not in sys.modules
+        init = (type(self), self.cfg, str(self.out), str(self.device), vaes is not None)
+        init += (released is not None, cell_bars)
         with ProcessPoolExecutor(workers, ctx, init_grid_worker, init) as pool:
             futures = [pool.submit(grid_worker_cell, *cell) for cell in todo]
             for fut in as_completed(futures):

@@ -28,15 +28,16 @@ from .results import CURVE_COLUMNS, RESULT_COLUMNS, append_row, read_rows, rewri
 from .sources import get_kernel_bank
 from .stages import fit_layer_vae, init_costs, test_subset, train_plain_cnn_curve
 
+#: where the slices of a VAE fitted to the released bank come from (recorded with the VAE)
+RELEASED_SLICES = (
+    "the authors' released bank (GPL-3.0): 7x7 their train split, 5x5 80% of their test file "
+    "(seeded split)"
+)
+
 
 class Experiment(GridStage):
     """Runs the stages of ``cfg`` into ``out_dir`` (default: a cache folder named after the
-    config), loading what an earlier run left there and saying so.
-
-    The source nets and the bank are cached by :func:`~dwp_lib.kernel_bank.get_kernel_bank`;
-    the kernel VAEs under ``$DWP_CACHE/kernel_vaes`` (named after the bank's hash and the VAE
-    config); the init experiment and the grid append rows to CSV files in ``out_dir``.
-    """
+    config), loading what an earlier run or the cache holds and saying so."""
 
     def __init__(
         self,
@@ -117,11 +118,7 @@ class Experiment(GridStage):
             self._bank_path = out / self.cfg.source.bank_file()
             existed = self._bank_path.exists()
             self._bank = get_kernel_bank(
-                self.cfg.source,
-                out,
-                self.device,
-                verbose=self.verbose,
-                executor=self.cfg.executor,
+                self.cfg.source, out, self.device, verbose=self.verbose, executor=self.cfg.executor
             )
             loaded = existed and self._bank.provenance.get("file") is not None
             self.timed("source_nets_and_bank", t0, loaded)
@@ -129,9 +126,8 @@ class Experiment(GridStage):
 
     # -- stage 2: one kernel VAE per layer ------------------------------------------------------
     def vae_path(self, layer: str) -> Path:
-        """Where the kernel VAE of ``layer`` is cached: named after a hash of the slices it is
-        fitted to and held out on (the bank's contents, not its file, so a bank re-cut with
-        the same slices keeps its VAEs) and of the layer's VAE config."""
+        """Where the kernel VAE of ``layer`` is cached: named after a hash of its slices (the
+        bank's contents, not its file) and of the layer's VAE config."""
         lc = self.cfg.vae.layers()[layer]
         digest = hashlib.sha256()
         for split in (lc.split, "test"):
@@ -142,9 +138,8 @@ class Experiment(GridStage):
         return _artifacts.cache_dir("kernel_vaes") / f"{layer}-{key}.pt"
 
     def vae_slices(self, layer: str, split: str) -> torch.Tensor:
-        """The slices the kernel VAE of ``layer`` is fitted to (``split``: ``train``, ``test``
-        or ``all``): this pipeline's bank, or with ``vae.<layer>.bank = "released"`` the
-        authors' released bank (:func:`dwp_lib.release.released_bank_splits`)."""
+        """The slices of ``split`` the kernel VAE of ``layer`` is fitted to: this pipeline's bank,
+        or the authors' released one (``vae.<layer>.bank``), times ``slice_scale``."""
         lc = self.cfg.vae.layers()[layer]
         if lc.bank == "pipeline":
             w = self.kernel_bank().slices(layer, split)
@@ -168,8 +163,7 @@ class Experiment(GridStage):
         return str(sha)
 
     def kernel_vaes(self) -> dict[str, KernelVAE]:
-        """``{"conv1": KernelVAE, "conv2": KernelVAE}``, each trained on its layer's bank slices
-        (or loaded, hash-checked, from the cache) and scored on held-out slices."""
+        """``{"conv1": KernelVAE, "conv2": KernelVAE}``, trained (or loaded from the cache)."""
         if self._vaes is not None:
             return self._vaes
         bank = self.kernel_bank()
@@ -199,8 +193,7 @@ class Experiment(GridStage):
 
     @staticmethod
     def _check_vae_file(path: Path, vae: KernelVAE, layer: str, lc: LayerVAEConfig) -> None:
-        """Refuse a cached VAE file that is not the one asked for (another layer's, or another
-        architecture's, placed or copied under this name)."""
+        """Refuse a cached VAE file of another layer or architecture (copied under this name)."""
         prov = getattr(vae, "record", {}).get("provenance", {})
         made_for = prov.get("layer")
         if made_for != layer or vae.config != lc.arch:
@@ -212,8 +205,7 @@ class Experiment(GridStage):
             )
 
     def released_vaes(self) -> dict[str, KernelVAE]:
-        """The paper authors' released kernel VAEs (:func:`dwp_lib.authors_vaes.load_released_vaes`:
-        verified, their exact architectures; GPL-3.0), loaded once."""
+        """The paper authors' released kernel VAEs (GPL-3.0), loaded once."""
         if self._released is None:
             from .. import authors_vaes, release
 
@@ -239,31 +231,18 @@ class Experiment(GridStage):
             )
         test = self.vae_slices(layer, "test")
         vae, training = fit_layer_vae(lc, slices, test, self.device)
-        vae.save(
-            path,
-            {
-                "stage": "kernel_vae",
-                "layer": layer,
-                "bank_sha256": self.bank_sha(),
-                "slices_from": (
-                    "this pipeline's bank"
-                    if lc.bank == "pipeline"
-                    else (
-                        "the authors' released bank (GPL-3.0): 7x7 their train split, 5x5 80% "
-                        "of their test file (seeded split)"
-                    )
-                )
-                + ("" if lc.slice_scale == 1.0 else f", every slice x {lc.slice_scale:g}"),
-                "layer_config": to_dict(lc),
-                "training": training,
-            },
-        )
+        slices_from = "this pipeline's bank" if lc.bank == "pipeline" else RELEASED_SLICES
+        if lc.slice_scale != 1.0:
+            slices_from += f", every slice x {lc.slice_scale:g}"
+        record = {"stage": "kernel_vae", "layer": layer, "bank_sha256": self.bank_sha()}
+        record.update(slices_from=slices_from, layer_config=to_dict(lc), training=training)
+        vae.save(path, record)
         score = training["held_out"]
         adv = f"; {score['advantage']:+.2f} nats/slice vs a per-pixel Gaussian" if score else ""
         self.say(
             f"Trained the {layer} kernel VAE ({training['steps']} steps, "
-            f"{training['seconds']:.0f} s, "
-            f"{len(slices):,} slices{adv}); saved to {_artifacts.shown(path)}"
+            f"{training['seconds']:.0f} s, {len(slices):,} slices{adv}); saved to "
+            f"{_artifacts.shown(path)}"
         )
         return vae
 
@@ -276,7 +255,7 @@ class Experiment(GridStage):
             return rows
         done = {(r["init"], int(r["seed"])) for r in rows if int(r["step"]) == ic.steps}
         todo = [(i, s) for i in ic.inits for s in ic.seeds if (i, s) not in done]
-        t0 = time.perf_counter()
+        t0, shown = time.perf_counter(), _artifacts.shown(self.curves_path)
         if todo:
             need_bank = any(i == "filters" for i, _ in todo)
             need_vaes = any(i == "dwp" for i, _ in todo)
@@ -310,13 +289,9 @@ class Experiment(GridStage):
                     for r in new:
                         append_row(self.curves_path, r, CURVE_COLUMNS)
                     rows += new
-            self.say(
-                f"Init experiment: trained {len(todo)} run(s) into {_artifacts.shown(self.curves_path)}"
-            )
+            self.say(f"Init experiment: trained {len(todo)} run(s) into {shown}")
         else:
-            self.say(
-                f"Init experiment: loaded {len(rows)} rows from {_artifacts.shown(self.curves_path)}"
-            )
+            self.say(f"Init experiment: loaded {len(rows)} rows from {shown}")
         self.timed("init_experiment", t0, not todo)
         return [r for r in rows if r["init"] in ic.inits and int(r["seed"]) in ic.seeds]
 
