@@ -1,15 +1,8 @@
-"""Bayesian CNN, its priors and the ELBO: the heart of the deep weight prior (book/04, book/05).
+"""The Bayesian CNN, its ELBO and its training: the heart of the deep weight prior (book/05).
 
-Read top to bottom, this file is the method: :class:`BayesConv2d`, a convolution whose weights
-have a fully factorised Gaussian posterior q(w) = prod N(w | mu, sigma^2), sampled with the
-local reparametrisation trick; :class:`BayesianCNN`, the authors' target network FConv(32, 128)
-with two such layers and a deterministic linear head; the ELBO (:func:`negative_elbo`), the
-accuracies and the training (:func:`train_bayesian_cnn`, :func:`train_det_cnn`). The priors
-share one interface (``prior.kl(layer)``, :mod:`dwp_lib.priors`); the initialisations are in
-:mod:`dwp_lib.inits`.
-
-Shapes: images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is cut into
-``c_out * c_in`` *slices* ``(k, k)``; per-slice quantities are ``(M,)``.
+Read top to bottom, this file is the method. The priors are in :mod:`dwp_lib.priors`, the
+initialisations in :mod:`dwp_lib.inits`. Shapes: images ``(B, 1, 28, 28)``; a conv weight
+``(c_out, c_in, k, k)`` is ``c_out * c_in`` *slices* ``(k, k)``.
 """
 
 from __future__ import annotations
@@ -29,12 +22,9 @@ from .priors import DWP_SLICES_PER_STEP, PriorSpec, priors_by_layer
 from .train import History, check_images_and_labels, fit, linear_decay
 from .vi import elbo
 
-#: The local reparametrisation's two convolutions as one grouped call (same numbers to float
-#: rounding; ``False`` is the reference, kept for tests and ``benchmarks/dwp_cell.py``).
+#: The local reparametrisation's two convolutions as one grouped call (the same to rounding;
+#: ``False``: the reference, for tests and ``benchmarks/dwp_cell.py``).
 FUSED_LRT = True
-
-
-# --- Configuration: every knob of the Bayesian CNN stage ------------------------------------------
 
 
 @dataclass
@@ -84,25 +74,12 @@ class BayesConfig(Presets):
         return cls(steps=10_000)
 
 
-# --- The Bayesian convolution ---------------------------------------------------------------------
-
-
 class BayesConv2d(nn.Module):
-    """Convolution with a fully factorised Gaussian posterior over its weights (book/04).
+    """Convolution with q(w) = prod_i N(w_i | mu_i, sigma_i^2) over its weights; the bias is a
+    point estimate without a prior (as in the authors' code).
 
-    q(w) = prod_i N(w_i | mu_i, sigma_i^2) over the ``(c_out, c_in, k, k)`` weights; the bias
-    is deterministic (a point estimate without a prior, as in the authors' code).
-
-    Two parametrisations of sigma^2:
-
-    - default: a free ``log_sigma2`` per weight, initialised at ``log_sigma2_init``;
-    - ``alpha_parametrised=True``: sigma^2 = alpha * mu^2 with alpha = sigmoid(``alpha_logit``)
-      in (0, 1), the form the log-uniform prior needs (:class:`~dwp_lib.priors.LogUniform`).
-
-    The forward pass samples with the *local reparametrisation trick* (book/02,
-    eq-local-reparam): rather than one weight sample for the batch, it samples each output
-    pre-activation from its exact Gaussian, mean conv(x, mu) and variance conv(x^2, sigma^2).
-    Same distribution per example, independent across examples, lower-variance gradients.
+    sigma^2 is a free ``log_sigma2`` per weight, or with ``alpha_parametrised`` alpha * mu^2 with
+    alpha = sigmoid(``alpha_logit``), the form :class:`~dwp_lib.priors.LogUniform` needs.
     """
 
     def __init__(
@@ -161,21 +138,18 @@ class BayesConv2d(nn.Module):
 
     # -- the forward pass ---------------------------------------------------------------------------
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        """Pre-activations: a local-reparametrisation sample (book/02, eq-local-reparam), or
-        their value at the posterior mean weights. Like dropout (and dwp_lib.minibatch_vi.BayesianLinear), it
-        samples in ``train()`` mode and uses the mean in ``eval()`` mode unless ``sample`` says
-        otherwise."""
+        """Pre-activations sampled by local reparametrisation (book/02, eq-local-reparam) in
+        ``train()`` mode, at the mean weights in ``eval()`` mode, unless ``sample`` says."""
         if not (self.training if sample is None else sample):
             return F.conv2d(x, self.mu, self.bias)
         return gaussian.sample_from_moments(*self.moments(x))
 
     def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance of the pre-activations under q (what the local reparametrisation
-        samples from): ``conv(x, mu) + b`` and ``conv(x^2, sigma^2)``."""
+        """Mean and variance of the pre-activations under q: ``conv(x, mu) + b`` and
+        ``conv(x^2, sigma^2)``."""
         if FUSED_LRT:
-            # Both convolutions in one grouped call: [x, x^2] (2 c_in channels) through
-            # [mu, sigma^2] (2 c_out filters, groups=2). The same sums, one pass over the input;
-            # ~2x faster on a CPU for the 1-channel first layer (benchmarks/dwp_cell.py).
+            # [x, x^2] through [mu, sigma^2] with groups=2: one pass over the input, ~2x faster
+            # on a CPU for the 1-channel first layer (benchmarks/dwp_cell.py)
             both = F.conv2d(
                 torch.cat([x, x**2], 1),
                 torch.cat([self.mu, torch.exp(self.log_var())], 0),
@@ -186,20 +160,9 @@ class BayesConv2d(nn.Module):
         return F.conv2d(x, self.mu, self.bias), F.conv2d(x**2, torch.exp(self.log_var()))
 
 
-# --- The target network ---------------------------------------------------------------------------
-
-
 class BayesianCNN(FConv):
-    """The authors' target network FConv(c1, c2) with Bayesian convolutions (book/05).
-
-    conv 7x7 (1 -> c1) -> LeakyReLU -> max-pool 2 -> conv 5x5 (c1 -> c2) -> LeakyReLU ->
-    max-pool 2 -> flatten (c2 * 3 * 3) -> linear (-> 10). The architecture and the forward pass
-    are :class:`dwp_lib.nets.FConv`'s; only ``conv1`` and ``conv2`` are replaced by
-    :class:`BayesConv2d`. The linear head is deterministic and has no prior.
-
-    Like dropout, the network samples its weights in ``train()`` mode and uses the posterior
-    means in ``eval()`` mode (the "deterministic" network).
-    """
+    """The authors' target network :class:`~dwp_lib.nets.FConv` with :class:`BayesConv2d` as
+    ``conv1`` and ``conv2`` (book/05); the linear head is deterministic, without a prior."""
 
     def __init__(self, cfg: BayesConfig | None = None, alpha_parametrised: bool = False) -> None:
         cfg = cfg or BayesConfig()
@@ -215,9 +178,8 @@ class BayesianCNN(FConv):
 
     @torch.no_grad()
     def sampled_logits(self, x: Tensor, passes: int) -> Iterator[Tensor]:
-        """The logits of ``passes`` sampling forward passes of ``x``: the same draws, in the same
-        order, as calling the model ``passes`` times in ``train()`` mode, but ``conv1``'s
-        moments (the same in every pass) are computed once."""
+        """The logits of ``passes`` sampling passes of ``x``, the same draws as calling the model
+        ``passes`` times in ``train()`` mode, with ``conv1``'s moments computed once."""
         mean, var = self.conv1.moments(x)
         for _ in range(passes):
             yield self.fc(self.features_after_conv1(gaussian.sample_from_moments(mean, var)))
@@ -225,9 +187,6 @@ class BayesianCNN(FConv):
     def bayes_layers(self) -> dict[str, BayesConv2d]:
         """The layers that have a posterior and a prior, by name (``conv1``, ``conv2``)."""
         return {n: m for n, m in self.conv_layers().items() if isinstance(m, BayesConv2d)}
-
-
-# --- The ELBO and the accuracies ------------------------------------------------------------------
 
 
 def kl_term(model: BayesianCNN, priors: PriorSpec) -> Tensor:
@@ -253,13 +212,10 @@ def negative_elbo(
     priors: PriorSpec,
     kl_weight: float = 1.0,
 ) -> ElboTerms:
-    """-ELBO = (N / B) * sum_batch CE(f_w(x), y) + kl_weight * KL(q || p) (book/02, eq-minibatch-vlb).
-
-    One sample of the network (local reparametrisation) per step; the data term is scaled from
-    the batch of B to the N training examples (:func:`dwp_lib.vi.elbo`) so that it is an
-    unbiased estimate of the sum over the training set. With ``kl_weight=1``, -loss estimates
-    the ELBO of the prior comparison (book/05, eq-exp-elbo); with a :class:`~dwp_lib.priors.DeepWeightPrior`,
-    whose KL is the auxiliary upper bound, it estimates L^aux instead (book/04, eq-aux-bound).
+    """-ELBO = (N / B) * sum_batch CE(f_w(x), y) + kl_weight * KL(q || p) (book/02,
+    eq-minibatch-vlb), one sampled network per step. With ``kl_weight=1``, -loss estimates the
+    ELBO (book/05, eq-exp-elbo); with a ``DeepWeightPrior``, whose KL is an upper bound, L^aux
+    (book/04, eq-aux-bound).
     """
     if not model.training:
         raise ValueError(
@@ -276,15 +232,8 @@ def negative_elbo(
 def predictive_probs(
     model: nn.Module, x: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> Tensor:
-    """p(y | x) averaged over ``samples`` weight samples, ``(N, 10)`` (the ensemble).
-
-    The Monte-Carlo predictive (1/S) sum_j p(y | x, W_j) of (book/05, eq-exp-ensemble), one
-    sampling forward pass per term (the local reparametrisation trick draws the pre-activations
-    of that pass rather than W_j itself).
-
-    ``samples=0`` means the posterior mean weights (one deterministic pass). Works for a plain
-    CNN too (one pass: every sample would be the same network). No optimiser is involved.
-    """
+    """(1/S) sum_j p(y | x, W_j), ``(N, 10)``, one sampling pass per term (book/05,
+    eq-exp-ensemble). ``samples=0``, or a plain CNN: one pass at the mean weights."""
     was_training = model.training
     bayesian = samples > 0 and isinstance(model, BayesianCNN)
     passes = samples if bayesian else 1
@@ -307,8 +256,7 @@ def predictive_probs(
 def ensemble_accuracy(
     model: nn.Module, x: Tensor, y: Tensor, samples: int = 10, batch_size: int = 1000
 ) -> float:
-    """Accuracy of the predictive mean over ``samples`` weight samples (the paper's metric): the
-    argmax of :func:`predictive_probs`, the ensemble of (book/05, eq-exp-ensemble)."""
+    """Accuracy of the ensemble :func:`predictive_probs` (the paper's metric)."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}; use mean_accuracy for the mean")
     probs = predictive_probs(model, x, samples, batch_size)
@@ -321,11 +269,7 @@ def mean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
     return (probs.argmax(-1) == y.cpu()).float().mean().item()
 
 
-# --- Training (thin) ------------------------------------------------------------------------------
-
-
 def _num_classes(model: nn.Module) -> int | None:
-    """The number of outputs of the network's last linear layer (None if it has none)."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last[-1].out_features if last else None
 
@@ -382,11 +326,8 @@ def train_bayesian_cnn(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> History:
-    """Maximise the ELBO of ``model`` on (x, y) with Adam and a linear decay (book/05).
-
-    The optimiser is built here, after any initialisation, over the network's parameters and
-    the trainable ones of the priors (the reverse models when ``train_reverse``).
-    """
+    """Maximise the ELBO of ``model`` on (x, y) with Adam and a linear decay (book/05), over
+    the network's parameters and the priors' trainable ones (reverse models)."""
     device = torch.device(device) if device is not None else default_device()
     by_layer = priors_by_layer(model, priors)
     for name, prior in by_layer.items():
@@ -419,9 +360,8 @@ def train_det_cnn(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> History:
-    """Train the "det" baseline: mean cross-entropy + lambda * sum of squares of the conv
-    parameters (the source nets' L2, :func:`dwp_lib.nets.conv_l2`), with the same
-    optimiser, schedule and steps as the Bayesian CNN. The history records ``nll`` and ``l2``."""
+    """Train the "det" baseline on mean cross-entropy + lambda * :func:`~dwp_lib.nets.conv_l2`,
+    as the Bayesian CNN is trained. The history records ``nll`` and ``l2``."""
     device = torch.device(device) if device is not None else default_device()
     net.to(device)
 

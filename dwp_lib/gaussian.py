@@ -1,15 +1,6 @@
-"""The diagonal Gaussian, once: every density, sample, entropy and KL the course uses.
-
-Chapter 1's variational families, chapter 3's VAEs, chapter 4's auxiliary bound and chapter 5's
-Bayesian CNN all meet the same distribution N(mean, diag exp(logvar)). They share these pure,
-elementwise functions (callers sum over the axes that form one event), so each formula exists in
-one place and is tested once against ``torch.distributions``.
-
-- :func:`log_prob`, :func:`standard_log_prob`: densities;
-- :func:`randn`, :func:`rsample`, :func:`sample_from_moments`: the reparametrised sample
-  (book/02, eq-reparam; book/03, eq-vae-rsample) and its local form for a layer's outputs;
-- :func:`entropy`, :func:`kl_to_standard`, :func:`kl`: closed forms (book/01, eq-kl-normal;
-  book/03, eq-vae-kl); :func:`kl_full` for full covariances.
+"""The diagonal Gaussian N(mean, diag exp(logvar)), once: every density, sample, entropy and KL
+of the course, as elementwise functions (callers sum over the axes of one event), each tested
+against ``torch.distributions``.
 """
 
 from __future__ import annotations
@@ -53,11 +44,8 @@ def standard_log_prob(z: Tensor) -> Tensor:
 
 
 def randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise of ``shape`` on ``like``'s device and dtype.
-
-    A ``generator`` may live on the CPU while ``like`` is on a GPU: the noise is drawn where the
-    generator lives and moved, so seeded runs give the same numbers on every device.
-    """
+    """Standard normal noise of ``shape`` on ``like``'s device and dtype, drawn where
+    ``generator`` lives (seeded runs give the same numbers on every device)."""
     if generator is None:
         return torch.randn(shape, device=like.device, dtype=like.dtype)
     eps = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
@@ -70,11 +58,8 @@ def rsample(
     num_samples: int | tuple[int, ...] | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """The reparametrised sample mean + exp(logvar / 2) * eps, eps ~ N(0, I) (book/02,
-    eq-reparam; book/03, eq-vae-rsample): differentiable in ``mean`` and ``logvar``.
-
-    ``num_samples`` (an int or a shape) adds leading sample dimensions: ``(S, *mean.shape)``.
-    """
+    """mean + exp(logvar / 2) * eps, eps ~ N(0, I) (book/02, eq-reparam; book/03,
+    eq-vae-rsample); ``num_samples`` (an int or a shape) leads: ``(S, *mean.shape)``."""
     if num_samples is None:
         lead: tuple[int, ...] = ()
     elif isinstance(num_samples, int):
@@ -85,9 +70,8 @@ def rsample(
 
 
 def sample_from_moments(mean: Tensor, var: Tensor, eps: Tensor | None = None) -> Tensor:
-    """mean + sqrt(var) * eps from a mean and a variance (not a log-variance): the local
-    reparametrisation samples a layer's outputs this way (book/02, eq-local-reparam). The
-    ``1e-16`` keeps the square root's gradient finite where a variance is exactly 0."""
+    """mean + sqrt(var) * eps, the local reparametrisation (book/02, eq-local-reparam); the
+    ``1e-16`` keeps the gradient finite where a variance is 0."""
     if eps is None:
         eps = torch.randn_like(mean)
     return mean + torch.sqrt(var + 1e-16) * eps
@@ -110,10 +94,8 @@ def kl(
     mean_p: Tensor | float = 0.0,
     logvar_p: Tensor | float = 0.0,
 ) -> Tensor:
-    """Elementwise KL( N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)) ):
-    0.5 (logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1),
-    the first form of (book/01, eq-kl-normal). The prior's arguments broadcast (floats allowed).
-    """
+    """Elementwise KL( N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)) ) (book/01,
+    eq-kl-normal); the prior's arguments broadcast (floats allowed)."""
     logvar_p = _as_tensor(logvar_p, mean_q)
     mean_p = _as_tensor(mean_p, mean_q)
     return 0.5 * (
@@ -122,13 +104,8 @@ def kl(
 
 
 def kl_full(mean_q: Tensor, cov_q: Tensor, mean_p: Tensor, cov_p: Tensor) -> Tensor:
-    """KL( N(mean_q, cov_q) || N(mean_p, cov_p) ) for full covariances of shape (D, D), a scalar:
-
-    0.5 * ( tr(cov_p^-1 cov_q) + (mean_p - mean_q)^T cov_p^-1 (mean_p - mean_q) - D
-            + log det cov_p - log det cov_q )                        (book/01, eq-kl-gaussian).
-    With the exact posterior as the second Gaussian it is KL(q || p(w|D)) (book/01, eq-kl-post),
-    which chapter 1 uses as the gap log p(D) - VLB = KL(q || p(w|D)) (book/01, eq-gap).
-    """
+    """KL( N(mean_q, cov_q) || N(mean_p, cov_p) ) for (D, D) covariances (book/01,
+    eq-kl-gaussian); with the posterior as p, the gap log p(D) - VLB (book/01, eq-gap)."""
     d = mean_q.shape[-1]
     l_q = torch.linalg.cholesky(cov_q)
     l_p = torch.linalg.cholesky(cov_p)

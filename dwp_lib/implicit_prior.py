@@ -1,23 +1,10 @@
 """The auxiliary bound of the deep weight prior, measured (book/04_implicit_prior.md).
 
-The deep weight prior p(w) = ∫ p(w|z) p(z) dz has no density we can evaluate, so the ELBO of a
-Bayesian CNN uses, per k x k slice w, the auxiliary bound (book/04 eq. ``eq-aux-slice``)
-
-    log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ]    (the kernel VAE's ELBO),
-
-whose gap is KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``), measured here on both sides:
-
-- :class:`LatentGrid`: log p(w) and the true p(z|w) by quadrature over a 2-D latent space;
-- :func:`score_slices`: per slice, the bound (a Monte-Carlo average), the importance-weighted
-  estimate of log p(w) (:meth:`~dwp_lib.vae.VAE.log_likelihood_iw`) and, where a grid is given,
-  the quadrature value; the gap is their difference;
-- :func:`train_reverse`: a copy of the VAE whose reverse model r(z|w) alone is fitted to a set
-  of slices (the decoder, which *is* the prior, stays frozen), as when the DWP trains r;
-- :func:`layer_penalty`: the per-layer penalty -H(q) + sum of slice terms of a factorised
-  Gaussian q over a conv weight (eq. ``eq-dwp-penalty``), in expectation.
-
-Reference slices from no source net: :mod:`dwp_lib.slices`. Shapes: slices ``(B, k, k)``;
-per-slice quantities ``(B,)``; latent codes ``(..., d)``.
+Per k x k slice w, log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] (book/04 eq.
+``eq-aux-slice``), with gap KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``): log p(w) by
+quadrature (:class:`LatentGrid`) or importance weighting, the bound and the gap
+(:func:`score_slices`), r fitted alone (:func:`train_reverse`), a layer's penalty
+(:func:`layer_penalty`). Shapes: slices ``(B, k, k)``, per-slice values ``(B,)``.
 """
 
 from __future__ import annotations
@@ -36,37 +23,22 @@ from .kernel_vae import KernelVAE
 from .slices import gaussian_slices, shuffle_pixels, xavier_slices, xavier_std  # noqa: F401
 from .train import fit
 
-# --- Configuration: every knob of chapter 4's measurements ----------------------------------------
-
 
 @dataclass
 class ImplicitPriorConfig(Presets):
-    """How chapter 4 measures the bound, its gap, and the penalty.
+    """How chapter 4 measures the bound, its gap, and the penalty."""
 
-    slices_per_kind:  slices of each kind scored (held-out source slices: at most this many).
-    bound_samples:    draws z ~ r(z|w) averaged in the bound E_r[...] of each slice.
-    iw_samples:       K of the importance-weighted estimate of log p(w).
-    curve_slices:     slices of each kind whose IW estimate is followed as K grows
-                      (:func:`iw_curve`), up to K = ``curve_samples``.
-    grid_size:        points per axis of the quadrature grid (2-D latents only).
-    grid_radius:      the grid covers [-R, R]^2 of the latent space (p(z) = N(0, I)).
-    reverse_steps:    Adam steps that fit r(z|w) to a set of slices (:func:`train_reverse`).
-    reverse_lr:       their learning rate (constant).
-    reverse_batch_size: slices per step (None: all of them).
-    penalty_samples:  draws of w ~ q (and z ~ r) averaged in :func:`layer_penalty`.
-    """
-
-    slices_per_kind: int = 48
-    bound_samples: int = 32
-    iw_samples: int = 256
-    curve_slices: int = 6
-    curve_samples: int = 512
-    grid_size: int = 121
-    grid_radius: float = 5.0
-    reverse_steps: int = 150
+    slices_per_kind: int = 48  # slices of each kind scored (at most)
+    bound_samples: int = 32  # draws z ~ r(z|w) in each slice's bound
+    iw_samples: int = 256  # K of the importance-weighted estimate of log p(w)
+    curve_slices: int = 6  # slices whose IW estimate is followed as K grows (iw_curve) ...
+    curve_samples: int = 512  # ... up to this K
+    grid_size: int = 121  # points per axis of the quadrature grid (2-D latents only)
+    grid_radius: float = 5.0  # the grid covers [-R, R]^2
+    reverse_steps: int = 150  # Adam steps of train_reverse, at a constant rate ...
     reverse_lr: float = 3e-3
-    reverse_batch_size: int | None = None
-    penalty_samples: int = 8
+    reverse_batch_size: int | None = None  # ... on this many slices a step (None: all)
+    penalty_samples: int = 8  # draws of w ~ q (and z ~ r) in layer_penalty
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,19 +91,12 @@ class ImplicitPriorConfig(Presets):
         )
 
 
-# --- log p(w) by quadrature over a 2-D latent space -----------------------------------------------
-
-
 class LatentGrid:
     """p(w) = ∫ p(w|z) p(z) dz as a sum over a square grid of z (book/04 eq. ``eq-dwp-marginal``).
 
-    The decoder is evaluated once at every grid point (``size**2`` codes); every slice is then
-    scored against the stored means and variances. Only for a 2-D latent space: a 4-D one
-    would need ``size**4`` decoder calls.
-
-    ``log_marginal(w)`` is log sum_g p(w|z_g) p(z_g) dA, the midpoint rule with cell area dA.
-    It converges to log p(w) as the grid grows, provided the posterior p(z|w) lies inside the
-    grid and is wider than a cell; :meth:`edge_mass` and :meth:`peak_mass` say whether it does.
+    The decoder runs once per grid point, so only for a 2-D latent space. The midpoint rule
+    converges to log p(w) if p(z|w) lies inside the grid and is wider than a cell:
+    :meth:`edge_mass` and :meth:`peak_mass` check that.
     """
 
     def __init__(self, vae: KernelVAE, size: int, radius: float, batch: int = 4096) -> None:
@@ -169,56 +134,39 @@ class LatentGrid:
         return torch.logsumexp(self.log_joint(w), -1) + self.log_cell
 
     def log_posterior(self, w: Tensor) -> Tensor:
-        """log p(z|w) (a density in z) on the grid, ``(B, size, size)``; index [b, i, j] is
-        z = (axis[i], axis[j]). Bayes' rule (book/01, eq-bayes) with z in the role of the weights
-        and w in that of the data: log p(w|z) + log p(z) - log p(w)."""
+        """log p(z|w) = log p(w|z) + log p(z) - log p(w) on the grid (book/01, eq-bayes),
+        ``(B, size, size)``; index [b, i, j] is z = (axis[i], axis[j])."""
         lj = self.log_joint(w)
         log_post = lj - torch.logsumexp(lj, -1, keepdim=True) - self.log_cell
         return log_post.reshape(-1, self.size, self.size)
 
     def _masses(self, w: Tensor) -> Tensor:
-        lj = self.log_joint(w)
-        return torch.softmax(lj, -1).reshape(-1, self.size, self.size)
+        return torch.softmax(self.log_joint(w), -1).reshape(-1, self.size, self.size)
 
     def edge_mass(self, w: Tensor) -> Tensor:
-        """Posterior mass in the outermost ring of cells, ``(B,)``: near 0 when the grid is wide
-        enough."""
-        p = self._masses(w)
-        inner = p[:, 1:-1, 1:-1].sum((-2, -1))
-        return 1.0 - inner
+        """Posterior mass in the outermost ring of cells, ``(B,)``: near 0 if the grid is wide."""
+        return 1.0 - self._masses(w)[:, 1:-1, 1:-1].sum((-2, -1))
 
     def peak_mass(self, w: Tensor) -> Tensor:
-        """Posterior mass of the single heaviest cell, ``(B,)``: near 1 when the posterior is
-        narrower than a cell and the quadrature is too coarse to be trusted."""
+        """Mass of the heaviest cell, ``(B,)``: near 1 when the grid is too coarse to trust."""
         return self._masses(w).flatten(1).amax(-1)
-
-
-# --- The bound and log p(w), per slice ------------------------------------------------------------
 
 
 @dataclass
 class SliceScores:
-    """Per-slice numbers (nats) for one kind of slice, all ``(B,)`` tensors on the CPU.
-
-    bound:       E_r(z|w)[log p(w|z) + log p(z) - log r(z|w)] (eq. ``eq-aux-slice``), a
-                 Monte-Carlo mean over ``bound_samples`` draws.
-    log_p_iw:    the importance-weighted estimate with K = ``iw_samples`` (a stochastic lower
-                 bound on log p(w) that rises to it as K grows).
-    log_p_grid:  quadrature over the latent grid (None without a grid).
-    """
+    """Per-slice numbers (nats) for one kind of slice, all ``(B,)`` tensors on the CPU."""
 
     kind: str
-    bound: Tensor
-    log_p_iw: Tensor
-    log_p_grid: Tensor | None = None
+    bound: Tensor  # the Monte-Carlo bound E_r(z|w)[...] (eq. ``eq-aux-slice``)
+    log_p_iw: Tensor  # the IW estimate: a lower bound on log p(w) that rises to it with K
+    log_p_grid: Tensor | None = None  # quadrature (None without a grid)
     edge_mass: Tensor | None = None
     peak_mass: Tensor | None = None
     info: dict = field(default_factory=dict)
 
     @property
     def log_p(self) -> Tensor:
-        """The estimate of log p(w) the gap uses: the quadrature where there is a grid (it has
-        no sampling noise), else the importance-weighted estimate."""
+        """The quadrature (no sampling noise) where there is a grid, else the IW estimate."""
         return self.log_p_iw if self.log_p_grid is None else self.log_p_grid
 
     @property
@@ -245,8 +193,8 @@ class SliceScores:
 
 
 def scores_table(scores: list[SliceScores], after: list[SliceScores] | None = None) -> str:
-    """A Markdown table of :class:`SliceScores` (means over slices, nats per slice); with
-    ``after`` (the same kinds scored with a trained r), its gap is added as a column."""
+    """A Markdown table of :class:`SliceScores` means; ``after`` (scored with a trained r) adds
+    its gap."""
     if after is not None and [a.kind for a in after] != [s.kind for s in scores]:
         raise ValueError("after must score the same kinds, in the same order, as scores")
     grid = all(s.log_p_grid is not None for s in scores)
@@ -285,13 +233,9 @@ def score_slices(
     batch_size: int = 256,
     log_p_iw: Tensor | None = None,
 ) -> SliceScores:
-    """The bound and log p(w) of every slice of ``w`` ``(B, k, k)`` under ``vae`` (book/04).
-
-    Seeded by ``cfg.seed``. With ``grid`` (a :class:`LatentGrid` of the same VAE), log p(w) is
-    also computed by quadrature, with the grid's diagnostics. ``log_p_iw``: reuse an earlier
-    importance-weighted estimate (log p(w) depends on the decoder only, so after
-    :func:`train_reverse` only the bound needs recomputing); otherwise it is computed here.
-    """
+    """The bound and log p(w) of every slice of ``w`` ``(B, k, k)`` under ``vae``, seeded by
+    ``cfg.seed``; by quadrature too with ``grid``. ``log_p_iw`` reuses an earlier IW estimate
+    (log p(w) depends on the decoder only, which :func:`train_reverse` leaves alone)."""
     vae.eval()
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -323,10 +267,8 @@ def score_slices(
 def log_importance_weights(
     vae: KernelVAE, w: Tensor, num_samples: int, seed: int = 0, chunk: int = 256
 ) -> Tensor:
-    """log p(w|z_k) + log p(z_k) - log r(z_k|w) for z_k ~ r(z|w), ``(K, B)`` (book/03, IWAE).
-
-    Their mean over k is a one-sample bound estimate; their log-mean-exp is the IW estimate.
-    """
+    """log p(w|z_k) + log p(z_k) - log r(z_k|w) for z_k ~ r(z|w), ``(K, B)`` (book/03, IWAE):
+    their mean is the bound, their log-mean-exp the IW estimate."""
     vae.eval()
     device = next(vae.parameters()).device
     w = vae.check_input(w).float().to(device)
@@ -341,13 +283,9 @@ def log_importance_weights(
 
 
 def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Tensor]:
-    """The IW estimate of log p(w) as a function of K, from ``log_w`` ``(K_max, B)``.
-
-    For each K the K_max weights are cut into K_max // K disjoint blocks and the estimate
-    log (1/K) sum_k w_k is averaged over the blocks: an estimate of E[log-mean-exp of K
-    weights], the expected IW bound, which rises with K from the bound (K = 1) towards
-    log p(w). ``ks`` defaults to the powers of two up to K_max. Returns ``(ks, (len(ks), B))``.
-    """
+    """The IW estimate of log p(w) against K, from ``log_w`` ``(K_max, B)``: per K, the mean of
+    log (1/K) sum_k w_k over K_max // K disjoint blocks. ``ks`` defaults to the powers of two.
+    Returns ``(ks, (len(ks), B))``."""
     k_max = log_w.shape[0]
     ks = ks or [2**i for i in range(int(math.log2(k_max)) + 1)]
     rows = []
@@ -357,9 +295,6 @@ def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Ten
         blocks = log_w[: (k_max // k) * k].reshape(k_max // k, k, -1)
         rows.append((torch.logsumexp(blocks, 1) - math.log(k)).mean(0))
     return list(ks), torch.stack(rows)
-
-
-# --- Training the reverse model r(z|w) alone ------------------------------------------------------
 
 
 def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
@@ -374,14 +309,9 @@ def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
 def train_reverse(
     vae: KernelVAE, slices: Tensor, cfg: ImplicitPriorConfig
 ) -> tuple[KernelVAE, list[float]]:
-    """A copy of ``vae`` whose reverse model r(z|w) is fitted to ``slices`` ``(N, k, k)``.
-
-    Maximises the mean bound (the ELBO) of the slices over r's parameters only, with Adam at a
-    constant rate; the decoder p(w|z), which *is* the prior, is frozen, so log p(w) does not
-    change and every nat gained closes the gap KL(r || p(z|w)) (eq. ``eq-aux-gap``). This is what
-    the paper's algorithm does to r while it trains q (``DeepWeightPrior(train_reverse=True)``).
-    Returns the copy (in eval mode) and the loss (negative mean bound) of every step.
-    """
+    """A copy of ``vae`` whose r(z|w) alone maximises the mean bound of ``slices`` ``(N, k, k)``
+    (Adam, constant rate). The decoder, the prior, is frozen, so every nat gained closes the gap
+    (eq. ``eq-aux-gap``). Returns the copy (eval mode) and the loss of every step."""
     if len(slices) == 0:
         raise ValueError("train_reverse needs at least one slice")
     fitted = copy.deepcopy(vae).eval()  # eval: no dropout/BN here, but keep the VAE's mode
@@ -403,20 +333,12 @@ def train_reverse(
     return fitted, log.loss
 
 
-# --- The per-layer penalty of a factorised Gaussian q under the DWP -------------------------------
-
-
 @dataclass
 class PenaltyTerms:
-    """The DWP penalty of one layer (eq. ``eq-dwp-penalty``), in nats.
+    """The DWP penalty of one layer (eq. ``eq-dwp-penalty``), in nats."""
 
-    neg_entropy: -H(q), in closed form;
-    slice_terms: per slice, -E_q(w_s)[bound(w_s)] = E_q E_r[-log p(w_s|z) + log r(z|w_s) -
-                 log p(z)], ``(M,)``, Monte-Carlo.
-    """
-
-    neg_entropy: float
-    slice_terms: Tensor
+    neg_entropy: float  # -H(q), closed form
+    slice_terms: Tensor  # per slice -E_q(w_s)[bound(w_s)], (M,), Monte-Carlo
 
     @property
     def total(self) -> float:
@@ -428,13 +350,9 @@ class PenaltyTerms:
 def layer_penalty(
     vae: KernelVAE, mu: Tensor, log_var: Tensor, num_samples: int, seed: int = 0
 ) -> PenaltyTerms:
-    """-H(q) + sum_s E_q(w_s)[-bound(w_s)] for q(w) = prod N(w | mu, exp(log_var)) (book/04).
-
-    ``mu`` and ``log_var`` are per-slice ``(M, k, k)`` (a conv weight ``(c_out, c_in, k, k)``
-    reshaped, e.g. by :meth:`dwp_lib.bayes.BayesConv2d.slices`). Each slice term averages
-    ``num_samples`` draws of w ~ q and one z ~ r(z|w) per draw: the expectation that
-    ``DeepWeightPrior.kl`` estimates with one draw per step.
-    """
+    """-H(q) + sum_s E_q(w_s)[-bound(w_s)] for q(w) = prod N(w | mu, exp(log_var)), per-slice
+    ``(M, k, k)``: ``num_samples`` draws of w ~ q, one z ~ r(z|w) each (``DeepWeightPrior.kl``
+    takes one draw per step)."""
     if mu.shape != log_var.shape:
         raise ValueError(f"mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)} differ")
     if num_samples < 1:

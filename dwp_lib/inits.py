@@ -1,9 +1,5 @@
 """Initialisations of the conv kernels: ``default`` (PyTorch's own), ``xavier``, ``filters``
 (kernels of the bank) and ``dwp`` (samples of the kernel VAE), one interface (book/05).
-
-An :class:`Initialisation` draws a layer's conv weight; :func:`initialise` applies one to the
-conv layers of an :class:`dwp_lib.nets.FConv` (a plain CNN or a :class:`dwp_lib.bayes.BayesianCNN`,
-whose posterior means it sets) with a seeded generator, and gives the head its own seed.
 """
 
 from __future__ import annotations
@@ -51,8 +47,7 @@ class XavierInit:
 
 
 class FiltersInit:
-    """Random real source slices ("filters"): each slice drawn uniformly, with replacement, from
-    the kernel bank (:meth:`dwp_lib.kernel_bank.KernelBank.random_kernels`)."""
+    """Source slices drawn uniformly, with replacement, from the kernel bank ("filters")."""
 
     name = "filters"
 
@@ -91,8 +86,7 @@ def _check_slices(w: Tensor, shape: tuple[int, ...], layer: str, source: str) ->
 
 
 def conv_weights(model: FConv) -> dict[str, nn.Parameter]:
-    """The weights an initialisation sets, by layer: the means mu of Bayesian convolutions, the
-    weights of plain ones."""
+    """The weights an initialisation sets, by layer (Bayesian convolutions: their means)."""
     return {
         name: layer.mu if isinstance(layer, BayesConv2d) else layer.weight
         for name, layer in model.conv_layers().items()
@@ -105,13 +99,9 @@ HEAD_SEED_OFFSET = 1_000_003
 
 @torch.no_grad()
 def initialise(model: FConv, init: Initialisation, seed: int = 0) -> FConv:
-    """Set the conv weights (Bayesian: their means) with ``init``; Xavier-normal for the head.
-
-    Values are copied *into* the existing parameters, so an optimiser built before or after
-    sees the same tensors (replacing a parameter after building the optimiser is a pitfall of
-    public code: the new weights never train). Biases start at zero. The head has its own
-    generator (seeded ``HEAD_SEED_OFFSET + seed``), so two inits with one seed differ in their
-    conv kernels only.
+    """Set the conv weights (Bayesian: their means) with ``init``, Xavier-normal for the head,
+    zero biases. Copied *into* the parameters, so an optimiser built before sees them; the head's
+    own generator makes two inits with one seed differ in their kernels only.
     """
     gen = torch.Generator().manual_seed(seed)
     for name, weight in conv_weights(model).items():

@@ -1,7 +1,5 @@
-"""Mini-batch variational inference for a Bayesian MLP (chapter 2, second half): mean-field
-Gaussian linear layers sampled by local reparametrisation (:func:`dwp_lib.reparam.linear_local_reparam`),
-the mini-batch bound with its KL weighted by ``B / N``, and the variance of its gradient under
-each way of sampling the weights. Weight matrices are stored as ``(in_features, out_features)``.
+"""Mini-batch VI of a Bayesian MLP (chapter 2, second half): mean-field linear layers, the
+mini-batch bound and the variance of its gradient under each way of sampling the weights.
 """
 
 from __future__ import annotations
@@ -21,14 +19,9 @@ from dwp_lib.vi import MeanFieldGaussian, elbo
 
 
 class BayesianLinear(nn.Module):
-    """A linear layer with mean-field Gaussian weights, sampled by local reparametrisation.
-
-    ``q`` is a :class:`MeanFieldGaussian` over W of shape (in, out); the bias is deterministic and
-    has no prior (as in the paper's Bayesian CNN). The prior is N(0, exp(prior_logvar)) on every
-    weight. In ``train()`` mode the forward pass samples; in ``eval()`` mode it uses the mean
-    unless ``sample=True`` is passed. ``sampler`` picks how a sampled forward pass draws W:
-    ``"local"`` (default, :func:`linear_local_reparam`), ``"shared"`` (one W per mini-batch,
-    :func:`linear_shared_weights`) or ``"per_example"`` (one W per example; slow, for checks).
+    """A linear layer with ``q``, a :class:`MeanFieldGaussian` over W (in, out), and the prior
+    N(0, exp(prior_logvar)); the bias has no prior. It samples in ``train()`` mode (or with
+    ``sample=True``) by ``sampler``, a key of :data:`~dwp_lib.reparam.LINEAR_SAMPLERS`.
     """
 
     def __init__(
@@ -41,7 +34,7 @@ class BayesianLinear(nn.Module):
         sampler: str = "local",
     ):
         super().__init__()
-        # Xavier-normal means, as in the paper (std = sqrt(2 / (fan_in + fan_out))).
+        # Xavier-normal means, as in the paper
         std = math.sqrt(2.0 / (in_features + out_features))
         mu = std * torch.randn(in_features, out_features, generator=generator)
         self.q = MeanFieldGaussian(mu, logvar_init)
@@ -112,14 +105,9 @@ def minibatch_gradient_variance(
     resample_batch: bool = True,
     seed: int = 0,
 ) -> Tensor:
-    """Variance of the mini-batch gradient of the data term with respect to each layer's ``mu``.
-
-    The data term is (N / B) sum_{i in batch} log p(y_i | x_i, W) with W ~ q (book/02, eq.
-    ``minibatch-vlb``), N = ``len(x)``. ``method`` sets every layer's sampler (``"shared"``,
-    ``"local"`` or ``"per_example"``) for the measurement and restores it afterwards. Each of
-    ``n_repeats`` repeats draws fresh weight noise and, if ``resample_batch``, a fresh batch (else
-    one fixed batch, which isolates the noise that comes from sampling W). Returns, per layer, the
-    variance of one gradient estimate averaged over that layer's weights: a tensor (n_layers,).
+    """Per layer, the variance of the gradient of (N / B) sum_batch log p(y_i | x_i, W) with
+    respect to ``mu``, averaged over its weights, ``(n_layers,)``, with every layer sampling by
+    ``method``. Each repeat draws fresh weight noise and, if ``resample_batch``, a fresh batch.
     """
     if method not in LINEAR_SAMPLERS:
         raise ValueError(f"method must be one of {sorted(LINEAR_SAMPLERS)}, got {method!r}")
@@ -191,11 +179,8 @@ def train_minibatch_vi(
     cfg: MinibatchVIConfig,
     device: torch.device | str = "cpu",
 ) -> History:
-    """Doubly stochastic VI: maximise the mini-batch VLB estimate (:func:`elbo`) with Adam.
-
-    Two sources of noise, hence "doubly stochastic": the random mini-batch and the weight sample
-    (drawn per example by the local reparametrisation trick). ``x`` (N, ...) float, ``y`` (N,) int.
-    """
+    """Doubly stochastic VI (a random mini-batch, a weight sample): maximise :func:`elbo` with
+    Adam. ``x`` (N, ...) float, ``y`` (N,) int."""
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y disagree on N: {x.shape[0]} vs {y.shape[0]}")
     n = x.shape[0]
@@ -234,10 +219,7 @@ def predictive_accuracy(
     batch_size: int = 2000,
     device: torch.device | str = "cpu",
 ) -> float:
-    """Accuracy of the predictive mean (1/S) sum_s softmax(f(x; w_s)), w_s ~ q.
-
-    ``n_samples=0`` uses the mean weights instead of sampling.
-    """
+    """Accuracy of (1/S) sum_s softmax(f(x; w_s)), w_s ~ q (``n_samples=0``: the mean)."""
     model.to(device).eval()
     correct = 0
     for start in range(0, x.shape[0], batch_size):

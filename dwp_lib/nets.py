@@ -1,10 +1,5 @@
-"""The networks of the experiment: the authors' FConv, its inits and the helpers every stage uses.
-
-:class:`FConv` is the paper's two-convolution CNN (7x7 ``conv1``, 5x5 ``conv2``; its widths
-set by the stage), :func:`xavier_normal_init` its real Xavier-normal initialisation,
-:func:`conv_l2` the L2 penalty on its convolutions, :func:`accuracy` its test accuracy. The
-source nets (:mod:`dwp_lib.source_nets`), the init experiment and the Bayesian CNN
-(:mod:`dwp_lib.bayes`) all build on them.
+"""The authors' FConv, the CNN of the source nets and the target, and the helpers every stage
+uses: its Xavier-normal init, the L2 of its convolutions, its accuracy.
 """
 
 from __future__ import annotations
@@ -21,13 +16,11 @@ LAYERS: dict[str, int] = {"conv1": 7, "conv2": 5}
 
 
 class FConv(nn.Module):
-    """The authors' CNN for 28x28 greyscale images, used for the source nets *and* the target.
+    """The authors' CNN for 28x28 greyscale images, without batch norm as in the paper.
 
     ``x (B, 1, 28, 28)`` -> ``conv1`` 1->c1, 7x7 -> LeakyReLU -> max-pool 2 (11x11)
     -> ``conv2`` c1->c2, 5x5 -> LeakyReLU -> max-pool 2 (3x3) -> flatten -> ``fc`` c2*3*3 -> 10.
-
-    No batch norm, as in the paper. The forward pass only calls ``self.conv1``, ``self.conv2`` and
-    ``self.fc``, so a subclass may replace them (e.g. with Bayesian conv layers) and keep it.
+    A subclass may replace ``conv1``, ``conv2`` and ``fc`` and keep the forward pass.
     """
 
     def __init__(
@@ -64,10 +57,8 @@ class FConv(nn.Module):
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pooling, ``F.max_pool2d(x, 2)``. Where no gradient is needed on a CPU, an NCHW
-    input is pooled in the channels-last layout, which oneDNN pools several times faster
-    (``benchmarks/book_cell.py``); a maximum is exact, so the values are the same bits and
-    the result comes back in the input's layout."""
+    """``F.max_pool2d(x, 2)``; on a CPU without a gradient in the channels-last layout, which
+    oneDNN pools several times faster, to the same bits (``benchmarks/book_cell.py``)."""
     if (
         x.device.type == "cpu"
         and x.dim() == 4
@@ -79,12 +70,8 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
 
 
 def xavier_normal_init(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Xavier-normal (Glorot) init of every conv and linear weight; biases set to zero.
-
-    ``w ~ N(0, 2 / (fan_in + fan_out))`` with ``fan_in = c_in * k * k`` and
-    ``fan_out = c_out * k * k`` (Glorot and Bengio, 2010). PyTorch's *default* init of ``Conv2d``
-    is a Kaiming-uniform, not this; the authors' "Xavier" baseline means this one.
-    """
+    """``w ~ N(0, 2 / (fan_in + fan_out))`` for every conv and linear weight, zero biases: the
+    authors' "Xavier" (PyTorch's default for ``Conv2d`` is a Kaiming-uniform)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             nn.init.xavier_normal_(m.weight, generator=generator)
@@ -103,10 +90,8 @@ def xavier_slice_norm(layer: str, widths: Sequence[int]) -> float:
 
 
 def fconv_macs(widths: Sequence[int], n_classes: int = 10) -> int:
-    """Multiply-accumulates of one forward pass of ``FConv(*widths)`` on one 28x28 image: conv1
-    (22x22 outputs of 7x7x1), conv2 (7x7 outputs of 5x5xc1) and the linear layer (the
-    activations and pools are not counted). A training step costs about three times this per
-    image, the same factor for every width, so ratios of it compare source stages."""
+    """Multiply-accumulates of one forward pass of ``FConv(*widths)`` on one image (convs and the
+    linear layer): ratios of it compare the cost of source stages."""
     c1, c2 = widths
     side1 = 28 - LAYERS["conv1"] + 1  # 22
     side2 = side1 // 2 - LAYERS["conv2"] + 1  # 11 -> 7

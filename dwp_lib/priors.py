@@ -1,10 +1,6 @@
 """The priors of the Bayesian CNN, behind one interface: ``prior.kl(layer)`` (book/04, book/05).
 
-Swapping the prior is passing another object: :class:`StandardNormal` (closed form),
-:class:`LogUniform` (Kingma et al.'s approximation, for the alpha parametrisation) and
-:class:`DeepWeightPrior` (the implicit prior of a kernel VAE through the auxiliary bound, an
-unbiased estimate over a random subset of slices). :func:`priors_by_layer` resolves one prior or
-a mapping of them to the layers of a :class:`dwp_lib.bayes.BayesianCNN`.
+:func:`priors_by_layer` resolves one prior, or a mapping of them, to the Bayesian layers.
 """
 
 from __future__ import annotations
@@ -22,19 +18,15 @@ from .kernel_vae import KernelVAE
 if TYPE_CHECKING:
     from .bayes import BayesConv2d, BayesianCNN
 
-# How many random slices of a layer the DWP penalty looks at per step (None: all of them).
-# Chosen by accuracy per CPU-second on the n = 50 experiment; why, in DeepWeightPrior.
+# Random slices of a layer in the DWP penalty per step (None: all), chosen by accuracy per
+# CPU-second on the n = 50 experiment (benchmarks/README.md)
 DWP_SLICES_PER_STEP: int | None = 256
 
 
 class Prior(nn.Module):
-    """A prior over the weights of a :class:`BayesConv2d`.
-
-    :meth:`kl` returns the layer's term of the ELBO's KL(q || p) = E_q [log q(w) - log p(w)]
-    (book/04, eq-kl-q-p), a scalar to minimise: in closed form where there is one, otherwise an
-    unbiased estimate of an upper bound on it.
-    ``alpha_parametrised`` says which parametrisation of the layer the prior needs.
-    """
+    """A prior over the weights of a :class:`BayesConv2d`: :meth:`kl` is the layer's KL(q || p)
+    (book/04, eq-kl-q-p), in closed form or an unbiased estimate of an upper bound.
+    ``alpha_parametrised``: whether the layer must have the alpha parametrisation."""
 
     alpha_parametrised: bool = False
 
@@ -54,22 +46,16 @@ LOG_UNIFORM_C = (1.16145124, -1.50204118, 0.58629921)
 
 
 def kl_log_uniform(log_alpha: Tensor) -> Tensor:
-    """KL(N(mu, alpha mu^2) || log-uniform) per weight, up to an additive constant (book/05).
-
-    The polynomial approximation of Kingma et al. (2015), valid for alpha <= 1. The prior is
-    improper, so the KL is only defined up to a constant, which is dropped.
-    """
+    """KL(N(mu, alpha mu^2) || log-uniform) per weight, up to the (improper prior's) constant:
+    the approximation of Kingma et al. (2015), for alpha <= 1 (book/05)."""
     c1, c2, c3 = LOG_UNIFORM_C
     alpha = torch.exp(log_alpha)
     return -(0.5 * log_alpha + c1 * alpha + c2 * alpha**2 + c3 * alpha**3)
 
 
 class LogUniform(Prior):
-    """The log-uniform prior p(|w|) ~ 1/|w| of variational dropout (book/05, baseline).
-
-    Only defined for layers in the alpha parametrisation sigma^2 = alpha * mu^2; any other
-    layer raises (the authors' code silently returned a KL of zero).
-    """
+    """p(|w|) ~ 1/|w| of variational dropout (book/05), for alpha-parametrised layers only (the
+    authors' code silently returned a KL of zero for others)."""
 
     alpha_parametrised = True
 
@@ -86,28 +72,12 @@ class LogUniform(Prior):
 class DeepWeightPrior(Prior):
     """The deep weight prior of one layer: p(w) = prod_slices ∫ p(w_s|z) N(z|0, I) dz (book/04).
 
-    Its KL has no closed form; :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux,
-    written out as in book/05, eq-exp-aux)
-
-        KL(q || p) <= -H(q) + sum_s E_q(w_s) E_r(z|w_s) [ -log p(w_s|z) + log r(z|w_s) - log p(z) ]
-                    = -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ],
-
-    with the kernel VAE's decoder as p(w|z) and its encoder as the reverse model r(z|w).
-    One draw w_s ~ q and one z ~ r(z|w_s) per slice and step, as in the authors' code.
-
-    ``slices_per_step``: ``None`` sums over all c_out * c_in slices (exact, in expectation);
-    an integer m sums over m slices drawn without replacement and rescales by M / m, an
-    unbiased estimate of the same sum at a fraction of the cost (the VAE's forward and
-    backward passes over all 4,096 slices of conv2 cost ~10x the rest of the step).
-
-    m is a knob of the optimisation, not only of the cost: Adam divides each step by the
-    gradient's RMS, so a noisier subsampled penalty makes the prior's steps smaller
-    (``benchmarks/README.md``: why the default is 256).
-
-    ``train_reverse``: ``False`` freezes the whole kernel VAE (authors' code); ``True`` lets
-    the optimiser train r(z|w) jointly with q, tightening the bound (the paper's algorithm).
-    The decoder, which *is* the prior, is always frozen. The prior keeps its own copy of the
-    VAE, so the caller's is never changed.
+    :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux; book/05, eq-exp-aux)
+    -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ] with one w_s ~ q and one z ~ r(z|w_s) per slice, as
+    the authors' code does. ``slices_per_step`` m sums over m random slices rescaled by M / m
+    (``None``: all), unbiased and cheaper, but noisier, so Adam's steps are smaller.
+    ``train_reverse`` trains r(z|w) with q (the paper's algorithm; ``False``: the authors' code);
+    the decoder, the prior, stays frozen, in the prior's own copy of the VAE.
     """
 
     def __init__(
@@ -130,11 +100,8 @@ class DeepWeightPrior(Prior):
         return f"slices_per_step={self.slices_per_step}, train_reverse={self.train_reverse}"
 
     def aux_bound(self, w: Tensor) -> Tensor:
-        """E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] per slice, ``(B,)`` (one z each).
-
-        A lower bound on log p(w), tight when r(z|w) is the true posterior p(z|w): the
-        kernel VAE's ELBO.
-        """
+        """The kernel VAE's ELBO E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] per slice,
+        ``(B,)`` (one z each): a lower bound on log p(w)."""
         return self.kernel_vae.elbo(w)
 
     def kl(self, layer: BayesConv2d) -> Tensor:

@@ -1,13 +1,6 @@
-"""The reparametrisation trick (chapter 2); mini-batch VI on it is :mod:`dwp_lib.minibatch_vi`.
-
-- Gradient estimators of d/dtheta E_q f(w): :func:`score_function_gradients` and
-  :func:`reparam_gradients` (book/02, eq-score-function and book/02, eq-reparam-grad), and
-  :func:`gradient_variance_by_samples`, which measures their variance against the sample count.
-- The local reparametrisation trick for a linear layer (book/02, eq-local-reparam):
-  :func:`linear_output_moments`, :func:`linear_local_reparam`, :func:`linear_shared_weights`.
-
-The variational families and the bound are chapter 1's (:mod:`dwp_lib.vi`). Weight matrices
-of linear layers are stored as ``(in_features, out_features)``.
+"""The reparametrisation trick (chapter 2): estimators of d/dtheta E_q f(w) and their variance,
+and the local reparametrisation of a linear layer; mini-batch VI is :mod:`dwp_lib.minibatch_vi`.
+Linear weights are stored ``(in_features, out_features)``.
 """
 
 from __future__ import annotations
@@ -36,16 +29,10 @@ __all__ = [
 ]
 
 
-# --- gradient estimators of d/dtheta E_q f(w) --------------------------------------------------
-
-
 @dataclass
 class GradientSamples:
-    """S single-sample gradient estimates with respect to q's ``mu`` and ``logvar``.
-
-    ``mu`` and ``logvar`` have shape (S, *q.shape). The estimator with S samples is their mean;
-    the variance of a one-sample estimator is their variance over the first dimension.
-    """
+    """S one-sample gradient estimates with respect to q's ``mu`` and ``logvar``, each
+    ``(S, *q.shape)``."""
 
     mu: Tensor
     logvar: Tensor
@@ -80,16 +67,10 @@ def score_function_gradients(
     generator: torch.Generator | None = None,
     baseline: str | None = None,
 ) -> GradientSamples:
-    """Score-function (REINFORCE) estimates of grad_theta E_q f(w) (book/02, eq-score-function):
-
-        grad_theta E_q f(w) = E_q [ f(w) grad_theta log q_theta(w) ].
-
-    ``f`` is a black box mapping (S, *q.shape) to (S,); it need not be differentiable. For the
-    mean-field Gaussian the score has a closed form, with w = mu + sigma eps:
-    d log q / d mu = eps / sigma and d log q / d log sigma^2 = (eps^2 - 1) / 2
-    (book/02, eq-gauss-score).
-    ``baseline="loo"`` subtracts, for each sample, the mean of f over the other samples (a control
-    variate that keeps the estimator unbiased, book/02, eq-baseline); ``None`` uses f as is.
+    """Score-function estimates E_q [ f(w) grad_theta log q_theta(w) ] (book/02,
+    eq-score-function) with the Gaussian score in closed form (book/02, eq-gauss-score); ``f``
+    maps (S, *q.shape) to (S,), differentiable or not. ``baseline="loo"`` subtracts the mean of f
+    over the other samples (book/02, eq-baseline).
     """
     if baseline not in (None, "loo"):
         raise ValueError(f"baseline must be None or 'loo', got {baseline!r}")
@@ -113,13 +94,8 @@ def reparam_gradients(
     n_samples: int,
     generator: torch.Generator | None = None,
 ) -> GradientSamples:
-    """Reparametrised (pathwise) estimates of grad_theta E_q f(w) (book/02, eq-reparam-grad):
-
-        grad_theta E_q f(w) = E_eps [ grad_theta f(mu + sigma eps) ],  eps ~ N(0, I),
-
-    so d/d mu = f'(w) and d/d log sigma^2 = f'(w) * sigma * eps / 2. ``f`` must be differentiable
-    and act on each of the S samples independently (row s of the output depends on row s only).
-    """
+    """Pathwise estimates E_eps [ grad_theta f(mu + sigma eps) ] (book/02, eq-reparam-grad);
+    ``f`` must be differentiable, row s of its output depending on row s of w only."""
     eps = torch.randn(
         (n_samples, *q.shape), generator=generator, dtype=q.mu.dtype, device=q.mu.device
     )
@@ -146,13 +122,9 @@ def gradient_variance_by_samples(
     n_repeats: int,
     generator: torch.Generator | None = None,
 ) -> GradientSamples:
-    """Measured variance of the S-sample estimator of grad_theta E_q f(w), for each S.
-
-    ``method``: ``"score"``, ``"score_loo"`` (score function with the leave-one-out baseline) or
-    ``"reparam"``. For each S in ``sample_counts`` the S-sample estimate is drawn ``n_repeats``
-    times and its per-coordinate variance measured (no 1/S formula is assumed). Returns a
-    :class:`GradientSamples` whose ``mu`` and ``logvar`` have shape (len(sample_counts), *q.shape).
-    """
+    """The measured per-coordinate variance of the S-sample estimator (``"score"``,
+    ``"score_loo"`` or ``"reparam"``) over ``n_repeats`` draws, for each S in ``sample_counts``:
+    ``(len(sample_counts), *q.shape)`` each."""
     if method not in _ESTIMATORS:
         raise ValueError(f"method must be one of {sorted(_ESTIMATORS)}, got {method!r}")
     if n_repeats < 2:
@@ -209,18 +181,11 @@ class GradientStudyConfig(Presets):
         )
 
 
-# --- the local reparametrisation trick for a linear layer --------------------------------------
-
-
 def linear_output_moments(
     x: Tensor, mu: Tensor, logvar: Tensor, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Mean and variance of b = x W (+ bias) when W ~ q = N(mu, exp(logvar)) elementwise.
-
-    ``x`` (B, in), ``mu`` and ``logvar`` (in, out). Each output b_j = sum_i x_i W_ij is a sum of
-    independent Gaussians, hence Gaussian with mean x @ mu and variance x^2 @ sigma^2
-    (book/02, eq-local-reparam).
-    """
+    """Mean x @ mu (+ bias) and variance x^2 @ sigma^2 of b = x W, W ~ N(mu, exp(logvar)), a sum
+    of independent Gaussians (book/02, eq-local-reparam). ``x`` (B, in), ``mu`` (in, out)."""
     if x.dim() != 2 or mu.dim() != 2 or x.shape[1] != mu.shape[0] or logvar.shape != mu.shape:
         raise ValueError(
             f"need x (B, in) and mu, logvar (in, out); got x {tuple(x.shape)}, "
@@ -240,12 +205,8 @@ def linear_local_reparam(
     bias: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Sample the outputs b = x W (+ bias) directly: b = x @ mu + sqrt(x^2 @ sigma^2) * eps.
-
-    Equivalent in distribution, for each example, to sampling W ~ q; but each example gets its own
-    independent noise, which lowers the variance of mini-batch gradients, and it costs two matrix
-    products instead of one sample of W per example (Kingma et al. 2015).
-    """
+    """b = x @ mu + sqrt(x^2 @ sigma^2) * eps: per example the law of x W, W ~ q, with noise
+    independent across examples, which lowers the gradients' variance (Kingma et al. 2015)."""
     mean, var = linear_output_moments(x, mu, logvar, bias)
     return gaussian.sample_from_moments(mean, var, gaussian.randn(mean.shape, mean, generator))
 

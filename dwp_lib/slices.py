@@ -45,14 +45,9 @@ def toy_kernel_slices(
     scale: float = 0.3,
     return_angles: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """n synthetic "edge detector" slices ``(n, k, k)``, for tests and the chapter-3 demo.
-
-    Each slice is an odd Gabor patch, dark on one side and light on the other, with a random
-    direction in [0, 2 pi) and a random contrast in [0.3, 1] x ``scale``, plus per-pixel noise
-    of standard deviation ``noise``. A 2-D family (direction on a circle, contrast along a
-    radius), like the oriented filters of a trained first layer. Not real kernels: those come
-    from the source networks (book/05). With ``return_angles`` also returns the directions
-    ``(n,)``.
+    """n synthetic "edge detector" slices ``(n, k, k)`` for tests and chapter 3: odd Gabor
+    patches with a random direction (``return_angles``: also these, ``(n,)``) and contrast in
+    [0.3, 1] x ``scale``, plus pixel noise; a 2-D family like a first layer's oriented filters.
     """
     gen = torch.Generator().manual_seed(seed)
     r = torch.linspace(-1.0, 1.0, kernel_size)

@@ -1,13 +1,7 @@
-"""The one optimisation loop of the library, its learning-rate schedule and its checks.
+"""The one optimisation loop of the library (:func:`fit`), its schedule and its checks.
 
-Every model of the course is trained by :func:`fit`: Adam over given parameters, for a number of
-steps, each one :func:`take_step` (zero the gradients, backpropagate, update) on the loss that a
-stage-specific ``loss_at(step)`` returns - the stage decides the data (a mini-batch, the full
-batch, Monte-Carlo samples), the loop owns the optimiser, the schedule (:func:`linear_decay` or
-constant), the progress bar, the record of losses and rates, and :func:`check_finite`, which stops
-a run at the first non-finite loss: a NaN in the inputs or a learning rate that diverges must not
-end in an accuracy reported as a result. The source nets keep a pass-over-the-data loop of their
-own (per-epoch accounting) built from the same :func:`take_step` and :func:`linear_decay`.
+A stage's ``loss_at(step)`` decides the data; the loop owns Adam, the schedule, the progress bar,
+the record, and :func:`check_finite`: a diverged run must not end in a reported accuracy.
 """
 
 from __future__ import annotations
@@ -40,8 +34,6 @@ def check_finite(value: float, what: str, step: int) -> float:
 def check_images_and_labels(x, y, what: str, num_classes: int | None = None) -> None:
     """Raise a ValueError naming ``what`` unless ``x`` is a float tensor of images (N, ...) with
     finite pixels and ``y`` an integer tensor (N,) of class indices in ``range(num_classes)``."""
-    import torch
-
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
             f"{what}: images and labels must be tensors, got "
@@ -75,14 +67,9 @@ def check_images_and_labels(x, y, what: str, num_classes: int | None = None) -> 
 
 
 def linear_decay(step: int, total_steps: int, exact_ratio: bool = False) -> float:
-    """Learning-rate factor of step ``step`` (0-based) of ``total_steps``: ``1 - step / total``.
-
-    The first step uses the full rate, the last one ``1 / total_steps`` of it: the rate is never
-    0 on a step that is taken (a known pitfall of public code is a last epoch at rate 0).
-    ``exact_ratio=True`` computes the same factor as ``(total - step) / total``, which rounds
-    differently in the last bit for about 40% of steps: the kernel VAEs have always been trained
-    with it, and keeping it keeps their committed files reproducible bit for bit.
-    """
+    """``1 - step / total``, the rate factor of step ``step`` (0-based): the last step still
+    learns. ``exact_ratio`` computes ``(total - step) / total``, which rounds differently; the
+    kernel VAEs were trained with it, so their committed files stay bit for bit."""
     if not 0 <= step < total_steps:
         raise ValueError(f"step {step} outside 0..{total_steps - 1}")
     if exact_ratio:
@@ -99,9 +86,8 @@ def take_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 @dataclass
 class History:
-    """What a training run recorded, one entry per step: the loss minimised, the learning rate
-    (of the first parameter group) and named terms of the loss (``record(nll=..., kl=...)``,
-    read back as ``history.nll``); with the loop's wall time, the settings and the seed."""
+    """Per step: the loss, the first group's rate and named terms (``record(nll=...)``, read as
+    ``history.nll``); with the wall time, the settings and the seed."""
 
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
@@ -140,14 +126,11 @@ def fit(
     first_step: int = 0,
     bar_kwargs: dict | None = None,
 ) -> History:
-    """Minimise ``loss_at(step)`` over ``params`` with Adam for ``steps`` steps.
+    """Minimise ``loss_at(step)`` over ``params`` (tensors or Adam groups) with Adam.
 
-    ``params`` are tensors or Adam parameter groups (a group may carry its own ``lr``). Before
-    step ``t`` every group's rate is its base rate times ``schedule(t)`` (``None``: constant).
-    ``after_step(step, loss)`` runs after each update (evaluations, records); ``postfix(log)``
-    gives the progress bar's fields every 50 steps. ``first_step`` numbers the steps (for the
-    messages and ``after_step``) from 1 instead of 0 where a stage counts that way. A
-    non-finite loss raises :class:`NonFiniteLossError` naming ``what`` and the step.
+    Each group's rate is its own times ``schedule(t)`` (``None``: constant); ``after_step(step,
+    loss)`` runs after each update, ``postfix(log)`` gives the bar's fields every 50 steps;
+    ``first_step`` is the first step's number.
     """
     opt = torch.optim.Adam(params, lr=lr)
     base = [group["lr"] for group in opt.param_groups]

@@ -1,25 +1,9 @@
 """The variational autoencoder (book/03): the shared machinery, the MNIST VAE, and training.
 
-A VAE is a latent-variable model p(x) = ∫ p(x|z) p(z) dz with p(z) = N(0, I), fitted by
-maximising the evidence lower bound (ELBO, eq. ``eq-vae-elbo``)
-
-    log p(x) >= E_q(z|x) [ log p(x|z) ] - KL( q(z|x) || N(0, I) ),
-
-where the encoder q(z|x) = N(mu(x), diag sigma^2(x)) is *amortised*: one network gives the
-variational posterior of every x. The importance-weighted bound of Burda et al. (eq.
-``eq-vae-iwae``) tightens it with K samples and tends to log p(x) as K grows.
-
-Two models share that machinery (:class:`VAE`):
-
-- :class:`MLPVAE` (here): a small fully-connected VAE with a Bernoulli decoder, for the MNIST
-  digits of chapter 3;
-- :class:`dwp_lib.kernel_vae.KernelVAE`: a convolutional VAE for k x k kernel slices, the deep
-  weight prior (its layer lists in :mod:`dwp_lib.kernel_layers`).
-
-Both are trained by :func:`fit_vae` (the library's one loop, :func:`dwp_lib.train.fit`).
-
-Shapes: a batch is ``(B, ...)``; latent codes are ``(B, d)``; per-example quantities
-(ELBO, log-densities) are ``(B,)``. Sample dimensions come first: ``(S, B, d)``.
+:class:`VAE` holds the ELBO and the importance-weighted bound for :class:`MLPVAE` (MNIST digits)
+and :class:`dwp_lib.kernel_vae.KernelVAE` (kernel slices, the deep weight prior); both are
+trained by :func:`fit_vae`. Shapes: latent codes ``(B, d)``, per-example values ``(B,)``, sample
+dimensions first: ``(S, B, d)``.
 """
 
 from __future__ import annotations
@@ -37,17 +21,12 @@ from .device import default_device, seed_everything
 from .gaussian import randn, rsample, standard_log_prob
 from .train import History, fit, linear_decay
 
-# ------------------------------------------------------------------------------------------------
-# The shared machinery
-# ------------------------------------------------------------------------------------------------
-
 
 class VAE(nn.Module):
     """A VAE with encoder q(z|x) = N(mu(x), diag exp(logvar(x))) and prior p(z) = N(0, I).
 
-    Subclasses define :meth:`encode` (x -> mu, logvar of shape ``(B, d)``), :meth:`decode`
-    and :meth:`log_likelihood` (log p(x|z) of shape ``(..., B)`` for z of shape ``(..., B, d)``).
-    This class turns them into the ELBO, the importance-weighted bound and samples.
+    Subclasses define :meth:`encode` (x -> mu, logvar ``(B, d)``), :meth:`decode` and
+    :meth:`log_likelihood` (log p(x|z) ``(..., B)`` for z ``(..., B, d)``).
     """
 
     latent_dim: int
@@ -70,11 +49,8 @@ class VAE(nn.Module):
         return t.to(next(self.parameters()).device)
 
     def elbo(self, x: Tensor, num_samples: int = 1, generator=None) -> Tensor:
-        """The per-example ELBO (book/03 eq-vae-elbo), shape ``(B,)``.
-
-        The reconstruction term is a Monte-Carlo average over ``num_samples`` reparametrised
-        draws of z ~ q(z|x); the KL to N(0, I) is in closed form.
-        """
+        """The per-example ELBO (book/03 eq-vae-elbo), ``(B,)``: the reconstruction term averaged
+        over ``num_samples`` draws of z ~ q(z|x), the KL to N(0, I) in closed form."""
         x = self.check_input(x)
         mu, logvar = self.encode(x)
         z = rsample(mu, logvar, num_samples, generator)  # (S, B, d)
@@ -89,14 +65,9 @@ class VAE(nn.Module):
     def log_likelihood_iw(
         self, x: Tensor, num_samples: int, generator=None, chunk: int = 256
     ) -> Tensor:
-        """Importance-weighted estimate of log p(x) (Burda et al.; book/03 eq-vae-iwae), ``(B,)``.
-
-        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), estimates the log of the
-        marginal p(x) = ∫ p(x|z) p(z) dz (book/03, eq-vae-marginal). A lower bound on log p(x)
-        in expectation, equal to the ELBO's expectation for K = 1 and growing to log p(x) as K
-        grows. Samples are processed ``chunk`` at a time with a running log-sum-exp, so memory
-        stays bounded for large K.
-        """
+        """log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al.; book/03
+        eq-vae-iwae), ``(B,)``: a lower bound on log p(x) (book/03, eq-vae-marginal) that rises
+        to it with K. ``chunk`` samples at a time bound the memory."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         x = self.check_input(x)
@@ -119,19 +90,10 @@ class VAE(nn.Module):
         return randn((n, self.latent_dim), like, generator)
 
 
-# ------------------------------------------------------------------------------------------------
-# A general VAE for images (chapter 3)
-# ------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class MLPVAEConfig:
-    """A fully-connected VAE for binary images. ``hidden`` lists the widths of the encoder's
-    hidden layers; the decoder uses them in reverse order.
-
-    A 2-D latent space (``latent_dim=2``) can be drawn, coloured by digit; more latent
-    dimensions fit MNIST better.
-    """
+    """A fully-connected VAE for binary images. ``hidden``: the encoder's hidden widths (the
+    decoder's, reversed). A 2-D latent space can be drawn; more dimensions fit MNIST better."""
 
     image_shape: tuple[int, int] = (28, 28)
     hidden: tuple[int, ...] = (512, 256)
@@ -160,11 +122,8 @@ def _mlp(widths: list[int], last_activation: bool) -> nn.Sequential:
 
 
 class MLPVAE(VAE):
-    """VAE for binary images (book/03): q(z|x) = N(mu(x), diag sigma^2(x)) and a Bernoulli decoder
-    p(x|z) = prod_i Bernoulli(x_i | sigmoid(logit_i(z))) (eq-vae-bernoulli).
-
-    Images are ``(B, H, W)`` or ``(B, 1, H, W)`` with values in {0, 1} (see :func:`binarize`).
-    """
+    """VAE for binary images ``(B, [1,] H, W)`` (book/03) with a Bernoulli decoder
+    p(x|z) = prod_i Bernoulli(x_i | sigmoid(logit_i(z))) (eq-vae-bernoulli)."""
 
     def __init__(self, config: MLPVAEConfig | None = None) -> None:
         super().__init__()
@@ -234,19 +193,10 @@ def binarize(images: Tensor, threshold: float = 0.5) -> Tensor:
     return (images > threshold).float()
 
 
-# ------------------------------------------------------------------------------------------------
-# Training (thin): Adam, linear decay that stays above zero, minibatches, a progress bar
-# ------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class VAETrainConfig(Presets):
-    """How to fit a VAE: Adam with a learning rate decayed linearly over the run.
-
-    Give the length in ``steps`` or in ``epochs`` (passes over the data), not both. With
-    ``schedule="linear"`` step t (0-based, of T) uses lr * (T - t) / T: the last step still
-    uses lr / T, never exactly zero (a pitfall of public code, whose last epoch learns nothing).
-    """
+    """How to fit a VAE: Adam, the rate decayed linearly (never to zero: ``linear_decay``) or
+    constant, for ``steps`` or ``epochs`` (passes over the data), not both."""
 
     steps: int | None = 2000
     epochs: int | None = None
@@ -290,11 +240,9 @@ def fit_vae(
     device: torch.device | str | None = None,
     desc: str = "VAE",
 ) -> History:
-    """Fit ``vae`` to ``data`` (examples along dim 0) by minimising the negative ELBO.
-
-    Minibatches are drawn by shuffling the data once per pass (seeded). The model is moved to
-    ``device`` (default: CUDA if present) and left there, in eval mode.
-    """
+    """Fit ``vae`` to ``data`` ``(N, ...)`` by minimising the negative ELBO on minibatches of a
+    seeded shuffle per pass. The model is left on ``device`` (default: CUDA if present), in eval
+    mode."""
     if len(data) == 0:
         raise ValueError("cannot fit a VAE to an empty data set")
     device = torch.device(device) if device is not None else default_device()
@@ -379,11 +327,8 @@ def importance_weighted_curve(
     batch_size: int = 250,
     seed: int = 0,
 ) -> tuple[float, dict[int, float]]:
-    """The mean ELBO of ``x`` and the mean IW estimate of log p(x) for each K in ``num_samples``.
-
-    Returns ``(elbo, {K: estimate})``, nats per example. The ELBO uses 1 sample of z per example
-    (its expectation equals the K = 1 estimate's).
-    """
+    """``(elbo, {K: estimate})``: the mean ELBO of ``x`` (one z each) and the mean IW estimate of
+    log p(x) for each K in ``num_samples``, nats per example."""
     vae.eval()
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(seed)

@@ -1,25 +1,9 @@
-"""Variational inference (chapter 1), reused by every later chapter.
-
-Notation follows the talk and ``book/01_variational_inference.md``: the variational posterior is
-``q_theta(w)``, the prior ``p(w)``, the data term ``E_q log p(D|w)``, and the bound
+"""Variational inference (chapter 1): variational families, the bound, an exact model.
 
     VLB(theta) = E_q log p(D|w) - KL(q_theta(w) || p(w)) <= log p(D)      (book/01, eq-vlb)
 
-What lives here, in the order the book uses it:
-
-- Variational families: :class:`MeanFieldGaussian` (``mu``, ``logvar`` = log sigma^2) and
-  :class:`FullRankGaussian` (``mu`` and a Cholesky factor), both ``nn.Module`` with ``rsample``,
-  ``log_prob``, ``entropy`` and ``kl_to_normal`` (their densities and KLs are the shared ones of
-  :mod:`dwp_lib.gaussian`).
-- :func:`elbo`: the mini-batch VLB estimate with the N / B scaling (book/02, eq-minibatch-vlb).
-- A model with an exact posterior and evidence: :class:`BayesianLinearRegression`, and
-  :func:`mean_field_optimum` (the closed-form best mean-field q for a Gaussian posterior).
-- :func:`fit_vlb`: fit any q by stochastic maximisation of the VLB (reparametrised gradients).
-
-Chapter 2's gradient estimators, local reparametrisation and mini-batch VI are in
-:mod:`dwp_lib.reparam`. Conventions: weight matrices of linear layers are stored as
-``(in_features, out_features)`` so that the math ``x @ W`` reads as written. Functions that
-sample take an optional ``torch.Generator`` so that tests and chapters are reproducible.
+Linear weights are stored ``(in_features, out_features)`` so that ``x @ W`` reads as written;
+samplers take an optional ``torch.Generator`` for reproducibility.
 """
 
 from __future__ import annotations
@@ -49,21 +33,9 @@ __all__ = [
 ]
 
 
-# --- variational families --------------------------------------------------------------------------
-
-
 class MeanFieldGaussian(nn.Module):
-    """q_theta(w) = prod_i N(w_i | mu_i, sigma_i^2), theta = (mu, log sigma^2).
-
-    The mean-field family of (book/01, eq-mean-field). The parameters ``mu`` and ``logvar`` have
-    the shape of the weight tensor (any shape); the whole tensor is one event, so ``log_prob``
-    sums over it. Storing log sigma^2 keeps sigma positive without constraints and matches the
-    paper (which initialises log sigma^2 to -10).
-
-    >>> q = MeanFieldGaussian(torch.zeros(3), torch.zeros(3))
-    >>> q.rsample((5,)).shape
-    torch.Size([5, 3])
-    """
+    """q_theta(w) = prod_i N(w_i | mu_i, sigma_i^2), theta = (mu, log sigma^2) (book/01,
+    eq-mean-field). ``mu`` and ``logvar`` have the weight's shape, one event: ``log_prob`` sums."""
 
     def __init__(self, mu: Tensor, logvar: Tensor | float = 0.0, requires_grad: bool = True):
         super().__init__()
@@ -103,10 +75,7 @@ class MeanFieldGaussian(nn.Module):
     def rsample(
         self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
     ) -> Tensor:
-        """xi = mu + sigma * eps, eps ~ N(0, I): a differentiable sample of shape (*sample_shape, *shape).
-
-        This is the reparametrisation trick (book/02, eq-reparam).
-        """
+        """mu + sigma * eps, eps ~ N(0, I), ``(*sample_shape, *shape)`` (book/02, eq-reparam)."""
         return gaussian.rsample(self.mu, self.logvar, tuple(sample_shape), generator)
 
     def sample(
@@ -147,11 +116,8 @@ class MeanFieldGaussian(nn.Module):
 
 
 class FullRankGaussian(nn.Module):
-    """q_theta(w) = N(w | mu, L L^T) over vectors w in R^D, with L lower-triangular.
-
-    theta = (mu, the strictly lower part of L, log of L's diagonal). It can represent correlated
-    posteriors that a :class:`MeanFieldGaussian` cannot; chapter 1 compares the two.
-    """
+    """q_theta(w) = N(w | mu, L L^T) over w in R^D, L lower-triangular: theta = (mu, the strictly
+    lower part of L, log of L's diagonal). Unlike mean-field, it can represent correlations."""
 
     def __init__(self, mu: Tensor, scale_tril: Tensor | None = None, requires_grad: bool = True):
         super().__init__()
@@ -191,11 +157,7 @@ class FullRankGaussian(nn.Module):
         )
         return self.mu + eps @ self.scale_tril.T
 
-    def sample(
-        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
-    ) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
+    sample = MeanFieldGaussian.sample
 
     def log_prob(self, w: Tensor) -> Tensor:
         """log q(w) for ``w`` of shape (*batch, D); returns (*batch)."""
@@ -220,18 +182,10 @@ class FullRankGaussian(nn.Module):
         return 0.5 * (trace + maha - d + d * prior_logvar - 2.0 * self.log_diag.sum())
 
 
-# --- the bound -------------------------------------------------------------------------------------
-
-
 def elbo(log_lik: Tensor, kl: Tensor, n_data: int) -> Tensor:
-    """Mini-batch estimate of the VLB (book/02, eq-minibatch-vlb):
-
-        VLB ~= (N / B) * sum_{i in batch} log p(y_i | x_i, w) - KL(q || p),   w ~ q.
-
-    ``log_lik``: per-example log-likelihoods, shape (B,) for one weight sample or (S, B) for S
-    samples (averaged). ``kl``: the KL term (a scalar, closed form or an estimate). ``n_data``: the
-    size N of the whole training set. With B = N this is the plain one-sample VLB estimate.
-    """
+    """VLB ~= (N / B) * sum_{i in batch} log p(y_i | x_i, w) - KL(q || p) (book/02,
+    eq-minibatch-vlb). ``log_lik``: per-example, (B,) or (S, B) for S weight samples (averaged);
+    ``n_data``: N, the size of the training set."""
     if log_lik.dim() not in (1, 2):
         raise ValueError(
             f"log_lik must hold one log-likelihood per example, shape (B,) or (S, B); "
@@ -244,17 +198,12 @@ def elbo(log_lik: Tensor, kl: Tensor, n_data: int) -> Tensor:
     return data_term.mean() - kl
 
 
-# --- a model with an exact posterior: Bayesian linear regression ---------------------------------
-
-
 @dataclass(frozen=True)
 class BayesianLinearRegression:
     """y = X w + noise, noise ~ N(0, noise_var), prior p(w) = N(0, prior_var I) (book/01, eq-blr).
 
-    Everything is Gaussian, so Bayes' rule p(w|D) = p(D|w) p(w) / p(D) (book/01, eq-bayes) can be
-    solved exactly: :meth:`posterior` and :meth:`log_evidence` (book/01, eq-blr-posterior and
-    book/01, eq-blr-evidence), and the VLB of a Gaussian q has a closed form too. ``X`` has
-    shape (N, D), ``y`` shape (N,). Use float64 for exact comparisons.
+    All Gaussian, so Bayes' rule (book/01, eq-bayes) and the VLB are solved exactly. ``X`` (N, D),
+    ``y`` (N,); use float64 for exact comparisons.
     """
 
     prior_var: float = 1.0
@@ -334,11 +283,8 @@ def make_regression_data(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A toy data set for chapter 1: x ~ U(x_range), features (1, x), y = w0 + w1 x + noise.
-
-    Returns ``(X, y, x)``: the design matrix (n, 2), targets (n,), inputs (n,). Inputs away from
-    zero make the intercept and the slope strongly correlated in the posterior (on purpose).
-    """
+    """x ~ U(x_range), features (1, x), y = w0 + w1 x + noise; returns ``(X (n, 2), y, x)``.
+    Inputs away from zero correlate the intercept and the slope in the posterior (on purpose)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     gen = torch.Generator().manual_seed(seed)
@@ -351,19 +297,11 @@ def make_regression_data(
 
 
 def mean_field_optimum(mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
-    """The mean-field Gaussian closest to N(mean, cov) in KL(q || p): same mean, and variances
-    1 / Lambda_ii, where Lambda = cov^-1 is the precision (book/01, eq-mf-optimum). With the
-    exact posterior as N(mean, cov), this q minimises KL(q || p(w|D)) (book/01, eq-kl-post) over
-    the mean-field family.
-
-    Returns ``(mu, var)``. Since 1 / Lambda_ii <= cov_ii, mean-field q under-estimates every
-    marginal variance unless the posterior is already uncorrelated.
-    """
+    """``(mu, var)`` of the mean-field q closest to N(mean, cov) in KL(q || p) (book/01,
+    eq-mf-optimum; with the posterior, book/01, eq-kl-post): the same mean, variances 1 / Lambda_ii
+    for the precision Lambda = cov^-1, which under-estimate the marginals cov_ii."""
     precision = torch.linalg.inv(cov)
     return mean.clone(), 1.0 / precision.diagonal()
-
-
-# --- fitting q by maximising the VLB -------------------------------------------------------------
 
 
 @dataclass
@@ -402,13 +340,9 @@ def fit_vlb(
     cfg: VIFitConfig,
     prior_logvar: float = 0.0,
 ) -> FitHistory:
-    """Fit q (in place) by maximising VLB = E_q log p(D|w) - KL(q || N(0, exp(prior_logvar) I)).
-
-    The data term is estimated with ``cfg.n_samples`` reparametrised samples (``log_lik`` maps
-    weights (S, *q.shape) to log p(D|w) of shape (S,)); the KL is exact. Returns the history of the
-    VLB estimates. This is (book/01, eq-vlb), maximised by gradient ascent as in (book/02,
-    eq-vlb-2).
-    """
+    """Fit q in place by gradient ascent on E_q log p(D|w) - KL(q || N(0, exp(prior_logvar) I))
+    (book/02, eq-vlb-2): ``log_lik`` maps ``cfg.n_samples`` samples (S, *q.shape) to (S,); the KL
+    is exact."""
     if cfg.steps < 1 or cfg.n_samples < 1:
         raise ValueError("cfg.steps and cfg.n_samples must be >= 1")
     gen = torch.Generator(device=q.mu.device).manual_seed(cfg.seed)
