@@ -1,47 +1,23 @@
 """Command line: ``python -m dwp_lib <command>`` (also installed as ``dwp``).
 
-Commands
---------
-``data prepare``          fetch, verify and cache MNIST and notMNIST (see :mod:`dwp_lib.data`)
-``source-nets``           train the source CNNs and cut the kernel bank (:mod:`dwp_lib.experiment.sources`)
-``reproduce``             run the whole pipeline and write results (:mod:`dwp_lib.experiment`)
-``release``               fetch and verify the authors' released kernel VAEs and banks (:mod:`dwp_lib.release`)
-
-Every command takes ``--preset tiny|book|paper`` where it trains something. The studies that
-question single findings (``studies/`` of the repository) have command lines of their own.
+``data prepare`` caches the data sets, ``source-nets`` trains the source CNNs and cuts the kernel
+bank, ``reproduce`` runs the whole pipeline, ``release`` fetches the authors' released kernel VAEs
+and banks. The studies (``studies/``) have command lines of their own.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 
 from .config import PRESETS
 
 
-def _data(args: argparse.Namespace) -> int:
-    from .data import prepare
-
-    return prepare.run(args)
-
-
-def _source_nets(args: argparse.Namespace) -> int:
-    from .experiment import sources
-
-    return sources.cli(args)
-
-
-def _reproduce(args: argparse.Namespace) -> int:
-    from . import experiment
-
-    return experiment.cli(args)
-
-
-def _release(args: argparse.Namespace) -> int:
-    from . import release
-
-    return release.cli(args)
+def _command(module: str, name: str = "cli") -> Callable[[argparse.Namespace], int]:
+    """A command's function ``module.name``, imported only when the command runs."""
+    return lambda args: getattr(importlib.import_module(module, __package__), name)(args)
 
 
 def notmnist_option(p: argparse.ArgumentParser) -> None:
@@ -74,20 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"
     )
-    p.set_defaults(func=_data)
+    p.set_defaults(func=_command(".data.prepare", "run"))
 
     p = sub.add_parser(
         "release",
         help="fetch (or find) and verify the paper authors' released kernel VAEs and banks "
         "(GPL-3.0)",
     )
-    p.set_defaults(func=_release)
+    p.set_defaults(func=_command(".release"))
 
     p = sub.add_parser("source-nets", help="train source CNNs on notMNIST and cut the kernel bank")
     p.add_argument("--preset", choices=PRESETS, default="book")
     p.add_argument("--out", default=None, help="folder for the nets and the bank (default: cache)")
     notmnist_option(p)
-    p.set_defaults(func=_source_nets)
+    p.set_defaults(func=_command(".experiment.sources"))
 
     p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
     p.add_argument(
@@ -131,15 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --estimate: time nothing, read the step times of an estimate printed before "
         "(e.g. on a GPU) and print its wall times for --devices",
     )
-    p.set_defaults(func=_reproduce)
+    p.set_defaults(func=_command(".experiment"))
 
     return parser
 
 
 def user_error(err: BaseException) -> str | None:
     """One line for an error whose message says what was wrong and what to do (the library's
-    own errors, the file system's, a setting out of range); None for a bug, which keeps its
-    traceback. :func:`run_guarded` prints it; the studies' command lines use it too."""
+    own errors, the file system's); None for a bug, which keeps its traceback."""
     from .artifacts import ArtifactError
     from .config import ConfigValueError
     from .data import DataUnavailableError
@@ -169,9 +144,8 @@ def user_error(err: BaseException) -> str | None:
 
 
 def run_guarded(run: Callable[[], int | None], debug: bool = False) -> int:
-    """``run()``'s exit code inside the one error boundary of the command lines: an error of
-    :func:`user_error` is printed as ``error: <message>`` with exit code 2 (its traceback with
-    ``debug``); any other exception, a bug, keeps its traceback."""
+    """``run()``'s exit code inside the command lines' one error boundary: an error of
+    :func:`user_error` is printed as ``error: <message>``, exit 2 (a traceback with ``debug``)."""
     try:
         return int(run() or 0)
     except Exception as err:  # a message, not a traceback

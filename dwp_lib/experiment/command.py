@@ -30,10 +30,6 @@ FAR_BEYOND = 10.0
 #: a run estimated at more than this is refused unless ``long_run=true`` (a year)
 LONG_RUN_SECONDS = 365.25 * 24 * 3600
 
-# ------------------------------------------------------------------------------------------------
-# The command line: python -m dwp_lib reproduce --preset P --out DIR [--set PATH=VALUE ...]
-# ------------------------------------------------------------------------------------------------
-
 
 def _device_counts(text: str | None) -> tuple[int, ...]:
     if not text:
@@ -48,13 +44,10 @@ def _device_counts(text: str | None) -> tuple[int, ...]:
 
 
 def wall_from_saved_estimate(
-    path: str | os.PathLike,
-    cfg: ExperimentConfig,
-    devices: Sequence[int] = DEVICE_COUNTS,
+    path: str | os.PathLike, cfg: ExperimentConfig, devices: Sequence[int] = DEVICE_COUNTS
 ) -> dict:
-    """An estimate that ``reproduce --estimate`` printed (on another machine, e.g. a GPU) with
-    its ``wall_seconds_on`` recomputed for ``devices`` from the step times it measured; ``cfg``
-    must be the config it was made for (the same methods, sizes, seeds and step counts)."""
+    """An estimate ``reproduce --estimate`` printed (e.g. on a GPU), its ``wall_seconds_on``
+    recomputed for ``devices``; ``cfg`` must be the config it was made for."""
     text = Path(path).read_text() if Path(path).exists() else None
     if text is None:
         raise ExperimentError(f"--estimate-from {path}: no such file")
@@ -109,7 +102,7 @@ def wall_table(est: dict) -> str:
 
 
 def human_time(seconds: float) -> str:
-    """``seconds`` in the unit that reads best: 40 s, 12 min, 5.3 h, 3.2 days, 2.1e+08 years."""
+    """``seconds`` in the unit that reads best: 40 s, 12 min, 5.3 h, 3.2 days."""
     for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= 2 * size:
             n = seconds / size
@@ -118,11 +111,9 @@ def human_time(seconds: float) -> str:
 
 
 def check_run_time(cfg: ExperimentConfig, device=None) -> str | None:
-    """Before a run: ``None`` if no stage asks for more than :data:`FAR_BEYOND` times the work
-    of the same stage in ``cfg``'s preset (counted from the settings, :func:`stage_work`: no
-    time spent); else a note with a quick estimate on this machine (:func:`quick_estimate`:
-    one timed step per stage, seconds). Raises :class:`ExperimentError` when that estimate is
-    over :data:`LONG_RUN_SECONDS` and the config does not set ``long_run``."""
+    """Before a run: ``None`` unless a stage asks for over :data:`FAR_BEYOND` times its preset's
+    work; else a note with a quick estimate on this machine. Raises :class:`ExperimentError`
+    when that is over :data:`LONG_RUN_SECONDS` and ``long_run`` is not set."""
     preset = ExperimentConfig.preset(cfg.from_preset)
     base, work = stage_work(preset), stage_work(cfg)
     far = {k: w / base[k] for k, w in work.items() if k in base and w > FAR_BEYOND * base[k]}
@@ -180,8 +171,7 @@ def cli(args: argparse.Namespace) -> int:
         print("error: reproduce needs --out DIR (the run's folder)", file=sys.stderr)
         return 2
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    # the library's errors say what was wrong and what to do: the command line's one boundary
-    # (dwp_lib.cli.run_guarded) prints them as one line, exit 2
+    # the library's errors below are printed by the command line's one boundary (run_guarded)
     note = check_run_time(cfg)
     if note:
         print(note, flush=True)

@@ -231,12 +231,7 @@ def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
 
 
 def run_on_ray(
-    cfg: ExecutorConfig,
-    fn: Callable[..., Any],
-    shared: Any,
-    calls: Iterable[tuple],
-    *,
-    unit: str,
+    cfg: ExecutorConfig, fn: Callable[..., Any], shared: Any, calls: Iterable[tuple], *, unit: str
 ) -> Iterator[Any]:
     """``fn(shared, *args)`` for every ``args`` of ``calls`` as Ray tasks (``fn`` module-level,
     ``shared`` put in the object store once), yielded as they finish. A unit's exception is

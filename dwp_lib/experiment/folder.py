@@ -1,14 +1,6 @@
-"""An experiment's run folder: which settings made its rows, and one writer at a time.
-
-A folder holds ``config.json`` (the settings of its run), ``results.csv`` / ``init_curves.csv``
-(rows appended whole) and ``provenance.json``. :class:`RunFolder` refuses what would mix two
-runs under one name - other settings, rows whose config key is not this run's, a provenance
-record of another config, rows made from another kernel bank or other kernel VAEs - and a
-second process writing at the same time.
-
-The one config key a folder's rows may carry is the key of its own ``config.json``. When the
-library gained a field since that file was written (same settings, but another key), the rows
-are re-keyed explicitly: rewritten with the new key, and said so.
+"""A run folder's checks and lock: :class:`RunFolder` refuses what would mix two runs under one
+name (other settings, rows of another config key or from other artifacts) and a second writer.
+Rows keyed before the library gained a field (same settings) are re-keyed explicitly.
 """
 
 from __future__ import annotations
@@ -51,8 +43,8 @@ class RunFolder:
         return self.out / "init_curves.csv"
 
     def check_settings(self, cfg: ExperimentConfig) -> set[str]:
-        """Refuse a folder whose earlier run used other settings (mixing would be wrong); write
-        ``cfg`` as its config.json and return the config keys its rows may carry."""
+        """Refuse a folder whose earlier run used other settings; write ``cfg`` as its
+        config.json and return the config keys its rows may carry."""
         path = self.out / "config.json"
         now = cfg.to_dict()
         self.accepted_keys = {cfg.key()}
@@ -75,8 +67,7 @@ class RunFolder:
                     "move the folder away and start a new run"
                 ) from None
             earlier = key_of(before)
-            # a setting added to the library since that run, at its preset value, is the old
-            # behaviour (new fields default to what the code did before they existed)
+            # a setting added since that run, at its preset value, is the old behaviour
             preset = ExperimentConfig.preset_config(cfg.from_preset).to_dict()
             before = with_added_fields(before, now, preset)
             diff = config_differences(drop_paths(before, EXTENDABLE), drop_paths(now, EXTENDABLE))
@@ -94,9 +85,8 @@ class RunFolder:
         return self.accepted_keys
 
     def rekey_rows(self, earlier: str) -> None:
-        """Rows written before the library gained a field carry the key their config.json gives
-        (``earlier``): the same settings as now (checked), so they become this run's rows.
-        Rewritten with this run's key (under the folder's lock), not accepted on the side."""
+        """Rewrite, under the lock, the rows keyed ``earlier`` (the same settings, before the
+        library gained a field) with this run's key."""
         if not any(str(r.get("config_key")) == earlier for r in read_rows(self.results_path)):
             return
         with self.writing():
@@ -111,8 +101,8 @@ class RunFolder:
         )
 
     def check_provenance_key(self, earlier: str) -> None:
-        """Refuse a folder whose provenance.json records a run of other settings than its
-        config.json (one of them was copied in): init_curves.csv carries no key of its own."""
+        """Refuse a folder whose provenance.json records other settings than its config.json
+        (init_curves.csv carries no key of its own)."""
         prov = read_provenance(self.out)
         config = prov.get("config") if prov is not None else None
         if not isinstance(config, dict):  # no record yet (or one older than the field)
@@ -127,9 +117,8 @@ class RunFolder:
 
     def check_artifacts(self, rows: Sequence[Mapping], mine: Mapping[str, str]) -> None:
         """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
-        already in this folder (same settings, but the cache was rebuilt in between, e.g. with
-        another thread count): mixed rows would compare two priors under one name. ``mine``:
-        the 12-digit SHA-256 of the bank (``"bank"``) and of each kernel VAE now in use."""
+        already here (the cache rebuilt in between). ``mine``: the 12-digit SHA-256 of the bank
+        (``"bank"``) and of each kernel VAE now in use."""
         theirs: dict[str, set[str]] = {}
         for r in rows:
             if r.get("bank_sha256"):
@@ -168,8 +157,7 @@ class RunFolder:
 
     @contextlib.contextmanager
     def writing(self):
-        """Hold the run folder's lock while rows are appended: a second process writing to the
-        same folder is refused (it would store every cell twice), with the holder's pid."""
+        """Hold the run folder's lock while rows are appended; a second writer is refused."""
         from filelock import FileLock, Timeout
 
         lock, owner = FileLock(str(self.out / ".lock")), self.out / ".lock.owner"

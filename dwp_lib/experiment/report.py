@@ -15,17 +15,9 @@ if TYPE_CHECKING:
     from .runner import Experiment
 
 
-def released_provenance() -> dict:
-    from ..release import provenance as release_provenance
-
-    return release_provenance()
-
-
 class FittedSlices:
-    """The slices each layer's kernel VAE was fitted to, read like a bank (``layers``,
-    ``slices(layer, split)``): this pipeline's bank, rescaled by ``vae.<layer>.slice_scale``, or
-    the authors' released bank (:meth:`Experiment.vae_slices`), so that a figure puts each VAE
-    beside its own training slices."""
+    """The slices each layer's kernel VAE was fitted to (:meth:`Experiment.vae_slices`), read
+    like a bank, so that a figure puts each VAE beside its own training slices."""
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
@@ -73,6 +65,8 @@ def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[s
 
 def provenance(exp: Experiment) -> dict:
     """What the run was: command, config, overrides, data, artifacts, versions, times."""
+    from ..release import provenance as released_provenance
+
     bank = exp.loaded_bank
     rows = read_rows(exp.results_path, RESULT_COLUMNS)
     data: dict[str, Any] = {}
@@ -91,8 +85,7 @@ def provenance(exp: Experiment) -> dict:
         "config_file": exp.config_file,
         "config": exp.cfg.to_dict(),
         "config_key": exp.cfg.key(),
-        # every key of this folder's rows: the same settings before and after the library
-        # gained a field
+        # every key of this folder's rows (the same settings, keyed before a field was added)
         "config_keys": sorted({exp.cfg.key()} | {str(r["config_key"]) for r in rows}),
         "seeds": {
             "split_seeds": list(exp.cfg.grid.split_seeds),

@@ -1,11 +1,5 @@
-"""The source stage of the pipeline: the source nets trained here, in worker processes or as Ray
-tasks (each net by :func:`dwp_lib.source_nets.train_and_save_net`), then the kernel bank cut
-from them (:func:`dwp_lib.kernel_bank.build_kernel_bank`) and cached.
-
->>> bank = get_kernel_bank(SourceNetsConfig.tiny())   # trains, or loads from the cache  # doctest: +SKIP
-
-The command line is ``python -m dwp_lib source-nets --preset book``.
-"""
+"""The source stage: the source nets trained here, in worker processes or as Ray tasks, and the
+kernel bank cut from them and cached (``python -m dwp_lib source-nets --preset book``)."""
 
 from __future__ import annotations
 
@@ -65,8 +59,7 @@ def _worker_task(cfg: SourceNetsConfig, index: int, out: str) -> dict:
 
 
 def _ray_train_net(data: SourceData, cfg: SourceNetsConfig, index: int, threads: int):
-    """One source net as a Ray task: trained where the task runs (its GPU share, or its CPUs
-    with ``threads`` torch threads), returned to the caller, which saves it."""
+    """One source net as a Ray task, returned to the caller, which saves it."""
     torch.set_num_threads(threads)
     net, record = train_one_net(cfg, index, data, default_device(), show_progress=False)
     return {"state_dict": net.state_dict(), "widths": cfg.widths}, record
@@ -82,18 +75,9 @@ def train_source_nets(
     on_net_done: Callable[[dict], None] | None = None,
     executor: ExecutorConfig | None = None,
 ) -> list[dict]:
-    """Train (or resume) ``cfg.n_nets`` source nets; each is saved to ``out_dir/net_XXX.pt``.
-
-    A net whose checkpoint exists and verifies is not trained again (its record says
-    ``"resumed": True``); a checkpoint made with other training settings raises. ``max_new``
-    stops after that many newly trained nets (to split the work, or to test resuming);
-    ``on_net_done(record)`` is called after each net is saved. ``data`` replaces notMNIST
-    (tests pass small tensors). On a CPU the nets are trained ``cfg.workers`` at a time in
-    separate processes (see :func:`resolve_workers`); with ``executor.kind = "ray"`` each net
-    is a Ray task (:mod:`dwp_lib.executor`) and this process saves it as it arrives. Returns one
-    record per net, by index (test accuracy, seed, steps, the last learning rate, the
-    checkpoint ``path``...).
-    """
+    """Train (or resume: ``"resumed": True``) ``cfg.n_nets`` source nets, each saved to
+    ``out_dir/net_XXX.pt``; their records by index. ``max_new``: stop after that many new nets;
+    ``on_net_done(record)``: called after each is saved; ``data`` replaces notMNIST."""
     device = torch.device(device) if device is not None else default_device()
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -172,9 +156,8 @@ def get_kernel_bank(
     verbose: bool = True,
     executor: ExecutorConfig | None = None,
 ) -> KernelBank:
-    """The bank of ``cfg``: loaded if ``out_dir/<cfg.bank_file()>`` was made with ``cfg``; else
-    the nets are trained (or resumed, on ``executor``) and the bank is cut and saved. Prints
-    which happened."""
+    """The bank of ``cfg``: loaded if made with ``cfg``, else the nets are trained (or resumed)
+    and the bank is cut and saved. Prints which happened."""
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     path = out / cfg.bank_file()
     if path.exists() and _bank_matches(path, cfg):
@@ -201,8 +184,7 @@ def get_kernel_bank(
 
 
 def cli(args) -> int:
-    """``python -m dwp_lib source-nets --preset P [--out DIR] [--notmnist V]``: train, cut,
-    save, summarise."""
+    """``python -m dwp_lib source-nets``: train, cut, save, summarise."""
     from ..data import DataUnavailableError
 
     cfg = SourceNetsConfig.preset(args.preset)
