@@ -29,11 +29,8 @@ FUSED_LRT = True
 
 @dataclass
 class BayesConfig(Presets):
-    """The target network, its posterior, the priors' options and how to train it.
-
-    ``paper`` is the authors' n = 50 setting: 10,000 full-batch Adam steps at lr 1e-3 with a
-    linear decay, log sigma^2 initialised at -10, KL weight 1, a 10-sample ensemble.
-    """
+    """The target network, its posterior, the priors' options and how to train it (``paper``:
+    the authors' n = 50 setting)."""
 
     channels: tuple[int, int] = (32, 128)  # FConv(c1, c2): conv 7x7 -> c1, conv 5x5 -> c2
     log_sigma2_init: float = -10.0  # authors' value: q starts almost a point mass
@@ -49,15 +46,7 @@ class BayesConfig(Presets):
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        if self.steps < 1 or self.lr <= 0 or self.kl_weight < 0 or self.eval_samples < 1:
-            raise ValueError(f"need steps >= 1, lr > 0, kl_weight >= 0, eval_samples >= 1: {self}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be None (full batch) or >= 1, got {self.batch_size}")
-        if self.dwp_slices_per_step is not None and self.dwp_slices_per_step < 1:
-            raise ValueError(
-                f"dwp_slices_per_step must be None (exact) or >= 1, got {self.dwp_slices_per_step}"
-            )
+        check_fields(self)  # the ranges too: steps >= 1, lr > 0, kl_weight >= 0, ...
 
     @classmethod
     def tiny(cls) -> BayesConfig:
@@ -75,12 +64,9 @@ class BayesConfig(Presets):
 
 
 class BayesConv2d(nn.Module):
-    """Convolution with q(w) = prod_i N(w_i | mu_i, sigma_i^2) over its weights; the bias is a
-    point estimate without a prior (as in the authors' code).
-
-    sigma^2 is a free ``log_sigma2`` per weight, or with ``alpha_parametrised`` alpha * mu^2 with
-    alpha = sigmoid(``alpha_logit``), the form :class:`~dwp_lib.priors.LogUniform` needs.
-    """
+    """Convolution with q(w) = prod_i N(w_i | mu_i, sigma_i^2) and a bias without a prior. sigma^2
+    is a free ``log_sigma2``, or alpha * mu^2 with alpha = sigmoid(``alpha_logit``) when
+    ``alpha_parametrised`` (the form :class:`~dwp_lib.priors.LogUniform` needs)."""
 
     def __init__(
         self,
@@ -107,7 +93,6 @@ class BayesConv2d(nn.Module):
         k, a = self.kernel_size, self.alpha_parametrised
         return f"{self.in_channels}, {self.out_channels}, kernel_size={k}, alpha_parametrised={a}"
 
-    # -- the posterior q(w) -------------------------------------------------------------------------
     def log_alpha(self) -> Tensor:
         """log alpha = log sigma^2 - log mu^2 per weight (alpha parametrisation only)."""
         if not self.alpha_parametrised:
@@ -136,7 +121,6 @@ class BayesConv2d(nn.Module):
         """One reparametrised draw of the whole weight tensor w ~ q(w)."""
         return gaussian.rsample(self.mu, self.log_var())
 
-    # -- the forward pass ---------------------------------------------------------------------------
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
         """Pre-activations sampled by local reparametrisation (book/02, eq-local-reparam) in
         ``train()`` mode, at the mean weights in ``eval()`` mode, unless ``sample`` says."""
@@ -242,11 +226,7 @@ def predictive_probs(
     out = []
     for chunk in x.split(batch_size):
         chunk = chunk.to(device)
-        passes_logits = (
-            model.sampled_logits(chunk, passes)
-            if bayesian
-            else (model(chunk) for _ in range(passes))
-        )
+        passes_logits = model.sampled_logits(chunk, passes) if bayesian else [model(chunk)]
         p = sum(F.softmax(logits, -1) for logits in passes_logits) / passes
         out.append(p.cpu())
     model.train(was_training)

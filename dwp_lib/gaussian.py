@@ -13,20 +13,6 @@ from torch import Tensor
 LOG_2PI = math.log(2 * math.pi)
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
-__all__ = [
-    "LOG_2PI",
-    "LOG_2PI_E",
-    "entropy",
-    "kl",
-    "kl_full",
-    "kl_to_standard",
-    "log_prob",
-    "randn",
-    "rsample",
-    "sample_from_moments",
-    "standard_log_prob",
-]
-
 
 def _as_tensor(value: Tensor | float, like: Tensor) -> Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
@@ -89,10 +75,7 @@ def kl_to_standard(mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 def kl(
-    mean_q: Tensor,
-    logvar_q: Tensor,
-    mean_p: Tensor | float = 0.0,
-    logvar_p: Tensor | float = 0.0,
+    mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor | float = 0.0, logvar_p: Tensor | float = 0.0
 ) -> Tensor:
     """Elementwise KL( N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)) ) (book/01,
     eq-kl-normal); the prior's arguments broadcast (floats allowed)."""

@@ -15,19 +15,6 @@ from dwp_lib import gaussian
 from dwp_lib.config import Presets
 from dwp_lib.vi import MeanFieldGaussian
 
-__all__ = [
-    "GradientSamples",
-    "score_function_gradients",
-    "reparam_gradients",
-    "gradient_variance_by_samples",
-    "GradientStudyConfig",
-    "linear_output_moments",
-    "linear_local_reparam",
-    "linear_shared_weights",
-    "linear_per_example",
-    "LINEAR_SAMPLERS",
-]
-
 
 @dataclass
 class GradientSamples:
@@ -77,9 +64,7 @@ def score_function_gradients(
     if baseline == "loo" and n_samples < 2:
         raise ValueError("the leave-one-out baseline needs n_samples >= 2")
     with torch.no_grad():
-        eps = torch.randn(
-            (n_samples, *q.shape), generator=generator, dtype=q.mu.dtype, device=q.mu.device
-        )
+        eps = gaussian.randn((n_samples, *q.shape), q.mu, generator)
         w = q.mu + q.sigma * eps
         values = _check_f_values(f(w), n_samples)
         if baseline == "loo":
@@ -96,9 +81,7 @@ def reparam_gradients(
 ) -> GradientSamples:
     """Pathwise estimates E_eps [ grad_theta f(mu + sigma eps) ] (book/02, eq-reparam-grad);
     ``f`` must be differentiable, row s of its output depending on row s of w only."""
-    eps = torch.randn(
-        (n_samples, *q.shape), generator=generator, dtype=q.mu.dtype, device=q.mu.device
-    )
+    eps = gaussian.randn((n_samples, *q.shape), q.mu, generator)
     w = (q.mu + q.sigma * eps).detach().requires_grad_(True)
     with torch.enable_grad():
         values = _check_f_values(f(w), n_samples)
@@ -234,10 +217,7 @@ def linear_per_example(
     """An independent W ~ q for every example, then x_b @ W_b: the same distribution as
     :func:`linear_local_reparam`, at the cost of B weight samples (for checks only)."""
     linear_output_moments(x[:1], mu, logvar)  # shape checks
-    eps = torch.randn(
-        (x.shape[0], *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device
-    )
-    w = mu + (0.5 * logvar).exp() * eps  # (B, in, out)
+    w = gaussian.rsample(mu, logvar, x.shape[0], generator)  # (B, in, out)
     out = torch.einsum("bi,bio->bo", x, w)
     return out if bias is None else out + bias
 

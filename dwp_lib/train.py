@@ -111,16 +111,13 @@ class History:
         return len(self.loss)
 
 
-Schedule = Callable[[int], float]
-
-
 def fit(
     params: Iterable[torch.Tensor] | Iterable[dict],
     loss_at: Callable[[int], torch.Tensor],
     steps: int,
     lr: float,
     what: str,
-    schedule: Schedule | None = None,
+    schedule: Callable[[int], float] | None = None,
     after_step: Callable[[int, float], None] | None = None,
     postfix: Callable[[History], dict] | None = None,
     first_step: int = 0,

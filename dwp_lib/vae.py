@@ -23,11 +23,8 @@ from .train import History, fit, linear_decay
 
 
 class VAE(nn.Module):
-    """A VAE with encoder q(z|x) = N(mu(x), diag exp(logvar(x))) and prior p(z) = N(0, I).
-
-    Subclasses define :meth:`encode` (x -> mu, logvar ``(B, d)``), :meth:`decode` and
-    :meth:`log_likelihood` (log p(x|z) ``(..., B)`` for z ``(..., B, d)``).
-    """
+    """A VAE with encoder q(z|x) = N(mu(x), diag exp(logvar(x))) and prior p(z) = N(0, I):
+    subclasses define :meth:`encode`, :meth:`decode` and :meth:`log_likelihood`."""
 
     latent_dim: int
 
@@ -73,21 +70,17 @@ class VAE(nn.Module):
         x = self.check_input(x)
         mu, logvar = self.encode(x)
         total = torch.full(mu.shape[:1], -math.inf, device=mu.device, dtype=mu.dtype)
-        done = 0
-        while done < num_samples:
-            s = min(chunk, num_samples - done)
-            z = rsample(mu, logvar, s, generator)  # (s, B, d)
+        for start in range(0, num_samples, chunk):
+            z = rsample(mu, logvar, min(chunk, num_samples - start), generator)  # (s, B, d)
             log_q = gaussian.log_prob(z, mu, logvar).sum(-1)
             log_w = self.log_likelihood(x, z) + standard_log_prob(z) - log_q
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
-            done += s
         return total - math.log(num_samples)
 
     @torch.no_grad()
     def prior_sample_z(self, n: int, generator=None) -> Tensor:
         """n draws of z ~ N(0, I), shape ``(n, d)``."""
-        like = next(self.parameters())
-        return randn((n, self.latent_dim), like, generator)
+        return randn((n, self.latent_dim), next(self.parameters()), generator)
 
 
 @dataclass
@@ -210,8 +203,6 @@ class VAETrainConfig(Presets):
             raise ValueError(f"give exactly one of steps and epochs, got {self}")
         if self.schedule not in ("linear", "constant"):
             raise ValueError(f"schedule must be 'linear' or 'constant', got {self.schedule!r}")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"batch_size must be >= 1 and lr > 0, got {self}")
 
     def num_steps(self, num_examples: int) -> int:
         if self.steps is not None:
@@ -240,9 +231,8 @@ def fit_vae(
     device: torch.device | str | None = None,
     desc: str = "VAE",
 ) -> History:
-    """Fit ``vae`` to ``data`` ``(N, ...)`` by minimising the negative ELBO on minibatches of a
-    seeded shuffle per pass. The model is left on ``device`` (default: CUDA if present), in eval
-    mode."""
+    """Fit ``vae`` to ``data`` ``(N, ...)``: the negative ELBO on minibatches of a seeded shuffle
+    per pass. The model is left on ``device`` (default: CUDA if present), in eval mode."""
     if len(data) == 0:
         raise ValueError("cannot fit a VAE to an empty data set")
     device = torch.device(device) if device is not None else default_device()

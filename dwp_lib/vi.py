@@ -20,18 +20,6 @@ from dwp_lib.config import Presets
 from dwp_lib.gaussian import LOG_2PI, LOG_2PI_E
 from dwp_lib.train import fit
 
-__all__ = [
-    "MeanFieldGaussian",
-    "FullRankGaussian",
-    "elbo",
-    "BayesianLinearRegression",
-    "make_regression_data",
-    "mean_field_optimum",
-    "VIFitConfig",
-    "FitHistory",
-    "fit_vlb",
-]
-
 
 class MeanFieldGaussian(nn.Module):
     """q_theta(w) = prod_i N(w_i | mu_i, sigma_i^2), theta = (mu, log sigma^2) (book/01,
@@ -149,12 +137,7 @@ class FullRankGaussian(nn.Module):
         self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
     ) -> Tensor:
         """w = mu + L eps, eps ~ N(0, I); shape (*sample_shape, D)."""
-        eps = torch.randn(
-            (*sample_shape, self.mu.shape[0]),
-            generator=generator,
-            dtype=self.mu.dtype,
-            device=self.mu.device,
-        )
+        eps = gaussian.randn((*sample_shape, self.mu.shape[0]), self.mu, generator)
         return self.mu + eps @ self.scale_tril.T
 
     sample = MeanFieldGaussian.sample
@@ -356,13 +339,8 @@ def fit_vlb(
             )
         return -(values.mean() - q.kl_to_normal(0.0, prior_logvar))
 
-    end = cfg.final_lr_fraction
-    log = fit(
-        q.parameters(),
-        loss_at,
-        cfg.steps,
-        cfg.lr,
-        "fit q",
-        schedule=lambda t: 1.0 + (end - 1.0) * t / cfg.steps,
-    )
+    def decay(t: int) -> float:  # linearly to lr * final_lr_fraction
+        return 1.0 + (cfg.final_lr_fraction - 1.0) * t / cfg.steps
+
+    log = fit(q.parameters(), loss_at, cfg.steps, cfg.lr, "fit q", schedule=decay)
     return FitHistory(vlb=[-loss for loss in log.loss])
