@@ -1,9 +1,5 @@
-"""What several chapters' figures share: converting tensors to arrays, tiling kernel slices
-into one image, and the contact sheet of a data set (with its title).
-
-Like every module of :mod:`dwp_lib.plots`, it takes plain tensors, arrays and records and
-imports nothing else from :mod:`dwp_lib`.
-"""
+"""What several chapters' figures share: tensors to arrays, tiled kernel slices, contact sheets.
+Like all of :mod:`dwp_lib.plots`, it takes plain tensors and records, importing no other module."""
 
 from __future__ import annotations
 
@@ -37,9 +33,6 @@ def slice_grid(slices, ncols: int = 8, pad: int = 1, scale: str = "each") -> np.
     return grid
 
 
-# --- data (contact sheets) -------------------------------------------------------------------
-
-
 def dataset_title(ds) -> str:
     """What a figure of ``ds`` is called: "notMNIST-style (synthetic)" for the rendered set,
     never plain "notMNIST"; the real sets are named with their variant."""
@@ -54,11 +47,8 @@ def dataset_title(ds) -> str:
 
 
 def contact_sheet(ds, per_class: int = 10, seed: int = 0, title: str | None = None, ax=None):
-    """A grid of samples of an :class:`~dwp_lib.data.ImageSet`: one row per class.
-
-    Images are drawn as stored (0 = black background, 255 = white ink). The title names the data
-    set from its provenance (see :func:`dataset_title`). Returns the Figure.
-    """
+    """A grid of samples of an :class:`~dwp_lib.data.ImageSet`, one row per class, as stored
+    (0 = black background, 255 = white ink), titled by :func:`dataset_title`. Returns the Figure."""
     labels = ds.labels.numpy()
     rng = np.random.default_rng(seed)
     rows = []
@@ -70,10 +60,8 @@ def contact_sheet(ds, per_class: int = 10, seed: int = 0, title: str | None = No
             row[:, 28 * j : 28 * (j + 1)] = ds.images[i].numpy()
         rows.append(row)
     grid = np.concatenate(rows, 0)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(0.45 * per_class + 0.6, 0.45 * ds.num_classes + 0.6))
-    else:
-        fig = ax.figure
+    size = (0.45 * per_class + 0.6, 0.45 * ds.num_classes + 0.6)
+    fig, ax = plt.subplots(figsize=size) if ax is None else (ax.figure, ax)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_yticks(14 + 28 * np.arange(ds.num_classes), ds.classes)
     ax.set_xticks([])

@@ -60,10 +60,8 @@ def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int
         norms = s.flatten(1).norm(dim=1).numpy()
         sc = ax.scatter(mu[:, dims[0]], mu[:, dims[1]], c=norms, s=4, cmap="viridis", alpha=0.7)
         fig.colorbar(sc, ax=ax, label="slice L2 norm")
-        ax.set_xlabel(f"z{dims[0] + 1}")
-        ax.set_ylabel(f"z{dims[1] + 1}")
-        d = vae.latent_dim
-        ax.set_title(f"{layer}: {len(s):,} slices, latent dim {d}", fontsize=10)
+        ax.set(xlabel=f"z{dims[0] + 1}", ylabel=f"z{dims[1] + 1}")
+        ax.set_title(f"{layer}: {len(s):,} slices, latent dim {vae.latent_dim}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -74,10 +72,7 @@ def plot_paired_effects(effects, title: str = "", ax=None):
     the mean with a bar of two standard errors, the split seeds as dots, and zero. Rows run top
     to bottom in the given order. Returns the Figure."""
     n = len(effects)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7.0, 0.7 * n + 1.3))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(7.0, 0.7 * n + 1.3)) if ax is None else (ax.figure, ax)
     y = np.arange(n)[::-1]
     for yi, e in zip(y, effects, strict=True):
         color = "C2" if e["mean"] > 0 else "C3"

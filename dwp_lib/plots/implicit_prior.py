@@ -10,7 +10,7 @@ import torch
 
 from .common import slice_grid
 
-# --- source nets and the kernel bank ---------------------------------------------------------
+KIND_COLOURS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
 
 
 def plot_bank_slices(
@@ -71,33 +71,25 @@ def plot_slice_norms(bank, bins: int = 60):
             ax.axvline(st["threshold"], color="k", ls=":", label=f"threshold {st['threshold']:g}")
         k = st["kernel_size"]
         ax.set_title(f"{layer} ({k}x{k}): median {np.median(both):.3f}", fontsize=10)
-        ax.set_xlabel("slice L2 norm")
-        ax.set_ylabel("slices")
+        ax.set(xlabel="slice L2 norm", ylabel="slices")
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_source_accuracy(bank):
-    """Test accuracy of each source net (from the bank's provenance), with the mean. Returns the
-    Figure."""
+    """Test accuracy of each source net (from the bank's provenance), with the mean."""
     nets = bank.provenance["nets"]
     acc = np.array([r["test_accuracy"] for r in nets])
     fig, ax = plt.subplots(figsize=(max(3.0, 0.25 * len(acc) + 1.5), 2.6))
     ax.bar(np.arange(len(acc)), acc, color="C0")
     ax.axhline(acc.mean(), color="C3", ls="--", label=f"mean {acc.mean():.3f}")
     ax.set_ylim(max(0.0, acc.min() - 0.05), 1.0)
-    ax.set_xlabel("source net")
-    ax.set_ylabel("test accuracy")
+    ax.set(xlabel="source net", ylabel="test accuracy")
     ax.set_title(bank.provenance.get("data", {}).get("label", "source task"), fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-# --- the implicit prior (the auxiliary bound, its gap, the penalty) ---------------------------
-
-KIND_COLOURS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
 
 
 def plot_slice_kinds(kinds: dict, n: int = 8):
@@ -113,15 +105,9 @@ def plot_slice_kinds(kinds: dict, n: int = 8):
         s = torch.as_tensor(kinds[name]).detach().float().cpu()
         grid = slice_grid(s[:n], ncols=n, scale="shared")
         ax.imshow(grid, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(
-            f"{name}\nrms {s.pow(2).mean().sqrt():.3f}",
-            rotation=0,
-            ha="right",
-            va="center",
-            fontsize=8,
-        )
+        ax.set(xticks=[], yticks=[])
+        rms = f"{name}\nrms {s.pow(2).mean().sqrt():.3f}"
+        ax.set_ylabel(rms, rotation=0, ha="right", va="center", fontsize=8)
     axes[0].set_title(f"shared colour scale: ±{vmax:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -136,12 +122,10 @@ def _ellipse(mean, var, n_sd: float, n: int = 100) -> np.ndarray:
 @torch.no_grad()
 def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4.0):
     """The true posterior p(z|w) on a :class:`~dwp_lib.implicit_prior.LatentGrid` (filled
-    contours of its density) against Gaussian reverse models r(z|w) (1- and 2-sd ellipses), one
-    panel per slice. ``slices``: ``{title: (k, k) slice}``; ``reverse``: ``{label: model}``
-    whose encoders are drawn, where a model is a KernelVAE for every panel or a
-    ``{title: KernelVAE}`` with one per panel (e.g. the VAE's own encoder, and one fitted to
-    each kind of slice by ``train_reverse``). Each panel is zoomed on the posterior and the
-    ellipses (``zoom`` posterior sds around its mean, at least). Returns the Figure."""
+    contours) against Gaussian reverse models r(z|w) (1- and 2-sd ellipses), one panel per slice
+    (``slices``: ``{title: (k, k) slice}``). ``reverse``: ``{label: KernelVAE}``, or
+    ``{label: {title: KernelVAE}}`` for one per panel. Each panel shows at least ``zoom``
+    posterior sds around its mean. Returns the Figure."""
     titles = list(slices)
     w = torch.stack([torch.as_tensor(slices[t]).float() for t in titles])
     post = grid.log_posterior(w).exp().cpu().numpy()  # (B, size, size), index [b, i(z1), j(z2)]
@@ -175,20 +159,12 @@ def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4
         for i, (label, (mu, var)) in enumerate(encoded.items()):
             for n_sd in (1.0, 2.0):
                 e = _ellipse(mu[b], var[b], n_sd)
-                ax.plot(
-                    e[:, 0],
-                    e[:, 1],
-                    styles[i % 4],
-                    color=f"C{i + 1}",
-                    lw=1.4,
-                    label=f"r(z|w): {label}" if n_sd == 1.0 else None,
-                )
+                legend = f"r(z|w): {label}" if n_sd == 1.0 else None
+                ax.plot(e[:, 0], e[:, 1], styles[i % 4], color=f"C{i + 1}", lw=1.4, label=legend)
         pad = 0.08 * (hi - lo).max()
         span = (hi - lo).max() / 2 + pad
         c = (lo + hi) / 2
-        ax.set_xlim(c[0] - span, c[0] + span)
-        ax.set_ylim(c[1] - span, c[1] + span)
-        ax.set_aspect("equal")
+        ax.set(xlim=(c[0] - span, c[0] + span), ylim=(c[1] - span, c[1] + span), aspect="equal")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("z1")
         if b == 0:
@@ -214,24 +190,16 @@ def plot_bound_and_gap(scores: list, after: list | None = None):
         ax1.scatter(x, y, s=10, color=KIND_COLOURS[i % 7], alpha=0.7, label=s.kind)
         lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
     ax1.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="bound = log p(w)")
-    ax1.set_xlabel("log p(w) (nats)")
-    ax1.set_ylabel("auxiliary bound (nats)")
+    ax1.set(xlabel="log p(w) (nats)", ylabel="auxiliary bound (nats)")
     ax1.legend(fontsize=7)
     groups = [(scores, "VAE encoder as r", 0.0)]
     if after is not None:
         groups.append((after, "r trained on these slices", 0.35))
     width = 0.3 if after is not None else 0.5
+    box = dict(widths=width, patch_artist=True, showfliers=True, flierprops={"markersize": 2})
     for group, label, shift in groups:
         data = [g.gap.numpy() for g in group]
-        pos = np.arange(len(data)) + shift
-        bp = ax2.boxplot(
-            data,
-            positions=pos,
-            widths=width,
-            patch_artist=True,
-            showfliers=True,
-            flierprops={"markersize": 2},
-        )
+        bp = ax2.boxplot(data, positions=np.arange(len(data)) + shift, **box)
         face = "C7" if shift == 0 else "C9"
         for patch in bp["boxes"]:
             patch.set_facecolor(face)
@@ -251,18 +219,14 @@ def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
     """How much of the gap the importance-weighted estimate leaves, against the number of
     samples K: mean over slices of log p(w) - IW_K, per kind (``curves``: ``{kind: (len(ks),
     B)}``, ``log_p``: ``{kind: (B,)}``). K = 1 is the bound's gap. Returns the Figure."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.6, 3.4))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(5.6, 3.4)) if ax is None else (ax.figure, ax)
     for i, (kind, c) in enumerate(curves.items()):
         rest = (torch.as_tensor(log_p[kind])[None] - torch.as_tensor(c)).mean(1).numpy()
         ax.plot(ks, rest, "o-", ms=3, color=KIND_COLOURS[i % 7], label=kind)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", linthresh=0.1)
-    ax.set_xlabel("K (importance samples)")
-    ax.set_ylabel("log p(w) - IW estimate (nats)")
+    ax.set(xlabel="K (importance samples)", ylabel="log p(w) - IW estimate (nats)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -276,10 +240,7 @@ def plot_penalty_sweep(
     weight, as sequences of the same length). ``decoder_log_var``: the decoder's typical
     log-variance, drawn as a vertical line; ``baseline``: an optional ``(label, values)``
     drawn dashed (e.g. the N(0, 1) prior's KL per weight). Returns the Figure."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6.0, 3.6)) if ax is None else (ax.figure, ax)
     x = np.asarray(log_vars, dtype=float)
     h, s = np.asarray(neg_entropy, dtype=float), np.asarray(slice_terms, dtype=float)
     ax.plot(x, h, "--", color="C0", label="-H(q)")
@@ -297,8 +258,7 @@ def plot_penalty_sweep(
     top = max(float(np.max(v[: best + 1])) for v in shown)
     bottom = min(float(np.min(v)) for v in (h, s, h + s))
     ax.set_ylim(bottom - 0.1 * (top - bottom), top + 0.25 * (top - bottom))
-    ax.set_xlabel("log sigma^2 of q (every weight)")
-    ax.set_ylabel("nats per weight")
+    ax.set(xlabel="log sigma^2 of q (every weight)", ylabel="nats per weight")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -16,18 +16,10 @@ def plot_estimator_histograms(samples: dict, exact: float, bins: int = 80, ax=No
     lo, hi = np.quantile(all_v, [0.005, 0.995])
     for i, (label, v) in enumerate(samples.items()):
         v = to_numpy(v)
-        ax.hist(
-            np.clip(v, lo, hi),
-            bins=bins,
-            range=(lo, hi),
-            density=True,
-            alpha=0.45,
-            color=f"C{i}",
-            label=f"{label}: sd {v.std():.3g}",
-        )
+        style = {"alpha": 0.45, "color": f"C{i}", "label": f"{label}: sd {v.std():.3g}"}
+        ax.hist(np.clip(v, lo, hi), bins=bins, range=(lo, hi), density=True, **style)
     ax.axvline(float(exact), color="k", ls="--", label=f"exact gradient {float(exact):.3g}")
-    ax.set_xlabel("one-sample estimate (clipped to the 0.5-99.5% range)")
-    ax.set_ylabel("density")
+    ax.set(xlabel="one-sample estimate (clipped to the 0.5-99.5% range)", ylabel="density")
     ax.legend(fontsize=8)
     return fig
 
@@ -42,9 +34,7 @@ def plot_estimator_variance(sample_counts, variances: dict, ax=None, ylabel: str
         ax.loglog(s, v[0] * s[0] / s, color=f"C{i}", ls=":", lw=0.8)
     ax.set_xticks(s, [str(int(k)) for k in s])
     ax.minorticks_off()
-    ax.set_xlabel("samples S per estimate")
-    ax.set_ylabel(ylabel)
-    ax.set_title("dotted: the 1/S law")
+    ax.set(xlabel="samples S per estimate", ylabel=ylabel, title="dotted: the 1/S law")
     ax.legend(fontsize=8)
     return fig
 
@@ -60,23 +50,18 @@ def plot_vi_history(history, n_data: int, smooth: int = 20):
 
     axes[0].plot(run(history.elbo), label="VLB / N")
     axes[0].plot(run(history.data_term), label="data term / N")
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("nats per example")
+    axes[0].set(xlabel="step", ylabel="nats per example")
     axes[0].legend(fontsize=8)
     axes[0].set_title(f"mini-batch VLB estimates (running mean of {smooth})")
     axes[1].plot(np.asarray(history.kl, dtype=float) / n_data, "C3")
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("KL(q || p) / N")
-    axes[1].set_title("the KL term")
+    axes[1].set(xlabel="step", ylabel="KL(q || p) / N", title="the KL term")
     fig.tight_layout()
     return fig
 
 
 def plot_pixel_posterior(mu, logvar, classes=(0, 1, 3, 7)):
-    """Softmax-regression q on MNIST: per-class mean weights and posterior sd as 28x28 images.
-
-    ``mu`` and ``logvar`` have shape (784, 10).
-    """
+    """Softmax-regression q on MNIST: per-class mean weights and posterior sd as 28x28 images
+    (``mu`` and ``logvar``: (784, 10))."""
     mu, sd = to_numpy(mu), np.exp(0.5 * to_numpy(logvar))
     fig, axes = plt.subplots(2, len(classes) + 1, figsize=(2.2 * (len(classes) + 1), 4.6))
     for j, c in enumerate(classes):
@@ -91,8 +76,7 @@ def plot_pixel_posterior(mu, logvar, classes=(0, 1, 3, 7)):
     axes[1][-1].hist(sd.ravel(), bins=50, color="C2")
     axes[1][-1].set_title("all posterior sds", fontsize=8)
     for ax in list(axes[0]) + list(axes[1][:-1]):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     fig.colorbar(im, ax=list(axes[1][:-1]), shrink=0.8, label="sd")
     return fig
 
@@ -103,8 +87,7 @@ def plot_gradient_variance_vs_batch(batch_sizes, variances: dict, ax=None):
     b = np.asarray(batch_sizes, dtype=float)
     for i, (label, v) in enumerate(variances.items()):
         ax.loglog(b, to_numpy(v), "o-", color=f"C{i}", label=label)
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("gradient variance (mean over weights)")
+    ax.set(xlabel="batch size B", ylabel="gradient variance (mean over weights)")
     ax.set_title("noise from sampling W, for a fixed batch")
     ax.legend(fontsize=8)
     return fig

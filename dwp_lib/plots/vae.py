@@ -20,23 +20,16 @@ def _smooth(values, window: int) -> np.ndarray:
 def plot_vae_training(history, test_elbo: float | None = None, smooth: int = 50, ax=None):
     """The ELBO per example during training (minus the loss of each minibatch, smoothed), and
     the test-set ELBO of the final model as a dashed line. Returns the Figure."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6, 3.4)) if ax is None else (ax.figure, ax)
     elbo = -np.asarray(history.loss)
     y = _smooth(elbo, smooth)
-    ax.plot(
-        np.arange(len(y)) + (len(elbo) - len(y)),
-        y,
-        label=f"training minibatches (mean of {smooth})",
-    )
+    x = np.arange(len(y)) + (len(elbo) - len(y))
+    ax.plot(x, y, label=f"training minibatches (mean of {smooth})")
     if test_elbo is not None:
         ax.axhline(test_elbo, color="k", ls="--", lw=1, label=f"test ELBO {test_elbo:.1f}")
     lo = np.percentile(y, 2) if len(y) else 0.0
     ax.set_ylim(lo - 0.1 * abs(lo), None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("ELBO (nats per example)")
+    ax.set(xlabel="step", ylabel="ELBO (nats per example)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -49,8 +42,7 @@ def _image_rows(rows: list, titles: list[str], figsize_per: float = 0.55):
     for ax, row, title in zip(axes, rows, titles, strict=True):
         imgs = torch.as_tensor(row).detach().float().cpu().reshape(len(row), 28, -1).numpy()
         ax.imshow(np.concatenate(list(imgs), axis=1), cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     return fig
@@ -77,10 +69,7 @@ def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap
     v = torch.as_tensor(values).detach().cpu().numpy()
     if z.ndim != 2 or z.shape[1] != 2:
         raise ValueError(f"plot_vae_latent_space draws 2-D codes, got shape {z.shape}")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(5.2, 4.4)) if ax is None else (ax.figure, ax)
     if np.issubdtype(v.dtype, np.integer):
         colours = plt.get_cmap(cmap)
         # one scatter in a random order, so no class is painted over by the ones drawn after it
@@ -95,8 +84,7 @@ def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap
     else:
         sc = ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.7, c=v, cmap=cmap)
         fig.colorbar(sc, ax=ax, label=labels or "")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -110,8 +98,7 @@ def plot_latent_manifold(images, extent: float):
     canvas = np.concatenate([np.concatenate(list(row), axis=1) for row in imgs], axis=0)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, extent=(-extent, extent, -extent, extent))
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$")
     ax.set_title(f"decoder means on a {n}x{n} grid of z", fontsize=10)
     fig.tight_layout()
     return fig
@@ -120,16 +107,11 @@ def plot_latent_manifold(images, extent: float):
 def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
     """The importance-weighted estimate of log p(x) against the number of samples K (log axis),
     with the ELBO as a dashed line: the gap is what the single-sample bound leaves."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(5.2, 3.4)) if ax is None else (ax.figure, ax)
     ks = sorted(bounds)
     ax.plot(ks, [bounds[k] for k in ks], "o-", label="importance-weighted estimate")
     ax.axhline(elbo, color="k", ls="--", lw=1, label=f"ELBO {elbo:.2f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("number of importance samples K")
-    ax.set_ylabel("nats per example")
+    ax.set(xscale="log", xlabel="number of importance samples K", ylabel="nats per example")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -138,18 +120,14 @@ def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
 def plot_kernel_vae_samples(real, samples, ncols: int = 8, scale: str = "shared"):
     """Training slices beside kernel-VAE samples (decoder means at z ~ N(0, I)), same colour
     scale: red positive, blue negative."""
-    grids = [
-        slice_grid(real, ncols=ncols, scale=scale),
-        slice_grid(samples, ncols=ncols, scale=scale),
-    ]
+    grids = [slice_grid(x, ncols=ncols, scale=scale) for x in (real, samples)]
     vmax = max(float(np.nanmax(np.abs(g))) for g in grids) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
     height, width = grids[0].shape
     fig, axes = plt.subplots(1, 2, figsize=(8, 4 * height / width + 0.5))
     k = torch.as_tensor(real).shape[-1]
-    for ax, g, t in zip(
-        axes, grids, [f"training slices ({k}x{k})", "kernel-VAE samples"], strict=True
-    ):
+    titles = [f"training slices ({k}x{k})", "kernel-VAE samples"]
+    for ax, g, t in zip(axes, grids, titles, strict=True):
         ax.imshow(g, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(t, fontsize=10)
         ax.axis("off")
