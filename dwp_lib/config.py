@@ -1,13 +1,8 @@
-"""Presets: one switch that sizes every stage.
+"""Presets, one switch that sizes every stage, and the checks of a config's field values.
 
-Every stage of the pipeline has a config dataclass with three presets built by the same code:
-
-- ``tiny``: seconds; used by the tests and by ``DWP_PRESET=tiny`` when the chapters run under nbval;
-- ``book``: minutes on a 2-core laptop CPU; the default for the book build;
-- ``paper``: faithful to the authors (Atanov et al. 2019); meant for a GPU.
-
-Chapters call :func:`current_preset` once and never branch on it: they pass the name to
-``SomeConfig.preset(name)`` (every stage config inherits :class:`Presets`).
+``tiny``: seconds (tests, ``DWP_PRESET=tiny``); ``book``: minutes on a 2-core CPU (the book's
+default); ``paper``: the authors' setting, for a GPU. Chapters pass :func:`current_preset` to
+``SomeConfig.preset(name)`` and never branch on it.
 """
 
 from __future__ import annotations
@@ -19,9 +14,8 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-PresetName = Literal["tiny", "book", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "book", "paper")
 ENV_VAR = "DWP_PRESET"
 
@@ -33,8 +27,7 @@ class ConfigValueError(ValueError):
 
 
 def check_preset(name: str) -> str:
-    """Return ``name`` if it is a known preset, else raise a :class:`ConfigValueError` (a
-    ValueError) listing the valid ones."""
+    """``name`` if it is a known preset, else a :class:`ConfigValueError` listing them."""
     if name not in PRESETS:
         raise ConfigValueError(f"unknown preset {name!r}; valid presets are {', '.join(PRESETS)}")
     return name
@@ -52,17 +45,7 @@ def current_preset(default: str = "book") -> str:
 
 
 def preset_of(cls: type[T], name: str, **overrides) -> T:
-    """Build ``cls`` from its ``tiny()``/``book()``/``paper()`` classmethod, with field overrides.
-
-    >>> from dataclasses import dataclass
-    >>> @dataclass
-    ... class C:
-    ...     steps: int = 1
-    ...     @classmethod
-    ...     def tiny(cls): return cls(steps=2)
-    >>> preset_of(C, "tiny", steps=3).steps
-    3
-    """
+    """``cls`` from its ``tiny()``/``book()``/``paper()`` classmethod, with field overrides."""
     check_preset(name)
     factory = getattr(cls, name, None)
     if factory is None:
@@ -72,12 +55,7 @@ def preset_of(cls: type[T], name: str, **overrides) -> T:
 
 
 class Presets:
-    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` builds the ``tiny``,
-    ``book`` or ``paper`` preset from the class's classmethod of that name (:func:`preset_of`).
-
-    The one preset mechanism of the library: each stage's three sizes live in its own class, next
-    to the fields they set; the experiment's preset is the stages' presets put together.
-    """
+    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` (:func:`preset_of`)."""
 
     @classmethod
     def preset(cls, name: str, **overrides):
@@ -88,10 +66,6 @@ def to_dict(cfg) -> dict:
     """A JSON-ready dict of a (possibly nested) config dataclass, for provenance records."""
     return dataclasses.asdict(cfg)
 
-
-# ------------------------------------------------------------------------------------------------
-# Checking a config's values against its fields' types, when it is built
-# ------------------------------------------------------------------------------------------------
 
 #: integer fields that may be 0 (seeds, process counts); every other integer must be >= 1
 NON_NEGATIVE_INTS = frozenset({"seed", "seeds", "split_seeds", "test_seed", "workers", "num_gpus"})
@@ -114,17 +88,8 @@ def is_seed(name: str) -> bool:
     return name.endswith(("seed", "seeds"))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
 def _check_value(name: str, path: str, value, hint) -> None:
-    """Raise :class:`ConfigValueError` if ``value`` does not fit the annotation ``hint`` and the
-    range rules for a field called ``name``."""
+    """A :class:`ConfigValueError` if ``value`` breaks ``hint`` or the range rules of ``name``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -162,7 +127,7 @@ def _check_value(name: str, path: str, value, hint) -> None:
         if not isinstance(value, bool):
             raise ConfigValueError(f"{path}={value!r}: expected true or false")
     elif hint is int:
-        if not _is_int(value):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise ConfigValueError(f"{path}={value!r}: expected an integer")
         low = 0 if name in NON_NEGATIVE_INTS else 1
         if value < low:
@@ -173,7 +138,8 @@ def _check_value(name: str, path: str, value, hint) -> None:
                 "64-bit seed range); choose a smaller one"
             )
     elif hint is float:
-        if not _is_number(value) or not math.isfinite(value):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not real or not math.isfinite(value):
             raise ConfigValueError(f"{path}={value!r}: expected a finite number")
         if name in POSITIVE_NUMBERS and not value > 0:
             raise ConfigValueError(f"{path}={value!r}: must be > 0")
@@ -187,10 +153,9 @@ def _check_value(name: str, path: str, value, hint) -> None:
 
 
 def check_fields(cfg, prefix: str = "") -> None:
-    """Check every field of the config dataclass ``cfg`` against its annotation: integers are
-    integers (not 2.5, not true) and >= 1 (seeds and worker counts >= 0; seeds at most
-    2**63 - 1), numbers are finite (learning rates > 0, weights >= 0), text is text, lists hold
-    such values; nested configs are checked with their dotted path. Raises :class:`ConfigValueError` naming the field."""
+    """Check every field of ``cfg`` against its annotation and range rules (integers >= 1, seeds
+    and worker counts >= 0, finite numbers, ...), nested configs by dotted path; a
+    :class:`ConfigValueError` names the field."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

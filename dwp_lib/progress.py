@@ -1,7 +1,4 @@
-"""Progress bars that work in a terminal and in a notebook (tqdm.auto).
-
-Set ``DWP_PROGRESS=0`` to silence every bar (the test harness and the book build do).
-"""
+"""Progress bars for a terminal and a notebook (tqdm.auto); ``DWP_PROGRESS=0`` silences them."""
 
 from __future__ import annotations
 
