@@ -1,9 +1,5 @@
-"""The paper authors' released kernel VAEs as :class:`~dwp_lib.kernel_vae.KernelVAE` objects:
-how their state_dict keys map to ours, strict loading, and the two released VAEs of the MNIST
-experiment (the files themselves, verified and cached, come from :mod:`dwp_lib.release`).
-
->>> vaes = load_released_vaes()      # {"conv1": 7x7 KernelVAE, "conv2": 5x5}  # doctest: +SKIP
-"""
+"""The paper authors' released kernel VAEs as :class:`~dwp_lib.kernel_vae.KernelVAE` objects
+(the files, verified and cached, come from :mod:`dwp_lib.release`)."""
 
 from __future__ import annotations
 
@@ -18,9 +14,8 @@ from .kernel_layers import KernelVAEConfig
 from .kernel_vae import KernelVAE
 from .release import LAYER_KERNELS, Release, ReleaseUnavailableError, fetch_release, provenance
 
-#: How the authors' state_dict keys map to :class:`~dwp_lib.kernel_vae.KernelVAE`'s (regex, replacement), in order.
-#: Their encoder's variance head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5), the 5x5 decoder's
-#: heads are wrapped in a Sequential (``fc_mu.0``); both are softplus variances.
+#: The authors' state_dict keys -> ours (regex, replacement), in order. Their encoder's variance
+#: head is ``fc_var`` (7x7) or ``fc_sigma`` (5x5); the 5x5 decoder's heads are ``fc_mu.0``, ...
 AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^encoder\.features\.(\d+)\.", r"encoder.\1."),
     (r"^encoder\.fc_mu\.", "z_mean."),
@@ -41,13 +36,8 @@ def authors_key(key: str) -> str | None:
 
 
 def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) -> KernelVAE:
-    """Load a state_dict of the authors' code (bayesgroup/deep-weight-prior) *strictly*.
-
-    Their keys are renamed by :data:`AUTHORS_KEY_MAP` (e.g. ``encoder.features.2.weight``
-    -> ``encoder.2.weight``, ``decoder.fc_var.0.bias`` -> ``w_var.bias``); every key must
-    map, every parameter must be filled and every shape must agree, or the error lists what
-    did not. Build the model with ``KernelVAEConfig.authors(k)``. Returns ``vae``.
-    """
+    """Load a state_dict of the authors' code into ``vae`` (``KernelVAEConfig.authors(k)``)
+    *strictly*, keys renamed by :data:`AUTHORS_KEY_MAP`; the error lists every misfit."""
     renamed, unknown = {}, []
     for key, value in state_dict.items():
         new = authors_key(key)
@@ -77,11 +67,8 @@ def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) ->
 def load_released_vaes(
     device: torch.device | str = "cpu", release: Release | None = None
 ) -> dict[str, KernelVAE]:
-    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained kernel VAEs
-    in their exact architectures (``KernelVAEConfig.authors``), loaded strictly, in eval mode.
-
-    Each has a ``record`` (file, SHA-256, repo, commit, licence) like a cached VAE's.
-    """
+    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained VAEs in
+    eval mode, each with a ``record`` (file, SHA-256, repo, commit, licence)."""
     release = release or _release.AUTHORS_RELEASE  # read when called: tests place a fake one
     files = fetch_release(release.vaes.values(), release)
     out = {}

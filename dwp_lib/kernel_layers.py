@@ -1,11 +1,8 @@
 """The kernel VAE's layer lists: ours and the authors' exact architectures (book/03, book/04).
 
-A :class:`KernelVAEConfig` names the encoder's and the decoder's layers as short specs
-(:class:`LayerSpec`: ``"c3:32"`` a 3x3 convolution to 32 channels, ``"t3:64"`` a transposed one,
-``"c3p1:64"`` padded, ``"c1:128"`` a 1x1), the latent size and how variances are made positive.
-``KernelVAEConfig.authors(k)`` is the paper authors' VAE for k x k slices, checked against their
-released weights (:data:`AUTHORS_KERNEL_VAES`; their state_dicts load through
-:data:`dwp_lib.authors_vaes.AUTHORS_KEY_MAP`). :func:`build_stack` turns a list of specs into modules.
+A :class:`KernelVAEConfig` names the layers as :class:`LayerSpec` strings (``"c3:32"``,
+``"t3:64"``, ``"c3p1:64"``), the latent size and how variances are made positive;
+:func:`build_stack` turns specs into modules.
 """
 
 from __future__ import annotations
@@ -18,13 +15,8 @@ from torch import Tensor, nn
 
 from .config import check_fields
 
-# ------------------------------------------------------------------------------------------------
-# The kernel VAE: the generative model of the deep weight prior
-# ------------------------------------------------------------------------------------------------
-
-# The authors' two kernel VAEs (bayesgroup/deep-weight-prior, checked against their released
-# weights): layer lists, latent size, softplus variances without a floor. See
-# ``KernelVAEConfig.authors`` and ``dwp_lib.release`` for their trained weights.
+# The authors' two kernel VAEs (bayesgroup/deep-weight-prior), checked against their released
+# weights (``dwp_lib.release``)
 AUTHORS_KERNEL_VAES = {
     7: dict(
         latent_dim=2,
@@ -72,16 +64,14 @@ class LayerSpec:
         return conv(in_channels, self.channels, self.kernel, padding=self.padding)
 
 
-#: Transposed convolutions computed as the equivalent ordinary convolution (same numbers to float
-#: rounding, faster on a CPU); ``False`` runs torch's own, the reference kept for tests and
-#: ``benchmarks/dwp_cell.py``.
+#: Transposed convolutions computed as the equivalent convolution (equal to float rounding, faster
+#: on a CPU); ``False`` runs torch's own, the reference for tests and ``benchmarks/dwp_cell.py``.
 CONVT_AS_CONV = True
 
 
 class _ConvTranspose(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` (stride 1; same parameters and state_dict keys) computed as what it
-    equals: on a 1 x 1 input a matrix product, otherwise a convolution with the kernel flipped,
-    its two channel axes swapped, and padding k - 1 - p."""
+    """``nn.ConvTranspose2d`` (stride 1, same state_dict) as a matrix product on a 1 x 1 input,
+    else a convolution with the kernel flipped, its channel axes swapped, padding k - 1 - p."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         if not CONVT_AS_CONV or self.stride != (1, 1) or self.output_padding != (0, 0):
@@ -97,19 +87,13 @@ class _ConvTranspose(nn.ConvTranspose2d):
 
 @dataclass
 class KernelVAEConfig:
-    """Architecture of a :class:`~dwp_lib.kernel_vae.KernelVAE` for ``kernel_size`` x ``kernel_size`` slices.
+    """Architecture of a :class:`~dwp_lib.kernel_vae.KernelVAE` for k x k slices.
 
-    ``encoder`` and ``decoder`` are layer lists (:class:`LayerSpec` strings; ELU after each):
-    the encoder must take k x k to 1 x 1, the decoder 1 x 1 back to k x k; 1x1 heads follow
-    both. Left empty, they are our default mirrored network of ``hidden`` channels
-    (:attr:`paddings`); :meth:`authors` gives the authors' exact lists.
-
-    ``variance``: how the heads give variances. ``"floored"`` (ours): the encoder's variance is
-    softplus + ``z_var_floor``, the decoder's log-variance is floored smoothly at
-    ``logvar_floor`` (without a floor the Gaussian likelihood of a slice the decoder
-    reconstructs exactly is unbounded and training can diverge; exp(-10) is a standard deviation
-    of 0.0067, below the spread of real kernels). ``"softplus"`` (the authors'): both variances
-    are softplus of the head, plus ``z_var_floor`` / ``w_var_floor`` (0 in their networks).
+    ``encoder``/``decoder``: :class:`LayerSpec` strings (ELU after each) taking k x k to 1 x 1
+    and back; empty means our mirrored network of ``hidden`` channels (:attr:`paddings`).
+    ``variance="floored"`` (ours): the decoder's log-variance is floored smoothly at
+    ``logvar_floor`` (else the likelihood of an exactly reconstructed slice is unbounded);
+    ``"softplus"`` (the authors'): variances are softplus + ``z_var_floor`` / ``w_var_floor``.
     """
 
     kernel_size: int = 7
@@ -158,33 +142,23 @@ class KernelVAEConfig:
 
     @classmethod
     def for_kernel(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
-        """Our kernel VAE for ``kernel_size``: the authors' latent sizes (2 for 7x7, 4 for 5x5)
-        and widths (32, 64), in our mirrored network (:attr:`paddings`) with floored variances.
-
-        Not the authors' layer lists: :meth:`authors` builds those. Other odd sizes get latent
-        2, hidden 32 for 3x3 (9 numbers need little), latent 4, hidden 64 otherwise.
-        """
-        arch = (
-            dict(latent_dim=2, hidden=32)
-            if kernel_size in (3, 7)
-            else dict(latent_dim=4, hidden=64)
-        )
-        arch.update(overrides)
-        return cls(kernel_size=kernel_size, **arch)
+        """Our mirrored VAE with the authors' latent sizes and widths: latent 2, hidden 32 for
+        7x7 (and 3x3), latent 4, hidden 64 otherwise; floored variances."""
+        small = kernel_size in (3, 7)
+        arch = dict(latent_dim=2, hidden=32) if small else dict(latent_dim=4, hidden=64)
+        return cls(kernel_size=kernel_size, **{**arch, **overrides})
 
     @classmethod
     def authors(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
-        """The authors' kernel VAE for 7x7 or 5x5 slices, layer for layer (their released
-        weights load into it, :func:`dwp_lib.authors_vaes.load_released_vaes`): softplus variances,
-        no floors."""
+        """The authors' 7x7 or 5x5 kernel VAE, layer for layer (their released weights load into
+        it): softplus variances, no floors."""
         if kernel_size not in AUTHORS_KERNEL_VAES:
             raise ValueError(
                 f"the authors released kernel VAEs for 7x7 and 5x5 slices only, not {kernel_size}x"
                 f"{kernel_size}; use KernelVAEConfig.for_kernel({kernel_size})"
             )
         arch = dict(AUTHORS_KERNEL_VAES[kernel_size], variance="softplus", z_var_floor=0.0)
-        arch.update(overrides)
-        return cls(kernel_size=kernel_size, **arch)
+        return cls(kernel_size=kernel_size, **{**arch, **overrides})
 
     @property
     def num_layers(self) -> int:
@@ -193,14 +167,8 @@ class KernelVAEConfig:
 
     @property
     def paddings(self) -> list[int]:
-        """Padding of each convolution of our default encoder: 'same' (1) first, then 'valid' (0).
-
-        A valid 3x3 convolution shrinks the side by 2, so k x k reaches 1 x 1 after (k-1)/2 of
-        them: 7x7 needs all three (7 -> 5 -> 3 -> 1). A 5x5 slice needs two, so its first
-        convolution is padded and keeps 5x5 (5 -> 5 -> 3 -> 1); a 3x3 slice has two padded
-        ones (3 -> 3 -> 3 -> 1). The default decoder mirrors it: a 1x1 convolution of z, then
-        transposed 3x3 convolutions with the same paddings in reverse order.
-        """
+        """Padding of each 3x3 convolution of our encoder: 'same' (1) first, then the (k-1)/2
+        'valid' (0) ones that reach 1 x 1 (5x5: 5 -> 5 -> 3 -> 1). The decoder mirrors it."""
         valid = (self.kernel_size - 1) // 2
         return [1] * (self.num_layers - valid) + [0] * valid
 
@@ -214,10 +182,8 @@ class KernelVAEConfig:
     def decoder_layers(self) -> list[LayerSpec]:
         if self.decoder:
             return [LayerSpec.parse(s) for s in self.decoder]
-        h = self.hidden
-        return [LayerSpec("c", 1, 0, h)] + [
-            LayerSpec("t", 3, p, h) for p in reversed(self.paddings)
-        ]
+        up = [LayerSpec("t", 3, p, self.hidden) for p in reversed(self.paddings)]
+        return [LayerSpec("c", 1, 0, self.hidden), *up]
 
     def describe(self) -> str:
         """``encoder c3:32 c3:64 c3:64 | decoder t3:64 t3:64 t3:32, latent 2, softplus``."""

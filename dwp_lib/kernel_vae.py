@@ -1,15 +1,8 @@
 """The kernel VAE: the generative model of the deep weight prior (book/03, book/04).
 
-:class:`KernelVAE` is a convolutional VAE for k x k kernel slices with a Gaussian decoder, built
-from a :class:`dwp_lib.kernel_layers.KernelVAEConfig` (ours, or the authors' exact layers).
-Fitted to the slices of trained source networks (:func:`train_kernel_vae`),
-p(w) = ∫ p(w|z) p(z) dz is the deep weight prior, and its encoder is the reverse model r(z|w)
-of the auxiliary bound (chapter 4). :func:`nats_above_baseline` scores a VAE on held-out slices
-against a per-pixel Gaussian; :func:`dwp_lib.slices.toy_kernel_slices` is a known family of kernels for tests
-and the chapter's demo.
-
-Shapes: a batch of slices is ``(B, k, k)``; latent codes are ``(B, d)``; per-example quantities
-are ``(B,)``. Sample dimensions come first: ``(S, B, d)``.
+Fitted to the slices of trained source nets (:func:`train_kernel_vae`), p(w) = ∫ p(w|z) p(z) dz
+is the deep weight prior and its encoder the reverse model r(z|w) of the auxiliary bound
+(chapter 4). Shapes: slices ``(B, k, k)``, codes ``(B, d)``, sample dimensions first.
 """
 
 from __future__ import annotations
@@ -43,15 +36,9 @@ def _log_softplus_plus(x: Tensor, floor: float) -> Tensor:
 class KernelVAE(VAE):
     """The convolutional VAE for k x k kernel slices (book/03, book/04).
 
-    - encoder r(z|w) (the paper's reverse model, the VAE's q(z|w)): convolutions with ELU
-      down to 1 x 1, then 1x1 heads for the mean and the (softplus) variance of z;
-    - decoder p(w|z): (transposed) convolutions with ELU from 1 x 1 back up to k x k, then 1x1
-      heads for a per-pixel mean and variance, so
-      p(w|z) = prod_ij N(w_ij | mu_ij(z), sigma^2_ij(z)) (eq-dwp-decoder).
-
-    The layer lists are :class:`KernelVAEConfig`'s: ``KernelVAEConfig.for_kernel(k)`` is ours,
-    ``KernelVAEConfig.authors(k)`` the authors' exact networks (their weights load strictly,
-    see :func:`dwp_lib.authors_vaes.load_authors_state_dict`).
+    Encoder r(z|w) = q(z|w): convolutions down to 1 x 1, then heads for the mean and variance of
+    z; decoder p(w|z) = prod_ij N(w_ij | mu_ij(z), sigma^2_ij(z)) (eq-dwp-decoder). Layers from
+    ``KernelVAEConfig.for_kernel(k)`` (ours) or ``KernelVAEConfig.authors(k)``.
     """
 
     def __init__(self, config: KernelVAEConfig | None = None) -> None:
@@ -68,7 +55,6 @@ class KernelVAE(VAE):
     def extra_repr(self) -> str:
         return self.config.describe()
 
-    # -- checks -----------------------------------------------------------------------------------
     def check_input(self, w: Tensor) -> Tensor:
         k = self.kernel_size
         if not isinstance(w, Tensor):
@@ -89,7 +75,6 @@ class KernelVAE(VAE):
             raise ValueError(f"slices must be floating point, got {w.dtype}")
         return self.to_model(w)
 
-    # -- the two networks -----------------------------------------------------------------------
     def reverse_parameters(self) -> list[nn.Parameter]:
         """The parameters of r(z|w): the encoder and its mean and variance heads."""
         return [p for m in (self.encoder, self.z_mean, self.z_var) for p in m.parameters()]
@@ -127,32 +112,24 @@ class KernelVAE(VAE):
         return mu, logvar.reshape(*lead, k, k)
 
     def log_likelihood(self, w: Tensor, z: Tensor) -> Tensor:
-        """log p(w|z) summed over the k*k pixels: w ``(B, k, k)``, z ``(..., B, d)`` -> ``(..., B)``."""
+        """log p(w|z) summed over pixels: w ``(B, k, k)``, z ``(..., B, d)`` -> ``(..., B)``."""
         mu, logvar = self.decode(z)
         return gaussian.log_prob(w, mu, logvar).sum((-2, -1))
 
     def log_p_w_given_z(self, w: Tensor, z: Tensor) -> Tensor:
-        """log p(w|z), the name used by the auxiliary bound (book/04); see :meth:`log_likelihood`."""
+        """:meth:`log_likelihood` under the auxiliary bound's name (book/04)."""
         return self.log_likelihood(self.check_input(w), z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n slices ``(n, k, k)``: decoder means at z ~ N(0, I) (the "dwp" initialisation).
-
-        The decoder mean, not a draw from p(w|z): the paper initialises with the mean, and the
-        per-pixel noise would only add the decoder's unexplained variance.
-        """
+        """n slices ``(n, k, k)``: decoder means (as the paper) at z ~ N(0, I), the "dwp" init."""
         mu, _ = self.decode(self.prior_sample_z(n, generator))
         return mu
 
     @torch.no_grad()
     def init_output_from_data(self, slices: Tensor) -> None:
-        """Start the decoder at the data's scale: output biases = mean and log-variance of ``slices``.
-
-        With the default initialisation the decoder starts at unit variance, ~100x the spread of
-        real kernels, and spends its first hundreds of steps shrinking it. Not in the authors'
-        code; ``KernelVAETrainConfig.init_from_data`` switches it off.
-        """
+        """Output biases = mean and variance of ``slices`` (ours): the default start is unit
+        variance, ~100x the spread of real kernels, that costs hundreds of steps to shrink."""
         slices = self.check_input(slices).float()
         self.w_mean.bias.fill_(slices.mean().item())
         var = max(slices.var(0, unbiased=False).mean().item(), 1e-30)
@@ -163,12 +140,8 @@ class KernelVAE(VAE):
         else:
             self.w_var.bias.fill_(max(math.log(var), self.config.logvar_floor + 1.0))
 
-    # -- artifacts ------------------------------------------------------------------------------
     def save(self, path: str | Path, provenance: dict | None = None) -> str:
-        """Save weights and config through :mod:`dwp_lib.artifacts` (hash + provenance sidecar).
-
-        Returns the SHA-256 of the file.
-        """
+        """Save weights and config as an artifact (with its sidecar); return its SHA-256."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         obj = {"kind": "KernelVAE", "config": to_dict(self.config), "state_dict": state}
         prov = {"model": "KernelVAE", "config": to_dict(self.config), **(provenance or {})}
@@ -176,15 +149,12 @@ class KernelVAE(VAE):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> KernelVAE:
-        """Load a VAE written by :meth:`save`; its hash is verified first. Returned in eval mode.
-
-        The sidecar record is attached as ``vae.record``.
-        """
+        """A hash-checked VAE written by :meth:`save`, in eval mode, with ``vae.record``."""
         obj, record = artifacts.load_artifact(path, map_location=map_location)
         if not isinstance(obj, dict) or obj.get("kind") != "KernelVAE":
+            kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
             raise artifacts.ArtifactError(
-                f"{path} is not a KernelVAE artifact (kind={obj.get('kind') if isinstance(obj, dict) else type(obj).__name__}); "
-                "save one with KernelVAE.save"
+                f"{path} is not a KernelVAE artifact (kind={kind}); save one with KernelVAE.save"
             )
         vae = cls(KernelVAEConfig(**obj["config"]))
         # files of dwp_lib before the layer lists named two heads differently
@@ -200,17 +170,10 @@ class KernelVAE(VAE):
 
 @dataclass
 class KernelVAETrainConfig(VAETrainConfig):
-    """Training of a kernel VAE. ``paper``: the authors' 300 epochs, batch 128, Adam 1e-3.
-
-    ``init_from_data``: start the decoder's output at the slices' mean and variance
-    (:meth:`KernelVAE.init_output_from_data`); ours, off in the ``paper`` preset.
-    """
+    """Training of a kernel VAE; ``paper``: the authors' 300 epochs, batch 128, Adam 1e-3.
+    ``init_from_data``: :meth:`KernelVAE.init_output_from_data` first (ours; off for ``paper``)."""
 
     init_from_data: bool = True
-
-    @classmethod
-    def tiny(cls):
-        return cls(steps=200)
 
     @classmethod
     def book(cls):
@@ -233,27 +196,13 @@ def train_kernel_vae(
     vae.check_input(slices)
     if getattr(cfg, "init_from_data", False):
         vae.init_output_from_data(slices.to(next(vae.parameters()).device))
-    return fit_vae(
-        vae,
-        slices.float(),
-        cfg,
-        seed,
-        device,
-        desc=f"kernel VAE {vae.kernel_size}x{vae.kernel_size}",
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# Held-out evaluation of a kernel VAE against the simplest prior
-# ------------------------------------------------------------------------------------------------
+    k = vae.kernel_size
+    return fit_vae(vae, slices.float(), cfg, seed, device, desc=f"kernel VAE {k}x{k}")
 
 
 def per_pixel_gaussian_baseline(train_slices: Tensor, test_slices: Tensor) -> Tensor:
-    """log-density ``(B,)`` of test slices under a diagonal Gaussian fitted to the train slices.
-
-    Each of the k*k pixels gets its own mean and variance (maximum likelihood on the training
-    slices). A kernel VAE that does not beat this has learned nothing beyond per-pixel scale.
-    """
+    """log-density ``(B,)`` of test slices under per-pixel Gaussians fitted to the train slices
+    (maximum likelihood): a kernel VAE that does not beat it learned only per-pixel scale."""
     if train_slices.dim() != 3 or test_slices.shape[-2:] != train_slices.shape[-2:]:
         raise ValueError(
             f"expected train and test slices of shape (N, k, k) with the same k, got "
@@ -295,11 +244,8 @@ def nats_above_baseline(
     batch_size: int = 1024,
     seed: int = 0,
 ) -> HeldOutScore:
-    """Score ``vae`` on held-out slices against :func:`per_pixel_gaussian_baseline`.
-
-    ``advantage`` > 0 means the VAE, as a density over slices, explains held-out kernels better
-    than independent per-pixel Gaussians (by that many nats per slice).
-    """
+    """Score ``vae`` on held-out slices against :func:`per_pixel_gaussian_baseline`
+    (``advantage`` > 0: it explains them better, by that many nats per slice)."""
     vae.eval()
     gen = torch.Generator().manual_seed(seed)
     device = next(vae.parameters()).device
