@@ -1,11 +1,8 @@
 """The kernel bank: the slices of the source nets' kernels that the deep weight prior is fitted to.
 
-:func:`build_kernel_bank` cuts every conv weight of shape ``(c_out, c_in, k, k)`` of the trained
-source nets into ``c_out * c_in`` two-dimensional *slices* of ``k x k``, per layer (7x7 from
-``conv1``, 5x5 from ``conv2``), drops near-zero slices by a per-layer norm threshold (pruning, as
-the authors do), splits the rest into train and test, and records how far the kernels moved
-from their initialisation (:class:`KernelBank`). The pipeline
-trains the nets and caches the bank (:func:`dwp_lib.experiment.sources.get_kernel_bank`).
+:func:`build_kernel_bank` cuts each conv weight ``(c_out, c_in, k, k)`` into ``c_out * c_in``
+k x k slices per layer (7x7 ``conv1``, 5x5 ``conv2``), prunes near-zero ones by a per-layer norm
+threshold (as the authors do) and splits the rest into train and test (:class:`KernelBank`).
 """
 
 from __future__ import annotations
@@ -25,8 +22,6 @@ from .source_nets import NET_FILE, SourceNetsConfig, load_source_nets
 SPLITS: tuple[str, ...] = ("train", "test", "all", "all_unpruned", "pruned")
 _SPLIT_CODE = {"train": 0, "test": 1, "pruned": 2}
 
-# --- the kernel bank --------------------------------------------------------------------------
-
 
 def cut_slices(weight: torch.Tensor) -> torch.Tensor:
     """A conv weight ``(c_out, c_in, k, k)`` as ``c_out * c_in`` slices ``(c_out * c_in, k, k)``.
@@ -45,16 +40,9 @@ def norm_stats(norms: torch.Tensor) -> dict[str, float]:
     q = torch.quantile(
         norms.double(), torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
     )
-    return {
-        "count": int(norms.numel()),
-        "mean": float(norms.mean()),
-        "q01": float(q[0]),
-        "q10": float(q[1]),
-        "median": float(q[2]),
-        "q90": float(q[3]),
-        "q99": float(q[4]),
-        "max": float(norms.max()),
-    }
+    stats = {"count": int(norms.numel()), "mean": float(norms.mean())}
+    stats.update(zip(("q01", "q10", "median", "q90", "q99"), map(float, q), strict=True))
+    return {**stats, "max": float(norms.max())}
 
 
 #: provenance entries of a bank that differ between two builds of the same bank
@@ -64,16 +52,9 @@ _VOLATILE = ("seconds_training_this_run", "sha256", "file")
 class KernelBank:
     """The slices of every source net's conv kernels, per layer, with their split and provenance.
 
-    Per layer (``"conv1"``: 7x7, ``"conv2"``: 5x5) it stores
-
-    - ``slices``: float32 ``(M, k, k)``; every slice if the bank was built with ``store_unpruned``,
-      else only the kept ones;
-    - ``split``: int8 ``(M,)``: 0 train, 1 test, 2 pruned (norm below the layer's threshold);
-    - ``net``, ``out_channel``, ``in_channel``: int ``(M,)``, where each slice came from.
-
-    ``bank.slices(layer, split)`` returns ``(N, k, k)``; ``bank.provenance`` says how the bank was
-    made (data, config, seeds, per-net accuracy, slice-norm statistics before and after pruning,
-    library version). ``save``/``load`` go through :mod:`dwp_lib.artifacts` (hash-checked).
+    Per layer: ``slices`` float32 ``(M, k, k)`` (only the kept ones unless ``store_unpruned``);
+    ``split`` int8 ``(M,)``: 0 train, 1 test, 2 pruned; ``net``, ``out_channel``,
+    ``in_channel``: where each slice came from. ``provenance`` says how the bank was made.
     """
 
     def __init__(self, layers: dict[str, dict[str, torch.Tensor]], provenance: dict) -> None:
@@ -113,11 +94,8 @@ class KernelBank:
         return code == _SPLIT_CODE[split]
 
     def slices(self, layer: str, split: str = "train") -> torch.Tensor:
-        """Slices of ``layer`` in ``split`` as float32 ``(N, k, k)``.
-
-        ``split``: ``"train"``, ``"test"``, ``"all"`` (train + test: every kept slice),
-        ``"all_unpruned"`` (every slice of every net, before pruning) or ``"pruned"`` (dropped).
-        """
+        """Slices of ``layer`` in ``split`` (one of :data:`SPLITS`; ``"all"``: every kept one) as
+        float32 ``(N, k, k)``."""
         return self.layers[layer]["slices"][self._mask(layer, split)]
 
     def origin(self, layer: str, split: str = "train") -> dict[str, torch.Tensor]:
@@ -169,12 +147,12 @@ class KernelBank:
             if layer not in self.layers:
                 continue
             st = p["norms"][layer]
-            b, a = st["before_pruning"], st["after_pruning"]
+            b, a, c = st["before_pruning"], st["after_pruning"], self.counts()[layer]
             lines.append(
                 f"  {layer} {k}x{k}: {a.get('count', 0):,} kept of {b.get('count', 0):,} "
-                f"(threshold {st['threshold']}); train {self.counts()[layer]['train']:,}, "
-                f"test {self.counts()[layer]['test']:,}; median norm {b.get('median', 0):.3f} "
-                f"before / {a.get('median', 0):.3f} after pruning (Xavier init ~{st['xavier_init']:.3f})"
+                f"(threshold {st['threshold']}); train {c['train']:,}, test {c['test']:,}; "
+                f"median norm {b.get('median', 0):.3f} before / {a.get('median', 0):.3f} after "
+                f"pruning (Xavier init ~{st['xavier_init']:.3f})"
             )
         return "\n".join(lines)
 
@@ -184,11 +162,8 @@ class KernelBank:
         return f"KernelBank({parts})"
 
     def save(self, path: str | Path) -> str:
-        """Write the bank (and its provenance sidecar); return its SHA-256.
-
-        The file holds the slices and what made them; how long that took goes in the sidecar
-        only, so the same nets always give a file with the same SHA-256 (a rebuild after a
-        fault, another machine)."""
+        """Write the bank (and its sidecar); return its SHA-256. Timings go in the sidecar only,
+        so the same nets always give the same file."""
         content = {k: v for k, v in self.provenance.items() if k not in _VOLATILE}
         return _artifacts.save_artifact(
             path, {"layers": self.layers, "provenance": content}, self.provenance
@@ -196,8 +171,7 @@ class KernelBank:
 
     @classmethod
     def load(cls, path: str | Path) -> KernelBank:
-        """Read a bank written by :meth:`save`; a changed or truncated file raises
-        :class:`~dwp_lib.artifacts.CorruptArtifactError`."""
+        """Read a bank written by :meth:`save` (a changed file raises ``CorruptArtifactError``)."""
         obj, record = _artifacts.load_artifact(path)
         bank = cls(obj["layers"], obj["provenance"])
         bank.provenance = dict(bank.provenance, sha256=record["sha256"], file=str(path))
@@ -212,9 +186,7 @@ def _split_codes(
     code = torch.full(kept.shape, _SPLIT_CODE["pruned"], dtype=torch.int8)
     if cfg.split_by == "net":
         n = int(net_of.max()) + 1
-        n_test = round(cfg.test_fraction * n)
-        if cfg.test_fraction > 0 and n_test == 0:
-            n_test = 1
+        n_test = max(round(cfg.test_fraction * n), int(cfg.test_fraction > 0))  # >= 1 if asked
         if n_test >= n:
             raise ValueError(
                 f"split_by='net' with {n} nets cannot hold out {n_test}; train more nets or "
@@ -238,13 +210,9 @@ def build_kernel_bank(
     cfg: SourceNetsConfig,
     records: Sequence[dict] | None = None,
 ) -> KernelBank:
-    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank.
-
-    Before pruning, ``conv1`` gives ``n_nets * c1`` slices of 7x7 and ``conv2``
-    ``n_nets * c1 * c2`` of 5x5. Slices with an L2 norm below ``cfg.prune_norms`` are marked
-    pruned; the kept ones are split into train and test (``cfg.test_fraction``, ``cfg.split_by``).
-    ``records`` (per-net accuracy, seeds) go into the provenance; they are read from the
-    checkpoints when ``source`` is a folder.
+    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank: slices
+    with an L2 norm below ``cfg.prune_norms`` are pruned, the rest split into train and test.
+    ``records`` (per-net accuracy, seeds; read from a folder's checkpoints) go in the provenance.
     """
     data_prov: dict = {}
     if isinstance(source, str | Path):
@@ -300,7 +268,7 @@ def build_kernel_bank(
             "before_pruning": norm_stats(norms),
             "after_pruning": norm_stats(norms[kept]),
             "kept_fraction": float(kept.float().mean()),
-            "rms_per_weight_after": float(slices[kept].pow(2).mean().sqrt()) if kept.any() else 0.0,
+            "rms_per_weight_after": float(slices[kept].pow(2).mean().sqrt()),
         }
     accs = torch.tensor([r["test_accuracy"] for r in records], dtype=torch.float64)
     provenance = {

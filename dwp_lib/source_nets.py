@@ -1,14 +1,8 @@
 """Source networks: the CNNs whose kernels become the deep weight prior's training data.
 
-The deep weight prior is learned from the kernels of many CNNs trained on a *source* task
-(notMNIST letters for the MNIST task; see ``book/04_implicit_prior.md``). This module trains
-``n_nets`` independent CNNs of the authors' "FConv" shape (:class:`dwp_lib.nets.FConv`), each
-from its own seed, with a real Xavier-normal init, Adam with a linear decay that never reaches 0
-on a step that is taken (:func:`dwp_lib.train.linear_decay`), and an L2 penalty on the conv
-parameters (:func:`train_and_save_net`; the pipeline decides where each net trains:
-:func:`dwp_lib.experiment.sources.train_source_nets`). :mod:`dwp_lib.kernel_bank` cuts their kernels into the bank.
-
-Everything is sized by one :class:`SourceNetsConfig` with ``tiny``/``book``/``paper`` presets.
+``n_nets`` FConv nets (:class:`dwp_lib.nets.FConv`) trained on notMNIST (book/04), each from its
+own seed: Xavier-normal init, Adam with a linear decay, an L2 penalty on the conv parameters.
+:mod:`dwp_lib.kernel_bank` cuts their kernels into the bank.
 """
 
 from __future__ import annotations
@@ -39,52 +33,27 @@ DATA_LABELS = {
     "sample": "real notMNIST sample (10,000 images of notMNIST_small, not split by font)",
 }
 NET_FILE = "net_{:03d}.pt"
-#: the bank's file in the nets' folder, named after :meth:`SourceNetsConfig.bank_key`: banks cut
-#: differently from the same nets (other pruning, split or count) live side by side
+#: the bank's file in the nets' folder: banks cut differently from the same nets live side by side
 BANK_FILE = "kernel_bank-{}.pt"
-
-
-# --- configuration ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SourceNetsConfig(Presets):
     """Every knob of the source-net stage.
 
-    Training (these fields name the checkpoint folder; see :meth:`training_key`):
-        widths:        ``(c1, c2)``: output channels of ``conv1`` (7x7) and ``conv2`` (5x5).
-        epochs:        passes over the training images, per net.
-        batch_size:    images per Adam step.
-        lr:            Adam's initial learning rate, decayed linearly over all steps
-                       (:func:`dwp_lib.train.linear_decay`; the last step uses ``lr / total_steps``, never 0).
-        l2:            weight of ``sum of squares of the conv parameters`` added to the mean
-                       cross-entropy (the authors' 1e-3).
-        seed:          net ``i`` is seeded with ``seed + i`` (init and mini-batch order).
-        data_variant:  notMNIST variant, ``"synthetic"``, ``"small"``, ``"large"`` or ``"sample"``.
-        data_preset:   preset of the synthetic renderer (``SyntheticConfig``); unused otherwise.
-        train_images:  use a seeded random subset of this many training images (None: all).
-        precision:     ``"fp32"``, or ``"bf16"`` (autocast: bfloat16 matmuls, fp32 weights).
+    Training (these name the checkpoint folder, :meth:`training_key`): ``widths`` (c1, c2) of
+    ``conv1`` (7x7) and ``conv2`` (5x5); ``l2``: weight of the conv parameters' sum of squares;
+    net ``i`` is seeded with ``seed + i``; ``data_variant``: ``"synthetic"``, ``"small"``,
+    ``"large"`` or ``"sample"``; ``train_images``: a seeded subset (None: all); ``precision``:
+    ``"fp32"`` or ``"bf16"`` (autocast).
 
-    The bank:
-        n_nets:        how many nets. Net ``i`` does not depend on ``n_nets``, so raising it
-                       reuses the nets already trained.
-        prune_norms:   per-layer L2-norm threshold ``(conv1, conv2)``; a slice with a smaller norm
-                       is dropped. The authors' released banks imply about ``(0.39, 0.13)``.
-        test_fraction: share of the kept slices (or of the nets) held out as the bank's test split.
-        split_by:      ``"slice"`` (a random split of slices, as the authors) or ``"net"`` (whole
-                       nets held out: test slices come from nets the VAE never saw).
-        store_unpruned: keep every slice in the bank file (``"all_unpruned"``, ``"pruned"``);
-                       off for the paper preset, whose 13M 5x5 slices would take 1.3 GB.
+    The bank: ``n_nets`` (net ``i`` does not depend on it); ``prune_norms``: per-layer L2-norm
+    thresholds (the authors' banks imply about (0.39, 0.13)); ``split_by``: ``"slice"`` (as the
+    authors) or ``"net"`` (whole nets held out); ``store_unpruned``: keep the pruned slices too.
 
-    Speed (they do not change the maths beyond rounding):
-        channels_last: NHWC memory layout, which oneDNN's CPU convolutions and pooling prefer.
-        workers:       processes that train nets side by side on a CPU, each with ``num_threads``
-                       threads (default 1). ``None``: one per CPU core (and none on a GPU);
-                       0: train in this process, one net after the other.
-        num_threads:   torch intra-op threads per training process (None: 1 in a worker,
-                       torch's setting in this process). Results are reproducible for a fixed
-                       thread count; a different count changes them at rounding level.
-        eval_batch_size: images per forward pass when measuring test accuracy.
+    Speed (same maths up to rounding): ``workers``: CPU processes side by side (None: one per
+    core, none on a GPU; 0: this process), each with ``num_threads`` threads (None: 1 in a
+    worker); results are reproducible for a fixed thread count.
     """
 
     n_nets: int = 8
@@ -137,13 +106,12 @@ class SourceNetsConfig(Presets):
 
     @classmethod
     def tiny(cls) -> SourceNetsConfig:
-        """Seconds: four narrow nets on 1,000 images (tests, ``DWP_PRESET=tiny``)."""
+        """Seconds: four narrow nets on 1,000 images, in this process, one thread."""
         return cls(
             n_nets=4,
             widths=(8, 16),
             epochs=2,
             batch_size=32,
-            lr=3e-3,
             data_preset="tiny",
             train_images=1000,
             workers=0,  # processes take seconds to start; these nets train in less
@@ -152,15 +120,8 @@ class SourceNetsConfig(Presets):
 
     @classmethod
     def book(cls) -> SourceNetsConfig:
-        """About 3 minutes on 2 CPU cores: the default of the book build.
-
-        8 x FConv(32, 64), 3 epochs of batch 64 (about 1,800 Adam steps per net) at lr 3e-3.
-        Why these: with 3 epochs at lr 1e-3 the kernels stay near their initialisation (the
-        7x7 slices end ~2x the norm of a Xavier draw); at 3e-3 they end ~2.7x, at no cost in
-        accuracy; at 1e-2 the L2 term kills most 7x7 channels (too few slices left for a VAE).
-        The pruning thresholds are the authors' (0.39, 0.13), applied as they are: on these nets
-        they drop the dead slices (that the L2 term shrank to ~0) and the smallest live ones.
-        """
+        """About 3 minutes on 2 CPU cores: 8 x FConv(32, 64), 3 epochs of batch 64 at lr 3e-3
+        (at 1e-3 the kernels stay near their init; at 1e-2 the L2 term kills most 7x7 channels)."""
         return cls()
 
     @classmethod
@@ -174,7 +135,6 @@ class SourceNetsConfig(Presets):
             lr=1e-3,
             data_variant="small",
             data_preset="paper",
-            prune_norms=(0.39, 0.13),
             store_unpruned=False,
         )
 
@@ -215,9 +175,8 @@ class SourceNetsConfig(Presets):
 
     def bank_key(self) -> str:
         """A short hash of :meth:`bank_dict` (names the bank's file in the nets' folder)."""
-        return hashlib.sha256(json.dumps(self.bank_dict(), sort_keys=True).encode()).hexdigest()[
-            :12
-        ]
+        blob = json.dumps(self.bank_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
 
     def bank_file(self) -> str:
         """``kernel_bank-<bank_key>.pt``."""
@@ -226,9 +185,6 @@ class SourceNetsConfig(Presets):
     def default_dir(self) -> Path:
         """``$DWP_CACHE/source_nets/<variant>-<training_key>``."""
         return _artifacts.cache_dir("source_nets", f"{self.data_variant}-{self.training_key()}")
-
-
-# --- data -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -274,9 +230,6 @@ def _train_subset(data: SourceData, cfg: SourceNetsConfig) -> tuple[torch.Tensor
     return data.x_train[idx], data.y_train[idx]
 
 
-# --- training ---------------------------------------------------------------------------------
-
-
 def new_source_net(cfg: SourceNetsConfig, index: int) -> FConv:
     """Net ``index``: a fresh :class:`FConv` with its own Xavier-normal draw (seed ``seed + i``)."""
     g = torch.Generator().manual_seed(cfg.seed + index)
@@ -291,9 +244,7 @@ def training_step(
     cfg: SourceNetsConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One Adam step on ``mean cross-entropy + l2 * conv_l2(net)``; returns (data loss, logits).
-
-    ``xb`` must already be on the net's device, in the net's memory format.
-    """
+    ``xb`` must already be on the net's device, in its memory format."""
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits = net(xb)
     data_loss = F.cross_entropy(logits.float(), yb)
@@ -312,10 +263,8 @@ def train_one_net(
     device: torch.device | str | None = None,
     show_progress: bool = True,
 ) -> tuple[FConv, dict]:
-    """Train net ``index`` from scratch; return it (on the CPU) and its record.
-
-    Every step is :func:`training_step`; the rate follows :func:`linear_decay` over all steps.
-    """
+    """Train net ``index`` from scratch (:func:`training_step`, :func:`linear_decay`); return it
+    (on the CPU) and its record."""
     device = torch.device(device) if device is not None else default_device()
     seed = cfg.seed + index
     seed_everything(seed)
@@ -418,11 +367,8 @@ def train_and_save_net(
 def load_source_nets(
     out_dir: str | Path, cfg: SourceNetsConfig | None = None
 ) -> tuple[list[FConv], list[dict]]:
-    """The saved nets of ``out_dir`` (each verified) and their records, by index.
-
-    With ``cfg``: exactly nets ``0 .. cfg.n_nets - 1``, trained with ``cfg``'s settings (a missing
-    one raises, saying to run :func:`train_source_nets`). Without: every ``net_*.pt`` found.
-    """
+    """The saved nets of ``out_dir`` (each verified) and their records, by index: with ``cfg``,
+    nets ``0 .. cfg.n_nets - 1`` trained with its settings; without, every ``net_*.pt``."""
     out = Path(out_dir)
     if cfg is not None:
         paths = [out / NET_FILE.format(i) for i in range(cfg.n_nets)]
