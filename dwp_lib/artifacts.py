@@ -1,16 +1,8 @@
-"""The cache: where artifacts live, how they are verified, how they are written.
+"""The cache: where artifacts live, how they are written and verified.
 
-Every artifact (data tensors, kernel banks, VAE weights, checkpoints, results) is written through
-this module:
-
-- **atomically**: to a temporary file in the same folder, then ``os.replace``-d into place, so an
-  interrupted run never leaves a half-written file that a later run trusts;
-- **with a sidecar** ``<name>.json`` holding its SHA-256 and a provenance record (what made it:
-  config, seeds, data source, library and torch versions);
-- **verified on load**: a file whose hash does not match its sidecar raises
-  :class:`CorruptArtifactError`, naming the file and the fix.
-
-The cache folder is ``$DWP_CACHE`` if set, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``).
+Every artifact is written atomically (a temporary file ``os.replace``-d into place, so an
+interrupted run leaves no half-written file), with a sidecar ``<name>.json`` of its SHA-256 and
+provenance, and verified on load (:class:`CorruptArtifactError`).
 """
 
 from __future__ import annotations
@@ -45,7 +37,7 @@ class CorruptArtifactError(ArtifactError):
 
 
 def cache_root() -> Path:
-    """``$DWP_CACHE`` if set, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``); not created."""
+    """``$DWP_CACHE``, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``); not created."""
     root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root).expanduser()
@@ -110,27 +102,25 @@ def _cache_problem(path: Path, what: str, err: OSError) -> str:
     )
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def _hash_file(h, path: str | os.PathLike, chunk: int) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return _hash_file(hashlib.sha256(), path, chunk)
 
 
 def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex MD5 of a file's bytes (the checksum published for MNIST and notMNIST)."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return _hash_file(hashlib.md5(), path, chunk)
 
 
 def current_umask() -> int:
-    """The process's umask, read without changing it where Linux says it (``/proc``), else set
-    and restored at once."""
+    """The process's umask, from ``/proc`` where it can (else set and restored at once)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -156,10 +146,7 @@ def folder_mode() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
-
-    The file gets the mode an ordinary ``open`` would give it (the umask's, 0o644 under 022),
-    not the owner-only 0o600 of a private temporary file: others who read the cache or a run
-    folder read these files too."""
+    It gets an ordinary ``open``'s mode (0o644 under umask 022), not mkstemp's 0o600."""
     path = Path(path)
     try:
         made = False  # an error of mkdir names the folder; one of mkstemp, a temporary file
@@ -206,10 +193,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name and the instruction set torch's kernels use on it (``AVX512``...).
-
-    A seeded stage gives the same bits on the same kind of CPU; another CPU (another host of a
-    cloud machine) can round differently, so provenance records which one made an artifact."""
+    """The CPU's model and torch's instruction set on it (``AVX512``...): another CPU can round
+    differently, so provenance records it."""
     name = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -244,13 +229,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def save_artifact(path: str | os.PathLike, obj: Any, provenance: dict | None = None) -> str:
-    """``torch.save`` ``obj`` to ``path`` atomically, with a sidecar of its hash and provenance.
-
-    The file lands last: an older file at ``path`` is removed first, then the record is written,
-    then the file. So a run killed at any moment leaves either a file that matches its record or
-    no file (which every stage reads as "not built yet"), never a file without its record.
-    Returns the SHA-256 of the written file.
-    """
+    """``torch.save`` ``obj`` to ``path`` atomically, with a sidecar of its hash and provenance;
+    return the SHA-256. The old file goes first and the new one lands last, so a killed run
+    leaves a file that matches its record or no file."""
     path = Path(path)
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -285,7 +266,7 @@ def read_record(path: str | os.PathLike) -> dict:
 
 
 def verify_artifact(path: str | os.PathLike) -> dict:
-    """Check ``path`` against its sidecar; return the record or raise :class:`CorruptArtifactError`."""
+    """Check ``path`` against its sidecar: its record, or a :class:`CorruptArtifactError`."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")

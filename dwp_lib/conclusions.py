@@ -1,13 +1,8 @@
 """The talk's claims, each with a verdict computed from the committed runs (``results/``).
 
-The talk ends with four claims: VAE samples look like real kernels; the dwp initialisation beats
-the default one; it needs less memory and computation than initialising from stored filters; and
-a Bayesian CNN with the deep weight prior beats N(0, 1) when labels are few. :func:`glance`
-reads the runs that test each claim and returns a :class:`Verdict` per claim and comparison; the
-verdict is computed, never typed: a paired difference over split seeds "holds" when its mean is
-at least two standard errors above zero on at least three seeds, "fails" when as far below,
-and is "no clear difference" in between; with fewer seeds it says so. Chapter 5's "result at a
-glance" and the conclusion page print :func:`markdown_table` of it.
+:func:`glance` returns a :class:`Verdict` per claim and comparison, computed, never typed: a
+paired difference over split seeds "holds" when its mean is at least two standard errors above
+zero on at least three seeds, "fails" when as far below, and is "no clear difference" between.
 """
 
 from __future__ import annotations
@@ -113,24 +108,12 @@ def compare_methods(
 
     d = paired_difference(list(rows), a, b, n)
     seeds = f"; split seeds {', '.join(map(str, d['seeds']))}" if d["seeds"] else ""
-    return Verdict(
-        claim,
-        test,
-        paired_verdict(d["differences"]),
-        _points(d["differences"]) + seeds,
-        source,
-        short,
-    )
+    diffs = d["differences"]
+    return Verdict(claim, test, paired_verdict(diffs), _points(diffs) + seeds, source, short)
 
 
 def compare_inits(
-    curves: Iterable[Mapping],
-    a: str,
-    b: str,
-    claim: str,
-    source: str,
-    label: str,
-    short: str = "",
+    curves: Iterable[Mapping], a: str, b: str, claim: str, source: str, label: str, short: str = ""
 ) -> list[Verdict]:
     """Init ``a`` against ``b`` in the init experiment, at the first evaluation after step 0
     and at the last step, paired by seed."""
@@ -167,9 +150,7 @@ def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
     out = []
     for prior, own in (("released", "released"), ("ours", "our")):
         for layer in ("conv1", "conv2"):
-            real = table.get(
-                (prior, layer, f"{'released' if prior == 'released' else 'ours'} held-out")
-            )
+            real = table.get((prior, layer, f"{prior} held-out"))
             noise = table.get((prior, layer, f"noise at {own} norm"))
             xavier = table.get((prior, layer, "Xavier"))
             if real is None or noise is None:
@@ -185,7 +166,7 @@ def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
                     verdict,
                     f"{real:.1f} vs {noise:.1f} nats per slice ({gap:+.1f}){extra}",
                     source,
-                    f"{'released' if prior == 'released' else 'our'} {LAYER_NAMES[layer]}",
+                    f"{own} {LAYER_NAMES[layer]}",
                 )
             )
     return out

@@ -1,24 +1,9 @@
 """The paper authors' released kernel VAEs and kernel banks, as a verified data source.
 
-Atanov et al. published, with the code of "The Deep Weight Prior" (repository
-``bayesgroup/deep-weight-prior``, licence **GPL-3.0**), the two kernel VAEs they used as the prior
-of the MNIST experiment and the kernel banks they were trained on. This module fetches those
-files at one pinned commit, checks each against its SHA-256, caches them with a provenance record
-(where they came from, the commit, the licence) and loads the banks (the VAEs, as our
-KernelVAE objects: :mod:`dwp_lib.authors_vaes`):
-
->>> from dwp_lib import release
->>> bank = release.load_released_bank()      # {"conv1": {"train", "test"}, "conv2": {"test"}}  # doctest: +SKIP
->>> print(release.AUTHORS_RELEASE.notice)    # the licence and where the files come from  # doctest: +SKIP
-
-The files are the authors', not ours: every result that uses them says so (``notice``), and
-their licence, GPL-3.0, is fetched and cached beside them.
-
-Sources, in order: the cache folder (``release_dir()``, files placed there by hand are used
-too); GitHub's raw files at the pinned commit, downloaded with ``pooch`` (skipped with
-``DWP_OFFLINE=1``). A file that is missing or fails its SHA-256 check, with no download possible,
-raises :class:`ReleaseUnavailableError` naming the file, the expected SHA-256 and the folder to
-put a correct copy in. ``python -m dwp_lib release`` fetches and verifies all of them.
+The files of ``bayesgroup/deep-weight-prior`` (licence GPL-3.0, cached beside them) at one pinned
+commit: found in :func:`release_dir` (also when placed by hand) or downloaded with ``pooch``
+(not with ``DWP_OFFLINE=1``), each checked against its SHA-256. Every result that uses them says
+so (``notice``). The VAEs load as our KernelVAE objects in :mod:`dwp_lib.authors_vaes`.
 """
 
 from __future__ import annotations
@@ -110,8 +95,7 @@ def _offline() -> bool:
     return os.environ.get("DWP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
-#: errors of this machine's file system, not of the network: a download that fails with one
-#: is reported as such (the folder's fault), not as "no network"
+#: errors of this machine's file system: a download failing with one is the folder's fault
 LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 LOCAL_ERRNOS |= {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
@@ -129,8 +113,7 @@ def _folder_problem(where: Path, err: OSError) -> ReleaseUnavailableError:
 
 
 def _check_writable(root: Path) -> None:
-    """Raise :class:`ReleaseUnavailableError` if ``root`` cannot take a new file (read-only,
-    full): the release's record is written there, and any file that needs downloading."""
+    """A :class:`ReleaseUnavailableError` if ``root`` cannot take a new file (read-only, full)."""
     try:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
             pass
@@ -162,12 +145,9 @@ def _download(release: Release, path: str, dest: Path) -> None:
 def fetch_release(
     paths: Iterable[str] | None = None, release: Release | None = None
 ) -> dict[str, Path]:
-    """The local, verified copy of each of ``paths`` (default: every file of the release).
-
-    A cached file that fails its SHA-256 check is downloaded again where possible; otherwise
-    the error names it, the expected hash and the folder where a correct copy may be placed.
-    Writes ``release.json`` (provenance and licence) into :func:`release_dir`.
-    """
+    """The local, verified copy of each of ``paths`` (default: every file of the release); writes
+    ``release.json`` (provenance) into :func:`release_dir`. A file that is neither cached nor
+    downloadable raises, naming it, its SHA-256 and the folder for a correct copy."""
     release = release or AUTHORS_RELEASE
     root = release_dir(release)
     paths = list(release.files if paths is None else paths)
@@ -250,9 +230,8 @@ def cli(args) -> int:
     """``python -m dwp_lib release``: fetch (or find) and verify every released file."""
     files = fetch_release()  # its errors reach the command line's boundary: error: ..., exit 2
     for path, local in files.items():
-        print(
-            f"ok  {path}  sha256 {AUTHORS_RELEASE.files[path][:16]}...  ({local.stat().st_size:,} bytes)"
-        )
+        sha, size = AUTHORS_RELEASE.files[path][:16], local.stat().st_size
+        print(f"ok  {path}  sha256 {sha}...  ({size:,} bytes)")
     print(AUTHORS_RELEASE.notice)
     print(f"Cached in {release_dir()} (provenance: {RECORD})")
     return 0
@@ -264,10 +243,9 @@ CONV2_HELD_OUT = 0.2
 
 
 def released_bank_splits(release: Release | None = None, seed: int = 0) -> dict:
-    """The released banks as training and held-out slices for fitting a kernel VAE of our own:
-    ``{layer: {"train": (N, k, k), "test": (M, k, k)}}``. The 7x7 layer keeps the authors' own
-    train / test split; their 5x5 layer has a test file only, which is split here by a seeded
-    permutation into ``1 - CONV2_HELD_OUT`` for training and ``CONV2_HELD_OUT`` held out."""
+    """The released banks as ``{layer: {"train": (N, k, k), "test": (M, k, k)}}`` for fitting a
+    VAE of our own: the authors' 7x7 split, and their 5x5 test file split by a seeded permutation
+    (``CONV2_HELD_OUT`` held out)."""
     bank = load_released_bank(release)
     out = {"conv1": dict(bank["conv1"])}
     w = bank["conv2"]["test"]
