@@ -1,8 +1,5 @@
 """The Bayesian CNN, its ELBO and its training: the heart of the deep weight prior (book/05).
-
-Read top to bottom, this file is the method. The priors are in :mod:`dwp_lib.priors`, the
-initialisations in :mod:`dwp_lib.inits`. Shapes: images ``(B, 1, 28, 28)``; a conv weight
-``(c_out, c_in, k, k)`` is ``c_out * c_in`` *slices* ``(k, k)``.
+Images are ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is ``c_out * c_in`` *slices*.
 """
 
 from __future__ import annotations
@@ -173,12 +170,6 @@ class BayesianCNN(FConv):
         return {n: m for n, m in self.conv_layers().items() if isinstance(m, BayesConv2d)}
 
 
-def kl_term(model: BayesianCNN, priors: PriorSpec) -> Tensor:
-    """KL(q || p) of the network: the sum of every Bayesian layer's ``prior.kl(layer)``."""
-    by_layer = priors_by_layer(model, priors)
-    return sum(by_layer[name].kl(layer) for name, layer in model.bayes_layers().items())
-
-
 @dataclass
 class ElboTerms:
     """The negative ELBO of a batch and its two parts (tensors; ``loss`` has a graph)."""
@@ -207,7 +198,8 @@ def negative_elbo(
             "call model.train() first"
         )
     log_lik = -F.cross_entropy(model(x), y, reduction="none")
-    kl = kl_term(model, priors)
+    by_layer = priors_by_layer(model, priors)
+    kl = sum(by_layer[name].kl(layer) for name, layer in model.bayes_layers().items())
     loss = -elbo(log_lik, kl_weight * kl, num_train)
     return ElboTerms(loss=loss, nll=loss - kl_weight * kl, kl=kl)
 

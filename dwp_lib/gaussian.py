@@ -1,7 +1,5 @@
 """The diagonal Gaussian N(mean, diag exp(logvar)), once: every density, sample, entropy and KL
-of the course, as elementwise functions (callers sum over the axes of one event), each tested
-against ``torch.distributions``.
-"""
+of the course, elementwise (callers sum over the axes of one event)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The auxiliary bound of the deep weight prior, measured (book/04_implicit_prior.md).
-
-Per k x k slice w, log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] (book/04 eq.
-``eq-aux-slice``), with gap KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``): log p(w) by
-quadrature (:class:`LatentGrid`) or importance weighting, the bound and the gap
-(:func:`score_slices`), r fitted alone (:func:`train_reverse`), a layer's penalty
-(:func:`layer_penalty`). Shapes: slices ``(B, k, k)``, per-slice values ``(B,)``.
+"""The auxiliary bound of the deep weight prior, measured (book/04_implicit_prior.md): per slice
+w ``(k, k)``, log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] (book/04 eq.
+``eq-aux-slice``), with gap KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``).
 """
 
 from __future__ import annotations
@@ -92,12 +88,9 @@ class ImplicitPriorConfig(Presets):
 
 
 class LatentGrid:
-    """p(w) = ∫ p(w|z) p(z) dz as a sum over a square grid of z (book/04 eq. ``eq-dwp-marginal``).
-
-    The decoder runs once per grid point, so only for a 2-D latent space. The midpoint rule
-    converges to log p(w) if p(z|w) lies inside the grid and is wider than a cell:
-    :meth:`edge_mass` and :meth:`peak_mass` check that.
-    """
+    """p(w) = ∫ p(w|z) p(z) dz by the midpoint rule on a grid of 2-D z (book/04 eq.
+    ``eq-dwp-marginal``), exact as p(z|w) lies inside and wider than a cell (:meth:`edge_mass`,
+    :meth:`peak_mass`)."""
 
     def __init__(self, vae: KernelVAE, size: int, radius: float, batch: int = 4096) -> None:
         if vae.latent_dim != 2:
@@ -233,9 +226,8 @@ def score_slices(
     batch_size: int = 256,
     log_p_iw: Tensor | None = None,
 ) -> SliceScores:
-    """The bound and log p(w) of every slice of ``w`` ``(B, k, k)`` under ``vae``, seeded by
-    ``cfg.seed``; by quadrature too with ``grid``. ``log_p_iw`` reuses an earlier IW estimate
-    (log p(w) depends on the decoder only, which :func:`train_reverse` leaves alone)."""
+    """The bound and log p(w) of every slice of ``w`` ``(B, k, k)``, by quadrature too with
+    ``grid``; ``log_p_iw`` reuses an estimate (it depends on the decoder only)."""
     vae.eval()
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -283,9 +275,8 @@ def log_importance_weights(
 
 
 def iw_curve(log_w: Tensor, ks: list[int] | None = None) -> tuple[list[int], Tensor]:
-    """The IW estimate of log p(w) against K, from ``log_w`` ``(K_max, B)``: per K, the mean of
-    log (1/K) sum_k w_k over K_max // K disjoint blocks. ``ks`` defaults to the powers of two.
-    Returns ``(ks, (len(ks), B))``."""
+    """``(ks, (len(ks), B))``: the IW estimate of log p(w) for each K (default: powers of two),
+    averaged over the K_max // K disjoint blocks of ``log_w`` ``(K_max, B)``."""
     k_max = log_w.shape[0]
     ks = ks or [2**i for i in range(int(math.log2(k_max)) + 1)]
     rows = []
@@ -309,9 +300,8 @@ def same_decoder(a: KernelVAE, b: KernelVAE) -> bool:
 def train_reverse(
     vae: KernelVAE, slices: Tensor, cfg: ImplicitPriorConfig
 ) -> tuple[KernelVAE, list[float]]:
-    """A copy of ``vae`` whose r(z|w) alone maximises the mean bound of ``slices`` ``(N, k, k)``
-    (Adam, constant rate). The decoder, the prior, is frozen, so every nat gained closes the gap
-    (eq. ``eq-aux-gap``). Returns the copy (eval mode) and the loss of every step."""
+    """A copy of ``vae`` whose r(z|w) alone maximises the mean bound of ``slices`` ``(N, k, k)``,
+    closing the gap (eq. ``eq-aux-gap``), and the loss of every step."""
     if len(slices) == 0:
         raise ValueError("train_reverse needs at least one slice")
     fitted = copy.deepcopy(vae).eval()  # eval: no dropout/BN here, but keep the VAE's mode
@@ -350,9 +340,8 @@ class PenaltyTerms:
 def layer_penalty(
     vae: KernelVAE, mu: Tensor, log_var: Tensor, num_samples: int, seed: int = 0
 ) -> PenaltyTerms:
-    """-H(q) + sum_s E_q(w_s)[-bound(w_s)] for q(w) = prod N(w | mu, exp(log_var)), per-slice
-    ``(M, k, k)``: ``num_samples`` draws of w ~ q, one z ~ r(z|w) each (``DeepWeightPrior.kl``
-    takes one draw per step)."""
+    """-H(q) + sum_s E_q(w_s)[-bound(w_s)] for q(w) = prod N(w | mu, exp(log_var)), ``(M, k, k)``
+    each, over ``num_samples`` draws of w ~ q and z ~ r(z|w)."""
     if mu.shape != log_var.shape:
         raise ValueError(f"mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)} differ")
     if num_samples < 1:

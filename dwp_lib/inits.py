@@ -1,6 +1,5 @@
-"""Initialisations of the conv kernels: ``default`` (PyTorch's own), ``xavier``, ``filters``
-(kernels of the bank) and ``dwp`` (samples of the kernel VAE), one interface (book/05).
-"""
+"""Initialisations of the conv kernels, one interface (book/05): ``default`` (PyTorch's own),
+``xavier``, ``filters`` (kernels of the bank) and ``dwp`` (samples of the kernel VAE)."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ class TorchDefaultInit:
     name = "default"
 
     def conv_weight(self, layer: str, shape: tuple[int, ...], generator: torch.Generator):
-        w = torch.empty(shape)
-        return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+        return nn.init.kaiming_uniform_(torch.empty(shape), a=math.sqrt(5), generator=generator)
 
 
 class XavierInit:
@@ -99,10 +97,8 @@ HEAD_SEED_OFFSET = 1_000_003
 
 @torch.no_grad()
 def initialise(model: FConv, init: Initialisation, seed: int = 0) -> FConv:
-    """Set the conv weights (Bayesian: their means) with ``init``, Xavier-normal for the head,
-    zero biases. Copied *into* the parameters, so an optimiser built before sees them; the head's
-    own generator makes two inits with one seed differ in their kernels only.
-    """
+    """Set the conv weights (Bayesian: means) with ``init``, *into* the parameters (an optimiser
+    built before sees them); the head Xavier-normal from its own seed; zero biases."""
     gen = torch.Generator().manual_seed(seed)
     for name, weight in conv_weights(model).items():
         weight.copy_(init.conv_weight(name, tuple(weight.shape), gen))

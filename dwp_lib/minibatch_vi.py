@@ -19,10 +19,8 @@ from dwp_lib.vi import MeanFieldGaussian, elbo
 
 
 class BayesianLinear(nn.Module):
-    """A linear layer with ``q``, a :class:`MeanFieldGaussian` over W (in, out), and the prior
-    N(0, exp(prior_logvar)); the bias has no prior. It samples in ``train()`` mode (or with
-    ``sample=True``) by ``sampler``, a key of :data:`~dwp_lib.reparam.LINEAR_SAMPLERS`.
-    """
+    """A linear layer with ``q`` over W (in, out), prior N(0, exp(prior_logvar)), a bias without
+    prior; it samples in ``train()`` mode by ``sampler`` (``LINEAR_SAMPLERS``: shared, local, ...)."""
 
     def __init__(
         self,
@@ -105,10 +103,8 @@ def minibatch_gradient_variance(
     resample_batch: bool = True,
     seed: int = 0,
 ) -> Tensor:
-    """Per layer, the variance of the gradient of (N / B) sum_batch log p(y_i | x_i, W) with
-    respect to ``mu``, averaged over its weights, ``(n_layers,)``, with every layer sampling by
-    ``method``. Each repeat draws fresh weight noise and, if ``resample_batch``, a fresh batch.
-    """
+    """Per layer ``(n_layers,)``, the variance of the gradient of (N / B) sum_batch log p(y|x, W)
+    in ``mu`` (mean over weights), sampling by ``method``, fresh batches if ``resample_batch``."""
     if method not in LINEAR_SAMPLERS:
         raise ValueError(f"method must be one of {sorted(LINEAR_SAMPLERS)}, got {method!r}")
     n = x.shape[0]

@@ -1,27 +1,23 @@
-"""The authors' FConv, the CNN of the source nets and the target, and the helpers every stage
-uses: its Xavier-normal init, the L2 of its convolutions, its accuracy.
-"""
+"""The authors' FConv, the CNN of the source nets and the target, and its helpers."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .slices import xavier_std
+
 #: The conv layers whose kernels make the bank, and their kernel sizes.
 LAYERS: dict[str, int] = {"conv1": 7, "conv2": 5}
 
 
 class FConv(nn.Module):
-    """The authors' CNN for 28x28 greyscale images, without batch norm as in the paper.
-
-    ``x (B, 1, 28, 28)`` -> ``conv1`` 1->c1, 7x7 -> LeakyReLU -> max-pool 2 (11x11)
-    -> ``conv2`` c1->c2, 5x5 -> LeakyReLU -> max-pool 2 (3x3) -> flatten -> ``fc`` c2*3*3 -> 10.
-    A subclass may replace ``conv1``, ``conv2`` and ``fc`` and keep the forward pass.
-    """
+    """The authors' CNN for 28x28 greyscale images (no batch norm), ``x (B, 1, 28, 28)`` ->
+    ``conv1`` 1->c1, 7x7 -> LeakyReLU -> max-pool 2 (11x11) -> ``conv2`` c1->c2, 5x5 -> LeakyReLU
+    -> max-pool 2 (3x3) -> flatten -> ``fc`` c2*3*3 -> 10; subclasses may replace the layers."""
 
     def __init__(
         self, c1: int = 32, c2: int = 64, n_classes: int = 10, negative_slope: float = 0.01
@@ -59,12 +55,8 @@ class FConv(nn.Module):
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
     """``F.max_pool2d(x, 2)``; on a CPU without a gradient in the channels-last layout, which
     oneDNN pools several times faster, to the same bits (``benchmarks/book_cell.py``)."""
-    if (
-        x.device.type == "cpu"
-        and x.dim() == 4
-        and x.is_contiguous()
-        and not (torch.is_grad_enabled() and x.requires_grad)
-    ):
+    fast = x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()
+    if fast and not (torch.is_grad_enabled() and x.requires_grad):
         return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
     return F.max_pool2d(x, 2)
 
@@ -85,8 +77,7 @@ def xavier_slice_norm(layer: str, widths: Sequence[int]) -> float:
     c1, c2 = widths
     k = LAYERS[layer]
     c_in, c_out = (1, c1) if layer == "conv1" else (c1, c2)
-    std = math.sqrt(2.0 / ((c_in + c_out) * k * k))
-    return std * k
+    return xavier_std(c_in, c_out, k) * k
 
 
 def fconv_macs(widths: Sequence[int], n_classes: int = 10) -> int:

@@ -1,7 +1,4 @@
-"""The priors of the Bayesian CNN, behind one interface: ``prior.kl(layer)`` (book/04, book/05).
-
-:func:`priors_by_layer` resolves one prior, or a mapping of them, to the Bayesian layers.
-"""
+"""The priors of the Bayesian CNN, behind one interface: ``prior.kl(layer)`` (book/04, book/05)."""
 
 from __future__ import annotations
 
@@ -72,12 +69,10 @@ class LogUniform(Prior):
 class DeepWeightPrior(Prior):
     """The deep weight prior of one layer: p(w) = prod_slices ∫ p(w_s|z) N(z|0, I) dz (book/04).
 
-    :meth:`kl` estimates the auxiliary upper bound (book/04, eq-dwp-aux; book/05, eq-exp-aux)
-    -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ] with one w_s ~ q and one z ~ r(z|w_s) per slice, as
-    the authors' code does. ``slices_per_step`` m sums over m random slices rescaled by M / m
-    (``None``: all), unbiased and cheaper, but noisier, so Adam's steps are smaller.
-    ``train_reverse`` trains r(z|w) with q (the paper's algorithm; ``False``: the authors' code);
-    the decoder, the prior, stays frozen, in the prior's own copy of the VAE.
+    :meth:`kl` estimates the auxiliary bound -H(q) - sum_s E_q(w_s) [ aux_bound(w_s) ] (book/04,
+    eq-dwp-aux; book/05, eq-exp-aux), one w_s ~ q and z ~ r(z|w_s) a slice, over
+    ``slices_per_step`` random slices (``None``: all) rescaled. ``train_reverse`` trains r(z|w)
+    with q (the paper's algorithm); the decoder, the prior, stays frozen, in a copy of the VAE.
     """
 
     def __init__(

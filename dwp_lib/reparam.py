@@ -54,11 +54,9 @@ def score_function_gradients(
     generator: torch.Generator | None = None,
     baseline: str | None = None,
 ) -> GradientSamples:
-    """Score-function estimates E_q [ f(w) grad_theta log q_theta(w) ] (book/02,
-    eq-score-function) with the Gaussian score in closed form (book/02, eq-gauss-score); ``f``
-    maps (S, *q.shape) to (S,), differentiable or not. ``baseline="loo"`` subtracts the mean of f
-    over the other samples (book/02, eq-baseline).
-    """
+    """Score-function estimates E_q [ f(w) grad_theta log q_theta(w) ] (book/02, eq-score-function;
+    book/02, eq-gauss-score) for any ``f``: (S, *q.shape) -> (S,). ``baseline="loo"`` subtracts
+    the mean of f over the other samples (book/02, eq-baseline)."""
     if baseline not in (None, "loo"):
         raise ValueError(f"baseline must be None or 'loo', got {baseline!r}")
     if baseline == "loo" and n_samples < 2:
@@ -86,8 +84,7 @@ def reparam_gradients(
     with torch.enable_grad():
         values = _check_f_values(f(w), n_samples)
         (grad_w,) = torch.autograd.grad(values.sum(), w)
-    sigma = q.sigma.detach()
-    return GradientSamples(mu=grad_w, logvar=grad_w * 0.5 * sigma * eps)
+    return GradientSamples(mu=grad_w, logvar=grad_w * 0.5 * q.sigma.detach() * eps)
 
 
 _ESTIMATORS = {

@@ -1,6 +1,5 @@
-"""Slices that did not come from a source net: noise at a chosen scale, Xavier-normal draws and
-slices with their pixels shuffled, the references that real kernels are scored against
-(chapter 4); and a known family of toy kernels (chapter 3, the tests)."""
+"""Slices from no source net: references that real kernels are scored against (chapter 4) and a
+known family of toy kernels (chapter 3, the tests)."""
 
 from __future__ import annotations
 
@@ -45,10 +44,8 @@ def toy_kernel_slices(
     scale: float = 0.3,
     return_angles: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """n synthetic "edge detector" slices ``(n, k, k)`` for tests and chapter 3: odd Gabor
-    patches with a random direction (``return_angles``: also these, ``(n,)``) and contrast in
-    [0.3, 1] x ``scale``, plus pixel noise; a 2-D family like a first layer's oriented filters.
-    """
+    """n toy "edge detector" slices ``(n, k, k)``: odd Gabor patches of random direction (also
+    returned, ``(n,)``, with ``return_angles``) and contrast, plus noise; a 2-D family."""
     gen = torch.Generator().manual_seed(seed)
     r = torch.linspace(-1.0, 1.0, kernel_size)
     y, x = torch.meshgrid(r, r, indexing="ij")

@@ -1,7 +1,5 @@
-"""The one optimisation loop of the library (:func:`fit`), its schedule and its checks.
-
-A stage's ``loss_at(step)`` decides the data; the loop owns Adam, the schedule, the progress bar,
-the record, and :func:`check_finite`: a diverged run must not end in a reported accuracy.
+"""The one optimisation loop of the library (:func:`fit`), its schedule and its checks: a run
+stops at a non-finite loss, so a diverged run never ends in a reported accuracy.
 """
 
 from __future__ import annotations
@@ -123,12 +121,9 @@ def fit(
     first_step: int = 0,
     bar_kwargs: dict | None = None,
 ) -> History:
-    """Minimise ``loss_at(step)`` over ``params`` (tensors or Adam groups) with Adam.
-
-    Each group's rate is its own times ``schedule(t)`` (``None``: constant); ``after_step(step,
-    loss)`` runs after each update, ``postfix(log)`` gives the bar's fields every 50 steps;
-    ``first_step`` is the first step's number.
-    """
+    """Minimise ``loss_at(step)`` over ``params`` (tensors or Adam groups) with Adam, each group's
+    rate times ``schedule(t)``; ``after_step(step, loss)`` runs after each update, ``postfix(log)``
+    gives the bar's fields every 50 steps."""
     opt = torch.optim.Adam(params, lr=lr)
     base = [group["lr"] for group in opt.param_groups]
     log = History()

@@ -1,9 +1,5 @@
-"""The variational autoencoder (book/03): the shared machinery, the MNIST VAE, and training.
-
-:class:`VAE` holds the ELBO and the importance-weighted bound for :class:`MLPVAE` (MNIST digits)
-and :class:`dwp_lib.kernel_vae.KernelVAE` (kernel slices, the deep weight prior); both are
-trained by :func:`fit_vae`. Shapes: latent codes ``(B, d)``, per-example values ``(B,)``, sample
-dimensions first: ``(S, B, d)``.
+"""The variational autoencoder (book/03): :class:`VAE`, shared with the kernel VAE of the deep
+weight prior, the MNIST VAE and training. Latent codes ``(B, d)``, samples first ``(S, B, d)``.
 """
 
 from __future__ import annotations

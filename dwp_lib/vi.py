@@ -1,9 +1,6 @@
-"""Variational inference (chapter 1): variational families, the bound, an exact model.
-
-    VLB(theta) = E_q log p(D|w) - KL(q_theta(w) || p(w)) <= log p(D)      (book/01, eq-vlb)
-
-Linear weights are stored ``(in_features, out_features)`` so that ``x @ W`` reads as written;
-samplers take an optional ``torch.Generator`` for reproducibility.
+"""Variational inference (chapter 1): variational families, the bound
+VLB = E_q log p(D|w) - KL(q(w) || p(w)) <= log p(D) (book/01, eq-vlb) and an exact model.
+Linear weights are ``(in_features, out_features)``, so that ``x @ W`` reads as written.
 """
 
 from __future__ import annotations
@@ -45,8 +42,7 @@ class MeanFieldGaussian(nn.Module):
         generator: torch.Generator | None = None,
     ) -> MeanFieldGaussian:
         """A q with ``mu ~ N(0, mu_std^2)`` and every ``log sigma^2 = logvar``."""
-        mu = mu_std * torch.randn(tuple(shape), generator=generator)
-        return cls(mu, logvar)
+        return cls(mu_std * torch.randn(tuple(shape), generator=generator), logvar)
 
     @property
     def shape(self) -> torch.Size:
@@ -151,8 +147,7 @@ class FullRankGaussian(nn.Module):
         return lp.reshape(w.shape[:-1])
 
     def entropy(self) -> Tensor:
-        d = self.mu.shape[0]
-        return 0.5 * d * LOG_2PI_E + self.log_diag.sum()
+        return 0.5 * self.mu.shape[0] * LOG_2PI_E + self.log_diag.sum()
 
     def kl_to_normal(self, prior_mu: float = 0.0, prior_logvar: float = 0.0) -> Tensor:
         """KL(q || N(prior_mu, exp(prior_logvar) I)) in closed form."""
@@ -183,11 +178,8 @@ def elbo(log_lik: Tensor, kl: Tensor, n_data: int) -> Tensor:
 
 @dataclass(frozen=True)
 class BayesianLinearRegression:
-    """y = X w + noise, noise ~ N(0, noise_var), prior p(w) = N(0, prior_var I) (book/01, eq-blr).
-
-    All Gaussian, so Bayes' rule (book/01, eq-bayes) and the VLB are solved exactly. ``X`` (N, D),
-    ``y`` (N,); use float64 for exact comparisons.
-    """
+    """y = X w + noise, noise ~ N(0, noise_var), p(w) = N(0, prior_var I) (book/01, eq-blr): Bayes'
+    rule (book/01, eq-bayes) solved exactly. ``X`` (N, D), ``y`` (N,); float64 for exact checks."""
 
     prior_var: float = 1.0
     noise_var: float = 0.25
@@ -208,8 +200,7 @@ class BayesianLinearRegression:
     def log_likelihood(self, w: Tensor, X: Tensor, y: Tensor) -> Tensor:
         """log p(D | w) = sum_n log N(y_n | x_n . w, noise_var); ``w`` (*batch, D) -> (*batch)."""
         self._check(X, y)
-        pred = w @ X.T  # (*batch, N)
-        return gaussian.log_prob(y, pred, math.log(self.noise_var)).sum(-1)
+        return gaussian.log_prob(y, w @ X.T, math.log(self.noise_var)).sum(-1)
 
     def log_prior(self, w: Tensor) -> Tensor:
         """log p(w) for ``w`` of shape (*batch, D)."""
@@ -219,8 +210,7 @@ class BayesianLinearRegression:
         """The exact posterior N(mean, cov): cov = (I / prior_var + X^T X / noise_var)^-1,
         mean = cov X^T y / noise_var (book/01, eq-blr-posterior)."""
         self._check(X, y)
-        d = X.shape[1]
-        precision = torch.eye(d, dtype=X.dtype, device=X.device) / self.prior_var
+        precision = torch.eye(X.shape[1], dtype=X.dtype, device=X.device) / self.prior_var
         precision = precision + X.T @ X / self.noise_var
         cov = torch.linalg.inv(precision)
         cov = 0.5 * (cov + cov.T)
@@ -231,8 +221,7 @@ class BayesianLinearRegression:
         """log p(D) = log ∫ p(D|w) p(w) dw (book/01, eq-evidence), the marginal likelihood,
         in closed form: log N(y | 0, noise_var I + prior_var X X^T) (book/01, eq-blr-evidence)."""
         self._check(X, y)
-        n = X.shape[0]
-        cov = self.noise_var * torch.eye(n, dtype=X.dtype, device=X.device)
+        cov = self.noise_var * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
         cov = cov + self.prior_var * X @ X.T
         return torch.distributions.MultivariateNormal(torch.zeros_like(y), cov).log_prob(y)
 
@@ -252,8 +241,7 @@ class BayesianLinearRegression:
     def vlb(self, mean: Tensor, cov: Tensor, X: Tensor, y: Tensor) -> Tensor:
         """The VLB of q = N(mean, cov) in closed form: E_q log p(D|w) - KL(q || p(w)) (book/01,
         eq-vlb): :meth:`expected_log_likelihood` minus :func:`dwp_lib.gaussian.kl_full` to the prior."""
-        d = mean.shape[0]
-        prior_cov = self.prior_var * torch.eye(d, dtype=mean.dtype, device=mean.device)
+        prior_cov = self.prior_var * torch.eye(mean.shape[0], dtype=mean.dtype, device=mean.device)
         kl = gaussian.kl_full(mean, cov, torch.zeros_like(mean), prior_cov)
         return self.expected_log_likelihood(mean, cov, X, y) - kl
 
@@ -281,8 +269,7 @@ def make_regression_data(
 
 def mean_field_optimum(mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
     """``(mu, var)`` of the mean-field q closest to N(mean, cov) in KL(q || p) (book/01,
-    eq-mf-optimum; with the posterior, book/01, eq-kl-post): the same mean, variances 1 / Lambda_ii
-    for the precision Lambda = cov^-1, which under-estimate the marginals cov_ii."""
+    eq-mf-optimum; book/01, eq-kl-post): the mean, and 1 / Lambda_ii <= cov_ii, Lambda = cov^-1."""
     precision = torch.linalg.inv(cov)
     return mean.clone(), 1.0 / precision.diagonal()
 
@@ -323,9 +310,8 @@ def fit_vlb(
     cfg: VIFitConfig,
     prior_logvar: float = 0.0,
 ) -> FitHistory:
-    """Fit q in place by gradient ascent on E_q log p(D|w) - KL(q || N(0, exp(prior_logvar) I))
-    (book/02, eq-vlb-2): ``log_lik`` maps ``cfg.n_samples`` samples (S, *q.shape) to (S,); the KL
-    is exact."""
+    """Fit q in place by gradient ascent on the VLB with prior N(0, exp(prior_logvar) I) (book/02,
+    eq-vlb-2); ``log_lik`` maps samples (S, *q.shape) to log p(D|w) (S,); the KL is exact."""
     if cfg.steps < 1 or cfg.n_samples < 1:
         raise ValueError("cfg.steps and cfg.n_samples must be >= 1")
     gen = torch.Generator(device=q.mu.device).manual_seed(cfg.seed)
