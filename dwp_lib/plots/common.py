@@ -14,11 +14,8 @@ def to_numpy(t) -> np.ndarray:
 
 
 def slice_grid(slices, ncols: int = 8, pad: int = 1, scale: str = "each") -> np.ndarray:
-    """Tile ``slices`` ``(N, k, k)`` into one image with a NaN gutter (drawn as background).
-
-    ``scale="each"`` divides every slice by its own largest |weight| (shows shapes);
-    ``"shared"`` keeps the weights as they are (shows sizes too).
-    """
+    """Tile ``slices`` ``(N, k, k)`` into one image with a NaN gutter. ``scale="each"`` divides
+    each slice by its largest |weight| (shapes); ``"shared"`` keeps the weights (sizes too)."""
     s = torch.as_tensor(slices).detach().float().cpu()
     if scale == "each":
         s = s / s.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1)

@@ -11,9 +11,8 @@ from .common import slice_grid
 
 
 def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, seed: int = 0):
-    """Per layer, real source slices (left) next to kernel VAE samples (right), each slice scaled
-    to its own largest |weight|. VAE samples are decoder means at z ~ N(0, I) (the dwp init).
-    Returns the Figure."""
+    """Per layer, real source slices (left) next to kernel VAE samples (decoder means at
+    z ~ N(0, I), the dwp init), each slice scaled to its own largest |weight|."""
     layers = [layer for layer in bank.layers if layer in kernel_vaes]
     fig, axes = plt.subplots(len(layers), 2, figsize=(8.4, 1.5 + 1.35 * len(layers)), squeeze=False)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
@@ -43,8 +42,7 @@ def slice_panel(ax, slices, title: str, cmap, ncols: int, fontsize: int) -> None
 @torch.no_grad()
 def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int = 0):
     """The encoder means E[z | w] of the bank's training slices, one panel per layer, coloured by
-    the slice's L2 norm. For a latent space of more than 2 dimensions the two dimensions with the
-    largest spread are shown (the others are mostly unused). Returns the Figure."""
+    the slice's L2 norm; of more than 2 latent dimensions, the two of largest spread."""
     layers = [layer for layer in bank.layers if layer in kernel_vaes]
     fig, axes = plt.subplots(1, len(layers), figsize=(4.6 * len(layers), 3.8), squeeze=False)
     g = torch.Generator().manual_seed(seed)
@@ -67,10 +65,8 @@ def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int
 
 
 def plot_paired_effects(effects, title: str = "", ax=None):
-    """Paired differences in accuracy points, one row per comparison (``effects``: dicts with
-    ``label``, ``diffs``, ``mean``, ``se``, as :func:`dwp_lib.conclusions.paired_effect` gives):
-    the mean with a bar of two standard errors, the split seeds as dots, and zero. Rows run top
-    to bottom in the given order. Returns the Figure."""
+    """Paired differences in accuracy points, one row per comparison, top to bottom (``effects``:
+    :func:`dwp_lib.conclusions.paired_effect` dicts): the mean, 2 SE bars, the seeds as dots."""
     n = len(effects)
     fig, ax = plt.subplots(figsize=(7.0, 0.7 * n + 1.3)) if ax is None else (ax.figure, ax)
     y = np.arange(n)[::-1]

@@ -22,11 +22,8 @@ def plot_bank_slices(
     scale: str = "each",
     seed: int = 0,
 ):
-    """Slices of each layer of a :class:`~dwp_lib.kernel_bank.KernelBank`, one panel per layer.
-
-    ``order``: ``"random"`` (a seeded draw) or ``"norm"`` (the largest slices first). Colours:
-    red positive, blue negative, white zero. Returns the Figure.
-    """
+    """Slices of each layer of a :class:`~dwp_lib.kernel_bank.KernelBank`, one panel per layer;
+    ``order``: ``"random"`` (seeded) or ``"norm"`` (largest first). Red positive, blue negative."""
     layers = list(bank.layers)
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 2.6), squeeze=False)
     g = torch.Generator().manual_seed(seed)
@@ -53,8 +50,7 @@ def plot_bank_slices(
 
 def plot_slice_norms(bank, bins: int = 60):
     """Histogram of slice L2 norms per layer: kept vs pruned, the pruning threshold, and the
-    typical norm of a Xavier-normal slice at initialisation (how far training moved the kernels).
-    Returns the Figure."""
+    typical norm of a Xavier-normal slice at initialisation (how far training moved the kernels)."""
     layers = list(bank.layers)
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 3.0), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
@@ -93,9 +89,8 @@ def plot_source_accuracy(bank):
 
 
 def plot_slice_kinds(kinds: dict, n: int = 8):
-    """``n`` slices of each kind (``{name: (N, k, k)}``), one row per kind, all on one colour
-    scale so that sizes compare as well as shapes; each row is labelled with the kind's rms
-    weight. Returns the Figure."""
+    """``n`` slices of each kind (``{name: (N, k, k)}``), one row per kind labelled with its rms
+    weight, all on one colour scale so that sizes compare as well as shapes."""
     names = list(kinds)
     vmax = max(float(torch.as_tensor(kinds[k][:n]).abs().max()) for k in names) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
@@ -122,10 +117,9 @@ def _ellipse(mean, var, n_sd: float, n: int = 100) -> np.ndarray:
 @torch.no_grad()
 def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4.0):
     """The true posterior p(z|w) on a :class:`~dwp_lib.implicit_prior.LatentGrid` (filled
-    contours) against Gaussian reverse models r(z|w) (1- and 2-sd ellipses), one panel per slice
-    (``slices``: ``{title: (k, k) slice}``). ``reverse``: ``{label: KernelVAE}``, or
-    ``{label: {title: KernelVAE}}`` for one per panel. Each panel shows at least ``zoom``
-    posterior sds around its mean. Returns the Figure."""
+    contours) against reverse models r(z|w) (1- and 2-sd ellipses), one panel per slice of
+    ``slices`` (``{title: (k, k)}``), at least ``zoom`` posterior sds wide. ``reverse``:
+    ``{label: KernelVAE}``, or ``{label: {title: KernelVAE}}`` for one per panel."""
     titles = list(slices)
     w = torch.stack([torch.as_tensor(slices[t]).float() for t in titles])
     post = grid.log_posterior(w).exp().cpu().numpy()  # (B, size, size), index [b, i(z1), j(z2)]
@@ -178,11 +172,9 @@ def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4
 
 
 def plot_bound_and_gap(scores: list, after: list | None = None):
-    """Left: per slice, the bound against log p(w), one colour per kind, with the line
-    bound = log p(w) (the vertical distance below it is the gap). Right: the gap per kind
-    (box plots, symlog scale), before and, if ``after`` is given, after training r(z|w).
-    ``scores``/``after``: lists of :class:`~dwp_lib.implicit_prior.SliceScores`. Returns the
-    Figure."""
+    """Left: per slice, the bound against log p(w), one colour per kind, and the line bound =
+    log p(w). Right: the gap per kind (box plots), before and (``after``) after training r(z|w).
+    ``scores``/``after``: lists of :class:`~dwp_lib.implicit_prior.SliceScores`."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     lo, hi = np.inf, -np.inf
     for i, s in enumerate(scores):
@@ -216,9 +208,8 @@ def plot_bound_and_gap(scores: list, after: list | None = None):
 
 
 def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
-    """How much of the gap the importance-weighted estimate leaves, against the number of
-    samples K: mean over slices of log p(w) - IW_K, per kind (``curves``: ``{kind: (len(ks),
-    B)}``, ``log_p``: ``{kind: (B,)}``). K = 1 is the bound's gap. Returns the Figure."""
+    """Mean over slices of log p(w) - IW_K against K, per kind (``curves``: ``{kind:
+    (len(ks), B)}``, ``log_p``: ``{kind: (B,)}``). K = 1 is the bound's gap."""
     fig, ax = plt.subplots(figsize=(5.6, 3.4)) if ax is None else (ax.figure, ax)
     for i, (kind, c) in enumerate(curves.items()):
         rest = (torch.as_tensor(log_p[kind])[None] - torch.as_tensor(c)).mean(1).numpy()
@@ -235,11 +226,9 @@ def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
 def plot_penalty_sweep(
     log_vars, neg_entropy, slice_terms, decoder_log_var: float | None = None, baseline=None, ax=None
 ):
-    """The DWP penalty of a layer per weight against the log-variance of q (the same for every
-    weight): -H(q), the sum of slice terms, and their sum (``log_vars``, and the three per
-    weight, as sequences of the same length). ``decoder_log_var``: the decoder's typical
-    log-variance, drawn as a vertical line; ``baseline``: an optional ``(label, values)``
-    drawn dashed (e.g. the N(0, 1) prior's KL per weight). Returns the Figure."""
+    """The DWP penalty per weight against q's log-variance (one for every weight): -H(q), the
+    slice terms, and their sum. ``decoder_log_var``: a vertical line; ``baseline``: an optional
+    ``(label, values)`` drawn dashed (e.g. the N(0, 1) prior's KL per weight)."""
     fig, ax = plt.subplots(figsize=(6.0, 3.6)) if ax is None else (ax.figure, ax)
     x = np.asarray(log_vars, dtype=float)
     h, s = np.asarray(neg_entropy, dtype=float), np.asarray(slice_terms, dtype=float)

@@ -60,11 +60,8 @@ def plot_image_samples(samples, ncols: int = 12, title: str = "samples"):
 
 
 def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap: str = "tab10"):
-    """Codes ``(N, 2)`` (the encoder means) as points coloured by ``values``.
-
-    Integer ``values`` (digit classes) get a legend, with ``labels`` their names; float
-    ``values`` (e.g. a filter's orientation) get a colour bar named by ``labels`` (a string).
-    """
+    """Codes ``(N, 2)`` as points coloured by ``values``: integers (classes) get a legend with
+    ``labels`` their names, floats a colour bar named ``labels``."""
     z = torch.as_tensor(z).detach().cpu().numpy()
     v = torch.as_tensor(values).detach().cpu().numpy()
     if z.ndim != 2 or z.shape[1] != 2:

@@ -33,10 +33,8 @@ def _contours(ax, gaussians) -> None:
 
 
 def plot_q_vs_posterior(post_mean, post_cov, qs: dict, prior_var: float | None = None, ax=None):
-    """q against the exact posterior in weight space (1 and 2 sd contours).
-
-    ``qs`` maps a label to ``(mean, cov)`` of a Gaussian q (2-D). See book/01.
-    """
+    """q against the exact posterior in weight space (1 and 2 sd contours); ``qs`` maps a label
+    to the ``(mean, cov)`` of a 2-D Gaussian q."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6)) if ax is None else (ax.figure, ax)
     for k, alpha in ((1, 0.35), (2, 0.2)):
         label = "exact posterior p(w|D)" if k == 1 else None
@@ -75,12 +73,8 @@ def plot_vlb_traces(histories: dict, log_evidence: float, smooth: int = 25, ax=N
 
 
 def plot_mean_field_failure(rhos, var_ratio, kl_gap, examples: list, ax=None):
-    """What mean-field q gets wrong: contours at a few correlations, and the variance ratio.
-
-    ``rhos``, ``var_ratio`` (q's marginal variance / the true one) and ``kl_gap`` (KL of the best
-    mean-field q to the target) are arrays over correlations; ``examples`` is a list of
-    ``(rho, cov, mf_var)`` for the contour panels (unit-variance 2-D Gaussians, zero mean).
-    """
+    """What mean-field q gets wrong: ``examples`` ``(rho, cov, mf_var)`` as contours, and over
+    ``rhos``, ``var_ratio`` (q's marginal variance / the true one) and ``kl_gap`` (best q's KL)."""
     n = len(examples)
     fig, axes = plt.subplots(1, n + 1, figsize=(3.3 * (n + 1), 3.3))
     for ax_, (rho, cov, mf_var) in zip(axes[:n], examples, strict=True):
@@ -139,12 +133,8 @@ def plot_blr_posterior(
 
 
 def plot_blr_grid(cases: list, prior_vars: list, n_points: list, noise_var: float, truth=None):
-    """A static grid of posteriors (weight space): rows are prior variances, columns data sizes.
-
-    ``cases[i][j]`` is ``(post_mean, post_cov)`` for ``prior_vars[i]`` and ``n_points[j]``;
-    ``truth`` (optional) marks the weights that generated the data. This is the HTML fallback of
-    chapter 1's widget.
-    """
+    """Posteriors in weight space (chapter 1's widget, static): ``cases[i][j]`` is ``(post_mean,
+    post_cov)`` for ``prior_vars[i]`` and ``n_points[j]``; ``truth`` marks the true weights."""
     rows, cols = len(prior_vars), len(n_points)
     fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.7 * rows), squeeze=False)
     for i, pv in enumerate(prior_vars):
