@@ -1,10 +1,8 @@
 """Fonts for the notMNIST-style set: Debian font packages fetched into the cache.
 
-``apt-get download`` (apt checks the archive's signatures) and ``dpkg -x`` into
-``<cache>/data/fonts/root/<package>/``, nothing installed; only font files are kept. Stale or
-empty system package lists are bypassed by a private ``apt-get update`` inside the cache. A
-manifest written last marks a complete unpack. ``DWP_OFFLINE=1``: missing fonts are an error.
-"""
+``apt-get download`` (with private package lists if the system's lack them) and ``dpkg -x``
+into ``<cache>/data/fonts/root/<package>/``, keeping only font files; a manifest written last
+marks a complete unpack. Nothing is installed."""
 
 from __future__ import annotations
 

@@ -29,16 +29,12 @@ class ImageSet(Dataset):
     group_names: tuple[str, ...] = ()  # group_names[groups[i]] is image i's font
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 3:
-            raise ValueError(
-                f"images must be a uint8 tensor (N, H, W); got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
-            )
-        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
-            raise ValueError(
-                f"labels must be an int64 tensor (N,); got {self.labels.dtype} "
-                f"{tuple(self.labels.shape)}"
-            )
+        for t, name, dtype, dim, what in (
+            (self.images, "images", torch.uint8, 3, "a uint8 tensor (N, H, W)"),
+            (self.labels, "labels", torch.int64, 1, "an int64 tensor (N,)"),
+        ):
+            if t.dtype != dtype or t.dim() != dim:
+                raise ValueError(f"{name} must be {what}; got {t.dtype} {tuple(t.shape)}")
         if len(self.labels) != len(self.images):
             raise ValueError(
                 f"{len(self.images)} images but {len(self.labels)} labels: give one label per image"

@@ -1,10 +1,7 @@
 """The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
 
-The author's tarballs hold ``notMNIST_<variant>/<letter>/<name>.png``, ``<name>`` the base64 of
-the font's file name; unreadable PNGs are skipped and counted. Sources: the cache, the tarball in
-``<cache>/data/downloads``, the canonical download; size-checked (the author publishes no
-checksums) and checked by content. No offline route. Split by font (a hash of the name, 15% to
-test), so train and test share no font.
+The tarballs hold ``notMNIST_<variant>/<letter>/<base64 of the font's name>.png``; they are
+size-checked (no checksums are published) and checked by content. Split by font (a hash).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format.
 
-From David Flanagan's ``davidflanagan/notMNIST-to-MNIST`` (MIT, posted with permission of
-notMNIST's author): letters A-J, 1,000 each. Sources: the cache, the idx files in
-:func:`sample_dir`, GitHub's raw files at the pinned commit (``pooch``); each must match its
-SHA-256 and the content is checked. No font is recorded, so the split is by letter (seeded, 15%
-of each to test) and every result says so (:attr:`SampleSource.label`).
+From ``davidflanagan/notMNIST-to-MNIST`` (MIT) at a pinned commit, each file SHA-256-checked.
+No font is recorded, so the split is by letter, and every result says so (``SampleSource.label``).
 """
 
 from __future__ import annotations
@@ -202,10 +199,8 @@ def read_sample(files: Mapping[str, Path], source: SampleSource) -> tuple[np.nda
     elif y.size and int(y.max()) >= len(LETTERS):
         found.append(f"labels run up to {int(y.max())}")
     elif (counts := np.bincount(y, minlength=len(LETTERS))).tolist() != [source.per_letter] * 10:
-        found.append(
-            "images per letter "
-            + ", ".join(f"{c}: {n:,}" for c, n in zip(LETTERS, counts.tolist(), strict=True))
-        )
+        per_letter = zip(LETTERS, counts.tolist(), strict=True)
+        found.append("images per letter " + ", ".join(f"{c}: {n:,}" for c, n in per_letter))
     if found:
         raise NotTheSampleError(
             f"{'; '.join(found)}; the sample must hold {source.count:,} images of 28x28 and "

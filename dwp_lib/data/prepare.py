@@ -1,7 +1,5 @@
-"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic|sample] [--preset P]``.
-
-Fetches, verifies and caches MNIST (both splits) and the chosen notMNIST variant (both splits),
-then prints what was used and how long each took.
+"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic|sample] [--preset P]``:
+fetch, verify and cache MNIST and a notMNIST variant, saying what was used and how long it took.
 """
 
 from __future__ import annotations

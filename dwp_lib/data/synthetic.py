@@ -1,11 +1,8 @@
-"""notMNIST-style letters A-J rendered from fonts: the offline stand-in for notMNIST.
+"""notMNIST-style letters A-J rendered from fonts (:mod:`.fonts`): the offline stand-in.
 
-notMNIST's recipe: render each letter of each font (:mod:`.fonts`) large and crop it to its ink;
-vet each font (loads, ink in every letter, no "missing glyph" box, distinct letters, not a
-duplicate face); draw ``copies`` jittered 28x28 images per (font, letter); split by font (a hash
-of the seed and the font's path). Deterministic given ``seed``, the fonts and Pillow/FreeType
-(recorded). Always labelled "notMNIST-style (synthetic)".
-"""
+Each font is vetted (ink in every letter, no "missing glyph" box, distinct letters, no duplicate
+face), each letter jittered ``copies`` times into 28x28, and the set split by font (a hash).
+Deterministic given ``seed``, the fonts and Pillow/FreeType (recorded)."""
 
 from __future__ import annotations
 
@@ -170,8 +167,7 @@ def _render_font(job: tuple[str, str, SyntheticConfig]):
 
 
 def _init_render_worker() -> None:
-    """A renderer worker ends within a couple of seconds of its parent (an orphan would render
-    on for nobody)."""
+    """A renderer worker ends within seconds of its parent (an orphan would render for nobody)."""
     exit_with_parent(every=0.25)
 
 
@@ -369,12 +365,5 @@ def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
     return built[split]
 
 
-__all__ = [
-    "LABEL",
-    "SyntheticConfig",
-    "build",
-    "jitter",
-    "load_synthetic",
-    "render_set",
-    "vet_font",
-]
+__all__ = ["LABEL", "SyntheticConfig", "build", "jitter", "load_synthetic", "render_set"]
+__all__ += ["vet_font"]
