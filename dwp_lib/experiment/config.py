@@ -367,34 +367,21 @@ def config_summary(cfg: ExperimentConfig) -> str:
         length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
         return f"{lc.arch.describe()}; {length}, batch {t.batch_size}"
 
-    steps = ", ".join(
-        f"{b.steps if str(n) not in g.steps_by_size else g.steps_by_size[str(n)]}" for n in g.sizes
-    )
-    rows = [
-        (
-            "source nets",
-            f"{s.n_nets} x FConv{tuple(s.widths)}, {s.epochs} epochs, "
-            f"notMNIST variant '{s.data_variant}', prune norms {tuple(s.prune_norms)}",
-        ),
-        ("kernel VAE conv1 (7x7)", vae(v1)),
-        ("kernel VAE conv2 (5x5)", vae(v2)),
-        (
-            "init experiment",
-            f"FConv{tuple(i.channels)}, inits {', '.join(i.inits)}, "
-            f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}, Adam lr {i.lr:g}",
-        ),
-        (
-            "Bayesian CNN",
-            f"FConv{tuple(b.channels)}, steps {steps} (n = "
-            f"{', '.join(map(str, g.sizes))}), lr {b.lr:g}, log sigma^2 init {b.log_sigma2_init:g}, "
-            f"DWP slices per step {b.dwp_slices_per_step}, {b.eval_samples}-sample ensemble",
-        ),
-        (
-            "prior grid",
-            f"methods {', '.join(g.methods)}; n = {', '.join(map(str, g.sizes))}; "
-            f"split seeds {', '.join(map(str, g.split_seeds))}; "
-            f"{'all 10,000' if g.test_images is None else f'{g.test_images:,}'} test images",
-        ),
-    ]
-    lines = ["| stage | settings |", "|---|---|"] + [f"| {a} | {b_} |" for a, b_ in rows]
+    steps = ", ".join(str(g.steps_for(n, b.steps)) for n in g.sizes)
+    sizes = ", ".join(map(str, g.sizes))
+    rows = {
+        "source nets": f"{s.n_nets} x FConv{tuple(s.widths)}, {s.epochs} epochs, "
+        f"notMNIST variant '{s.data_variant}', prune norms {tuple(s.prune_norms)}",
+        "kernel VAE conv1 (7x7)": vae(v1),
+        "kernel VAE conv2 (5x5)": vae(v2),
+        "init experiment": f"FConv{tuple(i.channels)}, inits {', '.join(i.inits)}, "
+        f"{len(i.seeds)} seed(s), {i.steps} steps of batch {i.batch_size}, Adam lr {i.lr:g}",
+        "Bayesian CNN": f"FConv{tuple(b.channels)}, steps {steps} (n = {sizes}), lr {b.lr:g}, "
+        f"log sigma^2 init {b.log_sigma2_init:g}, DWP slices per step {b.dwp_slices_per_step}, "
+        f"{b.eval_samples}-sample ensemble",
+        "prior grid": f"methods {', '.join(g.methods)}; n = {sizes}; "
+        f"split seeds {', '.join(map(str, g.split_seeds))}; "
+        f"{'all 10,000' if g.test_images is None else f'{g.test_images:,}'} test images",
+    }
+    lines = ["| stage | settings |", "|---|---|"] + [f"| {a} | {b_} |" for a, b_ in rows.items()]
     return "\n".join(lines)

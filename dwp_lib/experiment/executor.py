@@ -61,15 +61,12 @@ class ExecutorConfig:
             raise ConfigValueError(f"cpus_per_task={self.cpus_per_task}: must be > 0")
         for name in ("gpus_per_net", "gpus_per_cell"):
             share = getattr(self, name)
-            if share is None:
-                continue
-            if share < 0 or (share > 1 and share != int(share)):
+            if share is not None and (share < 0 or (share > 1 and share != int(share))):
                 raise ConfigValueError(
                     f"{name}={share}: a share of one GPU in [0, 1] (0.25: four tasks per GPU) "
                     "or a whole number of GPUs"
                 )
-        if self.address == "":
-            self.address = None
+        self.address = self.address or None  # "" too: start a local cluster
         if self.address not in (None, "auto"):
             split_address(self.address, "address")
         if self.kind == "ray" and self.address is None:  # a local cluster: can it hold a unit?
@@ -123,18 +120,17 @@ def import_ray():
 def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
     """The ``ray.init`` arguments: a local loopback-only cluster, or the one at ``address``."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
+    env = {"DWP_PROGRESS": "0"}  # a task's progress bars would reach this terminal line by line
     if cfg.address is None:
         kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, _node_ip_address="127.0.0.1")
         # Ray starts its workers at niceness 15: on a machine that also runs other work, that
         # makes a unit several times slower than in a local worker process (measured: 4x)
         kwargs["_system_config"] = {"worker_niceness": 0}
-    else:
-        kwargs["address"] = cfg.address
-    # a task's progress bars would reach this terminal as one log line per update
-    env = {"DWP_PROGRESS": "0"}
-    if cfg.address is None:  # the workers import dwp_lib from this checkout (installed or not)
+        # the workers import dwp_lib from this checkout (installed or not)
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    else:
+        kwargs["address"] = cfg.address
     kwargs["runtime_env"] = {"env_vars": env}
     return kwargs
 

@@ -31,16 +31,9 @@ class RunFolder:
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.results_path, self.curves_path = self.out / "results.csv", self.out / "init_curves.csv"
         self.accepted_keys: set[str] = set()
         self.key = ""
-
-    @property
-    def results_path(self) -> Path:
-        return self.out / "results.csv"
-
-    @property
-    def curves_path(self) -> Path:
-        return self.out / "init_curves.csv"
 
     def check_settings(self, cfg: ExperimentConfig) -> set[str]:
         """Refuse a folder whose earlier run used other settings; write ``cfg`` as its

@@ -68,22 +68,14 @@ class Experiment(GridStage):
         self.released_records: dict[str, dict] = {}
         self._mnist = None
         self.folder = RunFolder(self.out)
+        self.results_path, self.curves_path = self.folder.results_path, self.folder.curves_path
         self.folder.check_settings(cfg)  # refuses a folder made with other settings
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
 
-    # -- bookkeeping ----------------------------------------------------------------------------
     def say(self, *msg) -> None:
         if self.verbose:
             print(*msg)
-
-    @property
-    def results_path(self) -> Path:
-        return self.folder.results_path
-
-    @property
-    def curves_path(self) -> Path:
-        return self.folder.curves_path
 
     def artifact_hashes(self, vaes: bool) -> dict[str, str]:
         """The 12-digit SHA-256 of the bank and (``vaes``) of each kernel VAE in use."""
@@ -109,7 +101,6 @@ class Experiment(GridStage):
             self._mnist = (load_mnist("train"), load_mnist("test"))
         return self._mnist
 
-    # -- stage 1: source nets and the bank --------------------------------------------------------
     def kernel_bank(self) -> KernelBank:
         """The kernel bank of ``cfg.source`` (trained, or loaded from the cache)."""
         if self._bank is None:
@@ -124,7 +115,6 @@ class Experiment(GridStage):
             self.timed("source_nets_and_bank", t0, loaded)
         return self._bank
 
-    # -- stage 2: one kernel VAE per layer ------------------------------------------------------
     def vae_path(self, layer: str) -> Path:
         """Where the kernel VAE of ``layer`` is cached: named after a hash of its slices (the
         bank's contents, not its file) and of the layer's VAE config."""
@@ -246,7 +236,6 @@ class Experiment(GridStage):
         )
         return vae
 
-    # -- stage 3: the initialisation experiment --------------------------------------------------
     def init_experiment(self) -> list[dict]:
         """Accuracy-vs-step rows of a plain CNN from each init and seed (resumes per run)."""
         ic = self.cfg.init
@@ -316,7 +305,6 @@ class Experiment(GridStage):
                 out.append(_artifacts.read_record(path)["provenance"].get("record", {}))
         return out
 
-    # -- outputs ----------------------------------------------------------------------------------
     def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
         """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
         return report.write_figures(self, curves, rows, costs)

@@ -70,16 +70,9 @@ def train_plain_cnn_curve(
     def after_step(step: int, loss: float) -> None:
         losses.append(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            rows.append(
-                dict(
-                    init=init_name,
-                    seed=seed,
-                    step=step,
-                    test_acc=accuracy(net, xt, yt),
-                    train_loss=statistics.fmean(losses[-cfg.eval_every :]),
-                    seconds=time.perf_counter() - t0,
-                )
-            )
+            acc, loss = accuracy(net, xt, yt), statistics.fmean(losses[-cfg.eval_every :])
+            rows.append(dict(init=init_name, seed=seed, step=step, test_acc=acc, train_loss=loss))
+            rows[-1]["seconds"] = time.perf_counter() - t0
 
     what = f"init experiment ({init_name})"
     fit(net.parameters(), loss_at, cfg.steps, cfg.lr, what, after_step=after_step, first_step=1)
