@@ -51,20 +51,15 @@ from .vi import (
 )
 
 __all__ = ["contact_sheet", "dataset_title", "slice_grid", "to_numpy"]
-# chapter 1
 __all__ += ["gaussian_ellipse", "plot_blr_grid", "plot_blr_posterior", "plot_mean_field_failure"]
 __all__ += ["plot_q_vs_posterior", "plot_vlb_traces"]
-# chapter 2
 __all__ += ["plot_estimator_histograms", "plot_estimator_variance"]
 __all__ += ["plot_gradient_variance_vs_batch", "plot_pixel_posterior", "plot_vi_history"]
-# chapter 3
 __all__ += ["plot_image_samples", "plot_iw_bounds", "plot_kernel_vae_samples"]
 __all__ += ["plot_latent_manifold", "plot_reconstructions", "plot_vae_latent_space"]
 __all__ += ["plot_vae_training"]
-# chapter 4
 __all__ += ["KIND_COLOURS", "plot_bank_slices", "plot_bound_and_gap", "plot_iw_curves"]
 __all__ += ["plot_penalty_sweep", "plot_posterior_vs_reverse", "plot_slice_kinds"]
 __all__ += ["plot_slice_norms", "plot_source_accuracy"]
-# chapter 5
 __all__ += ["plot_kernel_examples", "plot_paired_effects", "real_and_sampled", "slice_panel"]
 __all__ += ["plot_latent_space"]

@@ -110,10 +110,9 @@ def plot_blr_posterior(
     with a 2 sd band of the posterior over the line)."""
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6)) if axes is None else (axes[0].figure, axes)
     ax_w, ax_d = axes
-    s = float(np.sqrt(prior_var))
     prior = (np.zeros(2), prior_var * np.eye(2), {"color": "0.6", "ls": ":", "label": "prior"})
     _contours(ax_w, [prior, (post_mean, post_cov, {"color": "C0", "label": "posterior"})])
-    lim = max(2.2 * s, 1.5)
+    lim = max(2.2 * float(np.sqrt(prior_var)), 1.5)
     ax_w.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="$w_0$", ylabel="$w_1$")
     ax_w.legend(fontsize=8, loc="upper right")
     x_grid = np.linspace(-0.5, 2.5, 100) if x_grid is None else to_numpy(x_grid)
