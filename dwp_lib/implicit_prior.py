@@ -1,7 +1,6 @@
 """The auxiliary bound of the deep weight prior, measured (book/04_implicit_prior.md): per slice
 w ``(k, k)``, log p(w) >= E_r(z|w) [ log p(w|z) + log p(z) - log r(z|w) ] (book/04 eq.
-``eq-aux-slice``), with gap KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``).
-"""
+``eq-aux-slice``), with gap KL(r(z|w) || p(z|w)) (eq. ``eq-logp-decomposition``)."""
 
 from __future__ import annotations
 

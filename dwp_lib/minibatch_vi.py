@@ -1,6 +1,5 @@
 """Mini-batch VI of a Bayesian MLP (chapter 2, second half): mean-field linear layers, the
-mini-batch bound and the variance of its gradient under each way of sampling the weights.
-"""
+mini-batch bound and the variance of its gradient under each way of sampling the weights."""
 
 from __future__ import annotations
 

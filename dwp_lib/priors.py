@@ -21,9 +21,8 @@ DWP_SLICES_PER_STEP: int | None = 256
 
 
 class Prior(nn.Module):
-    """A prior over the weights of a :class:`BayesConv2d`: :meth:`kl` is the layer's KL(q || p)
-    (book/04, eq-kl-q-p), in closed form or an unbiased estimate of an upper bound.
-    ``alpha_parametrised``: whether the layer must have the alpha parametrisation."""
+    """A prior over a :class:`BayesConv2d`'s weights: :meth:`kl` is the layer's KL(q || p) (book/04,
+    eq-kl-q-p), closed form or an unbiased estimate of an upper bound."""
 
     alpha_parametrised: bool = False
 
@@ -51,13 +50,12 @@ def kl_log_uniform(log_alpha: Tensor) -> Tensor:
 
 
 class LogUniform(Prior):
-    """p(|w|) ~ 1/|w| of variational dropout (book/05), for alpha-parametrised layers only (the
-    authors' code silently returned a KL of zero for others)."""
+    """p(|w|) ~ 1/|w| of variational dropout (book/05), for alpha-parametrised layers only."""
 
     alpha_parametrised = True
 
     def kl(self, layer: BayesConv2d) -> Tensor:
-        if not layer.alpha_parametrised:
+        if not layer.alpha_parametrised:  # the authors' code silently returned a KL of 0
             raise ValueError(
                 "the log-uniform prior needs the alpha parametrisation sigma^2 = alpha * mu^2; "
                 "build the network with BayesianCNN(cfg, alpha_parametrised=True) "

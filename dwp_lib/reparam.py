@@ -1,7 +1,6 @@
 """The reparametrisation trick (chapter 2): estimators of d/dtheta E_q f(w) and their variance,
 and the local reparametrisation of a linear layer; mini-batch VI is :mod:`dwp_lib.minibatch_vi`.
-Linear weights are stored ``(in_features, out_features)``.
-"""
+Linear weights are stored ``(in_features, out_features)``."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from dwp_lib.vi import MeanFieldGaussian
 
 @dataclass
 class GradientSamples:
-    """S one-sample gradient estimates with respect to q's ``mu`` and ``logvar``, each
-    ``(S, *q.shape)``."""
+    """S one-sample gradient estimates in q's ``mu`` and ``logvar``, each ``(S, *q.shape)``."""
 
     mu: Tensor
     logvar: Tensor
@@ -102,9 +100,8 @@ def gradient_variance_by_samples(
     n_repeats: int,
     generator: torch.Generator | None = None,
 ) -> GradientSamples:
-    """The measured per-coordinate variance of the S-sample estimator (``"score"``,
-    ``"score_loo"`` or ``"reparam"``) over ``n_repeats`` draws, for each S in ``sample_counts``:
-    ``(len(sample_counts), *q.shape)`` each."""
+    """The measured variance of the S-sample estimator ``method`` over ``n_repeats`` draws, for
+    each S in ``sample_counts``: ``(len(sample_counts), *q.shape)`` each."""
     if method not in _ESTIMATORS:
         raise ValueError(f"method must be one of {sorted(_ESTIMATORS)}, got {method!r}")
     if n_repeats < 2:

@@ -1,6 +1,5 @@
 """The one optimisation loop of the library (:func:`fit`), its schedule and its checks: a run
-stops at a non-finite loss, so a diverged run never ends in a reported accuracy.
-"""
+stops at a non-finite loss, so a diverged run never ends in a reported accuracy."""
 
 from __future__ import annotations
 

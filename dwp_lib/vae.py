@@ -1,6 +1,5 @@
 """The variational autoencoder (book/03): :class:`VAE`, shared with the kernel VAE of the deep
-weight prior, the MNIST VAE and training. Latent codes ``(B, d)``, samples first ``(S, B, d)``.
-"""
+weight prior, the MNIST VAE and training. Latent codes ``(B, d)``, samples first ``(S, B, d)``."""
 
 from __future__ import annotations
 
@@ -81,8 +80,7 @@ class VAE(nn.Module):
 
 @dataclass
 class MLPVAEConfig:
-    """A fully-connected VAE for binary images. ``hidden``: the encoder's hidden widths (the
-    decoder's, reversed). A 2-D latent space can be drawn; more dimensions fit MNIST better."""
+    """Fully-connected VAE for binary images; ``hidden``: encoder widths, reversed in the decoder."""
 
     image_shape: tuple[int, int] = (28, 28)
     hidden: tuple[int, ...] = (512, 256)

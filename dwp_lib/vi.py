@@ -1,7 +1,6 @@
 """Variational inference (chapter 1): variational families, the bound
 VLB = E_q log p(D|w) - KL(q(w) || p(w)) <= log p(D) (book/01, eq-vlb) and an exact model.
-Linear weights are ``(in_features, out_features)``, so that ``x @ W`` reads as written.
-"""
+Linear weights are ``(in_features, out_features)``, so that ``x @ W`` reads as written."""
 
 from __future__ import annotations
 
@@ -162,8 +161,7 @@ class FullRankGaussian(nn.Module):
 
 def elbo(log_lik: Tensor, kl: Tensor, n_data: int) -> Tensor:
     """VLB ~= (N / B) * sum_{i in batch} log p(y_i | x_i, w) - KL(q || p) (book/02,
-    eq-minibatch-vlb). ``log_lik``: per-example, (B,) or (S, B) for S weight samples (averaged);
-    ``n_data``: N, the size of the training set."""
+    eq-minibatch-vlb) from per-example ``log_lik`` (B,) or (S, B) (S weight samples, averaged)."""
     if log_lik.dim() not in (1, 2):
         raise ValueError(
             f"log_lik must hold one log-likelihood per example, shape (B,) or (S, B); "
@@ -226,9 +224,7 @@ class BayesianLinearRegression:
         return torch.distributions.MultivariateNormal(torch.zeros_like(y), cov).log_prob(y)
 
     def expected_log_likelihood(self, mean: Tensor, cov: Tensor, X: Tensor, y: Tensor) -> Tensor:
-        """E_{N(w|mean,cov)} log p(D|w) in closed form:
-        -N/2 log(2 pi noise_var) - ( ||y - X mean||^2 + tr(X cov X^T) ) / (2 noise_var)
-        (book/01, eq-blr-ell)."""
+        """E_{N(w|mean,cov)} log p(D|w) in closed form (book/01, eq-blr-ell)."""
         self._check(X, y)
         n = X.shape[0]
         resid = y - X @ mean
