@@ -1,8 +1,6 @@
 """Command line: ``python -m dwp_lib <command>`` (also installed as ``dwp``).
 
-``data prepare`` caches the data sets, ``source-nets`` trains the source CNNs and cuts the kernel
-bank, ``reproduce`` runs the whole pipeline, ``release`` fetches the authors' released kernel VAEs
-and banks. The studies (``studies/``) have command lines of their own.
+Commands: ``data prepare``, ``source-nets``, ``reproduce`` (the whole pipeline), ``release``.
 """
 
 from __future__ import annotations
@@ -113,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_error(err: BaseException) -> str | None:
-    """One line for an error whose message says what was wrong and what to do (the library's
-    own errors, the file system's); None for a bug, which keeps its traceback."""
+    """One line for an error whose message says what to do; None for a bug (a traceback)."""
     from .artifacts import ArtifactError
     from .config import ConfigValueError
     from .data import DataUnavailableError
@@ -144,8 +141,7 @@ def user_error(err: BaseException) -> str | None:
 
 
 def run_guarded(run: Callable[[], int | None], debug: bool = False) -> int:
-    """``run()``'s exit code inside the command lines' one error boundary: an error of
-    :func:`user_error` is printed as ``error: <message>``, exit 2 (a traceback with ``debug``)."""
+    """``run()``'s exit code; a :func:`user_error` is printed as ``error: ...``, exit 2."""
     try:
         return int(run() or 0)
     except Exception as err:  # a message, not a traceback

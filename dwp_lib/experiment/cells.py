@@ -34,8 +34,7 @@ from .stages import mean_log_var
 
 @dataclass
 class CellContext:
-    """Everything a grid cell reads besides its ``(method, n, seed)``, and no paths, so that a
-    cell runs the same on any machine it is sent to."""
+    """Everything a grid cell reads besides its ``(method, n, seed)``; no paths."""
 
     cfg: ExperimentConfig
     train: Any
@@ -58,8 +57,7 @@ def cell_network(cfg: ExperimentConfig, prior: str, n: int) -> tuple[torch.nn.Mo
 def run_grid_cell(
     ctx: CellContext, method: str, n: int, seed: int, device: torch.device | None = None
 ) -> dict:
-    """Train one Bayesian CNN (or the det baseline) of ``method`` on the balanced subset
-    ``(n, seed)`` and evaluate it: one row of ``results.csv``."""
+    """Train and evaluate one network of ``method`` on subset ``(n, seed)``: a results row."""
     from ..data import balanced_subset
 
     device = torch.device(device) if device is not None else default_device()
@@ -130,8 +128,7 @@ def cell_model_path(out: str | os.PathLike, prior: str, init: str, n: int, seed:
 
 
 def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: ExperimentConfig) -> Path:
-    """Write a cell's trained network with its row, cell and config (atomically): loading
-    refuses a file copied over another cell's."""
+    """Write a cell's trained network with its row, cell and config (atomically)."""
     n, seed = int(row["n"]), int(row["seed"])
     path = cell_model_path(out, row["prior"], row["init"], n, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,8 +148,7 @@ def save_cell_model(out: str | os.PathLike, row: dict, state: dict, cfg: Experim
 def load_cell_model(
     cfg: ExperimentConfig, out: str | os.PathLike, method: str, n: int, seed: int
 ) -> tuple[torch.nn.Module, dict]:
-    """The trained network (built from ``cfg``, the run's config) and the row of cell
-    ``(method, n, seed)`` of the run in ``out``; a damaged file or another cell's raises."""
+    """The trained network and the row of cell ``(method, n, seed)`` of the run in ``out``."""
     prior, init = parse_method(method)
     path = cell_model_path(out, prior, init, n, seed)
     redo = (

@@ -46,8 +46,7 @@ def _device_counts(text: str | None) -> tuple[int, ...]:
 def wall_from_saved_estimate(
     path: str | os.PathLike, cfg: ExperimentConfig, devices: Sequence[int] = DEVICE_COUNTS
 ) -> dict:
-    """An estimate ``reproduce --estimate`` printed (e.g. on a GPU), its ``wall_seconds_on``
-    recomputed for ``devices``; ``cfg`` must be the config it was made for."""
+    """A printed ``reproduce --estimate`` of ``cfg``, its wall times recomputed for ``devices``."""
     text = Path(path).read_text() if Path(path).exists() else None
     if text is None:
         raise ExperimentError(f"--estimate-from {path}: no such file")
@@ -111,9 +110,8 @@ def human_time(seconds: float) -> str:
 
 
 def check_run_time(cfg: ExperimentConfig, device=None) -> str | None:
-    """Before a run: ``None`` unless a stage asks for over :data:`FAR_BEYOND` times its preset's
-    work; else a note with a quick estimate on this machine. Raises :class:`ExperimentError`
-    when that is over :data:`LONG_RUN_SECONDS` and ``long_run`` is not set."""
+    """``None``, or a note with a quick estimate when a stage asks for far more work than its
+    preset's; raises when that is over a year and ``long_run`` is not set."""
     preset = ExperimentConfig.preset(cfg.from_preset)
     base, work = stage_work(preset), stage_work(cfg)
     far = {k: w / base[k] for k, w in work.items() if k in base and w > FAR_BEYOND * base[k]}

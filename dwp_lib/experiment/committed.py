@@ -1,6 +1,5 @@
-"""Where the committed runs are: ``results/`` of a checkout of the repository, else the copy of
-its tables, records and notes installed with the package (``dwp_results``), so that a chapter
-run from a plain ``pip install`` (e.g. in Colab) reads the same runs as the HTML book."""
+"""Where the committed runs are: ``results/`` of a checkout, else the copy installed with the
+package (``dwp_results``, e.g. in Colab)."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ from pathlib import Path
 
 
 def results_dir() -> Path:
-    """The folder of the committed runs (each a subfolder with ``results.csv``, ``config.json``,
-    ``provenance.json`` and a README), or a clear error when this copy of the library has none."""
+    """The folder of the committed runs, or a clear error when this copy has none."""
     checkout = Path(__file__).resolve().parents[2] / "results"
     if checkout.is_dir():
         return checkout

@@ -35,9 +35,7 @@ ADDED_AT_DEFAULT.update({"vae.conv1.slice_scale": 1.0, "vae.conv2.slice_scale": 
 
 @dataclass
 class LayerVAEConfig:
-    """The kernel VAE of one layer: architecture, training, held-out scoring (on the ``test``
-    split). ``bank``: whose slices, this pipeline's or the authors' released ones;
-    ``slice_scale``: every slice multiplied by it before the VAE sees it."""
+    """The kernel VAE of one layer; ``bank``: whose slices (``slice_scale`` times) it fits."""
 
     arch: KernelVAEConfig
     train: KernelVAETrainConfig
@@ -101,9 +99,7 @@ class KernelVAEStageConfig(Presets):
 
 @dataclass
 class InitExperimentConfig(Presets):
-    """Convergence of a plain CNN on MNIST from each initialisation (only the conv kernels
-    differ): Adam, test accuracy every ``eval_every`` steps. ``draw_repeats``: timings of
-    drawing a layer's kernels."""
+    """Convergence of a plain CNN on MNIST from each initialisation of its conv kernels."""
 
     enabled: bool = True
     inits: tuple[str, ...] = PIPELINE_INITS
@@ -142,13 +138,8 @@ class InitExperimentConfig(Presets):
 
 @dataclass
 class GridConfig(Presets):
-    """The prior comparison: a Bayesian CNN on class-balanced MNIST subsets.
-
-    ``methods``: ``"prior:init"`` (a prior per layer: ``"dwp/normal:dwp"``); ``sizes``: n, multiples
-    of 10; ``split_seeds``: one subset and training seed each; ``steps_by_size``: ``{"50": 10000}``
-    overrides ``bayes.steps``; ``test_images``: a seeded subset (``None``: all). ``workers``
-    (processes) and ``save_models`` (each cell's network in ``models/``) change no result.
-    """
+    """The prior comparison: a Bayesian CNN per method (``"prior:init"``, ``"dwp/normal:dwp"``
+    per layer), size n and split seed. ``workers`` and ``save_models`` change no result."""
 
     enabled: bool = True
     sizes: tuple[int, ...] = (50, 100)
@@ -210,9 +201,8 @@ EXTENDABLE += ("long_run",)  # a confirmation, not a result
 
 @dataclass
 class ExperimentConfig:
-    """Every knob of the experiment, one dataclass per stage. ``name`` labels the run;
-    ``num_threads``: torch's threads (``None``: its default); ``executor``: where units run;
-    ``long_run``: run even when estimated at over a year. The last two are not in the key."""
+    """Every knob of the experiment, one dataclass per stage (``executor`` and ``long_run``, run
+    even when estimated at over a year, are not in the key)."""
 
     name: str
     from_preset: str
@@ -246,8 +236,7 @@ class ExperimentConfig:
 
     @classmethod
     def preset(cls, name: str) -> ExperimentConfig:
-        """The ``tiny``/``book``/``paper`` preset (``"path=value"`` overrides:
-        :func:`~dwp_lib.experiment.overrides.config_from`)."""
+        """The ``tiny``/``book``/``paper`` preset."""
         return cls.preset_config(name)
 
     @classmethod

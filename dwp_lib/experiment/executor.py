@@ -1,11 +1,6 @@
-"""Where the independent units of a stage (source nets, grid cells) run: here, in local worker
-processes, or as Ray tasks (``executor.kind``: ``local`` or ``ray``).
-
-Every unit seeds itself and runs the same function; what it returns comes back to this process,
-which writes it the moment it arrives, so the executor never changes a result (nor the config
-key) and an interrupted run resumes whichever executor ran it. A Ray address is first tried with
-a plain TCP connection (Ray would retry an unreachable one for ever), and a unit that no node can
-hold is refused before anything is submitted. Ray is optional: ``pip install 'dwp_lib[ray]'``.
+"""Where the units of a stage (source nets, grid cells) run: here, in local worker processes, or
+as Ray tasks. Units seed themselves and this process writes what they return, so the executor
+never changes a result (nor the config key). Ray is optional: ``pip install 'dwp_lib[ray]'``.
 """
 
 from __future__ import annotations
@@ -37,10 +32,8 @@ class ExecutorError(ExperimentError):
 
 @dataclass
 class ExecutorConfig:
-    """Where the source nets and grid cells run. ``address``: ``None`` starts a local Ray cluster
-    (``num_cpus``/``num_gpus``, ``None``: all), ``auto`` joins the running one, else
-    ``host:port`` or ``ray://host:port``. ``gpus_per_net``/``gpus_per_cell``: a unit's GPU share
-    (0: CPU only; ``None``: :data:`GPU_SHARES` when the cluster has GPUs)."""
+    """Where units run. ``address``: ``None`` starts a local Ray cluster, ``auto`` joins the
+    running one; ``gpus_per_*``: a unit's GPU share (``None``: :data:`GPU_SHARES`)."""
 
     kind: str = "local"
     address: str | None = None
@@ -151,8 +144,7 @@ def split_address(address: str, name: str = "executor.address") -> tuple[str, in
 
 
 def check_reachable(address: str, timeout: float) -> None:
-    """Raise :class:`ExecutorError` unless ``address`` accepts a TCP connection within
-    ``timeout`` seconds (Ray itself retries an unreachable cluster for ever)."""
+    """Raise unless ``address`` answers within ``timeout`` s (Ray would retry for ever)."""
     host, port = split_address(address)
     fix = (
         "start the cluster first (ray start --head on the head node), correct "
@@ -194,8 +186,7 @@ def check_reachable(address: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
-    """Connect to (or start) the Ray cluster of ``cfg`` for the ``with`` block; one started here
-    is shut down at its end, one already connected is left running."""
+    """The Ray cluster of ``cfg`` for the ``with`` block (one started here stops at its end)."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
@@ -229,9 +220,8 @@ def ray_cluster(cfg: ExecutorConfig) -> Iterator[Any]:
 def run_on_ray(
     cfg: ExecutorConfig, fn: Callable[..., Any], shared: Any, calls: Iterable[tuple], *, unit: str
 ) -> Iterator[Any]:
-    """``fn(shared, *args)`` for every ``args`` of ``calls`` as Ray tasks (``fn`` module-level,
-    ``shared`` put in the object store once), yielded as they finish. A unit's exception is
-    raised as itself; when the caller stops early, the tasks left are cancelled."""
+    """``fn(shared, *args)`` for every ``args`` of ``calls`` as Ray tasks, yielded as they
+    finish; when the caller stops early, the tasks left are cancelled."""
     calls = list(calls)
     if not calls:
         return
@@ -255,8 +245,7 @@ def run_on_ray(
 
 
 def check_fits(nodes: list[dict], unit: str, cpus: float, gpus: float) -> None:
-    """Raise :class:`ExecutorError` unless one of ``nodes`` can hold a unit asking for ``cpus``
-    CPUs and ``gpus`` GPUs (Ray would queue it for ever)."""
+    """Raise unless a node can hold a unit of ``cpus`` and ``gpus`` (Ray would queue it)."""
     if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
         return
     most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}

@@ -10,11 +10,8 @@ from .results import summarise
 
 
 def plot_init_curves(rows, ax=None):
-    """Test accuracy of a plain CNN vs training step from each initialisation: the mean over
-    seeds, with a band from the lowest to the highest seed; beside it, the last third of the
-    steps on an axis zoomed to where the curves end, so that differences of a point show.
-    ``rows``: dicts with ``init``, ``seed``, ``step``, ``test_acc`` (``init_curves.csv``).
-    Returns the Figure."""
+    """Test accuracy vs step from each initialisation (mean, and a band over seeds), beside a
+    zoom on the last third of the steps; ``rows``: those of ``init_curves.csv``."""
     if ax is None:
         fig, (ax, zoom) = plt.subplots(1, 2, figsize=(8.4, 3.6), width_ratios=(3, 2))
     else:
@@ -55,9 +52,8 @@ def plot_init_curves(rows, ax=None):
 
 
 def plot_accuracy_vs_n(rows, paper: bool = True, title: str | None = None, ax=None):
-    """Ensemble test accuracy vs training-set size n per method (mean ± std over split seeds,
-    seeds as dots), with the paper's numbers for the same prior dashed. ``rows``: the dicts of
-    ``results.csv``. Returns the Figure."""
+    """Ensemble accuracy vs n per method (mean ± std, seeds as dots), the paper's dashed;
+    ``rows``: those of ``results.csv``."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
     else:

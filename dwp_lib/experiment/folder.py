@@ -36,8 +36,7 @@ class RunFolder:
         self.key = ""
 
     def check_settings(self, cfg: ExperimentConfig) -> set[str]:
-        """Refuse a folder whose earlier run used other settings; write ``cfg`` as its
-        config.json and return the config keys its rows may carry."""
+        """Refuse other settings than the folder's; write config.json; the keys rows may carry."""
         path = self.out / "config.json"
         now = cfg.to_dict()
         self.accepted_keys = {cfg.key()}
@@ -78,8 +77,7 @@ class RunFolder:
         return self.accepted_keys
 
     def rekey_rows(self, earlier: str) -> None:
-        """Rewrite, under the lock, the rows keyed ``earlier`` (the same settings, before the
-        library gained a field) with this run's key."""
+        """Rewrite the rows keyed ``earlier`` (the same settings) with this run's key."""
         if not any(str(r.get("config_key")) == earlier for r in read_rows(self.results_path)):
             return
         with self.writing():
@@ -94,8 +92,7 @@ class RunFolder:
         )
 
     def check_provenance_key(self, earlier: str) -> None:
-        """Refuse a folder whose provenance.json records other settings than its config.json
-        (init_curves.csv carries no key of its own)."""
+        """Refuse a provenance.json of other settings than config.json (curves carry no key)."""
         prov = read_provenance(self.out)
         config = prov.get("config") if prov is not None else None
         if not isinstance(config, dict):  # no record yet (or one older than the field)
@@ -109,9 +106,8 @@ class RunFolder:
             )
 
     def check_artifacts(self, rows: Sequence[Mapping], mine: Mapping[str, str]) -> None:
-        """Refuse to add rows made from another kernel bank or other kernel VAEs than the rows
-        already here (the cache rebuilt in between). ``mine``: the 12-digit SHA-256 of the bank
-        (``"bank"``) and of each kernel VAE now in use."""
+        """Refuse rows from other artifacts than the rows here; ``mine``: the 12-digit SHA-256
+        of the bank (``"bank"``) and of each kernel VAE now in use."""
         theirs: dict[str, set[str]] = {}
         for r in rows:
             if r.get("bank_sha256"):

@@ -1,6 +1,5 @@
 """The prior grid: every (method, n, split seed) cell trained once, here, in worker processes or
-as Ray tasks, each row appended to ``results.csv`` as it finishes (:class:`GridStage`, a part of
-:class:`~dwp_lib.experiment.runner.Experiment`)."""
+as Ray tasks, each row appended to ``results.csv`` as it finishes."""
 
 from __future__ import annotations
 
@@ -38,8 +37,7 @@ def init_grid_worker(
     with_released: bool = False,
     cell_bars: bool = True,
 ) -> None:
-    """Load what every cell needs once per worker, from the caches the parent process filled
-    (``cell_bars=False``: no progress bars from this worker's cells)."""
+    """Load what every cell needs once per worker, from the caches the parent process filled."""
     exit_with_parent(os.getppid())
     if not cell_bars:
         os.environ["DWP_PROGRESS"] = "0"
@@ -65,8 +63,7 @@ class GridStage:
         return [(m, n, s) for n in g.sizes for s in g.split_seeds for m in g.methods]
 
     def prior_grid(self) -> list[dict]:
-        """Train and evaluate every cell not yet in ``results.csv``; return the rows of the
-        cells of this config (earlier rows of other sizes, methods or seeds stay in the file)."""
+        """Train and evaluate every cell not yet in ``results.csv``; the rows of this config."""
         g = self.cfg.grid
         rows = read_rows(self.results_path, RESULT_COLUMNS, repair=True)
         self.folder.check_row_keys(rows)
@@ -135,8 +132,7 @@ class GridStage:
         )
 
     def _grid_rows(self, todo, bank, vaes, workers: int, released=None):
-        """The rows of the cells ``todo``, as they finish (in order when ``workers`` is 0; on
-        Ray with ``executor.kind = "ray"``)."""
+        """The rows of the cells ``todo``, as they finish."""
         ex = self.cfg.executor
         if ex.kind == "ray":
             calls = [(*cell, ex.threads) for cell in todo]
@@ -162,8 +158,7 @@ class GridStage:
                 yield fut.result()
 
     def run_cell(self, method, n, seed, train, test_xy, bank, vaes, released=None) -> dict:
-        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed).
-        ``vaes``: the pipeline's kernel VAEs; ``released``: the authors' (``dwp@released``)."""
+        """Train one Bayesian CNN (or the det baseline) on the balanced subset (n, seed)."""
         ctx = self.cell_context(bank, vaes, released, with_data=False)
         ctx = dataclasses.replace(ctx, train=train, test_xy=test_xy)
         return run_grid_cell(ctx, method, n, seed, self.device)

@@ -27,8 +27,7 @@ def make_init(
     vaes: Mapping[str, KernelVAE] | None,
     released: Mapping[str, KernelVAE] | None = None,
 ):
-    """The initialisation object of ``name`` (``default``, ``xavier``, ``filters``, ``dwp``,
-    ``dwp@released``): ``vaes`` are the pipeline's kernel VAEs, ``released`` the authors'."""
+    """The initialisation object of ``name`` (``vaes``: the pipeline's, ``released``: theirs)."""
     if name == "default":
         return TorchDefaultInit()
     if name == "xavier":

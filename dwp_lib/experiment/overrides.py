@@ -1,8 +1,5 @@
-"""The dotted overrides of the experiment's config (``--set bayes.steps=2000``, ``--set
-source.prune_norms=[0.3,0.1]``) and the JSON/TOML files that hold the same settings, each value
-coerced to its field's type. (OmegaConf 2.3 lacks fixed-length tuples and ``Literal``; revisit
-when 2.4 is final.)
-"""
+"""Dotted overrides of the config (``--set bayes.steps=2000``) and JSON/TOML config files, each
+value coerced to its field's type (OmegaConf 2.3 lacks fixed-length tuples and ``Literal``)."""
 
 from __future__ import annotations
 
@@ -21,8 +18,7 @@ from .names import ExperimentError
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value: JSON if it parses (numbers, true/false/null, lists, objects),
-    ``None`` for ``None``, else the text itself."""
+    """A command-line value: JSON if it parses, ``None`` for ``None``, else the text itself."""
     text = text.strip()
     if text in ("None", "none"):
         return None
@@ -149,8 +145,7 @@ NOTMNIST_SETTING = "source.data_variant"
 
 
 def with_notmnist(variant: str | None, overrides: Sequence[str]) -> list[str]:
-    """``overrides`` led by ``source.data_variant=VARIANT`` (``--notmnist``); a ``--set`` of
-    another variant is an error, so that neither silently wins."""
+    """``overrides`` led by ``source.data_variant=VARIANT``, refusing a ``--set`` of another."""
     overrides = list(overrides)
     if variant is None:
         return overrides
@@ -212,8 +207,7 @@ def config_from(
     overrides: Sequence[str] = (),
     name: str | None = None,
 ) -> ExperimentConfig:
-    """The config of a run: preset (argument, else the file's, else ``book``), then the file's
-    settings, then ``overrides``, then ``name``."""
+    """The config of a run: preset (else the file's, else ``book``), file, overrides, name."""
     file_preset, settings = (None, []) if config_file is None else load_config_file(config_file)
     cfg = ExperimentConfig.preset_config(preset or file_preset or "book")
     for path, value in settings:

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 class FittedSlices:
-    """The slices each layer's kernel VAE was fitted to (:meth:`Experiment.vae_slices`), read
-    like a bank, so that a figure puts each VAE beside its own training slices."""
+    """The slices each layer's kernel VAE was fitted to, read like a bank (for the figures)."""
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp

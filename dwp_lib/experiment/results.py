@@ -51,13 +51,9 @@ _WARNED: set[str] = set()
 def read_rows(
     path: str | os.PathLike, columns: Sequence[str] | None = None, repair: bool = False
 ) -> list[dict]:
-    """Rows of a results CSV as dicts of typed values (numbers parsed, empty -> None).
-
-    A last line without its newline (an interrupted write) and a line repeating an earlier one
-    are dropped with a warning (``repair=True``: from the file too). A header other than
-    ``columns``, a bad number or empty key in ``results.csv`` / ``init_curves.csv``, or two
-    different rows of one cell raise.
-    """
+    """Rows of a results CSV as dicts of typed values (empty -> None). An interrupted last
+    line or a repeated line is dropped with a warning (``repair=True``: from the file too); an
+    unexpected header, a bad number or key, or two different rows of one cell raise."""
     path = Path(path)
     if not path.exists():
         return []
@@ -97,33 +93,25 @@ def read_rows(
 
 def _check_row(path: Path, line: int, raw: Mapping, row: Mapping, header: tuple) -> None:
     """Refuse a row of results.csv or init_curves.csv whose numbers are not finite numbers."""
-    problem = None
+    where = f"{path}, line {line}: column"
+    fix = "Delete that line (the next run recomputes its cell), or restore the file from a copy"
     for col in REQUIRED_COLUMNS.get(header, ()):
         if row[col] is None:
-            problem = col, "is empty"
-            break
-    for col in NUMBER_COLUMNS.get(header, ()) if problem is None else ():
+            raise ExperimentError(f"{where} {col} is empty. {fix}")
+    for col in NUMBER_COLUMNS.get(header, ()):
         v = row[col]
         if v is None:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            problem = col, f"is {raw[col]!r}, not a finite number"
-        elif col in INTEGER_COLUMNS and not isinstance(v, int):
-            problem = col, f"is {raw[col]!r}, not a whole number"
-        if problem:
-            break
-    if problem:
-        raise ExperimentError(
-            f"{path}, line {line}: column {problem[0]} {problem[1]}. Delete that line (the "
-            "next run recomputes its cell), or restore the file from a copy"
-        )
+            raise ExperimentError(f"{where} {col} is {raw[col]!r}, not a finite number. {fix}")
+        if col in INTEGER_COLUMNS and not isinstance(v, int):
+            raise ExperimentError(f"{where} {col} is {raw[col]!r}, not a whole number. {fix}")
 
 
 def _unique_rows(
     path: Path, rows: list[dict], lines: list[int], header: tuple
 ) -> tuple[list[dict], int]:
-    """One row per cell: a line that repeats an earlier one is dropped with a warning; two
-    different rows of one cell raise (which is right cannot be known here)."""
+    """One row per cell: a repeated line is dropped with a warning; two different ones raise."""
     key_columns = CELL_COLUMNS.get(header)
     if not key_columns:
         return rows, 0
@@ -163,8 +151,7 @@ def rewrite_rows(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequ
 
 
 def _is_text(column: str) -> bool:
-    """Hashes and keys stay text: ``"012345678901"`` or ``"1e5123456789"`` is a hash, not a
-    number (parsed, it would no longer match the artifact it names)."""
+    """Hashes and keys stay text (``"1e5123456789"`` is a hash, not a number)."""
     return column.endswith(("_sha256", "_key"))
 
 
@@ -216,9 +203,8 @@ def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tupl
 def paired_difference(
     rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
 ) -> dict:
-    """``a`` minus ``b`` (methods ``"prior:init"``) at size ``n``, paired by split seed:
-    the per-seed differences d_s (a list in seed order, and ``by_seed``: {seed: d_s}), their
-    mean and std (book/05, eq-exp-paired), and how many seeds ``a`` won."""
+    """``a`` minus ``b`` (methods) at size ``n``, paired by split seed: the differences, their
+    mean and std, and how many seeds ``a`` won."""
     pa, pb = parse_method(a), parse_method(b)
     by = {pa: {}, pb: {}}
     for r in rows:
@@ -241,8 +227,7 @@ def paired_difference(
 
 
 def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
-    """A Markdown table: one line per method, one column per n, ``mean ± sd (seeds)``; with
-    ``paper=True`` the paper's number in brackets for the methods the paper ran."""
+    """A Markdown table of ``mean ± sd (seeds)`` per method and n (``paper``: its numbers too)."""
     rows = list(rows)
     stats = summarise(rows)
     sizes = sorted({k[2] for k in stats})
@@ -296,8 +281,7 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
 
 
 def init_table(curves: Iterable[Mapping], steps: Sequence[int] | None = None) -> str:
-    """A Markdown table of the init experiment: test accuracy per init (mean ± std over seeds)
-    at ``steps`` (default: the first evaluation, the middle one and the last)."""
+    """A Markdown table of the init experiment's test accuracy per init at ``steps``."""
     curves = list(curves)
     all_steps = sorted({int(r["step"]) for r in curves} - {0})
     if steps is None:
@@ -334,8 +318,7 @@ def costs_table(costs: Mapping) -> str:
 
 
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
-    """Run folders under ``root`` (default: the committed runs) holding a grid's ``results.csv``,
-    the one with most rows first."""
+    """Run folders under ``root`` (default: the committed runs), the one with most rows first."""
     root = Path(root) if root is not None else results_dir()
     if not root.is_dir():
         return []

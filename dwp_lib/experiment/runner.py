@@ -1,5 +1,4 @@
-"""The experiment: cached, resumable stages (:class:`Experiment`); the prior grid is in
-:mod:`dwp_lib.experiment.grid`."""
+"""The experiment's cached, resumable stages (:class:`Experiment`; the grid is in ``grid``)."""
 
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ RELEASED_SLICES = (
 
 
 class Experiment(GridStage):
-    """Runs the stages of ``cfg`` into ``out_dir`` (default: a cache folder named after the
-    config), loading what an earlier run or the cache holds and saying so."""
+    """Runs the stages of ``cfg`` into ``out_dir``, loading what is cached and saying so."""
 
     def __init__(
         self,
@@ -85,8 +83,7 @@ class Experiment(GridStage):
         return mine
 
     def check_bank(self, rows: list[dict]) -> None:
-        """Refuse a folder whose rows came from another kernel bank as soon as the bank is
-        known, before the kernel VAEs train on it (an hour at the long settings)."""
+        """Refuse rows from another kernel bank before the kernel VAEs train on this one."""
         self.folder.check_artifacts(rows, {"bank": self.bank_sha()[:12]})
 
     def timed(self, stage: str, t0: float, loaded: bool) -> None:
@@ -116,8 +113,7 @@ class Experiment(GridStage):
         return self._bank
 
     def vae_path(self, layer: str) -> Path:
-        """Where the kernel VAE of ``layer`` is cached: named after a hash of its slices (the
-        bank's contents, not its file) and of the layer's VAE config."""
+        """The cache file of ``layer``'s kernel VAE: a hash of its slices and config."""
         lc = self.cfg.vae.layers()[layer]
         digest = hashlib.sha256()
         for split in (lc.split, "test"):
@@ -128,8 +124,7 @@ class Experiment(GridStage):
         return _artifacts.cache_dir("kernel_vaes") / f"{layer}-{key}.pt"
 
     def vae_slices(self, layer: str, split: str) -> torch.Tensor:
-        """The slices of ``split`` the kernel VAE of ``layer`` is fitted to: this pipeline's bank,
-        or the authors' released one (``vae.<layer>.bank``), times ``slice_scale``."""
+        """The slices of ``split`` the kernel VAE of ``layer`` is fitted to."""
         lc = self.cfg.vae.layers()[layer]
         if lc.bank == "pipeline":
             w = self.kernel_bank().slices(layer, split)

@@ -1,5 +1,5 @@
-"""The source stage: the source nets trained here, in worker processes or as Ray tasks, and the
-kernel bank cut from them and cached (``python -m dwp_lib source-nets --preset book``)."""
+"""The source stage: the source nets (here, in worker processes or as Ray tasks) and the kernel
+bank cut from them, cached."""
 
 from __future__ import annotations
 
@@ -75,9 +75,8 @@ def train_source_nets(
     on_net_done: Callable[[dict], None] | None = None,
     executor: ExecutorConfig | None = None,
 ) -> list[dict]:
-    """Train (or resume: ``"resumed": True``) ``cfg.n_nets`` source nets, each saved to
-    ``out_dir/net_XXX.pt``; their records by index. ``max_new``: stop after that many new nets;
-    ``on_net_done(record)``: called after each is saved; ``data`` replaces notMNIST."""
+    """Train (or resume) the source nets into ``out_dir``: their records by index. ``max_new``:
+    stop after that many new nets; ``data`` replaces notMNIST."""
     device = torch.device(device) if device is not None else default_device()
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -156,8 +155,7 @@ def get_kernel_bank(
     verbose: bool = True,
     executor: ExecutorConfig | None = None,
 ) -> KernelBank:
-    """The bank of ``cfg``: loaded if made with ``cfg``, else the nets are trained (or resumed)
-    and the bank is cut and saved. Prints which happened."""
+    """The bank of ``cfg``, loaded or made (nets trained, bank cut and saved); says which."""
     out = Path(out_dir) if out_dir is not None else cfg.default_dir()
     path = out / cfg.bank_file()
     if path.exists() and _bank_matches(path, cfg):

@@ -1,5 +1,4 @@
-"""Pieces of the stages as functions (the :class:`~dwp_lib.experiment.Experiment` caches them):
-the init experiment's curve and costs, and what a run would take."""
+"""Pieces of the stages as functions: the init experiment, its costs, what a run would take."""
 
 from __future__ import annotations
 
@@ -50,8 +49,7 @@ def train_plain_cnn_curve(
     device: torch.device,
     released: Mapping[str, KernelVAE] | None = None,
 ) -> list[dict]:
-    """Rows ``{init, seed, step, test_acc, train_loss, seconds}`` of a plain FConv trained on
-    MNIST from one init (step 0: before any update; batches depend on ``seed`` only)."""
+    """Rows ``{init, seed, step, test_acc, train_loss, seconds}`` of a plain FConv from one init."""
     x, y, xt, yt = data
     seed_everything(seed)
     net = FConv(*cfg.channels)
@@ -93,8 +91,7 @@ def _median_seconds(fn, repeats: int) -> float:
 def fit_layer_vae(
     lc: LayerVAEConfig, slices: torch.Tensor, test: torch.Tensor, device: torch.device
 ) -> tuple[KernelVAE, dict]:
-    """A kernel VAE of ``lc`` fitted to ``slices``, scored on ``test`` in nats above a per-pixel
-    Gaussian, and its training record."""
+    """A kernel VAE of ``lc`` fitted to ``slices`` and scored on ``test``; its training record."""
     seed_everything(lc.seed)  # the initial weights too: a retrain gives the same VAE
     vae = KernelVAE(lc.arch)
     hist = train_kernel_vae(vae, slices, lc.train, lc.seed, device)
@@ -128,8 +125,7 @@ def init_costs(
     repeats: int = 5,
     bank_file: str | os.PathLike | None = None,
 ) -> dict:
-    """What the dwp init and the filters init need per layer of FConv(``channels``): the bytes
-    of the kernel VAE vs the bank's slices, the seconds (median) to draw the layer's kernels."""
+    """Bytes and seconds per layer of FConv(``channels``): the dwp init vs the filters init."""
     c1, c2 = channels
     shapes = {"conv1": (c1, 1, 7, 7), "conv2": (c2, c1, 5, 5)}
     dwp, filters = DWPInit(vaes), FiltersInit(bank)
@@ -177,10 +173,8 @@ def estimate_cost(
     devices: Sequence[int] = DEVICE_COUNTS,
     max_probe: int | None = None,
 ) -> dict:
-    """What running ``cfg`` would take on ``device``, from a few timed steps (no training): the
-    source nets' Adam steps, and the grid's ELBO steps timed at two sizes (at most ``max_probe``)
-    and extrapolated linearly in n. Kernel VAEs, the init experiment and evaluation are left
-    out. ``wall_seconds_on``: the wall time on each count of ``devices`` like this one."""
+    """What running ``cfg`` would take on ``device``, from a few timed steps (grid steps at two
+    sizes, linear in n), without the kernel VAEs, the init experiment and evaluation."""
     device = torch.device(device) if device is not None else default_device()
     s, b, g = cfg.source, cfg.bayes, cfg.grid
     if source_images is None:
@@ -245,8 +239,7 @@ def estimate_cost(
 
 
 def grid_cell_seconds(step_seconds: Mapping, cfg: ExperimentConfig) -> list[float]:
-    """The time of every grid cell of ``cfg`` from ``{method: {n: seconds per step}}`` (``n`` a
-    number, or text as read back from JSON)."""
+    """The time of every grid cell of ``cfg`` from ``{method: {n: seconds per step}}``."""
     g, b = cfg.grid, cfg.bayes
     return [
         step_seconds[m][n if n in step_seconds[m] else str(n)] * g.steps_for(n, b.steps)
@@ -264,10 +257,8 @@ def wall_on_devices(
     executor: ExecutorConfig,
     device: torch.device | str,
 ) -> dict[str, float]:
-    """The wall time of the source nets and the grid on ``devices`` devices like ``device``,
-    units scheduled longest first. On GPUs ``grid_seconds_shared`` assumes that cells sharing a
-    GPU (:meth:`~dwp_lib.experiment.executor.ExecutorConfig.share`) do not slow each other;
-    ``grid_seconds`` gives each cell a GPU of its own."""
+    """The wall time of the source nets and the grid on ``devices`` devices like ``device``
+    (``grid_seconds_shared``: cells sharing a GPU, assumed not to slow each other)."""
     from .executor import estimate_wall
 
     on_gpu = torch.device(device).type != "cpu"
@@ -310,8 +301,7 @@ def _vae_steps(cfg: ExperimentConfig, layer: str, lc: LayerVAEConfig) -> int:
 
 
 def stage_work(cfg: ExperimentConfig) -> dict[str, float]:
-    """A number proportional to each stage's compute, from the settings alone (to compare a
-    config with its preset)."""
+    """A number proportional to each stage's compute, from the settings alone."""
     s, b, g, i = cfg.source, cfg.bayes, cfg.grid, cfg.init
     work = {"source nets": s.n_nets * s.epochs * source_images_guess(s) * fconv_macs(s.widths)}
     for layer, lc in cfg.vae.layers().items():
