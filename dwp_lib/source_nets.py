@@ -1,9 +1,6 @@
-"""Source networks: the CNNs whose kernels become the deep weight prior's training data.
-
-``n_nets`` FConv nets (:class:`dwp_lib.nets.FConv`) trained on notMNIST (book/04), each from its
-own seed: Xavier-normal init, Adam with a linear decay, an L2 penalty on the conv parameters.
-:mod:`dwp_lib.kernel_bank` cuts their kernels into the bank.
-"""
+"""Source networks: ``n_nets`` FConv nets trained on notMNIST (book/04), each from its own seed
+(Xavier-normal init, Adam with a linear decay, L2 on the conv parameters), whose kernels make
+the kernel bank."""
 
 from __future__ import annotations
 
@@ -39,21 +36,12 @@ BANK_FILE = "kernel_bank-{}.pt"
 
 @dataclass(frozen=True)
 class SourceNetsConfig(Presets):
-    """Every knob of the source-net stage.
-
-    Training (these name the checkpoint folder, :meth:`training_key`): ``widths`` (c1, c2) of
-    ``conv1`` (7x7) and ``conv2`` (5x5); ``l2``: weight of the conv parameters' sum of squares;
-    net ``i`` is seeded with ``seed + i``; ``data_variant``: ``"synthetic"``, ``"small"``,
-    ``"large"`` or ``"sample"``; ``train_images``: a seeded subset (None: all); ``precision``:
-    ``"fp32"`` or ``"bf16"`` (autocast).
-
-    The bank: ``n_nets`` (net ``i`` does not depend on it); ``prune_norms``: per-layer L2-norm
-    thresholds (the authors' banks imply about (0.39, 0.13)); ``split_by``: ``"slice"`` (as the
-    authors) or ``"net"`` (whole nets held out); ``store_unpruned``: keep the pruned slices too.
-
-    Speed (same maths up to rounding): ``workers``: CPU processes side by side (None: one per
-    core, none on a GPU; 0: this process), each with ``num_threads`` threads (None: 1 in a
-    worker); results are reproducible for a fixed thread count.
+    """Every knob of the source-net stage. The training fields name the checkpoint folder
+    (:meth:`training_key`); net ``i`` is seeded with ``seed + i`` and does not depend on
+    ``n_nets``. ``prune_norms``: per-layer L2-norm thresholds (the authors' banks imply about
+    (0.39, 0.13)); ``split_by="net"`` holds out whole nets. ``workers``: CPU processes side by
+    side (None: one per core, none on a GPU; 0: this process), each with ``num_threads``
+    threads; results are reproducible for a fixed thread count.
     """
 
     n_nets: int = 8
@@ -77,28 +65,14 @@ class SourceNetsConfig(Presets):
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        _config.check_fields(self)
+        _config.check_fields(self)  # every count, rate and threshold; the text fields here
         problems = []
-        if self.n_nets < 1:
-            problems.append(f"n_nets={self.n_nets} must be >= 1")
-        if len(self.widths) != 2 or min(self.widths) < 1:
-            problems.append(f"widths={self.widths} must be two positive channel counts (c1, c2)")
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("epochs and batch_size must be >= 1")
-        if not self.lr > 0 or self.l2 < 0:
-            problems.append(f"lr={self.lr} must be > 0 and l2={self.l2} >= 0")
         if self.precision not in ("fp32", "bf16"):
             problems.append(f"precision={self.precision!r} must be 'fp32' or 'bf16'")
-        if len(self.prune_norms) != 2 or min(self.prune_norms) < 0:
-            problems.append(f"prune_norms={self.prune_norms} must be two thresholds >= 0")
-        if not 0 <= self.test_fraction < 1:
-            problems.append(f"test_fraction={self.test_fraction} must be in [0, 1)")
         if self.split_by not in ("slice", "net"):
             problems.append(f"split_by={self.split_by!r} must be 'slice' or 'net'")
         if self.data_variant not in DATA_LABELS:
             problems.append(f"data_variant={self.data_variant!r} must be in {list(DATA_LABELS)}")
-        if self.train_images is not None and self.train_images < 1:
-            problems.append(f"train_images={self.train_images} must be None or >= 1")
         if problems:
             raise ValueError("SourceNetsConfig: " + "; ".join(problems))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -139,17 +113,9 @@ class SourceNetsConfig(Presets):
         )
 
     # fields that change a trained net; the checkpoint folder is named after them
-    _TRAINING_FIELDS = (
-        "widths",
-        "epochs",
-        "batch_size",
-        "lr",
-        "l2",
-        "seed",
-        "data_variant",
-        "data_preset",
-        "train_images",
-        "precision",
+    _TRAINING_FIELDS = tuple(
+        "widths epochs batch_size lr l2 seed data_variant data_preset "
+        "train_images precision".split()
     )
 
     def training_dict(self) -> dict[str, Any]:
@@ -197,15 +163,6 @@ class SourceData:
     y_test: torch.Tensor
     provenance: dict
 
-    @classmethod
-    def from_imagesets(cls, train, test, label: str | None = None) -> SourceData:
-        prov = {
-            "label": label or DATA_LABELS.get(train.provenance.get("variant"), "notMNIST"),
-            "train": dict(train.provenance),
-            "test": dict(test.provenance),
-        }
-        return cls(train.float_images(), train.labels, test.float_images(), test.labels, prov)
-
 
 def load_source_data(cfg: SourceNetsConfig) -> SourceData:
     """notMNIST (``cfg.data_variant``) through :func:`dwp_lib.data.load_notmnist`."""
@@ -218,16 +175,9 @@ def load_source_data(cfg: SourceNetsConfig) -> SourceData:
         kwargs["config"] = SyntheticConfig.preset(cfg.data_preset)
     train = load_notmnist("train", variant=cfg.data_variant, **kwargs)
     test = load_notmnist("test", variant=cfg.data_variant, **kwargs)
-    return SourceData.from_imagesets(train, test, DATA_LABELS[cfg.data_variant])
-
-
-def _train_subset(data: SourceData, cfg: SourceNetsConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(data.y_train)
-    if cfg.train_images is None or cfg.train_images >= n:
-        return data.x_train, data.y_train
-    g = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(n, generator=g)[: cfg.train_images]
-    return data.x_train[idx], data.y_train[idx]
+    label = DATA_LABELS[cfg.data_variant]
+    prov = {"label": label, "train": dict(train.provenance), "test": dict(test.provenance)}
+    return SourceData(train.float_images(), train.labels, test.float_images(), test.labels, prov)
 
 
 def new_source_net(cfg: SourceNetsConfig, index: int) -> FConv:
@@ -272,7 +222,10 @@ def train_one_net(
     init = {k: v.clone() for k, v in net.kernels().items()}
     memory = memory_format(cfg)
     net = net.to(device, memory_format=memory)
-    x, y = _train_subset(data, cfg)
+    x, y = data.x_train, data.y_train
+    if cfg.train_images is not None and cfg.train_images < len(y):  # a seeded subset
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
+        x, y = x[idx[: cfg.train_images]], y[idx[: cfg.train_images]]
     n = len(y)
     total = cfg.epochs * math.ceil(n / cfg.batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
