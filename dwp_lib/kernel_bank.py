@@ -1,9 +1,5 @@
-"""The kernel bank: the slices of the source nets' kernels that the deep weight prior is fitted to.
-
-:func:`build_kernel_bank` cuts each conv weight ``(c_out, c_in, k, k)`` into ``c_out * c_in``
-k x k slices per layer (7x7 ``conv1``, 5x5 ``conv2``), prunes near-zero ones by a per-layer norm
-threshold (as the authors do) and splits the rest into train and test (:class:`KernelBank`).
-"""
+"""The kernel bank: the source nets' kernels cut into k x k slices (7x7 ``conv1``, 5x5 ``conv2``),
+pruned by a per-layer norm threshold (as the authors) and split into train and test."""
 
 from __future__ import annotations
 
@@ -23,16 +19,6 @@ SPLITS: tuple[str, ...] = ("train", "test", "all", "all_unpruned", "pruned")
 _SPLIT_CODE = {"train": 0, "test": 1, "pruned": 2}
 
 
-def cut_slices(weight: torch.Tensor) -> torch.Tensor:
-    """A conv weight ``(c_out, c_in, k, k)`` as ``c_out * c_in`` slices ``(c_out * c_in, k, k)``.
-
-    Slice ``o * c_in + i`` is the kernel from input channel ``i`` to output channel ``o``.
-    """
-    if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2]:
-        raise ValueError(f"expected a conv weight (c_out, c_in, k, k); got {tuple(weight.shape)}")
-    return weight.detach().reshape(-1, weight.shape[-2], weight.shape[-1]).float().cpu()
-
-
 def norm_stats(norms: torch.Tensor) -> dict[str, float]:
     """Count, mean, quantiles (1, 10, 50, 90, 99 %) of slice norms, as plain floats."""
     if norms.numel() == 0:
@@ -50,12 +36,9 @@ _VOLATILE = ("seconds_training_this_run", "sha256", "file")
 
 
 class KernelBank:
-    """The slices of every source net's conv kernels, per layer, with their split and provenance.
-
-    Per layer: ``slices`` float32 ``(M, k, k)`` (only the kept ones unless ``store_unpruned``);
-    ``split`` int8 ``(M,)``: 0 train, 1 test, 2 pruned; ``net``, ``out_channel``,
-    ``in_channel``: where each slice came from. ``provenance`` says how the bank was made.
-    """
+    """Per layer: ``slices`` float32 ``(M, k, k)`` (the kept ones unless ``store_unpruned``),
+    ``split`` int8 ``(M,)`` (0 train, 1 test, 2 pruned), ``net``, ``out_channel``, ``in_channel``
+    (where each came from); ``provenance`` says how the bank was made."""
 
     def __init__(self, layers: dict[str, dict[str, torch.Tensor]], provenance: dict) -> None:
         for name, tensors in layers.items():
@@ -194,14 +177,14 @@ def _split_codes(
             )
         test_nets = torch.randperm(n, generator=g)[:n_test]
         is_test = torch.isin(net_of, test_nets)
-        code[kept & ~is_test] = _SPLIT_CODE["train"]
-        code[kept & is_test] = _SPLIT_CODE["test"]
+        train, test = kept & ~is_test, kept & is_test
     else:
         idx = torch.nonzero(kept).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_test = round(cfg.test_fraction * len(idx))
-        code[idx[n_test:]] = _SPLIT_CODE["train"]
-        code[idx[:n_test]] = _SPLIT_CODE["test"]
+        train, test = idx[n_test:], idx[:n_test]
+    code[train] = _SPLIT_CODE["train"]
+    code[test] = _SPLIT_CODE["test"]
     return code
 
 
@@ -210,10 +193,8 @@ def build_kernel_bank(
     cfg: SourceNetsConfig,
     records: Sequence[dict] | None = None,
 ) -> KernelBank:
-    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank: slices
-    with an L2 norm below ``cfg.prune_norms`` are pruned, the rest split into train and test.
-    ``records`` (per-net accuracy, seeds; read from a folder's checkpoints) go in the provenance.
-    """
+    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank;
+    ``records`` (per-net accuracy, seeds; read from a folder's checkpoints) go in the provenance."""
     data_prov: dict = {}
     if isinstance(source, str | Path):
         folder = Path(source)
@@ -236,7 +217,7 @@ def build_kernel_bank(
             if tuple(w.shape[-2:]) != (k, k):
                 raise ValueError(f"net {n_i} {layer}: kernels {tuple(w.shape)}, expected {k}x{k}")
             c_out, c_in = w.shape[:2]
-            parts.append(cut_slices(w))
+            parts.append(w.detach().reshape(-1, k, k).float().cpu())  # slice o * c_in + i
             net_of.append(torch.full((c_out * c_in,), n_i, dtype=torch.int32))
             outs.append(torch.arange(c_out, dtype=torch.int32).repeat_interleave(c_in))
             ins.append(torch.arange(c_in, dtype=torch.int32).repeat(c_out))
