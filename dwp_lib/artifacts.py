@@ -1,9 +1,5 @@
-"""The cache: where artifacts live, how they are written and verified.
-
-Every artifact is written atomically (a temporary file ``os.replace``-d into place, so an
-interrupted run leaves no half-written file), with a sidecar ``<name>.json`` of its SHA-256 and
-provenance, and verified on load (:class:`CorruptArtifactError`).
-"""
+"""The cache: every artifact is written atomically (no half-written file after a crash), with a
+sidecar ``<name>.json`` of its SHA-256 and provenance, and verified on load."""
 
 from __future__ import annotations
 
@@ -56,8 +52,7 @@ def cache_dir(*parts: str) -> Path:
 
 
 def shown(path: str | os.PathLike) -> str:
-    """``path`` as messages show it: ``$DWP_CACHE/kernel_vaes/conv1-....pt`` for a file in the
-    cache (the same on every machine, and no home folder on a page), else as given."""
+    """``path`` as messages show it: ``$DWP_CACHE/...`` for a file in the cache, else as given."""
     path = Path(path)
     try:
         return f"${CACHE_ENV}/{path.resolve().relative_to(cache_root().resolve()).as_posix()}"
@@ -121,13 +116,10 @@ def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def current_umask() -> int:
     """The process's umask, from ``/proc`` where it can (else set and restored at once)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -196,13 +188,8 @@ def cpu_model() -> str:
     """The CPU's model and torch's instruction set on it (``AVX512``...): another CPU can round
     differently, so provenance records it."""
     name = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name
-            )
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # an older torch
@@ -229,9 +216,8 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def save_artifact(path: str | os.PathLike, obj: Any, provenance: dict | None = None) -> str:
-    """``torch.save`` ``obj`` to ``path`` atomically, with a sidecar of its hash and provenance;
-    return the SHA-256. The old file goes first and the new one lands last, so a killed run
-    leaves a file that matches its record or no file."""
+    """``torch.save`` ``obj`` atomically with a sidecar; return its SHA-256. The old file goes
+    first and the new one lands last: a killed run leaves a file matching its record, or none."""
     path = Path(path)
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -300,8 +286,7 @@ def is_valid_artifact(path: str | os.PathLike) -> bool:
 
 
 def pinned_file_problem(path: str | os.PathLike, sha256: str) -> str | None:
-    """Why ``path`` is not the pinned file of hash ``sha256`` ("missing", "damaged (SHA-256 ...)"),
-    or None when it is."""
+    """Why ``path`` is not the pinned file of hash ``sha256`` ("missing", "damaged ..."), or None."""
     path = Path(path)
     if not path.is_file():
         return "missing"

@@ -1,9 +1,6 @@
-"""The talk's claims, each with a verdict computed from the committed runs (``results/``).
-
-:func:`glance` returns a :class:`Verdict` per claim and comparison, computed, never typed: a
+"""The talk's claims, each with a verdict computed from the committed runs (``results/``): a
 paired difference over split seeds "holds" when its mean is at least two standard errors above
-zero on at least three seeds, "fails" when as far below, and is "no clear difference" between.
-"""
+zero on at least three seeds, "fails" when as far below, else "no clear difference"."""
 
 from __future__ import annotations
 
@@ -93,25 +90,6 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def compare_methods(
-    rows: Iterable[Mapping],
-    a: str,
-    b: str,
-    n: int,
-    claim: str,
-    test: str,
-    source: str,
-    short: str = "",
-) -> Verdict:
-    """Method ``a`` against ``b`` (``"prior:init"``) at size ``n``, paired by split seed."""
-    from .experiment import paired_difference
-
-    d = paired_difference(list(rows), a, b, n)
-    seeds = f"; split seeds {', '.join(map(str, d['seeds']))}" if d["seeds"] else ""
-    diffs = d["differences"]
-    return Verdict(claim, test, paired_verdict(diffs), _points(diffs) + seeds, source, short)
-
-
 def compare_inits(
     curves: Iterable[Mapping], a: str, b: str, claim: str, source: str, label: str, short: str = ""
 ) -> list[Verdict]:
@@ -127,19 +105,12 @@ def compare_inits(
         seeds = sorted(set(ia) & set(ib))
         diffs = [ia[s] - ib[s] for s in seeds]
         when = "early" if step == steps[0] else "at the end"
-        out.append(
-            Verdict(
-                claim,
-                f"{label}, test accuracy after {step} steps ({when})",
-                paired_verdict(diffs),
-                _points(diffs) + f"; {a} {statistics.fmean(ia[s] for s in seeds):.3f} vs "
-                f"{b} {statistics.fmean(ib[s] for s in seeds):.3f}"
-                if seeds
-                else "no paired seeds",
-                source,
-                f"{short}, {when}",
-            )
-        )
+        evidence = "no paired seeds"
+        if seeds:
+            ma, mb = (statistics.fmean(side[s] for s in seeds) for side in (ia, ib))
+            evidence = _points(diffs) + f"; {a} {ma:.3f} vs {b} {mb:.3f}"
+        test, verdict = f"{label}, test accuracy after {step} steps ({when})", paired_verdict(diffs)
+        out.append(Verdict(claim, test, verdict, evidence, source, f"{short}, {when}"))
     return out
 
 
@@ -231,6 +202,8 @@ def glance(root: str | Path | None = None) -> list[Verdict]:
     missing gives no verdict rather than a guess."""
     import tomllib
 
+    from .experiment import paired_difference
+
     root = Path(root) if root is not None else repo_results()
     if not (root / "claims.toml").exists():
         return []
@@ -256,12 +229,15 @@ def glance(root: str | Path | None = None) -> list[Verdict]:
     claim = "DWP beats N(0, 1) with few labels"
     for run in spec["methods"]:
         folder, a, b = run["folder"], run["a"], run["b"]
+        source = f"results/{folder}"
         if (p := root / folder / "results.csv").exists():
             rows = read_csv(p)
             have = {f"{r['prior']}:{r['init']}" for r in rows}
             if {a, b} <= have:  # a run that lacks a method gives no verdict, not "too few"
-                v = compare_methods(rows, a, b, 50, claim, run["test"], f"results/{folder}",
-                                    run["short"])  # fmt: skip
+                d = paired_difference(rows, a, b, 50)  # a minus b at 50 labels, paired by seed
+                seeds = f"; split seeds {', '.join(map(str, d['seeds']))}" if d["seeds"] else ""
+                verdict, evidence = paired_verdict(d["differences"]), _points(d["differences"])
+                v = Verdict(claim, run["test"], verdict, evidence + seeds, source, run["short"])
                 out.append(dataclasses.replace(v, selected=run.get("selected", "")))
     return out
 

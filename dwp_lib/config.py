@@ -1,9 +1,5 @@
-"""Presets, one switch that sizes every stage, and the checks of a config's field values.
-
-``tiny``: seconds (tests, ``DWP_PRESET=tiny``); ``book``: minutes on a 2-core CPU (the book's
-default); ``paper``: the authors' setting, for a GPU. Chapters pass :func:`current_preset` to
-``SomeConfig.preset(name)`` and never branch on it.
-"""
+"""Presets that size every stage (``tiny``: seconds, for tests; ``book``: minutes on a 2-core CPU;
+``paper``: the authors', for a GPU), and the checks of a config's field values."""
 
 from __future__ import annotations
 
@@ -153,9 +149,8 @@ def _check_value(name: str, path: str, value, hint) -> None:
 
 
 def check_fields(cfg, prefix: str = "") -> None:
-    """Check every field of ``cfg`` against its annotation and range rules (integers >= 1, seeds
-    and worker counts >= 0, finite numbers, ...), nested configs by dotted path; a
-    :class:`ConfigValueError` names the field."""
+    """Check every field of ``cfg`` (nested ones by dotted path) against its annotation and the
+    range rules; a :class:`ConfigValueError` names the field."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

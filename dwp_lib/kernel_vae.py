@@ -1,9 +1,5 @@
-"""The kernel VAE: the generative model of the deep weight prior (book/03, book/04).
-
-Fitted to the slices of trained source nets (:func:`train_kernel_vae`), p(w) = ∫ p(w|z) p(z) dz
-is the deep weight prior and its encoder the reverse model r(z|w) of the auxiliary bound
-(chapter 4). Shapes: slices ``(B, k, k)``, codes ``(B, d)``, sample dimensions first.
-"""
+"""The kernel VAE: p(w) = ∫ p(w|z) p(z) dz fitted to source kernels is the deep weight prior,
+its encoder the reverse model r(z|w) (book/03, book/04). Slices ``(B, k, k)``, codes ``(B, d)``."""
 
 from __future__ import annotations
 
@@ -34,12 +30,8 @@ def _log_softplus_plus(x: Tensor, floor: float) -> Tensor:
 
 
 class KernelVAE(VAE):
-    """The convolutional VAE for k x k kernel slices (book/03, book/04).
-
-    Encoder r(z|w) = q(z|w): convolutions down to 1 x 1, then heads for the mean and variance of
-    z; decoder p(w|z) = prod_ij N(w_ij | mu_ij(z), sigma^2_ij(z)) (eq-dwp-decoder). Layers from
-    ``KernelVAEConfig.for_kernel(k)`` (ours) or ``KernelVAEConfig.authors(k)``.
-    """
+    """Convolutional VAE for k x k slices: encoder r(z|w) = q(z|w) down to 1 x 1, decoder
+    p(w|z) = prod_ij N(w_ij | mu_ij(z), sigma^2_ij(z)) (eq-dwp-decoder)."""
 
     def __init__(self, config: KernelVAEConfig | None = None) -> None:
         super().__init__()
@@ -91,11 +83,8 @@ class KernelVAE(VAE):
         return mu, _log_softplus_plus(self.z_var(hid).flatten(1), self.config.z_var_floor)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """p(w|z): codes ``(..., d)`` -> per-pixel mean and log-variance ``(..., k, k)`` each.
-
-        ``variance="floored"``: logvar = floor + softplus(raw - floor) >= floor (a smooth floor);
-        ``"softplus"``: the variance is softplus(raw) + ``w_var_floor``.
-        """
+        """p(w|z): codes ``(..., d)`` -> per-pixel mean and log-variance ``(..., k, k)`` each
+        (``"floored"``: logvar = floor + softplus(raw - floor), a smooth floor)."""
         if z.shape[-1] != self.latent_dim:
             raise ValueError(
                 f"this KernelVAE has latent_dim={self.latent_dim}, got codes of shape "

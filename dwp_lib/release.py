@@ -1,10 +1,6 @@
-"""The paper authors' released kernel VAEs and kernel banks, as a verified data source.
-
-The files of ``bayesgroup/deep-weight-prior`` (licence GPL-3.0, cached beside them) at one pinned
-commit: found in :func:`release_dir` (also when placed by hand) or downloaded with ``pooch``
-(not with ``DWP_OFFLINE=1``), each checked against its SHA-256. Every result that uses them says
-so (``notice``). The VAEs load as our KernelVAE objects in :mod:`dwp_lib.authors_vaes`.
-"""
+"""The paper authors' released kernel VAEs and banks (``bayesgroup/deep-weight-prior``, GPL-3.0)
+at a pinned commit: found in :func:`release_dir` or downloaded (not with ``DWP_OFFLINE=1``), each
+checked against its SHA-256; every result that uses them says so (``notice``)."""
 
 from __future__ import annotations
 
@@ -85,8 +81,7 @@ RECORD = "release.json"
 
 
 def release_dir(release: Release | None = None) -> Path:
-    """Where the release is cached: ``$DWP_CACHE/data/authors-release/<commit>``; the files keep
-    their repository paths inside (``data/fconv/vae7x7/vae_params.torch``, ...)."""
+    """``$DWP_CACHE/data/authors-release/<commit>``; the files keep their repository paths."""
     release = release or AUTHORS_RELEASE
     return artifacts.cache_dir("data", "authors-release", release.commit)
 
