@@ -26,21 +26,12 @@ AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
 )
 
 
-def authors_key(key: str) -> str | None:
-    """Our name for a key of the authors' kernel VAE state_dict (None if none maps)."""
-    for pattern, repl in AUTHORS_KEY_MAP:
-        new, count = re.subn(pattern, repl, key)
-        if count:
-            return new
-    return None
-
-
 def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) -> KernelVAE:
     """Load a state_dict of the authors' code into ``vae`` (``KernelVAEConfig.authors(k)``)
     *strictly*, keys renamed by :data:`AUTHORS_KEY_MAP`; the error lists every misfit."""
     renamed, unknown = {}, []
     for key, value in state_dict.items():
-        new = authors_key(key)
+        new = next((re.sub(p, r, key) for p, r in AUTHORS_KEY_MAP if re.match(p, key)), None)
         if new is None:
             unknown.append(key)
         else:
@@ -67,8 +58,7 @@ def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) ->
 def load_released_vaes(
     device: torch.device | str = "cpu", release: Release | None = None
 ) -> dict[str, KernelVAE]:
-    """``{"conv1": KernelVAE (7x7), "conv2": KernelVAE (5x5)}``: the authors' trained VAEs in
-    eval mode, each with a ``record`` (file, SHA-256, repo, commit, licence)."""
+    """``{"conv1": 7x7 KernelVAE, "conv2": 5x5}``: the authors' VAEs, each with a ``record``."""
     release = release or _release.AUTHORS_RELEASE  # read when called: tests place a fake one
     files = fetch_release(release.vaes.values(), release)
     out = {}

@@ -51,9 +51,8 @@ class LayerSpec:
         return cls(m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4)))
 
     def out_side(self, side: int) -> int:
-        if self.kind == "c":
-            return side + 2 * self.padding - self.kernel + 1
-        return side - 2 * self.padding + self.kernel - 1
+        """The side of a ``side`` x ``side`` input after this layer (a transposed one grows it)."""
+        return side + (1 if self.kind == "c" else -1) * (2 * self.padding - self.kernel + 1)
 
     def module(self, in_channels: int) -> nn.Module:
         conv = nn.Conv2d if self.kind == "c" else _ConvTranspose
@@ -83,14 +82,9 @@ class _ConvTranspose(nn.ConvTranspose2d):
 
 @dataclass
 class KernelVAEConfig:
-    """Architecture of a :class:`~dwp_lib.kernel_vae.KernelVAE` for k x k slices.
-
-    ``encoder``/``decoder``: :class:`LayerSpec` strings (ELU after each) taking k x k to 1 x 1
-    and back; empty means our mirrored network of ``hidden`` channels (:attr:`paddings`).
-    ``variance="floored"`` (ours): the decoder's log-variance is floored smoothly at
-    ``logvar_floor`` (else the likelihood of an exactly reconstructed slice is unbounded);
-    ``"softplus"`` (the authors'): variances are softplus + ``z_var_floor`` / ``w_var_floor``.
-    """
+    """Architecture of a :class:`~dwp_lib.kernel_vae.KernelVAE`: ``encoder``/``decoder`` take
+    k x k to 1 x 1 and back (empty: our mirrored net, :attr:`paddings`). ``"floored"`` variance
+    (ours) floors the log-variance (else an exact reconstruction has unbounded likelihood)."""
 
     kernel_size: int = 7
     latent_dim: int = 2
@@ -134,16 +128,14 @@ class KernelVAEConfig:
 
     @classmethod
     def for_kernel(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
-        """Our mirrored VAE with the authors' latent sizes and widths: latent 2, hidden 32 for
-        7x7 (and 3x3), latent 4, hidden 64 otherwise; floored variances."""
+        """Our mirrored VAE with the authors' latent sizes and widths."""
         small = kernel_size in (3, 7)
         arch = dict(latent_dim=2, hidden=32) if small else dict(latent_dim=4, hidden=64)
         return cls(kernel_size=kernel_size, **{**arch, **overrides})
 
     @classmethod
     def authors(cls, kernel_size: int, **overrides) -> KernelVAEConfig:
-        """The authors' 7x7 or 5x5 kernel VAE, layer for layer (their released weights load into
-        it): softplus variances, no floors."""
+        """The authors' 7x7 or 5x5 kernel VAE, layer for layer: softplus variances, no floors."""
         if kernel_size not in AUTHORS_KERNEL_VAES:
             raise ValueError(
                 f"the authors released kernel VAEs for 7x7 and 5x5 slices only, not {kernel_size}x"

@@ -107,15 +107,6 @@ def _folder_problem(where: Path, err: OSError) -> ReleaseUnavailableError:
     )
 
 
-def _check_writable(root: Path) -> None:
-    """A :class:`ReleaseUnavailableError` if ``root`` cannot take a new file (read-only, full)."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise _folder_problem(root, err) from None
-
-
 def _download(release: Release, path: str, dest: Path) -> None:
     """Fetch one file with pooch (hash-checked before it is moved into place)."""
     try:
@@ -140,9 +131,8 @@ def _download(release: Release, path: str, dest: Path) -> None:
 def fetch_release(
     paths: Iterable[str] | None = None, release: Release | None = None
 ) -> dict[str, Path]:
-    """The local, verified copy of each of ``paths`` (default: every file of the release); writes
-    ``release.json`` (provenance) into :func:`release_dir`. A file that is neither cached nor
-    downloadable raises, naming it, its SHA-256 and the folder for a correct copy."""
+    """The local, verified copy of each of ``paths`` (default: every file of the release); a
+    file neither cached nor downloadable raises, naming the folder for a correct copy."""
     release = release or AUTHORS_RELEASE
     root = release_dir(release)
     paths = list(release.files if paths is None else paths)
@@ -151,7 +141,11 @@ def fetch_release(
         raise ValueError(f"not files of the release: {unknown}; it has {sorted(release.files)}")
     if release.licence_file not in paths:
         paths.append(release.licence_file)
-    _check_writable(root)
+    try:  # the record goes there, and any download: a folder that takes no file fails first
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise _folder_problem(root, err) from None
     problems, how, network = [], {}, None if not _offline() else "DWP_OFFLINE=1"
     for path in paths:
         dest, want = root / path, release.files[path]
@@ -215,9 +209,8 @@ def load_released_bank(release: Release | None = None) -> dict[str, dict[str, to
                 raise ReleaseUnavailableError(
                     f"{files[path]}: shape {arr.shape}, expected (N, 1, {k}, {k}) slices"
                 )
-            out.setdefault(layer, {})[split] = torch.from_numpy(
-                np.ascontiguousarray(arr, dtype=np.float32)
-            ).reshape(-1, k, k)
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            out.setdefault(layer, {})[split] = torch.from_numpy(arr).reshape(-1, k, k)
     return out
 
 
@@ -238,9 +231,8 @@ CONV2_HELD_OUT = 0.2
 
 
 def released_bank_splits(release: Release | None = None, seed: int = 0) -> dict:
-    """The released banks as ``{layer: {"train": (N, k, k), "test": (M, k, k)}}`` for fitting a
-    VAE of our own: the authors' 7x7 split, and their 5x5 test file split by a seeded permutation
-    (``CONV2_HELD_OUT`` held out)."""
+    """The released banks as ``{layer: {"train", "test"}}`` slices, their 5x5 test file split
+    by a seeded permutation (``CONV2_HELD_OUT`` held out)."""
     bank = load_released_bank(release)
     out = {"conv1": dict(bank["conv1"])}
     w = bank["conv2"]["test"]
