@@ -170,23 +170,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(
-        path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    )
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 def cpu_model() -> str:
-    """The CPU's model and torch's instruction set on it (``AVX512``...): another CPU can round
-    differently, so provenance records it."""
+    """The CPU's model and torch's instruction set on it: another CPU can round differently."""
     name = platform.processor() or ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
@@ -286,7 +283,7 @@ def is_valid_artifact(path: str | os.PathLike) -> bool:
 
 
 def pinned_file_problem(path: str | os.PathLike, sha256: str) -> str | None:
-    """Why ``path`` is not the pinned file of hash ``sha256`` ("missing", "damaged ..."), or None."""
+    """Why ``path`` is not the pinned file of this hash ("missing", "damaged ..."), or None."""
     path = Path(path)
     if not path.is_file():
         return "missing"
@@ -297,8 +294,7 @@ def pinned_file_problem(path: str | os.PathLike, sha256: str) -> str | None:
 def write_fetch_record(
     path: str | os.PathLike, provenance: dict, sha256: Mapping[str, str], how: Mapping[str, str]
 ) -> None:
-    """The record of a folder of pinned downloads: ``provenance`` and, per file, its hash and how
-    it came (a file found earlier keeps the record of how it first came)."""
+    """The record of a folder of pinned downloads: ``provenance``, each file's hash and how."""
     path = Path(path)
     try:
         files = json.loads(path.read_text()).get("files", {}) if path.exists() else {}

@@ -33,8 +33,7 @@ class Verdict:
 
 
 def paired_verdict(differences: Sequence[float]) -> str:
-    """:data:`HOLDS`, :data:`FAILS`, :data:`UNCLEAR` or :data:`FEW` for paired differences
-    (positive: the claim's side is ahead)."""
+    """The verdict on paired differences (positive: the claim's side is ahead)."""
     k = len(differences)
     if k < MIN_SEEDS:
         return FEW
@@ -47,8 +46,7 @@ def paired_verdict(differences: Sequence[float]) -> str:
 
 
 def _points(diffs: Sequence[float]) -> str:
-    """``+7.1 ± 0.9 points (3 of 5 seeds ahead)`` for accuracy differences (fractions), with
-    the standard error of the mean after the ``±`` (the verdicts' rule is in those units)."""
+    """``+7.1 ± 0.9 points (3 of 5 seeds ahead)`` (± the standard error) for accuracy diffs."""
     if not diffs:
         return "no paired seeds yet"
     mean = 100 * statistics.fmean(diffs)
@@ -58,9 +56,8 @@ def _points(diffs: Sequence[float]) -> str:
 
 
 def paired_effect(rows: Iterable[Mapping], a: str, b: str, label: str, n: int = 50) -> dict:
-    """Method ``a`` minus ``b`` at size ``n``, paired by split seed, in accuracy points: the
-    per-seed differences, their mean, its standard error, and on how many seeds ``a`` is ahead;
-    with the mean accuracy of each side."""
+    """Method ``a`` minus ``b`` at size ``n`` in accuracy points, paired by split seed: the
+    differences, their mean and standard error, wins, and each side's mean accuracy."""
     from .experiment import paired_difference
 
     rows = list(rows)
@@ -93,8 +90,7 @@ def read_csv(path: Path) -> list[dict]:
 def compare_inits(
     curves: Iterable[Mapping], a: str, b: str, claim: str, source: str, label: str, short: str = ""
 ) -> list[Verdict]:
-    """Init ``a`` against ``b`` in the init experiment, at the first evaluation after step 0
-    and at the last step, paired by seed."""
+    """Init ``a`` against ``b``, paired by seed, at the first evaluation and at the last step."""
     by: dict[tuple[str, int], dict[int, float]] = {}
     for r in curves:
         by.setdefault((r["init"], int(r["step"])), {})[int(r["seed"])] = float(r["test_acc"])
@@ -115,10 +111,9 @@ def compare_inits(
 
 
 def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
-    """Real held-out kernels against noise of the same norm, under each prior: how many nats
-    per slice the kernel VAE prefers the real ones (importance-weighted log p(w))."""
+    """Real held-out kernels against noise of the same norm: nats per slice of IW log p(w)."""
     table = {(r["prior"], r["layer"], r["kind"]): float(r["log_p_iw"]) for r in scores}
-    out = []
+    claim, out = "VAE samples look like real kernels", []
     for prior, own in (("released", "released"), ("ours", "our")):
         for layer in ("conv1", "conv2"):
             real = table.get((prior, layer, f"{prior} held-out"))
@@ -129,23 +124,16 @@ def density_verdicts(scores: Iterable[Mapping], source: str) -> list[Verdict]:
             gap = real - noise
             verdict = HOLDS if gap > 1 else FAILS if gap < -1 else UNCLEAR
             extra = f"; Xavier-random slices {xavier:.1f}" if xavier is not None else ""
-            out.append(
-                Verdict(
-                    "VAE samples look like real kernels",
-                    f"{'the released' if prior == 'released' else 'our'} {layer} VAE: log p of "
-                    "its held-out kernels vs noise of the same norm",
-                    verdict,
-                    f"{real:.1f} vs {noise:.1f} nats per slice ({gap:+.1f}){extra}",
-                    source,
-                    f"{own} {LAYER_NAMES[layer]}",
-                )
-            )
+            whose = "the released" if prior == "released" else "our"
+            test = f"{whose} {layer} VAE: log p of its held-out kernels vs noise of the same norm"
+            evidence = f"{real:.1f} vs {noise:.1f} nats per slice ({gap:+.1f}){extra}"
+            short = f"{own} {LAYER_NAMES[layer]}"
+            out.append(Verdict(claim, test, verdict, evidence, source, short))
     return out
 
 
 def memory_verdict(costs: Mapping, source: str) -> list[Verdict]:
-    """The VAE files against the bank of slices they replace: at the run's scale, and at the
-    paper's (100 FConv(256, 512): every slice stored, against the authors' two VAEs)."""
+    """The VAE files against the bank of slices they replace, at the run's and paper's scale."""
     from .kernel_layers import KernelVAEConfig
     from .kernel_vae import KernelVAE
     from .source_nets import SourceNetsConfig
@@ -197,9 +185,8 @@ def repo_results() -> Path:
 
 
 def glance(root: str | Path | None = None) -> list[Verdict]:
-    """Every claim's verdicts from the committed runs under ``root`` (default:
-    :func:`repo_results`), as its ``claims.toml`` assigns the runs to the claims; a run that is
-    missing gives no verdict rather than a guess."""
+    """Every claim's verdicts from the runs under ``root`` that its ``claims.toml`` assigns (a
+    missing run gives no verdict)."""
     import tomllib
 
     from .experiment import paired_difference
@@ -255,8 +242,7 @@ def markdown_table(verdicts: Sequence[Verdict]) -> str:
 
 
 def glance_markdown(verdicts: Sequence[Verdict], link: str = "") -> str:
-    """A few lines for the top of a chapter: each claim, and each of its comparisons' verdict
-    with the headline number (the first part of its evidence)."""
+    """A few lines for the top of a chapter: each comparison's verdict and headline number."""
     if not verdicts:
         return ("**Result at a glance.** No committed runs are available in this installation "
                 "(a checkout of the repository holds them under `results/`).")  # fmt: skip
@@ -312,8 +298,7 @@ def answer_markdown(released: Mapping, released_xavier: Mapping, ours: Mapping) 
 
 
 def in_short(verdicts: Sequence[Verdict]) -> str:
-    """A paragraph a person reads in twenty seconds: per claim, how many of its comparisons hold
-    or fail and which, with the headline number; then every selected setting, said as such."""
+    """A short paragraph: per claim, how many comparisons hold or fail and which."""
     if not verdicts:
         return "**In short.** No committed runs are available in this installation."
     parts = []

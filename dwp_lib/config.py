@@ -79,11 +79,6 @@ FRACTIONS = frozenset({"test_fraction"})
 MAX_SEED = 2**63 - 1
 
 
-def is_seed(name: str) -> bool:
-    """Whether a field called ``name`` holds seeds (``seed``, ``seeds``, ``split_seeds``, ...)."""
-    return name.endswith(("seed", "seeds"))
-
-
 def _check_value(name: str, path: str, value, hint) -> None:
     """A :class:`ConfigValueError` if ``value`` breaks ``hint`` or the range rules of ``name``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -104,12 +99,11 @@ def _check_value(name: str, path: str, value, hint) -> None:
     if origin is tuple:
         if not isinstance(value, tuple | list):
             raise ConfigValueError(f"{path}={value!r}: expected a list")
+        items = list(args)
         if len(args) == 2 and args[1] is Ellipsis:
             items = [args[0]] * len(value)
-        else:
-            if len(value) != len(args):
-                raise ConfigValueError(f"{path}={value!r}: expected {len(args)} values")
-            items = list(args)
+        elif len(value) != len(args):
+            raise ConfigValueError(f"{path}={value!r}: expected {len(args)} values")
         for i, (v, h) in enumerate(zip(value, items, strict=True)):
             _check_value(name, f"{path}[{i}]", v, h)
         return
@@ -119,16 +113,15 @@ def _check_value(name: str, path: str, value, hint) -> None:
         for k, v in value.items():
             _check_value(name, f"{path}.{k}", v, args[1] if args else typing.Any)
         return
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigValueError(f"{path}={value!r}: expected true or false")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigValueError(f"{path}={value!r}: expected true or false")
     elif hint is int:
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise ConfigValueError(f"{path}={value!r}: expected an integer")
         low = 0 if name in NON_NEGATIVE_INTS else 1
         if value < low:
             raise ConfigValueError(f"{path}={value!r}: must be >= {low}")
-        if is_seed(name) and value > MAX_SEED:
+        if name.endswith(("seed", "seeds")) and value > MAX_SEED:
             raise ConfigValueError(
                 f"{path}={value!r}: a seed must be at most 2**63 - 1 = {MAX_SEED} (torch's "
                 "64-bit seed range); choose a smaller one"
@@ -143,9 +136,8 @@ def _check_value(name: str, path: str, value, hint) -> None:
             raise ConfigValueError(f"{path}={value!r}: must be >= 0")
         if name in FRACTIONS and not 0 < value < 1:
             raise ConfigValueError(f"{path}={value!r}: must be between 0 and 1")
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ConfigValueError(f"{path}={value!r}: expected text")
+    elif hint is str and not isinstance(value, str):
+        raise ConfigValueError(f"{path}={value!r}: expected text")
 
 
 def check_fields(cfg, prefix: str = "") -> None:

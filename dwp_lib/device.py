@@ -1,5 +1,4 @@
-"""Where work runs: CUDA when present, else the CPU; seeds; worker processes that end with
-their parent."""
+"""Where work runs (CUDA when present), seeds, and worker processes that end with their parent."""
 
 from __future__ import annotations
 
@@ -26,9 +25,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def exit_with_parent(parent: int | None = None, every: float = 0.5) -> threading.Thread:
-    """End this worker process when its parent is gone (killed, or stopped with SIGTERM): an
-    orphaned worker would go on computing what nobody will write. Call it first in a pool
-    worker's initialiser."""
+    """End this worker when its parent is gone (an orphan computes what nobody writes); call it
+    first in a pool worker's initialiser."""
     parent = os.getppid() if parent is None else parent
 
     def watch() -> None:

@@ -77,8 +77,7 @@ class KernelBank:
         return code == _SPLIT_CODE[split]
 
     def slices(self, layer: str, split: str = "train") -> torch.Tensor:
-        """Slices of ``layer`` in ``split`` (one of :data:`SPLITS`; ``"all"``: every kept one) as
-        float32 ``(N, k, k)``."""
+        """Slices of ``layer`` in ``split`` (see :data:`SPLITS`) as float32 ``(N, k, k)``."""
         return self.layers[layer]["slices"][self._mask(layer, split)]
 
     def origin(self, layer: str, split: str = "train") -> dict[str, torch.Tensor]:
@@ -98,8 +97,7 @@ class KernelBank:
         split: str = "train",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """A conv weight ``(c_out, c_in, k, k)`` whose slices are drawn (with replacement) from
-        ``slices(layer, split)``: the "filters" initialisation of the paper."""
+        """A conv weight of slices drawn with replacement from the bank: the "filters" init."""
         pool = self.slices(layer, split)
         if len(pool) == 0:
             raise ValueError(f"the bank has no {layer} slices in split {split!r}")
@@ -107,13 +105,9 @@ class KernelBank:
         return pool[idx].reshape(c_out, c_in, *pool.shape[-2:]).clone()
 
     def counts(self) -> dict[str, dict[str, int]]:
+        splits = [s for s in SPLITS if self.has_unpruned or s not in ("all_unpruned", "pruned")]
         return {
-            layer: {
-                s: int(self._mask(layer, s).sum())
-                for s in SPLITS
-                if self.has_unpruned or s not in ("all_unpruned", "pruned")
-            }
-            for layer in self.layers
+            layer: {s: int(self._mask(layer, s).sum()) for s in splits} for layer in self.layers
         }
 
     def summary(self) -> str:
@@ -145,8 +139,7 @@ class KernelBank:
         return f"KernelBank({parts})"
 
     def save(self, path: str | Path) -> str:
-        """Write the bank (and its sidecar); return its SHA-256. Timings go in the sidecar only,
-        so the same nets always give the same file."""
+        """Write the bank; return its SHA-256 (timings go in the sidecar, not in the file)."""
         content = {k: v for k, v in self.provenance.items() if k not in _VOLATILE}
         return _artifacts.save_artifact(
             path, {"layers": self.layers, "provenance": content}, self.provenance

@@ -1,6 +1,4 @@
-"""Source networks: ``n_nets`` FConv nets trained on notMNIST (book/04), each from its own seed
-(Xavier-normal init, Adam with a linear decay, L2 on the conv parameters), whose kernels make
-the kernel bank."""
+"""Source networks: the FConv nets trained on notMNIST whose kernels make the kernel bank."""
 
 from __future__ import annotations
 
@@ -193,8 +191,7 @@ def training_step(
     yb: torch.Tensor,
     cfg: SourceNetsConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Adam step on ``mean cross-entropy + l2 * conv_l2(net)``; returns (data loss, logits).
-    ``xb`` must already be on the net's device, in its memory format."""
+    """One Adam step on ``mean cross-entropy + l2 * conv_l2(net)``; returns (data loss, logits)."""
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits = net(xb)
     data_loss = F.cross_entropy(logits.float(), yb)
@@ -213,8 +210,7 @@ def train_one_net(
     device: torch.device | str | None = None,
     show_progress: bool = True,
 ) -> tuple[FConv, dict]:
-    """Train net ``index`` from scratch (:func:`training_step`, :func:`linear_decay`); return it
-    (on the CPU) and its record."""
+    """Train net ``index`` from scratch; return it (on the CPU) and its record."""
     device = torch.device(device) if device is not None else default_device()
     seed = cfg.seed + index
     seed_everything(seed)
