@@ -1,13 +1,8 @@
 """The whole experiment: source nets -> kernel bank -> kernel VAEs -> init experiment -> priors.
 
-The pipeline of ``book/05_experiment.md`` and of ``python -m dwp_lib reproduce``. One
-:class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``) holds every stage's config; any
-field can be overridden by a dotted path (``--set bayes.steps=2000``, :func:`apply_overrides`)
-or a JSON/TOML file. :class:`Experiment` runs the stages, each cached and resumable, into a run
-folder (``results.csv``, ``init_curves.csv``, ``figures/``, ``config.json``,
-``provenance.json``). One concept a module, data flowing down: ``names``, ``config``,
-``overrides``, ``methods``, ``results``, ``stages``, ``cells``, ``folder``, ``figures``,
-``report``, ``committed``, ``runner``, ``command``.
+The pipeline of ``book/05_experiment.md`` and ``python -m dwp_lib reproduce``: an
+:class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``, dotted overrides) drives an
+:class:`Experiment`, whose stages are cached and resume in a run folder.
 """
 
 from __future__ import annotations
@@ -36,40 +31,11 @@ from .results import (
 from .runner import Experiment
 from .stages import estimate_cost, test_subset
 
-__all__ = [
-    "PAPER_RESULTS",
-    "PIPELINE_INITS",
-    "RESULT_COLUMNS",
-    "Experiment",
-    "ExperimentConfig",
-    "ExperimentError",
-    "GridConfig",
-    "append_row",
-    "apply_overrides",
-    "cell_model_path",
-    "cli",
-    "config_from",
-    "config_summary",
-    "costs_table",
-    "describe_run",
-    "drop_paths",
-    "estimate_cost",
-    "find_results",
-    "init_table",
-    "key_of",
-    "load_cell_model",
-    "load_results",
-    "make_init",
-    "method_label",
-    "paired_difference",
-    "parse_method",
-    "plot_accuracy_vs_n",
-    "plot_init_curves",
-    "read_rows",
-    "results_dir",
-    "results_table",
-    "summarise",
-    "test_subset",
-    "wall_from_saved_estimate",
-    "with_notmnist",
-]
+__all__ = ["cell_model_path", "load_cell_model", "cli", "wall_from_saved_estimate", "results_dir"]
+__all__ += ["ExperimentConfig", "GridConfig", "config_summary", "drop_paths", "key_of"]
+__all__ += ["plot_accuracy_vs_n", "plot_init_curves", "make_init"]
+__all__ += ["PAPER_RESULTS", "PIPELINE_INITS", "ExperimentError", "method_label", "parse_method"]
+__all__ += ["apply_overrides", "config_from", "with_notmnist"]
+__all__ += ["RESULT_COLUMNS", "append_row", "costs_table", "describe_run", "find_results"]
+__all__ += ["init_table", "load_results", "paired_difference", "read_rows", "results_table"]
+__all__ += ["summarise", "Experiment", "estimate_cost", "test_subset"]
