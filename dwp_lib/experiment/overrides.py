@@ -105,9 +105,7 @@ def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
         except (ValueError, TypeError) as err:
             raise ExperimentError(f"{path}={value!r}: {err}") from None
     if isinstance(obj, dict):
-        out = dict(obj)
-        out[head] = _set_path(obj.get(head), rest, value, path)
-        return out
+        return {**obj, head: _set_path(obj.get(head), rest, value, path)}
     if isinstance(obj, tuple | list):
         try:
             i = int(head)

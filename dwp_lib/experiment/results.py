@@ -213,17 +213,12 @@ def paired_difference(
             by[key][int(r["seed"])] = float(r[value])
     seeds = sorted(set(by[pa]) & set(by[pb]))
     diffs = [by[pa][s] - by[pb][s] for s in seeds]
-    return {
-        "a": a,
-        "b": b,
-        "n": n,
-        "seeds": seeds,
-        "differences": diffs,
-        "by_seed": dict(zip(seeds, diffs, strict=True)),
-        "mean": statistics.fmean(diffs) if diffs else float("nan"),
-        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
-        "wins": sum(d > 0 for d in diffs),
-    }
+    out = {"a": a, "b": b, "n": n, "seeds": seeds, "differences": diffs}
+    out["by_seed"] = dict(zip(seeds, diffs, strict=True))
+    out["mean"] = statistics.fmean(diffs) if diffs else float("nan")
+    out["std"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    out["wins"] = sum(d > 0 for d in diffs)
+    return out
 
 
 def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:

@@ -57,14 +57,14 @@ class Experiment(GridStage):
         self.config_file = config_file
         self.stage_seconds: dict[str, float] = {}
         self.stage_loaded: dict[str, bool] = {}
-        self._bank: KernelBank | None = None
-        self._bank_path: Path | None = None
+        self.loaded_bank: KernelBank | None = None  # None until a stage needs it
+        self.bank_path: Path | None = None
         self._vaes: dict[str, KernelVAE] | None = None
         self.vae_records: dict[str, dict] = {}
         self._released: dict[str, KernelVAE] | None = None
         self._released_bank: dict | None = None
         self.released_records: dict[str, dict] = {}
-        self._mnist = None
+        self.loaded_mnist = None  # (train, test) once a stage has loaded them
         self.folder = RunFolder(self.out)
         self.results_path, self.curves_path = self.folder.results_path, self.folder.curves_path
         self.folder.check_settings(cfg)  # refuses a folder made with other settings
@@ -92,25 +92,25 @@ class Experiment(GridStage):
 
     def mnist(self):
         """MNIST train and test :class:`~dwp_lib.data.ImageSet` s (loaded once)."""
-        if self._mnist is None:
+        if self.loaded_mnist is None:
             from ..data import load_mnist
 
-            self._mnist = (load_mnist("train"), load_mnist("test"))
-        return self._mnist
+            self.loaded_mnist = (load_mnist("train"), load_mnist("test"))
+        return self.loaded_mnist
 
     def kernel_bank(self) -> KernelBank:
         """The kernel bank of ``cfg.source`` (trained, or loaded from the cache)."""
-        if self._bank is None:
+        if self.loaded_bank is None:
             t0 = time.perf_counter()
             out = self.cfg.source.default_dir()
-            self._bank_path = out / self.cfg.source.bank_file()
-            existed = self._bank_path.exists()
-            self._bank = get_kernel_bank(
+            self.bank_path = out / self.cfg.source.bank_file()
+            existed = self.bank_path.exists()
+            self.loaded_bank = get_kernel_bank(
                 self.cfg.source, out, self.device, verbose=self.verbose, executor=self.cfg.executor
             )
-            loaded = existed and self._bank.provenance.get("file") is not None
+            loaded = existed and self.loaded_bank.provenance.get("file") is not None
             self.timed("source_nets_and_bank", t0, loaded)
-        return self._bank
+        return self.loaded_bank
 
     def vae_path(self, layer: str) -> Path:
         """The cache file of ``layer``'s kernel VAE: a hash of its slices and config."""
@@ -143,8 +143,8 @@ class Experiment(GridStage):
     def bank_sha(self) -> str:
         bank = self.kernel_bank()
         sha = bank.provenance.get("sha256")
-        if sha is None and self._bank_path is not None and self._bank_path.exists():
-            sha = _artifacts.read_record(self._bank_path)["sha256"]
+        if sha is None and self.bank_path is not None and self.bank_path.exists():
+            sha = _artifacts.read_record(self.bank_path)["sha256"]
         return str(sha)
 
     def kernel_vaes(self) -> dict[str, KernelVAE]:
@@ -283,7 +283,7 @@ class Experiment(GridStage):
         """Bytes and seconds of the dwp init vs the filters init (saved as init_costs.json)."""
         vaes, bank = self.kernel_vaes(), self.kernel_bank()
         costs = init_costs(bank, vaes, self.cfg.init.channels, self.cfg.init.draw_repeats)
-        path = self._bank_path
+        path = self.bank_path
         costs["bank_file_bytes"] = path.stat().st_size if path and path.exists() else None
         costs["vae_file_bytes"] = {k: v["bytes"] for k, v in self.vae_records.items()}
         costs["source_net_seconds"] = sum(float(r.get("seconds") or 0) for r in self.net_records())
@@ -307,20 +307,6 @@ class Experiment(GridStage):
     def provenance(self) -> dict:
         """What the run was: command, config, overrides, data, artifacts, versions, times."""
         return report.provenance(self)
-
-    @property
-    def loaded_bank(self) -> KernelBank | None:
-        """The kernel bank if a stage has loaded it (None: not needed yet)."""
-        return self._bank
-
-    @property
-    def bank_path(self) -> Path | None:
-        return self._bank_path
-
-    @property
-    def loaded_mnist(self):
-        """MNIST (train, test) if a stage has loaded it, else None."""
-        return self._mnist
 
     def write_provenance(self, extra: Mapping | None = None) -> Path:
         prov = self.provenance()

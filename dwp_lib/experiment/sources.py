@@ -95,13 +95,15 @@ def train_source_nets(
     on_ray = executor is not None and executor.kind == "ray"
     workers = 0 if on_ray else resolve_workers(cfg, device, len(todo))
 
+    where = "as Ray tasks" if on_ray else f"{workers or 1} at a time"
+    bar = progress(total=len(todo), desc=f"source nets ({where})", position=0)
+
     def done(record: dict) -> None:
         records.append(record)
         if on_net_done is not None:
             on_net_done(record)
+        bar.update()
 
-    where = "as Ray tasks" if on_ray else f"{workers or 1} at a time"
-    bar = progress(total=len(todo), desc=f"source nets ({where})", position=0)
     if on_ray:
         threads = cfg.num_threads or executor.threads
         calls = [(cfg, i, threads) for i in todo]
@@ -109,11 +111,9 @@ def train_source_nets(
             path = out / NET_FILE.format(record["index"])
             _artifacts.save_artifact(path, state, net_provenance(cfg, record, data))
             done(dict(record, path=str(path), resumed=False))
-            bar.update()
     elif workers == 0:
         for i in todo:
             done(train_and_save_net(cfg, i, data, device, out))
-            bar.update()
     else:
         # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
         ctx = multiprocessing.get_context("spawn")
@@ -123,7 +123,6 @@ def train_source_nets(
             try:
                 for fut in as_completed(futures):
                     done(fut.result())
-                    bar.update()
             except BaseException:
                 for fut in futures:
                     fut.cancel()
