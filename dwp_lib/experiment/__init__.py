@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .cells import cell_model_path, load_cell_model
 from .command import cli, wall_from_saved_estimate
-from .committed import results_dir
 from .config import ExperimentConfig, GridConfig, config_summary, drop_paths, key_of
 from .figures import plot_accuracy_vs_n, plot_init_curves
 from .methods import make_init
@@ -25,6 +24,7 @@ from .results import (
     load_results,
     paired_difference,
     read_rows,
+    results_dir,
     results_table,
     summarise,
 )

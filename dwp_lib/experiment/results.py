@@ -1,8 +1,10 @@
-"""Results files: typed CSV rows, summaries, paired differences, and the tables chapters print."""
+"""Results files: typed CSV rows, summaries, paired differences, the tables chapters print, and
+where the committed runs are."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import artifacts as _artifacts
-from .committed import results_dir
 from .names import INIT_LABELS, PAPER_RESULTS, PRIOR_LABELS, PRIORS, ExperimentError, parse_method
 
 RESULT_COLUMNS = (
@@ -310,6 +311,22 @@ def costs_table(costs: Mapping) -> str:
             f"{1000 * c['seconds_dwp']:.2f} | {1000 * c['seconds_filters']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def results_dir() -> Path:
+    """The committed runs: ``results/`` of a checkout, else the copy installed with the package
+    (``dwp_results``, e.g. in Colab), or a clear error when this copy has none."""
+    checkout = Path(__file__).resolve().parents[2] / "results"
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec("dwp_results")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    raise FileNotFoundError(
+        "the committed runs are not installed with this copy of dwp_lib: install it from the "
+        "repository (pip install git+<repository>) or run from a checkout, whose results/ "
+        "folder holds them"
+    )
 
 
 def find_results(root: str | os.PathLike | None = None) -> list[Path]:
