@@ -66,10 +66,9 @@ class CacheError(ArtifactError, OSError):
 
 def _in_cache(path: Path) -> bool:
     try:
-        path.resolve().relative_to(cache_root().resolve())
-    except (OSError, ValueError):
+        return path.resolve().is_relative_to(cache_root().resolve())
+    except OSError:
         return False
-    return True
 
 
 # the errors of writing a file (not, say, of the network a download reads from)
@@ -269,8 +268,7 @@ def load_artifact(
 ) -> tuple[Any, dict]:
     """Verify and load an artifact written by :func:`save_artifact`; return ``(obj, record)``."""
     record = verify_artifact(path)
-    obj = torch.load(path, map_location=map_location, weights_only=False)
-    return obj, record
+    return torch.load(path, map_location=map_location, weights_only=False), record
 
 
 def is_valid_artifact(path: str | os.PathLike) -> bool:

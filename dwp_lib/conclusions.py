@@ -17,6 +17,7 @@ HOLDS, FAILS, UNCLEAR, FEW = "holds", "fails", "no clear difference", "too few s
 MIN_SEEDS = 3  # paired seeds needed before a verdict is more than "too few seeds"
 Z = 2.0  # standard errors from zero for "holds" / "fails"
 LAYER_NAMES = {"conv1": "7x7", "conv2": "5x5"}
+_SAID = ("holds", "fails", "shows no clear difference", "has too few seeds")  # of each verdict
 
 
 @dataclass(frozen=True)
@@ -139,16 +140,14 @@ def memory_verdict(costs: Mapping, source: str) -> list[Verdict]:
     from .source_nets import SourceNetsConfig
 
     layers = costs.get("layers", {})
-    vae = sum(v["vae_bytes"] for v in layers.values())
-    bank = sum(v["bank_bytes"] for v in layers.values())
+    keys = ("vae_bytes", "bank_bytes", "seconds_dwp", "seconds_filters")
+    vae, bank, draws, copies = (sum(v[key] for v in layers.values()) for key in keys)
     paper = SourceNetsConfig.paper()
     c1, c2 = paper.widths
     paper_bank = 4 * paper.n_nets * (c1 * 1 * 7 * 7 + c2 * c1 * 5 * 5)
     authors = 4 * sum(
         sum(p.numel() for p in KernelVAE(KernelVAEConfig.authors(k)).parameters()) for k in (7, 5)
     )
-    draws = sum(v["seconds_dwp"] for v in layers.values())
-    copies = sum(v["seconds_filters"] for v in layers.values())
     return [
         Verdict(
             "less memory than stored filters",
@@ -185,8 +184,7 @@ def repo_results() -> Path:
 
 
 def glance(root: str | Path | None = None) -> list[Verdict]:
-    """Every claim's verdicts from the runs under ``root`` that its ``claims.toml`` assigns (a
-    missing run gives no verdict)."""
+    """The verdicts of the runs under ``root`` that its ``claims.toml`` assigns to each claim."""
     import tomllib
 
     from .experiment import paired_difference
@@ -273,9 +271,8 @@ def by_claim(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
 
 
 def answer_markdown(released: Mapping, released_xavier: Mapping, ours: Mapping) -> str:
-    """The experiment's answer in a few sentences, from three :func:`paired_effect` results:
-    the released prior against N(0, 1) from the same samples, the same pair from Xavier draws,
-    and our own prior against N(0, 1). Every verb follows the sign of its number."""
+    """The answer in a few sentences from three :func:`paired_effect` results (released prior vs
+    N(0, 1) from VAE samples, the same from Xavier, ours vs N(0, 1)); verbs follow the signs."""
 
     def verb(e: Mapping, up: str, down: str) -> str:
         return up if e["mean"] > 0 else down
@@ -303,13 +300,11 @@ def in_short(verdicts: Sequence[Verdict]) -> str:
         return "**In short.** No committed runs are available in this installation."
     parts = []
     for claim, vs in by_claim(verdicts).items():
-        counts = {k: [v for v in vs if v.verdict == k] for k in (HOLDS, FAILS, UNCLEAR, FEW)}
         said = []
-        for kind, word in ((HOLDS, "holds"), (FAILS, "fails"), (UNCLEAR, "shows no clear difference"),
-                           (FEW, "has too few seeds")):  # fmt: skip
-            if counts[kind]:
-                which = "; ".join(f"{v.short or v.test}, {_headline(v)}" for v in counts[kind])
-                said.append(f"{word} in {len(counts[kind])} ({which})")
+        for kind, word in zip((HOLDS, FAILS, UNCLEAR, FEW), _SAID, strict=True):
+            if those := [v for v in vs if v.verdict == kind]:
+                which = "; ".join(f"{v.short or v.test}, {_headline(v)}" for v in those)
+                said.append(f"{word} in {len(those)} ({which})")
         parts.append(f"*{claim}*: of {len(vs)} comparison{'s' * (len(vs) > 1)}, it "
                      + ", ".join(said) + ".")  # fmt: skip
     selected = sorted({v.selected for v in verdicts if v.selected})

@@ -23,9 +23,8 @@ def norm_stats(norms: torch.Tensor) -> dict[str, float]:
     """Count, mean, quantiles (1, 10, 50, 90, 99 %) of slice norms, as plain floats."""
     if norms.numel() == 0:
         return {"count": 0}
-    q = torch.quantile(
-        norms.double(), torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
-    )
+    levels = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99], dtype=torch.float64)
+    q = torch.quantile(norms.double(), levels)
     stats = {"count": int(norms.numel()), "mean": float(norms.mean())}
     stats.update(zip(("q01", "q10", "median", "q90", "q99"), map(float, q), strict=True))
     return {**stats, "max": float(norms.max())}
@@ -186,8 +185,7 @@ def build_kernel_bank(
     cfg: SourceNetsConfig,
     records: Sequence[dict] | None = None,
 ) -> KernelBank:
-    """Cut the conv kernels of ``source`` (nets, or their checkpoint folder) into a bank;
-    ``records`` (per-net accuracy, seeds; read from a folder's checkpoints) go in the provenance."""
+    """The bank of the kernels of ``source`` (nets, or their folder); ``records`` go in it."""
     data_prov: dict = {}
     if isinstance(source, str | Path):
         folder = Path(source)
@@ -214,8 +212,7 @@ def build_kernel_bank(
             net_of.append(torch.full((c_out * c_in,), n_i, dtype=torch.int32))
             outs.append(torch.arange(c_out, dtype=torch.int32).repeat_interleave(c_in))
             ins.append(torch.arange(c_in, dtype=torch.int32).repeat(c_out))
-        slices = torch.cat(parts)
-        net_idx = torch.cat(net_of)
+        slices, net_idx = torch.cat(parts), torch.cat(net_of)
         norms = slices.flatten(1).norm(dim=1)
         threshold = cfg.prune_norms[li]
         kept = norms >= threshold
@@ -224,10 +221,9 @@ def build_kernel_bank(
                 f"{layer}: no slice has an L2 norm >= the pruning threshold {threshold} (the "
                 f"largest is {norms.max():.3g}); lower cfg.prune_norms or train the nets longer"
             )
-        code = _split_codes(kept, net_idx, cfg, li)
         tensors = {
             "slices": slices,
-            "split": code,
+            "split": _split_codes(kept, net_idx, cfg, li),
             "net": net_idx,
             "out_channel": torch.cat(outs),
             "in_channel": torch.cat(ins),

@@ -8,13 +8,9 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 
-def enabled() -> bool:
-    return os.environ.get("DWP_PROGRESS", "1") not in ("0", "false", "no")
-
-
 def progress(iterable: Iterable | None = None, **kwargs) -> tqdm:
     """``tqdm.auto.tqdm`` with the course's defaults (disabled by ``DWP_PROGRESS=0``)."""
-    kwargs.setdefault("disable", not enabled())
+    kwargs.setdefault("disable", os.environ.get("DWP_PROGRESS", "1") in ("0", "false", "no"))
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)

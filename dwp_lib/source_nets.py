@@ -34,13 +34,9 @@ BANK_FILE = "kernel_bank-{}.pt"
 
 @dataclass(frozen=True)
 class SourceNetsConfig(Presets):
-    """Every knob of the source-net stage. The training fields name the checkpoint folder
-    (:meth:`training_key`); net ``i`` is seeded with ``seed + i`` and does not depend on
-    ``n_nets``. ``prune_norms``: per-layer L2-norm thresholds (the authors' banks imply about
-    (0.39, 0.13)); ``split_by="net"`` holds out whole nets. ``workers``: CPU processes side by
-    side (None: one per core, none on a GPU; 0: this process), each with ``num_threads``
-    threads; results are reproducible for a fixed thread count.
-    """
+    """Every knob of the source-net stage; the training fields name the checkpoint folder. Net
+    ``i`` is seeded with ``seed + i``; ``workers``: CPU processes (None: one per core, none on a
+    GPU; 0: this process), each with ``num_threads`` threads (results depend on the count)."""
 
     n_nets: int = 8
     widths: tuple[int, int] = (32, 64)
