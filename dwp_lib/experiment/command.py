@@ -47,11 +47,10 @@ def wall_from_saved_estimate(
     path: str | os.PathLike, cfg: ExperimentConfig, devices: Sequence[int] = DEVICE_COUNTS
 ) -> dict:
     """A printed ``reproduce --estimate`` of ``cfg``, its wall times recomputed for ``devices``."""
-    text = Path(path).read_text() if Path(path).exists() else None
-    if text is None:
+    if not Path(path).exists():
         raise ExperimentError(f"--estimate-from {path}: no such file")
     try:  # the JSON object that opens the printed estimate (a sentence may follow it)
-        est, _ = json.JSONDecoder().raw_decode(text.lstrip())
+        est, _ = json.JSONDecoder().raw_decode(Path(path).read_text().lstrip())
         steps = est["grid_step_seconds"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ExperimentError(

@@ -293,12 +293,9 @@ class Experiment(GridStage):
 
     def net_records(self) -> list[dict]:
         folder = self.cfg.source.default_dir()
-        out = []
-        for i in range(self.cfg.source.n_nets):
-            path = folder / f"net_{i:03d}.pt"
-            if path.exists():
-                out.append(_artifacts.read_record(path)["provenance"].get("record", {}))
-        return out
+        paths = [folder / f"net_{i:03d}.pt" for i in range(self.cfg.source.n_nets)]
+        records = [_artifacts.read_record(p)["provenance"] for p in paths if p.exists()]
+        return [r.get("record", {}) for r in records]
 
     def write_figures(self, curves=None, rows=None, costs=None) -> dict[str, Path]:
         """Draw every figure of the run into ``out/figures`` (PNG); return their paths."""
@@ -309,9 +306,7 @@ class Experiment(GridStage):
         return report.provenance(self)
 
     def write_provenance(self, extra: Mapping | None = None) -> Path:
-        prov = self.provenance()
-        if extra:
-            prov.update(extra)
+        prov = {**self.provenance(), **(extra or {})}
         path = self.out / "provenance.json"
         _artifacts.atomic_write_json(path, prov)
         return path
