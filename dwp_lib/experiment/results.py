@@ -192,12 +192,9 @@ def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tupl
     out = {}
     for key, rs in sorted(groups.items()):
         vals = [float(r[value]) for r in rs]
-        out[key] = {
-            "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "count": len(vals),
-            "seeds": sorted(int(r["seed"]) for r in rs),
-        }
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        seeds = sorted(int(r["seed"]) for r in rs)
+        out[key] = {"mean": statistics.fmean(vals), "std": std, "count": len(vals), "seeds": seeds}
     return out
 
 
