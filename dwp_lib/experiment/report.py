@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -13,17 +14,6 @@ from .results import CURVE_COLUMNS, RESULT_COLUMNS, read_rows
 
 if TYPE_CHECKING:
     from .runner import Experiment
-
-
-class FittedSlices:
-    """The slices each layer's kernel VAE was fitted to, read like a bank (for the figures)."""
-
-    def __init__(self, exp: Experiment) -> None:
-        self.exp = exp
-        self.layers = list(exp.cfg.vae.layers())
-
-    def slices(self, layer: str, split: str):
-        return self.exp.vae_slices(layer, split)
 
 
 def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[str, Path]:
@@ -40,7 +30,9 @@ def write_figures(exp: Experiment, curves=None, rows=None, costs=None) -> dict[s
     folder = exp.out / "figures"
     folder.mkdir(exist_ok=True)
     figs = {}
-    fitted, vaes = FittedSlices(exp), exp.kernel_vaes()
+    # the slices each kernel VAE was fitted to, read like a bank: each VAE beside its own
+    fitted = SimpleNamespace(layers=list(exp.cfg.vae.layers()), slices=exp.vae_slices)
+    vaes = exp.kernel_vaes()
     figs["kernel_examples"] = plots.plot_kernel_examples(fitted, vaes)
     figs["latent_space"] = plots.plot_latent_space(fitted, vaes)
     if curves is None:

@@ -147,8 +147,7 @@ def init_costs(
         }
     if bank_file is not None and Path(bank_file).exists():
         out["bank_file_bytes"] = Path(bank_file).stat().st_size
-    nets = bank.provenance.get("nets", [])
-    out["source_nets"] = len(nets)
+    out["source_nets"] = len(bank.provenance.get("nets", []))
     return out
 
 
