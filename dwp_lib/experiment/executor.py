@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigValueError, check_fields
@@ -120,7 +121,7 @@ def init_options(cfg: ExecutorConfig) -> dict[str, Any]:
         # makes a unit several times slower than in a local worker process (measured: 4x)
         kwargs["_system_config"] = {"worker_niceness": 0}
         # the workers import dwp_lib from this checkout (installed or not)
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     else:
         kwargs["address"] = cfg.address

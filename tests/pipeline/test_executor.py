@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -212,3 +214,11 @@ def test_estimate_prints_wall_times_on_k_devices(tmp_path, capsys):
         wall_from_saved_estimate(path, cfg)
     assert cli_main(["reproduce", "--preset", "tiny", "--estimate", "--devices", "0"]) == 2
     assert "device counts >= 1" in capsys.readouterr().err
+
+
+def test_local_ray_workers_import_the_library_from_the_folder_above_it():
+    """A local cluster's workers find ``dwp_lib`` (installed or not): the path given them is
+    the folder that holds the package, not the package itself."""
+    env = ex.init_options(ex.ExecutorConfig(kind="ray"))["runtime_env"]["env_vars"]
+    first = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (first / "dwp_lib" / "__init__.py").exists()
