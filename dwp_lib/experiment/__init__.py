@@ -13,7 +13,7 @@ from .config import ExperimentConfig, GridConfig, config_summary, drop_paths, ke
 from .figures import plot_accuracy_vs_n, plot_init_curves
 from .methods import make_init
 from .names import PAPER_RESULTS, PIPELINE_INITS, ExperimentError, method_label, parse_method
-from .overrides import apply_overrides, config_from, with_notmnist
+from .overrides import apply_overrides, config_from, rerun_config, with_notmnist
 from .results import (
     RESULT_COLUMNS,
     append_row,
@@ -35,7 +35,7 @@ __all__ = ["cell_model_path", "load_cell_model", "cli", "wall_from_saved_estimat
 __all__ += ["ExperimentConfig", "GridConfig", "config_summary", "drop_paths", "key_of"]
 __all__ += ["plot_accuracy_vs_n", "plot_init_curves", "make_init"]
 __all__ += ["PAPER_RESULTS", "PIPELINE_INITS", "ExperimentError", "method_label", "parse_method"]
-__all__ += ["apply_overrides", "config_from", "with_notmnist"]
+__all__ += ["apply_overrides", "config_from", "rerun_config", "with_notmnist"]
 __all__ += ["RESULT_COLUMNS", "append_row", "costs_table", "describe_run", "find_results"]
 __all__ += ["init_table", "load_results", "paired_difference", "read_rows", "results_table"]
 __all__ += ["summarise", "Experiment", "estimate_cost", "test_subset"]

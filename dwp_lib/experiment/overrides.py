@@ -214,3 +214,20 @@ def config_from(
     if name:
         cfg = dataclasses.replace(cfg, name=name)
     return cfg
+
+
+def rerun_config(
+    folder: str | os.PathLike, preset: str, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """The setting a committed run recorded (its ``config.json``), with ``overrides``, to train
+    some of its cells again. At the ``tiny`` preset: the tiny config with the run's methods, so
+    that the tests run the same code in seconds."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise ExperimentError(f"{path} does not exist: {folder} is not a run folder")
+    if preset != "tiny":
+        return config_from(None, path, overrides)
+    methods = json.loads(path.read_text())["grid"]["methods"]
+    return apply_overrides(
+        set_field(ExperimentConfig.preset_config("tiny"), "grid.methods", methods), overrides
+    )

@@ -127,6 +127,17 @@ def test_config_files_json_and_toml_equal_the_command_line(tmp_path):
         config_from(None, tmp_path / "missing.json")
 
 
+def test_a_committed_run_is_rerun_at_its_own_setting_or_at_the_tiny_scale(tmp_path):
+    run = apply_overrides(ExperimentConfig.book(), ["bayes.steps=777", "grid.methods=dwp:dwp"])
+    (tmp_path / "config.json").write_text(json.dumps(run.to_dict()))
+    again = ex.rerun_config(tmp_path, "book", ["grid.split_seeds=[0]"])
+    assert again.key() == run.key() and again.grid.split_seeds == (0,)
+    tiny = ex.rerun_config(tmp_path, "tiny")
+    assert tiny.grid.methods == ("dwp:dwp",) and tiny.bayes == ExperimentConfig.tiny().bayes
+    with pytest.raises(ExperimentError, match="is not a run folder"):
+        ex.rerun_config(tmp_path / "nothing", "book")
+
+
 def test_key_changes_with_a_result_setting_but_not_with_the_grid_extent():
     base = ExperimentConfig.tiny()
     assert apply_overrides(base, ["bayes.steps=31"]).key() != base.key()
