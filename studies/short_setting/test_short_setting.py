@@ -36,9 +36,14 @@ def world(short_gain: float, ours_short: float, ours_auth: float = -0.25, seeds=
     return short, ref
 
 
+def compare(short, ref, name):
+    """The comparison with only the priors this world has as the required ones."""
+    return v.compare(short, ref, name, required=(), elsewhere=())
+
+
 def test_a_faithful_short_setting_qualifies():
     short, ref = world(0.07, -0.20)
-    s = v.compare(short, ref, "good")
+    s = compare(short, ref, "good")
     assert s.gain_wins == 5 and s.rank_correlation == pytest.approx(1.0)
     ours = next(line for line in s.lines if line.method == "dwp:dwp")
     assert ours.short_diff == pytest.approx(-20.0) and ours.authors_diff == pytest.approx(-25.0)
@@ -46,26 +51,43 @@ def test_a_faithful_short_setting_qualifies():
 
 
 def test_a_setting_that_forgives_a_bad_prior_does_not_qualify():
-    s = v.compare(*world(0.07, -0.04), "forgiving")
+    s = compare(*world(0.07, -0.04), "forgiving")
     ours = next(line for line in s.lines if line.method == "dwp:dwp")
     assert ours.sign_kept and ours.size_kept is False
     assert "shrinks below half" in s.verdict()
 
 
 def test_too_few_seeds_and_a_small_gain_are_named():
-    assert "3 of 5 seeds" in v.compare(*world(0.07, -0.2, seeds=range(3)), "few").verdict()
-    assert "on 0 of 5 seeds" in v.compare(*world(0.02, -0.2), "small").verdict()
+    assert "3 of 5 seeds" in compare(*world(0.07, -0.2, seeds=range(3)), "few").verdict()
+    assert "on 0 of 5 seeds" in compare(*world(0.02, -0.2), "small").verdict()
 
 
 def test_rows_whose_vaes_differ_are_not_paired():
     short, ref = world(0.07, -0.20)
     short = [dict(r, bank_sha256="other") if r["prior"] == "dwp" else r for r in short]
-    ours = next(line for line in v.compare(short, ref, "rebuilt").lines if line.method == "dwp:dwp")
+    ours = next(line for line in compare(short, ref, "rebuilt").lines if line.method == "dwp:dwp")
     assert ours.seeds == [] and ours.unpaired == [0, 1, 2, 3, 4] and ours.short_diff is None
     assert (
         "not paired with the authors' setting (other VAEs): dwp:dwp"
-        in v.compare(short, ref, "rebuilt").verdict()
+        in compare(short, ref, "rebuilt").verdict()
     )
+
+
+def test_a_prior_rerun_with_other_vaes_pairs_with_its_own_rows():
+    short, ref = world(0.07, -0.20)
+    short = [dict(r, bank_sha256="here") if r["prior"] == "dwp" else r for r in short]
+    # the authors' setting holds our prior twice: built on another host (v1) and rerun here
+    ref += [dict(r, bank_sha256="here", acc_ensemble=0.40) for r in ref if r["prior"] == "dwp"]
+    ours = next(line for line in compare(short, ref, "rerun").lines if line.method == "dwp:dwp")
+    assert ours.seeds == [0, 1, 2, 3, 4] and ours.unpaired == []
+    assert ours.authors_diff == pytest.approx(-32.0)
+
+
+def test_priors_not_run_at_the_setting_are_named():
+    s = v.compare(*world(0.07, -0.20), "partial", required=("dwp:dwp", "dwp/dwp@released:x"),
+                  elsewhere=("a line on another bank",))  # fmt: skip
+    assert s.missing == ["dwp/dwp@released:x", "a line on another bank"]
+    assert "not run: dwp/dwp@released:x, a line on another bank" in s.verdict()
 
 
 def test_spearman_on_known_ranks():
@@ -89,16 +111,16 @@ def test_the_note_is_written_checked_and_refused_without_rows(tmp_path):
     assert main([*args, "--check", str(note)]) == 1
     assert main([*args, "--update", str(note)]) == 0
     assert main([*args, "--check", str(note)]) == 0
-    assert "| s1 | 5 |" in note.read_text() and "qualifies" in note.read_text()
+    assert "| s1 | 5 |" in note.read_text() and "not run: dwp@released:xavier" in note.read_text()
     with pytest.raises(ExperimentError, match="no normal:xavier"):
         v.compare([r for r in short if r["init"] != "xavier"], ref, "x")
 
 
 def test_the_bound_sentence_follows_the_two_medians():
     short, ref = world(0.07, -0.20)
-    far = v.compare([dict(r, kl=1e9) for r in short], [dict(r, kl=3e4) for r in ref], "far")
+    far = compare([dict(r, kl=1e9) for r in short], [dict(r, kl=3e4) for r in ref], "far")
     assert "accuracy proxy" in far.bound_sentence() and "33,333 times" in far.bound_sentence()
-    near = v.compare([dict(r, kl=4e4) for r in short], [dict(r, kl=3e4) for r in ref], "near")
+    near = compare([dict(r, kl=4e4) for r in short], [dict(r, kl=3e4) for r in ref], "near")
     assert "near the authors' setting's" in near.bound_sentence()
 
 

@@ -23,8 +23,24 @@ from dwp_lib.experiment import ExperimentError, load_results
 N = 50
 BASELINE = "normal:xavier"
 RELEASED_PAIR = ("dwp@released:dwp@released", "normal:dwp@released")
-#: the authors'-setting folders every short setting is compared with
-REFERENCES = ("released-authors-setting", "released-prior-xavier-init")
+#: the authors'-setting folders every short setting is compared with (a prior whose bank and VAEs
+#: were rebuilt on another host is rerun there, e.g. our book prior in book-prior-authors-setting)
+REFERENCES = (
+    "released-authors-setting",
+    "released-prior-xavier-init",
+    "book-prior-authors-setting",
+)
+#: every prior measured at the authors' setting, by method (the candidate's own folder)...
+REQUIRED = (
+    "dwp@released:dwp@released", "normal:dwp@released", "dwp@released:xavier", "dwp:dwp",
+    "dwp@released/dwp:dwp@released", "dwp/dwp@released:dwp@released",
+)  # fmt: skip
+#: ...and the lines that need another bank or other VAEs than the book preset's: a run of their
+#: own at each setting, which this comparison does not pair yet
+REQUIRED_ELSEWHERE = (
+    "our VAE recipe on the released bank (long)",
+    "our bank from FConv(128, 256) source nets",
+)
 BEGIN = "<!-- short-setting-validation: written by `python -m studies.short_setting --update`; do not edit -->"
 END = "<!-- end short-setting-validation -->"
 
@@ -50,6 +66,17 @@ def accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, tuple[float, str]
     for r in rows:
         if int(r["n"]) == N:
             out.setdefault(method(r), {})[int(r["seed"])] = (float(r["acc_ensemble"]), vae_key(r))
+    return out
+
+
+def reference_accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[str, float]]]:
+    """{method: {seed: {:func:`vae_key`: accuracy}}} at n = 50: one method may have been run
+    with several banks and VAEs (rebuilt on several hosts), each its own prior."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for r in rows:
+        if int(r["n"]) == N:
+            by_seed = out.setdefault(method(r), {}).setdefault(int(r["seed"]), {})
+            by_seed[vae_key(r)] = float(r["acc_ensemble"])
     return out
 
 
@@ -112,6 +139,7 @@ class Setting:
     kl_end: float | None  # the released DWP row's final KL term (nats), median over seeds
     nll_end: float | None
     kl_authors: float | None = None  # the same at the authors' setting
+    missing: list[str] = field(default_factory=list)  # priors of the criteria not run here
 
     def bound_sentence(self) -> str:
         """Whether the short run's bound means anything, from the two medians."""
@@ -147,12 +175,22 @@ class Setting:
         ]
         if unpaired:
             why.append(f"not paired with the authors' setting (other VAEs): {', '.join(unpaired)}")
+        if self.missing:
+            why.append(f"not run: {', '.join(self.missing)}")
         return "qualifies" if not why else "not yet: " + "; ".join(why)
 
 
-def compare(short_rows: Sequence[Mapping], reference_rows: Sequence[Mapping], name: str) -> Setting:
-    """One short setting against the authors' setting, paired by seed and by VAE hashes."""
-    short, ref = accuracies(short_rows), accuracies(reference_rows)
+def compare(
+    short_rows: Sequence[Mapping],
+    reference_rows: Sequence[Mapping],
+    name: str,
+    required: Sequence[str] = REQUIRED,
+    elsewhere: Sequence[str] = REQUIRED_ELSEWHERE,
+) -> Setting:
+    """One short setting against the authors' setting, paired by seed and by VAE hashes;
+    ``required`` and ``elsewhere``: the priors the criteria need (named in the verdict when not
+    run)."""
+    short, ref = accuracies(short_rows), reference_accuracies(reference_rows)
     if BASELINE not in short:
         raise ExperimentError(f"{name}: no {BASELINE} rows at n = {N} to pair the priors with")
     seeds = sorted(short[BASELINE])
@@ -160,15 +198,20 @@ def compare(short_rows: Sequence[Mapping], reference_rows: Sequence[Mapping], na
     gain = {s: 100 * (a[s][0] - b[s][0]) for s in sorted(set(a) & set(b))}
     lines, xs, ys = [], [], []
     for m in sorted(short):
+        ref_m = {
+            s: by_key[short[m][s][1]]
+            for s, by_key in ref.get(m, {}).items()
+            if s in short[m] and short[m][s][1] in by_key
+        }
         paired = [
             s
             for s in short[m]
-            if s in ref.get(m, {}) and ref[m][s][1] == short[m][s][1] and s in ref.get(BASELINE, {})
+            if s in ref_m and s in ref.get(BASELINE, {}) and s in short[BASELINE]
         ]
         unpaired = [s for s in short[m] if s in ref.get(m, {}) and s not in paired]
         if paired:
             sa = statistics.fmean(short[m][s][0] for s in paired)
-            ra = statistics.fmean(ref[m][s][0] for s in paired)
+            ra = statistics.fmean(ref_m[s] for s in paired)
             xs.append(sa)
             ys.append(ra)
         else:
@@ -177,7 +220,7 @@ def compare(short_rows: Sequence[Mapping], reference_rows: Sequence[Mapping], na
         rdiff = None
         if m != BASELINE and paired:
             diff = 100 * statistics.fmean(short[m][s][0] - short[BASELINE][s][0] for s in paired)
-            rdiff = 100 * statistics.fmean(ref[m][s][0] - ref[BASELINE][s][0] for s in paired)
+            rdiff = 100 * statistics.fmean(ref_m[s] - ref[BASELINE][s]["-"] for s in paired)
         lines.append(PriorLine(m, paired, diff, rdiff, sa, ra, unpaired))
     minutes: dict[str, list[float]] = {}
     for r in short_rows:
@@ -195,6 +238,7 @@ def compare(short_rows: Sequence[Mapping], reference_rows: Sequence[Mapping], na
         statistics.median(float(r["kl"]) for r in released) if released else None,
         statistics.median(float(r["nll"]) for r in released) if released else None,
         statistics.median(float(r["kl"]) for r in ref_released) if ref_released else None,
+        [m for m in required if m not in short] + list(elsewhere),
     )
 
 
