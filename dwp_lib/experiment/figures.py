@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..plots.common import finish
 from .names import INIT_LABELS, PAPER_RESULTS, PRIOR_LABELS
 from .results import summarise
 
@@ -34,21 +35,18 @@ def plot_init_curves(rows, ax=None):
             a.plot(steps, mean, color=f"C{i}", label=label)
             a.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
         ends += [*lo[steps >= 2 * last / 3], *hi[steps >= 2 * last / 3]]
-    ax.set_xlabel("training step")
-    ax.set_ylabel("MNIST test accuracy")
+    ax.set(xlabel="training step", ylabel="MNIST test accuracy")
     ax.set_title(f"Plain CNN from {len(inits)} initialisations", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     if zoom is not None and ends:
         lo_end, hi_end = min(ends), max(ends)
         pad = 0.1 * (hi_end - lo_end) + 1e-3
-        zoom.set_xlim(2 * last / 3, last)
-        zoom.set_ylim(lo_end - pad, hi_end + pad)
+        zoom.set(xlim=(2 * last / 3, last), ylim=(lo_end - pad, hi_end + pad))
         zoom.set_xlabel("training step (last third)")
         zoom.set_title("the end of training, zoomed", fontsize=10)
         zoom.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_accuracy_vs_n(rows, paper: bool = True, title: str | None = None, ax=None):
@@ -81,10 +79,8 @@ def plot_accuracy_vs_n(rows, paper: bool = True, title: str | None = None, ax=No
     sizes = sorted({int(r["n"]) for r in rows})
     ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("training examples n (class-balanced)")
-    ax.set_ylabel("MNIST test accuracy (ensemble)")
+    ax.set(xlabel="training examples n (class-balanced)", ylabel="MNIST test accuracy (ensemble)")
     ax.set_title(title or "Bayesian CNN: priors compared", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finish(fig)

@@ -6,7 +6,7 @@ They take plain tensors or result records and train nothing. One module per chap
 
 from __future__ import annotations
 
-from .common import contact_sheet, dataset_title, slice_grid, to_numpy
+from .common import contact_sheet, dataset_title, finish, slice_grid, to_numpy
 from .experiment import (
     plot_kernel_examples,
     plot_latent_space,
@@ -50,7 +50,7 @@ from .vi import (
     plot_vlb_traces,
 )
 
-__all__ = ["contact_sheet", "dataset_title", "slice_grid", "to_numpy"]
+__all__ = ["contact_sheet", "dataset_title", "finish", "slice_grid", "to_numpy"]
 __all__ += ["gaussian_ellipse", "plot_blr_grid", "plot_blr_posterior", "plot_mean_field_failure"]
 __all__ += ["plot_q_vs_posterior", "plot_vlb_traces"]
 __all__ += ["plot_estimator_histograms", "plot_estimator_variance"]

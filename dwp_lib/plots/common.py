@@ -13,6 +13,12 @@ def to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
+def finish(fig):
+    """``fig`` laid out tight: the last step of most figures."""
+    fig.tight_layout()
+    return fig
+
+
 def slice_grid(slices, ncols: int = 8, pad: int = 1, scale: str = "each") -> np.ndarray:
     """Tile ``slices`` ``(N, k, k)`` into one image with a NaN gutter. ``scale="each"`` divides
     each slice by its largest |weight| (shapes); ``"shared"`` keeps the weights (sizes too)."""

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .common import slice_grid
+from .common import finish, slice_grid
 
 
 def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, seed: int = 0):
@@ -22,8 +22,7 @@ def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, s
         k = real.shape[-1]
         for ax, sl, what in ((row[0], real, "source slices"), (row[1], fake, "kernel VAE samples")):
             slice_panel(ax, sl, f"{layer} ({k}x{k}): {what}", cmap, ncols, 10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def real_and_sampled(bank_slices, vae, n: int, g: torch.Generator):
@@ -60,8 +59,7 @@ def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int
         fig.colorbar(sc, ax=ax, label="slice L2 norm")
         ax.set(xlabel=f"z{dims[0] + 1}", ylabel=f"z{dims[1] + 1}")
         ax.set_title(f"{layer}: {len(s):,} slices, latent dim {vae.latent_dim}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_paired_effects(effects, title: str = "", ax=None):
@@ -84,5 +82,4 @@ def plot_paired_effects(effects, title: str = "", ax=None):
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finish(fig)

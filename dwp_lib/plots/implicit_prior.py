@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .common import slice_grid
+from .common import finish, slice_grid
 
 KIND_COLOURS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
 
@@ -44,8 +44,7 @@ def plot_bank_slices(
         ax.axis("off")
     label = bank.provenance.get("data", {}).get("label", "")
     fig.suptitle(f"Source kernels, {label}" if label else "Source kernels", fontsize=11)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_slice_norms(bank, bins: int = 60):
@@ -69,8 +68,7 @@ def plot_slice_norms(bank, bins: int = 60):
         ax.set_title(f"{layer} ({k}x{k}): median {np.median(both):.3f}", fontsize=10)
         ax.set(xlabel="slice L2 norm", ylabel="slices")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_source_accuracy(bank):
@@ -80,12 +78,10 @@ def plot_source_accuracy(bank):
     fig, ax = plt.subplots(figsize=(max(3.0, 0.25 * len(acc) + 1.5), 2.6))
     ax.bar(np.arange(len(acc)), acc, color="C0")
     ax.axhline(acc.mean(), color="C3", ls="--", label=f"mean {acc.mean():.3f}")
-    ax.set_ylim(max(0.0, acc.min() - 0.05), 1.0)
-    ax.set(xlabel="source net", ylabel="test accuracy")
+    ax.set(ylim=(max(0.0, acc.min() - 0.05), 1.0), xlabel="source net", ylabel="test accuracy")
     ax.set_title(bank.provenance.get("data", {}).get("label", "source task"), fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_slice_kinds(kinds: dict, n: int = 8):
@@ -104,8 +100,7 @@ def plot_slice_kinds(kinds: dict, n: int = 8):
         rms = f"{name}\nrms {s.pow(2).mean().sqrt():.3f}"
         ax.set_ylabel(rms, rotation=0, ha="right", va="center", fontsize=8)
     axes[0].set_title(f"shared colour scale: ±{vmax:.2f}", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def _ellipse(mean, var, n_sd: float, n: int = 100) -> np.ndarray:
@@ -167,8 +162,7 @@ def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4
     fig.suptitle(
         "grey: true posterior p(z|w) (quadrature); lines: reverse models, 1 and 2 sd", fontsize=9
     )
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_bound_and_gap(scores: list, after: list | None = None):
@@ -199,12 +193,11 @@ def plot_bound_and_gap(scores: list, after: list | None = None):
         ax2.plot([], [], "s", color=face, alpha=0.6, label=label)
     ax2.axhline(0, color="k", lw=0.6)
     ax2.set_yscale("symlog", linthresh=0.1)
-    ax2.set_xticks(np.arange(len(scores)) + (0.175 if after is not None else 0.0))
-    ax2.set_xticklabels([s.kind for s in scores], fontsize=8, rotation=15)
+    ticks = np.arange(len(scores)) + (0.175 if after is not None else 0.0)
+    ax2.set_xticks(ticks, [s.kind for s in scores], fontsize=8, rotation=15)
     ax2.set_ylabel("gap = log p(w) - bound (nats)")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
@@ -219,8 +212,7 @@ def plot_iw_curves(ks, curves: dict, log_p: dict, ax=None):
     ax.set_yscale("symlog", linthresh=0.1)
     ax.set(xlabel="K (importance samples)", ylabel="log p(w) - IW estimate (nats)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_penalty_sweep(
@@ -249,5 +241,4 @@ def plot_penalty_sweep(
     ax.set_ylim(bottom - 0.1 * (top - bottom), top + 0.25 * (top - bottom))
     ax.set(xlabel="log sigma^2 of q (every weight)", ylabel="nats per weight")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish(fig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .common import to_numpy
+from .common import finish, to_numpy
 
 
 def plot_estimator_histograms(samples: dict, exact: float, bins: int = 80, ax=None):
@@ -55,8 +55,7 @@ def plot_vi_history(history, n_data: int, smooth: int = 20):
     axes[0].set_title(f"mini-batch VLB estimates (running mean of {smooth})")
     axes[1].plot(np.asarray(history.kl, dtype=float) / n_data, "C3")
     axes[1].set(xlabel="step", ylabel="KL(q || p) / N", title="the KL term")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_pixel_posterior(mu, logvar, classes=(0, 1, 3, 7)):

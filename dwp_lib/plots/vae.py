@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .common import slice_grid
+from .common import finish, slice_grid
 
 
 def _smooth(values, window: int) -> np.ndarray:
@@ -28,11 +28,9 @@ def plot_vae_training(history, test_elbo: float | None = None, smooth: int = 50,
     if test_elbo is not None:
         ax.axhline(test_elbo, color="k", ls="--", lw=1, label=f"test ELBO {test_elbo:.1f}")
     lo = np.percentile(y, 2) if len(y) else 0.0
-    ax.set_ylim(lo - 0.1 * abs(lo), None)
-    ax.set(xlabel="step", ylabel="ELBO (nats per example)")
+    ax.set(ylim=(lo - 0.1 * abs(lo), None), xlabel="step", ylabel="ELBO (nats per example)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def _image_rows(rows: list, titles: list[str], figsize_per: float = 0.55):
@@ -44,8 +42,7 @@ def _image_rows(rows: list, titles: list[str], figsize_per: float = 0.55):
         ax.imshow(np.concatenate(list(imgs), axis=1), cmap="gray", vmin=0, vmax=1)
         ax.set(xticks=[], yticks=[])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_reconstructions(images, reconstructions, n: int = 12):
@@ -83,8 +80,7 @@ def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap
         fig.colorbar(sc, ax=ax, label=labels or "")
     ax.set(xlabel="$z_1$", ylabel="$z_2$")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_latent_manifold(images, extent: float):
@@ -97,8 +93,7 @@ def plot_latent_manifold(images, extent: float):
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, extent=(-extent, extent, -extent, extent))
     ax.set(xlabel="$z_1$", ylabel="$z_2$")
     ax.set_title(f"decoder means on a {n}x{n} grid of z", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
@@ -110,8 +105,7 @@ def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
     ax.axhline(elbo, color="k", ls="--", lw=1, label=f"ELBO {elbo:.2f}")
     ax.set(xscale="log", xlabel="number of importance samples K", ylabel="nats per example")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_kernel_vae_samples(real, samples, ncols: int = 8, scale: str = "shared"):
@@ -128,5 +122,4 @@ def plot_kernel_vae_samples(real, samples, ncols: int = 8, scale: str = "shared"
         ax.imshow(g, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(t, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
-    return fig
+    return finish(fig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .common import to_numpy
+from .common import finish, to_numpy
 
 
 def _ellipse_points(mean, cov, n_std: float) -> np.ndarray:
@@ -91,8 +91,7 @@ def plot_mean_field_failure(rhos, var_ratio, kl_gap, examples: list, ax=None):
     twin.plot(to_numpy(rhos), to_numpy(kl_gap), "C3", ls=":", label="KL(q || p) at the optimum")
     twin.set_ylabel("KL (nats)", color="C3")
     ax_.set_title("mean-field shrinks the variance")
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_blr_posterior(
@@ -150,5 +149,4 @@ def plot_blr_grid(cases: list, prior_vars: list, n_points: list, noise_var: floa
             ax.set_title(f"prior sd {np.sqrt(pv):.2g}, N={n}", fontsize=9)
     title = "posterior (blue) and prior (grey) over $(w_0, w_1)$, 1 and 2 sd; + true weights"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
