@@ -51,11 +51,16 @@ def preset_of(cls: type[T], name: str, **overrides) -> T:
 
 
 class Presets:
-    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` (:func:`preset_of`)."""
+    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` (:func:`preset_of`);
+    ``book()`` is the defaults where a class does not say otherwise."""
 
     @classmethod
     def preset(cls, name: str, **overrides):
         return preset_of(cls, name, **overrides)
+
+    @classmethod
+    def book(cls):
+        return cls()
 
 
 def to_dict(cfg) -> dict:

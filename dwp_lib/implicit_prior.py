@@ -68,10 +68,6 @@ class ImplicitPriorConfig(Presets):
         )
 
     @classmethod
-    def book(cls) -> ImplicitPriorConfig:
-        return cls()
-
-    @classmethod
     def paper(cls) -> ImplicitPriorConfig:
         return cls(
             slices_per_kind=256,

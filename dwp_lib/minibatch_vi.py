@@ -159,10 +159,6 @@ class MinibatchVIConfig(Presets):
         return cls(n_train=1000, epochs=5, n_eval_samples=3, n_test=2000)
 
     @classmethod
-    def book(cls) -> MinibatchVIConfig:
-        return cls(n_train=10000, epochs=5)
-
-    @classmethod
     def paper(cls) -> MinibatchVIConfig:
         return cls(n_train=60000, epochs=20)
 

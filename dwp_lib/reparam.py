@@ -144,10 +144,6 @@ class GradientStudyConfig(Presets):
         )
 
     @classmethod
-    def book(cls) -> GradientStudyConfig:
-        return cls()
-
-    @classmethod
     def paper(cls) -> GradientStudyConfig:
         return cls(
             n_check=100000,

@@ -294,10 +294,6 @@ class VAEEvalConfig(Presets):
         return cls(test_images=200, iw_samples=(1, 10, 100))
 
     @classmethod
-    def book(cls):
-        return cls()
-
-    @classmethod
     def paper(cls):
         # Burda et al. report K = 5000 on the whole test set
         return cls(test_images=10_000, iw_samples=(1, 10, 100, 1000, 5000))

@@ -285,10 +285,6 @@ class VIFitConfig(Presets):
         return cls(steps=600, n_samples=16)
 
     @classmethod
-    def book(cls) -> VIFitConfig:
-        return cls(steps=2000, n_samples=16)
-
-    @classmethod
     def paper(cls) -> VIFitConfig:
         return cls(steps=10000, n_samples=32)
 

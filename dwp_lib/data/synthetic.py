@@ -58,10 +58,6 @@ class SyntheticConfig(Presets):
         return cls(max_fonts=100, min_fonts=50, copies=1)
 
     @classmethod
-    def book(cls) -> SyntheticConfig:
-        return cls()
-
-    @classmethod
     def paper(cls) -> SyntheticConfig:
         return cls(copies=40)
 
