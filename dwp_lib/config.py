@@ -73,6 +73,7 @@ NON_NEGATIVE_INTS = frozenset({"seed", "seeds", "split_seeds", "test_seed", "wor
 #: number fields that must be > 0 / >= 0; every number must be finite
 POSITIVE_NUMBERS = frozenset(
     {"lr", "grid_radius", "reverse_lr", "prior_var", "noise_var", "cpus_per_task"}
+    | {"connect_timeout"}
 )
 NON_NEGATIVE_NUMBERS = frozenset(
     {"l2", "kl_weight", "det_weight_decay", "z_var_floor", "w_var_floor", "prune_norms"}

@@ -37,15 +37,8 @@ class ImplicitPriorConfig(Presets):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = (
-            "slices_per_kind",
-            "bound_samples",
-            "iw_samples",
-            "curve_slices",
-            "curve_samples",
-            "reverse_steps",
-            "penalty_samples",
-        )
+        ints = ("slices_per_kind", "bound_samples", "iw_samples", "curve_slices", "curve_samples")
+        ints += ("reverse_steps", "penalty_samples")
         bad = [name for name in ints if getattr(self, name) < 1]
         if self.grid_size < 3 or self.grid_radius <= 0 or self.reverse_lr <= 0:
             bad.append("grid_size >= 3, grid_radius > 0, reverse_lr > 0")

@@ -5,7 +5,6 @@ checked against its SHA-256; every result that uses them says so (``notice``).""
 from __future__ import annotations
 
 import errno
-import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,10 +85,6 @@ def release_dir(release: Release | None = None) -> Path:
     return artifacts.cache_dir("data", "authors-release", release.commit)
 
 
-def _offline() -> bool:
-    return os.environ.get("DWP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
-
-
 #: errors of this machine's file system: a download failing with one is the folder's fault
 LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 LOCAL_ERRNOS |= {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
@@ -133,6 +128,8 @@ def fetch_release(
 ) -> dict[str, Path]:
     """The local, verified copy of each of ``paths`` (default: every file of the release); a
     file neither cached nor downloadable raises, naming the folder for a correct copy."""
+    from .data.sources import offline
+
     release = release or AUTHORS_RELEASE
     root = release_dir(release)
     paths = list(release.files if paths is None else paths)
@@ -146,7 +143,7 @@ def fetch_release(
             pass
     except OSError as err:
         raise _folder_problem(root, err) from None
-    problems, how, network = [], {}, None if not _offline() else "DWP_OFFLINE=1"
+    problems, how, network = [], {}, None if not offline() else "DWP_OFFLINE=1"
     for path in paths:
         dest, want = root / path, release.files[path]
         why = artifacts.pinned_file_problem(dest, want)
@@ -165,7 +162,7 @@ def fetch_release(
                 network = f"{type(err).__name__}: {reason[:160]}"
                 why = f"{why}; the download failed ({network})"
         else:
-            why = f"{why}; not downloaded ({'DWP_OFFLINE=1' if _offline() else 'no network'})"
+            why = f"{why}; not downloaded ({'DWP_OFFLINE=1' if offline() else 'no network'})"
         if why is not None:
             problems.append(f"  {path}: {why}; expected SHA-256 {want}")
     if problems:

@@ -118,7 +118,6 @@ def fit(
     after_step: Callable[[int, float], None] | None = None,
     postfix: Callable[[History], dict] | None = None,
     first_step: int = 0,
-    bar_kwargs: dict | None = None,
 ) -> History:
     """Minimise ``loss_at(step)`` over ``params`` (tensors or Adam groups) with Adam, each group's
     rate times ``schedule(t)``; ``after_step(step, loss)`` runs after each update, ``postfix(log)``
@@ -126,8 +125,7 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr)
     base = [group["lr"] for group in opt.param_groups]
     log = History()
-    kwargs = {"desc": what, **(bar_kwargs or {})}
-    bar = progress(range(first_step, first_step + steps), total=steps, **kwargs)
+    bar = progress(range(first_step, first_step + steps), total=steps, desc=what)
     start = time.perf_counter()
     for step in bar:
         if schedule is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import artifacts
 from . import sources
 from .imageset import LETTERS, ImageSet
 
@@ -191,7 +192,7 @@ def load_real_notmnist(split: str, variant: str) -> ImageSet:
             f"afresh; offline, put a good copy of {url} at {tarball} by hand, or use the "
             "notMNIST-style synthetic set (variant='synthetic'), which is labelled as such.",
         ) from None
-    md5 = sources.file_md5(tarball)
+    md5 = artifacts.md5_file(tarball)
     for name, part in splits.items():
         part.provenance = {
             "dataset": "notMNIST",

@@ -101,10 +101,6 @@ def download_timeout() -> float:
     return float(os.environ.get("DWP_DOWNLOAD_TIMEOUT", "10"))
 
 
-def file_md5(path: Path) -> str:
-    return artifacts.md5_file(path)
-
-
 def download(url: str, dest: Path, *, md5: str | None = None, size: int | None = None) -> Path:
     """Fetch ``url`` to ``dest`` atomically, checking its MD5 and/or size before it is kept;
     raises ``OSError`` (network, timeout) or ``ValueError`` (wrong size or checksum)."""
@@ -153,7 +149,7 @@ def check_cached_file(
     why = None
     if size is not None and path.stat().st_size != size:
         why = f"{path.stat().st_size:,} bytes, expected {size:,}"
-    elif md5 is not None and (got := file_md5(path)) != md5:
+    elif md5 is not None and (got := artifacts.md5_file(path)) != md5:
         why = f"MD5 {got}, expected {md5}"
     elif sha256 is not None and (got := artifacts.sha256_file(path)) != sha256:
         why = f"SHA-256 {got}, expected {sha256}"

@@ -47,12 +47,8 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if not self.connect_timeout > 0:
-            raise ConfigValueError(f"connect_timeout={self.connect_timeout}: must be > 0")
         if self.kind not in KINDS:
             raise ConfigValueError(f"kind={self.kind!r}: expected one of {', '.join(KINDS)}")
-        if self.cpus_per_task <= 0:
-            raise ConfigValueError(f"cpus_per_task={self.cpus_per_task}: must be > 0")
         for name in ("gpus_per_net", "gpus_per_cell"):
             share = getattr(self, name)
             if share is not None and (share < 0 or (share > 1 and share != int(share))):
