@@ -2,7 +2,6 @@
 
 One module per concept, in the order the book teaches them; data flows downwards (a module
 imports only modules above it or beside it, ``tests/test_layout.py``). ``ARCHITECTURE.md``
-maps the modules.
-"""
+maps the modules."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,6 @@
 """Command line: ``python -m dwp_lib <command>`` (also installed as ``dwp``).
 
-Commands: ``data prepare``, ``source-nets``, ``reproduce`` (the whole pipeline), ``release``.
-"""
+Commands: ``data prepare``, ``source-nets``, ``reproduce`` (the whole pipeline), ``release``."""
 
 from __future__ import annotations
 

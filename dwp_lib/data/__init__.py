@@ -19,8 +19,7 @@ VARIANTS: tuple[str, ...] = ("small", "large", "synthetic", "sample")
 def load_notmnist(split: str = "train", variant: str = "synthetic", config=None) -> ImageSet:
     """notMNIST letters A-J, 28x28: ``"small"`` / ``"large"`` (the real tarballs), ``"synthetic"``
     (rendered from Debian fonts; ``config`` a :class:`~dwp_lib.data.synthetic.SyntheticConfig`,
-    by default the ``DWP_PRESET`` preset) or ``"sample"`` (10,000 real images, split by letter).
-    """
+    by default the ``DWP_PRESET`` preset) or ``"sample"`` (10,000 real images, split by letter)."""
     from .sources import check_split
 
     check_split(split)

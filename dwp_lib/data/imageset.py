@@ -1,7 +1,6 @@
 """``ImageSet``: labelled 28x28 greyscale images (stored as ``uint8``) with their provenance.
 
-A ``Dataset``: ``ds[i]`` is ``(image, label)``, image float32 ``(1, 28, 28)`` in ``[0, 1]``.
-"""
+A ``Dataset``: ``ds[i]`` is ``(image, label)``, image float32 ``(1, 28, 28)`` in ``[0, 1]``."""
 
 from __future__ import annotations
 
@@ -102,8 +101,7 @@ def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
     """A class-balanced subset of ``n`` images (``n / num_classes`` of each class).
 
     The choice depends only on ``(seed, class)``, and for one seed the subset of size ``n`` is
-    contained in that of any larger size (learning curves over ``n`` add data, not redraw it).
-    """
+    contained in that of any larger size (learning curves over ``n`` add data, not redraw it)."""
     c = dataset.num_classes
     for name, v in (("n", n), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):

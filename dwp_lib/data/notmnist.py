@@ -1,8 +1,7 @@
 """The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
 
 The tarballs hold ``notMNIST_<variant>/<letter>/<base64 of the font's name>.png``; they are
-size-checked (no checksums are published) and checked by content. Split by font (a hash).
-"""
+size-checked (no checksums are published) and checked by content. Split by font (a hash)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """``python -m dwp_lib data prepare [--notmnist small|large|synthetic|sample] [--preset P]``:
-fetch, verify and cache MNIST and a notMNIST variant, saying what was used and how long it took.
-"""
+fetch, verify and cache MNIST and a notMNIST variant, saying what was used and how long it took."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 The pipeline of ``book/05_experiment.md`` and ``python -m dwp_lib reproduce``: an
 :class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``, dotted overrides) drives an
-:class:`Experiment`, whose stages are cached and resume in a run folder.
-"""
+:class:`Experiment`, whose stages are cached and resume in a run folder."""
 
 from __future__ import annotations
 

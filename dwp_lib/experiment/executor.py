@@ -1,7 +1,6 @@
 """Where the units of a stage (source nets, grid cells) run: here, in local worker processes, or
 as Ray tasks. Units seed themselves and this process writes what they return, so the executor
-never changes a result (nor the config key). Ray is optional: ``pip install 'dwp_lib[ray]'``.
-"""
+never changes a result (nor the config key). Ray is optional: ``pip install 'dwp_lib[ray]'``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """A run folder's checks and lock: :class:`RunFolder` refuses what would mix two runs under one
 name (other settings, rows of another config key or from other artifacts) and a second writer.
-Rows keyed before the library gained a field (same settings) are re-keyed explicitly.
-"""
+Rows keyed before the library gained a field (same settings) are re-keyed explicitly."""
 
 from __future__ import annotations
 

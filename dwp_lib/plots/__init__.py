@@ -1,8 +1,7 @@
 """The book's figures, one function per figure, each returning a matplotlib Figure.
 
 They take plain tensors or result records and train nothing. One module per chapter (:mod:`.vi`,
-:mod:`.reparam`, :mod:`.vae`, :mod:`.implicit_prior`, :mod:`.experiment`) and :mod:`.common`.
-"""
+:mod:`.reparam`, :mod:`.vae`, :mod:`.implicit_prior`, :mod:`.experiment`) and :mod:`.common`."""
 
 from __future__ import annotations
 
