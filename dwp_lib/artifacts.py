@@ -124,16 +124,6 @@ def current_umask() -> int:
     return mask
 
 
-def file_mode() -> int:
-    """The mode a file created by ``open`` gets here: 0o666 less the umask (0o644 under 022)."""
-    return 0o666 & ~current_umask()
-
-
-def folder_mode() -> int:
-    """The mode a folder created by ``mkdir`` gets here: 0o777 less the umask."""
-    return 0o777 & ~current_umask()
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
@@ -152,7 +142,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         try:
             if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
-                os.fchmod(fd, file_mode())
+                os.fchmod(fd, 0o666 & ~current_umask())  # what ``open`` gives
         finally:
             os.close(fd)
         try:

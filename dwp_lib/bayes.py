@@ -241,11 +241,6 @@ def mean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
     return (probs.argmax(-1) == y.cpu()).float().mean().item()
 
 
-def _num_classes(model: nn.Module) -> int | None:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return last[-1].out_features if last else None
-
-
 def _batches(n: int, batch_size: int | None, steps: int, gen: torch.Generator):
     """Index tensors, one per step: the full batch, or reshuffled passes of ``batch_size``."""
     if batch_size is None or batch_size >= n:
@@ -262,7 +257,8 @@ def _batches(n: int, batch_size: int | None, steps: int, gen: torch.Generator):
 
 
 def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> History:
-    check_images_and_labels(x, y, desc, num_classes=_num_classes(model))
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    check_images_and_labels(x, y, desc, num_classes=last[-1].out_features if last else None)
     gen = seed_everything(seed)
     x, y = x.to(device), y.to(device)
     hist = History(config=to_dict(cfg), seed=seed)

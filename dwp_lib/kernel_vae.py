@@ -19,14 +19,11 @@ from .train import History
 from .vae import VAE, VAETrainConfig, fit_vae
 
 
-def _log_softplus(x: Tensor) -> Tensor:
-    """log(softplus(x)), finite where softplus underflows (log softplus(x) -> x as x -> -inf)."""
-    return torch.where(x < -20.0, x, torch.log(F.softplus(x.clamp_min(-20.0))))
-
-
 def _log_softplus_plus(x: Tensor, floor: float) -> Tensor:
-    """log(softplus(x) + floor)."""
-    return _log_softplus(x) if floor == 0 else torch.log(F.softplus(x) + floor)
+    """log(softplus(x) + floor); for floor 0 finite where softplus underflows (-> x as x -> -inf)."""
+    if floor == 0:
+        return torch.where(x < -20.0, x, torch.log(F.softplus(x.clamp_min(-20.0))))
+    return torch.log(F.softplus(x) + floor)
 
 
 class KernelVAE(VAE):

@@ -94,10 +94,6 @@ class MLPVAEConfig:
         if not self.hidden or min(self.hidden) < 1 or self.latent_dim < 1:
             raise ValueError(f"hidden widths and latent_dim must be >= 1, got {self}")
 
-    @property
-    def input_dim(self) -> int:
-        return self.image_shape[0] * self.image_shape[1]
-
 
 def _mlp(widths: list[int], last_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -116,7 +112,7 @@ class MLPVAE(VAE):
         super().__init__()
         self.config = cfg = config or MLPVAEConfig()
         self.latent_dim = cfg.latent_dim
-        widths = [cfg.input_dim, *cfg.hidden]
+        widths = [cfg.image_shape[0] * cfg.image_shape[1], *cfg.hidden]
         self.encoder = _mlp(widths, last_activation=True)
         self.z_mean = nn.Linear(widths[-1], cfg.latent_dim)
         self.z_logvar = nn.Linear(widths[-1], cfg.latent_dim)

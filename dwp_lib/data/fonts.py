@@ -181,7 +181,7 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
                     continue
                 _keep_fonts_only(Path(tmp))
                 # TemporaryDirectory makes it owner-only: the mode mkdir would give, once kept
-                Path(tmp).chmod(artifacts.folder_mode())
+                Path(tmp).chmod(0o777 & ~artifacts.current_umask())
                 if target.exists():
                     shutil.rmtree(target, ignore_errors=True)
                 try:

@@ -3,8 +3,7 @@
 If every source fails, :class:`DataUnavailableError` lists each try and the fix; a loader never
 falls back to another data set. ``DWP_OFFLINE=1`` skips downloads from the open internet
 (``apt-get download`` included; the Python package index is still used, MNIST's offline route);
-``DWP_DOWNLOAD_TIMEOUT`` (default 10 s) makes a machine without internet fail fast.
-"""
+``DWP_DOWNLOAD_TIMEOUT`` (default 10 s) makes a machine without internet fail fast."""
 
 from __future__ import annotations
 
@@ -203,12 +202,7 @@ def load_imageset(path: Path, expect: dict | None = None) -> ImageSet | None:
         warnings.warn(
             f"cached data {path} is unusable ({err}); deleting it and rebuilding", stacklevel=3
         )
-        remove_artifact(path)
+        for p in (path, artifacts.sidecar_path(path)):
+            p.unlink(missing_ok=True)
         return None
     return ds
-
-
-def remove_artifact(path: Path) -> None:
-    for p in (path, artifacts.sidecar_path(path)):
-        if p.exists():
-            p.unlink()

@@ -76,7 +76,8 @@ def read_rows(
         if None in raw or any(v is None for v in raw.values()):
             torn += 1
             continue
-        row = {k: _parse_cell(v, text=_is_text(k)) for k, v in raw.items()}
+        # hashes and keys stay text ("1e5123456789" is a hash, not a number)
+        row = {k: _parse_cell(v, text=k.endswith(("_sha256", "_key"))) for k, v in raw.items()}
         _check_row(path, reader.line_num, raw, row, header)
         rows.append(row)
         lines_of.append(reader.line_num)
@@ -151,11 +152,6 @@ def rewrite_rows(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequ
             tmp.write_text("")
 
 
-def _is_text(column: str) -> bool:
-    """Hashes and keys stay text (``"1e5123456789"`` is a hash, not a number)."""
-    return column.endswith(("_sha256", "_key"))
-
-
 def _parse_cell(v: str, text: bool = False) -> Any:
     if v == "":
         return None
@@ -224,7 +220,8 @@ def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
     rows = list(rows)
     stats = summarise(rows)
     sizes = sorted({k[2] for k in stats})
-    methods = sorted({(k[0], k[1]) for k in stats}, key=lambda m: (_prior_order(m[0]), m[1]))
+    rank = {p: i for i, p in enumerate(PRIORS)}  # priors the library does not know go last
+    methods = sorted({k[:2] for k in stats}, key=lambda m: (rank.get(m[0], len(rank)), m[1]))
     head = "| method (mean ± sd, seeds) | " + " | ".join(f"n = {n}" for n in sizes) + " |"
     lines = [head, "|" + "---|" * (len(sizes) + 1)]
     for prior, init in methods:
@@ -243,10 +240,6 @@ def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
         label = f"{PRIOR_LABELS.get(prior, prior)}, {INIT_LABELS.get(init, init)} init"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _prior_order(prior: str) -> int:
-    return PRIORS.index(prior) if prior in PRIORS else len(PRIORS)
 
 
 def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,7 +121,6 @@ def init_costs(
     vaes: Mapping[str, KernelVAE],
     channels: tuple[int, int],
     repeats: int = 5,
-    bank_file: str | os.PathLike | None = None,
 ) -> dict:
     """Bytes and seconds per layer of FConv(``channels``): the dwp init vs the filters init."""
     c1, c2 = channels
@@ -145,8 +142,6 @@ def init_costs(
                 partial(filters.conv_weight, layer, shape, g), repeats
             ),
         }
-    if bank_file is not None and Path(bank_file).exists():
-        out["bank_file_bytes"] = Path(bank_file).stat().st_size
     out["source_nets"] = len(bank.provenance.get("nets", []))
     return out
 

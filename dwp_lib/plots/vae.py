@@ -10,19 +10,12 @@ import torch
 from .common import finish, slice_grid
 
 
-def _smooth(values, window: int) -> np.ndarray:
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or len(v) < window:
-        return v
-    return np.convolve(v, np.ones(window) / window, mode="valid")
-
-
 def plot_vae_training(history, test_elbo: float | None = None, smooth: int = 50, ax=None):
     """The ELBO per example during training (minus the loss of each minibatch, smoothed), and
     the test-set ELBO of the final model as a dashed line. Returns the Figure."""
     fig, ax = plt.subplots(figsize=(6, 3.4)) if ax is None else (ax.figure, ax)
-    elbo = -np.asarray(history.loss)
-    y = _smooth(elbo, smooth)
+    elbo = -np.asarray(history.loss, dtype=float)
+    y = np.convolve(elbo, np.ones(smooth) / smooth, "valid") if 1 < smooth <= len(elbo) else elbo
     x = np.arange(len(y)) + (len(elbo) - len(y))
     ax.plot(x, y, label=f"training minibatches (mean of {smooth})")
     if test_elbo is not None:
