@@ -20,15 +20,9 @@ from ..config import Presets
 from ..device import exit_with_parent
 from ..progress import progress
 from . import fonts as _fonts
+from . import sources
 from .imageset import LETTERS, ImageSet
-from .sources import (
-    Attempt,
-    DataUnavailableError,
-    check_split,
-    data_dir,
-    load_imageset,
-    save_imageset,
-)
+from .sources import Attempt, DataUnavailableError
 
 LABEL = "notMNIST-style (synthetic)"
 SIZE = 28
@@ -258,7 +252,7 @@ def render_set(
 
 
 def cache_path(split: str, cfg: SyntheticConfig) -> Path:
-    return data_dir("notmnist") / f"synthetic-{cfg.key()}-{split}.pt"
+    return sources.data_dir("notmnist") / f"synthetic-{cfg.key()}-{split}.pt"
 
 
 def _versions() -> dict:
@@ -347,17 +341,17 @@ def json_safe(problems) -> str:
 
 def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
     """The notMNIST-style set's ``split`` for ``cfg`` (default: the ``DWP_PRESET`` preset)."""
-    check_split(split)
+    sources.check_split(split)
     cfg = cfg if cfg is not None else SyntheticConfig.preset(_config.current_preset())
     if not isinstance(cfg, SyntheticConfig):
         raise TypeError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
     expect = {"variant": "synthetic", "split": split, "config_key": cfg.key()}
-    ds = load_imageset(cache_path(split, cfg), expect)
+    ds = sources.load_imageset(cache_path(split, cfg), expect)
     if ds is not None:
         return ds
     built = build(cfg)
     for name, part in built.items():
-        save_imageset(cache_path(name, cfg), part)
+        sources.save_imageset(cache_path(name, cfg), part)
     return built[split]
 
 

@@ -13,15 +13,7 @@ from typing import Any
 
 import torch
 
-from .. import artifacts
-from ..bayes import (
-    BayesianCNN,
-    det_cnn,
-    ensemble_accuracy,
-    mean_accuracy,
-    train_bayesian_cnn,
-    train_det_cnn,
-)
+from .. import artifacts, bayes
 from ..device import default_device
 from ..inits import initialise
 from ..kernel_bank import KernelBank
@@ -50,8 +42,8 @@ def cell_network(cfg: ExperimentConfig, prior: str, n: int) -> tuple[torch.nn.Mo
     """The untrained network of a cell of ``prior`` at size ``n``, and its Bayes config."""
     bc = dataclasses.replace(cfg.bayes, steps=cfg.grid.steps_for(n, cfg.bayes.steps))
     if prior == "det":
-        return det_cnn(bc), bc
-    return BayesianCNN(bc, alpha_parametrised=prior == "log-uniform"), bc
+        return bayes.det_cnn(bc), bc
+    return bayes.BayesianCNN(bc, alpha_parametrised=prior == "log-uniform"), bc
 
 
 def run_grid_cell(
@@ -70,15 +62,15 @@ def run_grid_cell(
     model, bc = cell_network(ctx.cfg, prior, n)
     initialise(model, init, seed)
     if prior == "det":
-        hist = train_det_cnn(model, x, y, bc, seed, device)
+        hist = bayes.train_det_cnn(model, x, y, bc, seed, device)
     else:
         priors = make_priors(prior, ctx.vaes, bc, ctx.released)
-        hist = train_bayesian_cnn(model, priors, x, y, bc, seed, device)
+        hist = bayes.train_bayesian_cnn(model, priors, x, y, bc, seed, device)
     torch.manual_seed(seed)  # the evaluation's weight samples
     samples = bc.eval_samples if prior != "det" else 1
-    acc_ens = ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
-    acc_mean = mean_accuracy(model, xt, yt, bc.eval_batch_size)
-    train_acc = mean_accuracy(model, x, y, bc.eval_batch_size)
+    acc_ens = bayes.ensemble_accuracy(model, xt, yt, samples, bc.eval_batch_size)
+    acc_mean = bayes.mean_accuracy(model, xt, yt, bc.eval_batch_size)
+    train_acc = bayes.mean_accuracy(model, x, y, bc.eval_batch_size)
     seconds = time.perf_counter() - t0
     tail = max(1, len(hist.loss) // 10)
     used = vae_sources(method)

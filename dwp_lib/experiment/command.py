@@ -11,19 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from . import stages
 from .config import ExperimentConfig, config_differences
 from .names import ExperimentError
 from .overrides import config_from, with_notmnist
 from .results import results_table
 from .runner import Experiment
-from .stages import (
-    DEVICE_COUNTS,
-    estimate_cost,
-    grid_cell_seconds,
-    quick_estimate,
-    stage_work,
-    wall_on_devices,
-)
+from .stages import DEVICE_COUNTS, quick_estimate, stage_work, wall_on_devices
 
 #: a run that asks for more than this many times its preset's work is timed before it starts
 FAR_BEYOND = 10.0
@@ -65,7 +59,7 @@ def wall_from_saved_estimate(
             f"no step time for {', '.join(missing[:3]) or 'the same cells'}): pass the preset "
             "and settings it was made with"
         )
-    cells = grid_cell_seconds(steps, cfg)
+    cells = stages.grid_cell_seconds(steps, cfg)
     net = est["source_seconds"] / cfg.source.n_nets
     est["source_net_seconds"] = net
     est["wall_seconds_on"] = {
@@ -154,7 +148,7 @@ def cli(args: argparse.Namespace) -> int:
         if saved:
             est = wall_from_saved_estimate(saved, cfg, counts)
         else:
-            est = estimate_cost(cfg, devices=counts)
+            est = stages.estimate_cost(cfg, devices=counts)
         print(json.dumps(est, indent=2))
         print(
             f"About {est['source_seconds'] / 3600:.1f} h for the source nets and "

@@ -15,19 +15,11 @@ from pathlib import Path
 import torch
 
 from .. import artifacts as _artifacts
+from .. import source_nets
 from ..device import default_device, exit_with_parent
 from ..kernel_bank import KernelBank, build_kernel_bank
 from ..progress import progress
-from ..source_nets import (
-    NET_FILE,
-    SourceData,
-    SourceNetsConfig,
-    load_source_data,
-    net_provenance,
-    read_net_record,
-    train_and_save_net,
-    train_one_net,
-)
+from ..source_nets import NET_FILE, SourceData, SourceNetsConfig, load_source_data, read_net_record
 from .executor import ExecutorConfig, run_on_ray
 
 
@@ -55,13 +47,13 @@ def _init_worker(data: SourceData, threads: int) -> None:
 
 
 def _worker_task(cfg: SourceNetsConfig, index: int, out: str) -> dict:
-    return train_and_save_net(cfg, index, _WORKER_DATA, torch.device("cpu"), Path(out))
+    return source_nets.train_and_save_net(cfg, index, _WORKER_DATA, torch.device("cpu"), Path(out))
 
 
 def _ray_train_net(data: SourceData, cfg: SourceNetsConfig, index: int, threads: int):
     """One source net as a Ray task, returned to the caller, which saves it."""
     torch.set_num_threads(threads)
-    net, record = train_one_net(cfg, index, data, default_device(), show_progress=False)
+    net, record = source_nets.train_one_net(cfg, index, data, default_device(), show_progress=False)
     return {"state_dict": net.state_dict(), "widths": cfg.widths}, record
 
 
@@ -109,11 +101,11 @@ def train_source_nets(
         calls = [(cfg, i, threads) for i in todo]
         for state, record in run_on_ray(executor, _ray_train_net, data, calls, unit="net"):
             path = out / NET_FILE.format(record["index"])
-            _artifacts.save_artifact(path, state, net_provenance(cfg, record, data))
+            _artifacts.save_artifact(path, state, source_nets.net_provenance(cfg, record, data))
             done(dict(record, path=str(path), resumed=False))
     elif workers == 0:
         for i in todo:
-            done(train_and_save_net(cfg, i, data, device, out))
+            done(source_nets.train_and_save_net(cfg, i, data, device, out))
     else:
         # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
         ctx = multiprocessing.get_context("spawn")
