@@ -44,12 +44,7 @@ def rsample(
 ) -> Tensor:
     """mean + exp(logvar / 2) * eps, eps ~ N(0, I) (book/02, eq-reparam; book/03,
     eq-vae-rsample); ``num_samples`` (an int or a shape) leads: ``(S, *mean.shape)``."""
-    if num_samples is None:
-        lead: tuple[int, ...] = ()
-    elif isinstance(num_samples, int):
-        lead = (num_samples,)
-    else:
-        lead = tuple(num_samples)
+    lead = (num_samples,) if isinstance(num_samples, int) else tuple(num_samples or ())
     return mean + torch.exp(0.5 * logvar) * randn((*lead, *mean.shape), mean, generator)
 
 

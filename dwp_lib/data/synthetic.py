@@ -353,7 +353,3 @@ def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
     for name, part in built.items():
         sources.save_imageset(cache_path(name, cfg), part)
     return built[split]
-
-
-__all__ = ["LABEL", "SyntheticConfig", "build", "jitter", "load_synthetic", "render_set"]
-__all__ += ["vet_font"]

@@ -223,6 +223,7 @@ class ExperimentConfig:
 
     @classmethod
     def preset_config(cls, name: str) -> ExperimentConfig:
+        """The ``tiny``/``book``/``paper`` preset."""
         check_preset(name)
         return cls(
             name=name,
@@ -234,10 +235,7 @@ class ExperimentConfig:
             grid=GridConfig.preset(name),
         )
 
-    @classmethod
-    def preset(cls, name: str) -> ExperimentConfig:
-        """The ``tiny``/``book``/``paper`` preset."""
-        return cls.preset_config(name)
+    preset = preset_config
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:
