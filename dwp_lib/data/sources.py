@@ -1,5 +1,4 @@
 """Sources tried in order (each an :class:`Attempt`), verified downloads, cached tensor files.
-
 If every source fails, :class:`DataUnavailableError` lists each try and the fix; a loader never
 falls back to another data set. ``DWP_OFFLINE=1`` skips downloads from the open internet
 (``apt-get download`` included; the Python package index is still used, MNIST's offline route);

@@ -1,5 +1,4 @@
 """The whole experiment: source nets -> kernel bank -> kernel VAEs -> init experiment -> priors.
-
 The pipeline of ``book/05_experiment.md`` and ``python -m dwp_lib reproduce``: an
 :class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``, dotted overrides) drives an
 :class:`Experiment`, whose stages are cached and resume in a run folder."""

@@ -1,5 +1,4 @@
 """The book's figures, one function per figure, each returning a matplotlib Figure.
-
 They take plain tensors or result records and train nothing. One module per chapter (:mod:`.vi`,
 :mod:`.reparam`, :mod:`.vae`, :mod:`.implicit_prior`, :mod:`.experiment`) and :mod:`.common`."""
 
