@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -271,15 +272,8 @@ def _fit(model, params, loss_fn, x, y, cfg: BayesConfig, seed, device, desc) -> 
         return loss
 
     model.train()
-    log = fit(
-        params,
-        loss_at,
-        cfg.steps,
-        cfg.lr,
-        desc,
-        schedule=lambda step: linear_decay(step, cfg.steps),
-        postfix=lambda log: {"loss": f"{log.loss[-1]:.1f}"},
-    )
+    decay = partial(linear_decay, total_steps=cfg.steps)
+    log = fit(params, loss_at, cfg.steps, cfg.lr, desc, schedule=decay, postfix=".1f")
     hist.loss, hist.lr, hist.seconds = log.loss, log.lr, log.seconds
     model.eval()
     return hist

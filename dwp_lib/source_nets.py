@@ -107,10 +107,8 @@ class SourceNetsConfig(Presets):
         )
 
     # fields that change a trained net; the checkpoint folder is named after them
-    _TRAINING_FIELDS = tuple(
-        "widths epochs batch_size lr l2 seed data_variant data_preset "
-        "train_images precision".split()
-    )
+    _TRAINING_FIELDS = ("widths", "epochs", "batch_size", "lr", "l2", "seed", "data_variant")
+    _TRAINING_FIELDS += ("data_preset", "train_images", "precision")
 
     def training_dict(self) -> dict[str, Any]:
         d = _config.to_dict(self)

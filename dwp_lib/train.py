@@ -116,12 +116,12 @@ def fit(
     what: str,
     schedule: Callable[[int], float] | None = None,
     after_step: Callable[[int, float], None] | None = None,
-    postfix: Callable[[History], dict] | None = None,
+    postfix: str | None = None,
     first_step: int = 0,
 ) -> History:
     """Minimise ``loss_at(step)`` over ``params`` (tensors or Adam groups) with Adam, each group's
-    rate times ``schedule(t)``; ``after_step(step, loss)`` runs after each update, ``postfix(log)``
-    gives the bar's fields every 50 steps."""
+    rate times ``schedule(t)``; ``after_step(step, loss)`` runs after each update; ``postfix``
+    formats the loss in the bar every 50 steps (``".2f"``)."""
     opt = torch.optim.Adam(params, lr=lr)
     base = [group["lr"] for group in opt.param_groups]
     log = History()
@@ -139,6 +139,6 @@ def fit(
         if after_step is not None:
             after_step(step, log.loss[-1])
         if postfix is not None and len(log.loss) % 50 == 0:
-            bar.set_postfix(**postfix(log))
+            bar.set_postfix(loss=f"{log.loss[-1]:{postfix}}")
     log.seconds = time.perf_counter() - start
     return log

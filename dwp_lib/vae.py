@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -251,16 +252,9 @@ def fit_vae(
         batch["pos"] += cfg.batch_size
         return vae.loss(data[idx], gen)
 
-    linear = cfg.schedule == "linear"
-    log = fit(
-        vae.parameters(),
-        loss_at,
-        total,
-        cfg.lr,
-        desc,
-        schedule=(lambda t: linear_decay(t, total, exact_ratio=True)) if linear else None,
-        postfix=lambda log: {"loss": f"{log.loss[-1]:.2f}"},
-    )
+    decay = partial(linear_decay, total_steps=total, exact_ratio=True)
+    schedule = decay if cfg.schedule == "linear" else None
+    log = fit(vae.parameters(), loss_at, total, cfg.lr, desc, schedule=schedule, postfix=".2f")
     history.loss, history.lr, history.seconds = log.loss, log.lr, log.seconds
     vae.eval()
     return history
