@@ -20,7 +20,6 @@ def notmnist_option(p: argparse.ArgumentParser) -> None:
     """``--notmnist small|large|synthetic|sample``: the notMNIST the source nets train on."""
     p.add_argument(
         "--notmnist",
-        default=None,
         choices=["small", "large", "synthetic", "sample"],
         help="the source nets' notMNIST: the real tarballs (small, large; the cache, "
         "$DWP_CACHE/data/downloads/ or the author's site), the notMNIST-style synthetic set, or "
@@ -43,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="notMNIST variant: the real tarballs (small, large), the notMNIST-style synthetic set, "
         "or sample (10,000 real images of notMNIST_small, not split by font)",
     )
-    p.add_argument(
-        "--preset", choices=PRESETS, default=None, help="size of the synthetic set (DWP_PRESET)"
-    )
+    p.add_argument("--preset", choices=PRESETS, help="size of the synthetic set (DWP_PRESET)")
     p.set_defaults(func=_command(".data.prepare", "run"))
 
     p = sub.add_parser(
@@ -63,14 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run every stage and write results, figures, provenance")
     p.add_argument(
-        "--preset",
-        choices=PRESETS,
-        default=None,
-        help="starting preset (default: the config file's, else book)",
+        "--preset", choices=PRESETS, help="starting preset (default: the config file's, else book)"
     )
     p.add_argument(
         "--out",
-        default=None,
         help="output folder (resumes if it exists; not needed with --estimate or --print-config)",
     )
     p.add_argument(
@@ -92,13 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
-        default=None,
         metavar="K,K,...",
         help="with --estimate: the device counts to print wall times for (default 1,2,4,8)",
     )
     p.add_argument(
         "--estimate-from",
-        default=None,
         metavar="FILE",
         help="with --estimate: time nothing, read the step times of an estimate printed before "
         "(e.g. on a GPU) and print its wall times for --devices",

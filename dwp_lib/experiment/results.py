@@ -162,9 +162,7 @@ def _parse_cell(v: str, text: bool = False) -> Any:
             return t(v)
         except ValueError:
             pass
-    if v in ("True", "False"):
-        return v == "True"
-    return v
+    return v == "True" if v in ("True", "False") else v
 
 
 def append_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str]) -> None:
