@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import gaussian
-from .config import Presets
+from .config import Presets, check_fields
 from .gaussian import rsample, standard_log_prob
 from .kernel_vae import KernelVAE
 from .slices import gaussian_slices, shuffle_pixels, xavier_slices, xavier_std  # noqa: F401
@@ -37,15 +37,9 @@ class ImplicitPriorConfig(Presets):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = ("slices_per_kind", "bound_samples", "iw_samples", "curve_slices", "curve_samples")
-        ints += ("reverse_steps", "penalty_samples")
-        bad = [name for name in ints if getattr(self, name) < 1]
-        if self.grid_size < 3 or self.grid_radius <= 0 or self.reverse_lr <= 0:
-            bad.append("grid_size >= 3, grid_radius > 0, reverse_lr > 0")
-        if self.reverse_batch_size is not None and self.reverse_batch_size < 1:
-            bad.append("reverse_batch_size (None or >= 1)")
-        if bad:
-            raise ValueError(f"ImplicitPriorConfig: invalid {', '.join(bad)}: {self}")
+        check_fields(self)  # every count >= 1, grid_radius and reverse_lr > 0
+        if self.grid_size < 3:
+            raise ValueError(f"grid_size={self.grid_size}: must be >= 3")
 
     @classmethod
     def tiny(cls) -> ImplicitPriorConfig:
