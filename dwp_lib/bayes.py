@@ -27,8 +27,7 @@ FUSED_LRT = True
 
 @dataclass
 class BayesConfig(Presets):
-    """The target network, its posterior, the priors' options and how to train it (``paper``:
-    the authors' n = 50 setting)."""
+    """Target net, posterior, priors' options, training (``paper``: the authors' n = 50 setting)."""
 
     channels: tuple[int, int] = (32, 128)  # FConv(c1, c2): conv 7x7 -> c1, conv 5x5 -> c2
     log_sigma2_init: float = -10.0  # authors' value: q starts almost a point mass
@@ -127,8 +126,7 @@ class BayesConv2d(nn.Module):
         return gaussian.sample_from_moments(*self.moments(x))
 
     def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance of the pre-activations under q: ``conv(x, mu) + b`` and
-        ``conv(x^2, sigma^2)``."""
+        """Pre-activation mean ``conv(x, mu) + b`` and variance ``conv(x^2, sigma^2)`` under q."""
         if FUSED_LRT:
             # [x, x^2] through [mu, sigma^2] with groups=2: one pass over the input, ~2x faster
             # on a CPU for the 1-channel first layer (benchmarks/dwp_cell.py)

@@ -147,8 +147,7 @@ def _check_value(name: str, path: str, value, hint) -> None:
 
 
 def check_fields(cfg, prefix: str = "") -> None:
-    """Check every field of ``cfg`` (nested ones by dotted path) against its annotation and the
-    range rules; a :class:`ConfigValueError` names the field."""
+    """Check each field of ``cfg`` (nested: dotted paths) against its type and range rules."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

@@ -25,8 +25,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def exit_with_parent(parent: int | None = None, every: float = 0.5) -> threading.Thread:
-    """End this worker when its parent is gone (an orphan computes what nobody writes); call it
-    first in a pool worker's initialiser."""
+    """End this pool worker when its parent is gone (an orphan works for nobody); call it first."""
     parent = os.getppid() if parent is None else parent
 
     def watch() -> None:

@@ -168,8 +168,7 @@ class SliceScores:
 
 
 def scores_table(scores: list[SliceScores], after: list[SliceScores] | None = None) -> str:
-    """A Markdown table of :class:`SliceScores` means; ``after`` (scored with a trained r) adds
-    its gap."""
+    """A Markdown table of :class:`SliceScores` means; ``after`` (a trained r) adds its gap."""
     if after is not None and [a.kind for a in after] != [s.kind for s in scores]:
         raise ValueError("after must score the same kinds, in the same order, as scores")
     grid = all(s.log_p_grid is not None for s in scores)

@@ -1,5 +1,4 @@
-"""The kernel VAE's layer lists (:class:`LayerSpec` strings such as ``"c3:32"``): ours and the
-authors' exact architectures (book/03, book/04)."""
+"""Kernel-VAE layer lists (:class:`LayerSpec`: ``"c3:32"``): ours and the authors' (book/03, 04)."""
 
 from __future__ import annotations
 

@@ -61,8 +61,7 @@ class BayesianLinear(nn.Module):
 
 
 class BayesianMLP(nn.Module):
-    """An MLP of :class:`BayesianLinear` layers with ReLU between them (no hidden layer: softmax
-    regression). Input images are flattened."""
+    """An MLP of :class:`BayesianLinear` layers and ReLUs (no hidden layer: softmax regression)."""
 
     def __init__(
         self,
@@ -170,8 +169,7 @@ def train_minibatch_vi(
     cfg: MinibatchVIConfig,
     device: torch.device | str = "cpu",
 ) -> History:
-    """Doubly stochastic VI (a random mini-batch, a weight sample): maximise :func:`elbo` with
-    Adam. ``x`` (N, ...) float, ``y`` (N,) int."""
+    """Doubly stochastic VI (a mini-batch, a weight sample): maximise :func:`elbo` with Adam."""
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y disagree on N: {x.shape[0]} vs {y.shape[0]}")
     n = x.shape[0]

@@ -1,5 +1,4 @@
-"""Slices from no source net: references that real kernels are scored against (chapter 4) and a
-known family of toy kernels (chapter 3, the tests)."""
+"""Slices from no source net: references real kernels are scored against, and toy kernels."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def xavier_slices(n: int, kernel_size: int, c_in: int, c_out: int, seed: int = 0
 
 
 def shuffle_pixels(slices: Tensor, seed: int = 0) -> Tensor:
-    """Each slice with its k*k weights permuted at random (its own permutation): the same
-    values, hence the same norm, without the spatial structure."""
+    """Each slice's k*k weights randomly permuted: the same values and norm, no spatial layout."""
     gen = torch.Generator().manual_seed(seed)
     flat = slices.flatten(1)
     order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)

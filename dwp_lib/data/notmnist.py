@@ -27,8 +27,7 @@ TEST_FRACTION = 0.15
 
 
 class NotNotMNISTError(ValueError):
-    """A tarball of the right size whose content is not notMNIST (letters missing, implausible
-    counts, file names that are not fonts)."""
+    """A right-size tarball that is not notMNIST (missing letters, odd counts, non-font names)."""
 
 
 def check_content(

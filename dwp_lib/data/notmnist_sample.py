@@ -82,8 +82,7 @@ SAMPLE = SampleSource(
 
 
 class NotTheSampleError(ValueError):
-    """Files that match their SHA-256 but do not hold what the sample must (count, size,
-    letters): the pinned hashes and the expected content disagree."""
+    """Files that match their pinned SHA-256 but not the sample's content (count, size, letters)."""
 
 
 def _source(source: SampleSource | None) -> SampleSource:

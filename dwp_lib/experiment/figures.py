@@ -50,8 +50,7 @@ def plot_init_curves(rows, ax=None):
 
 
 def plot_accuracy_vs_n(rows, paper: bool = True, title: str | None = None, ax=None):
-    """Ensemble accuracy vs n per method (mean ± std, seeds as dots), the paper's dashed;
-    ``rows``: those of ``results.csv``."""
+    """Accuracy vs n per method of ``results.csv`` rows: mean ± std, seeds as dots, paper dashed."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 4.0))
     stats = summarise(rows)
     methods = list(dict.fromkeys((k[0], k[1]) for k in stats))

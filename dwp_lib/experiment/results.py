@@ -1,5 +1,4 @@
-"""Results files: typed CSV rows, summaries, paired differences, the tables chapters print, and
-where the committed runs are."""
+"""Results files: typed CSV rows, summaries, paired differences, tables, the committed runs."""
 
 from __future__ import annotations
 
@@ -195,8 +194,7 @@ def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tupl
 def paired_difference(
     rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
 ) -> dict:
-    """``a`` minus ``b`` (methods) at size ``n``, paired by split seed: the differences, their
-    mean and std, and how many seeds ``a`` won."""
+    """``a`` minus ``b`` at ``n`` paired by split seed: differences, mean, std, ``a``'s wins."""
     pa, pb = parse_method(a), parse_method(b)
     by = {pa: {}, pb: {}}
     for r in rows:

@@ -1,5 +1,4 @@
-"""The source stage: the source nets (here, in worker processes or as Ray tasks) and the kernel
-bank cut from them, cached."""
+"""The source stage: the nets (here, in workers or as Ray tasks) and their bank, cached."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Chapter 5, the experiment: kernel examples beside samples of the kernel VAEs, and the latent
-space of the filters."""
+"""Chapter 5: kernel examples beside kernel-VAE samples, and the filters' latent space."""
 
 from __future__ import annotations
 

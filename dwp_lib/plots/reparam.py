@@ -59,8 +59,7 @@ def plot_vi_history(history, n_data: int, smooth: int = 20):
 
 
 def plot_pixel_posterior(mu, logvar, classes=(0, 1, 3, 7)):
-    """Softmax-regression q on MNIST: per-class mean weights and posterior sd as 28x28 images
-    (``mu`` and ``logvar``: (784, 10))."""
+    """Softmax regression's q (``mu``, ``logvar``: (784, 10)) as per-class weight and sd images."""
     mu, sd = to_numpy(mu), np.exp(0.5 * to_numpy(logvar))
     fig, axes = plt.subplots(2, len(classes) + 1, figsize=(2.2 * (len(classes) + 1), 4.6))
     for j, c in enumerate(classes):

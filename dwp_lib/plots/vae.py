@@ -77,8 +77,7 @@ def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap
 
 
 def plot_latent_manifold(images, extent: float):
-    """A grid of decoder means ``(n, n, H, W)`` at codes on a regular grid over
-    [-extent, extent]^2 (row 0 at the top is the largest z_2)."""
+    """Decoder means ``(n, n, H, W)`` on a code grid over [-extent, extent]^2, z_2 upwards."""
     imgs = torch.as_tensor(images).detach().float().cpu().numpy()
     n, _, h, w = imgs.shape
     canvas = np.concatenate([np.concatenate(list(row), axis=1) for row in imgs], axis=0)
@@ -102,8 +101,7 @@ def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
 
 
 def plot_kernel_vae_samples(real, samples, ncols: int = 8, scale: str = "shared"):
-    """Training slices beside kernel-VAE samples (decoder means at z ~ N(0, I)), same colour
-    scale: red positive, blue negative."""
+    """Training slices beside kernel-VAE samples (means at z ~ N(0, I)), one red-blue scale."""
     grids = [slice_grid(x, ncols=ncols, scale=scale) for x in (real, samples)]
     vmax = max(float(np.nanmax(np.abs(g))) for g in grids) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")

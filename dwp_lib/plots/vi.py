@@ -33,8 +33,7 @@ def _contours(ax, gaussians) -> None:
 
 
 def plot_q_vs_posterior(post_mean, post_cov, qs: dict, prior_var: float | None = None, ax=None):
-    """q against the exact posterior in weight space (1 and 2 sd contours); ``qs`` maps a label
-    to the ``(mean, cov)`` of a 2-D Gaussian q."""
+    """q against the exact posterior (1 and 2 sd); ``qs``: label -> ``(mean, cov)`` of a 2-D q."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6)) if ax is None else (ax.figure, ax)
     for k, alpha in ((1, 0.35), (2, 0.2)):
         label = "exact posterior p(w|D)" if k == 1 else None
@@ -105,8 +104,7 @@ def plot_blr_posterior(
     x_grid=None,
     title: str | None = None,
 ):
-    """Bayesian linear regression: weight space (prior and posterior) and data space (the fit
-    with a 2 sd band of the posterior over the line)."""
+    """Bayesian linear regression: weight space (prior, posterior), data space (fit, 2 sd band)."""
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6)) if axes is None else (axes[0].figure, axes)
     ax_w, ax_d = axes
     prior = (np.zeros(2), prior_var * np.eye(2), {"color": "0.6", "ls": ":", "label": "prior"})
