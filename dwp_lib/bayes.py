@@ -1,6 +1,5 @@
 """The Bayesian CNN, its ELBO and its training: the heart of the deep weight prior (book/05).
-Images are ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is ``c_out * c_in`` *slices*.
-"""
+Images ``(B, 1, 28, 28)``; a conv weight ``(c_out, c_in, k, k)`` is ``c_out * c_in`` *slices*."""
 
 from __future__ import annotations
 
@@ -61,9 +60,8 @@ class BayesConfig(Presets):
 
 
 class BayesConv2d(nn.Module):
-    """Convolution with q(w) = prod_i N(w_i | mu_i, sigma_i^2) and a bias without a prior. sigma^2
-    is a free ``log_sigma2``, or alpha * mu^2 with alpha = sigmoid(``alpha_logit``) when
-    ``alpha_parametrised`` (the form :class:`~dwp_lib.priors.LogUniform` needs)."""
+    """Conv with q(w) = prod_i N(w_i | mu_i, sigma_i^2), a bias without prior; sigma^2 is a free
+    ``log_sigma2`` or, ``alpha_parametrised`` (LogUniform's form), sigmoid(``alpha_logit``) mu^2."""
 
     def __init__(
         self,

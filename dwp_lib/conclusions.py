@@ -1,6 +1,5 @@
-"""The talk's claims, each with a verdict computed from the committed runs (``results/``): a
-paired difference over split seeds "holds" when its mean is at least two standard errors above
-zero on at least three seeds, "fails" when as far below, else "no clear difference"."""
+"""The talk's claims, each with a verdict from the committed runs: a paired difference over split
+seeds "holds" >= 2 standard errors above zero on >= 3 seeds, "fails" as far below, else unclear."""
 
 from __future__ import annotations
 

@@ -70,9 +70,8 @@ class ImplicitPriorConfig(Presets):
 
 
 class LatentGrid:
-    """p(w) = ∫ p(w|z) p(z) dz by the midpoint rule on a grid of 2-D z (book/04 eq.
-    ``eq-dwp-marginal``), exact as p(z|w) lies inside and wider than a cell (:meth:`edge_mass`,
-    :meth:`peak_mass`)."""
+    """p(w) = ∫ p(w|z) p(z) dz by the midpoint rule on a grid of 2-D z (book/04, eq-dwp-marginal),
+    exact when p(z|w) lies inside and wider than a cell (:meth:`edge_mass`, :meth:`peak_mass`)."""
 
     def __init__(self, vae: KernelVAE, size: int, radius: float, batch: int = 4096) -> None:
         if vae.latent_dim != 2:

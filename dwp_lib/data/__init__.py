@@ -1,7 +1,6 @@
 """The course's data: real MNIST, and notMNIST (real, or a notMNIST-style synthetic set).
-Each loader returns an :class:`ImageSet` and tries its sources in order, each verified, caching
-the result under ``$DWP_CACHE/data``. ``python -m dwp_lib data prepare`` fetches everything ahead.
-"""
+Each loader returns an :class:`ImageSet`, trying its sources in order, each verified, cached under
+``$DWP_CACHE/data``; ``python -m dwp_lib data prepare`` fetches everything ahead."""
 
 from __future__ import annotations
 
@@ -16,9 +15,8 @@ VARIANTS: tuple[str, ...] = ("small", "large", "synthetic", "sample")
 
 
 def load_notmnist(split: str = "train", variant: str = "synthetic", config=None) -> ImageSet:
-    """notMNIST letters A-J, 28x28: ``"small"`` / ``"large"`` (the real tarballs), ``"synthetic"``
-    (rendered from Debian fonts; ``config`` a :class:`~dwp_lib.data.synthetic.SyntheticConfig`,
-    by default the ``DWP_PRESET`` preset) or ``"sample"`` (10,000 real images, split by letter)."""
+    """notMNIST A-J, 28x28: ``"small"``/``"large"`` (real tarballs), ``"synthetic"`` (Debian fonts;
+    ``config``: a ``SyntheticConfig``, else ``DWP_PRESET``'s) or ``"sample"`` (10,000 real)."""
     from .sources import check_split
 
     check_split(split)

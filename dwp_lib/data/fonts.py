@@ -1,7 +1,6 @@
-"""Fonts for the notMNIST-style set: Debian font packages fetched into the cache.
-``apt-get download`` (with private package lists if the system's lack them) and ``dpkg -x``
-into ``<cache>/data/fonts/root/<package>/``, keeping only font files; a manifest written last
-marks a complete unpack. Nothing is installed."""
+"""Fonts for the notMNIST-style set: Debian font packages fetched into the cache, not installed:
+``apt-get download`` (private package lists if the system's lack them), ``dpkg -x`` into
+``<cache>/data/fonts/root/<package>/`` keeping font files only; a manifest, last, marks it done."""
 
 from __future__ import annotations
 

@@ -97,9 +97,8 @@ class ImageSet(Dataset):
 
 
 def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
-    """A class-balanced subset of ``n`` images (``n / num_classes`` of each class).
-    The choice depends only on ``(seed, class)``, and for one seed the subset of size ``n`` is
-    contained in that of any larger size (learning curves over ``n`` add data, not redraw it)."""
+    """A class-balanced subset of ``n`` images, chosen by ``(seed, class)`` only: for one seed it
+    grows with ``n`` (learning curves over ``n`` add data, not redraw it)."""
     c = dataset.num_classes
     for name, v in (("n", n), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):

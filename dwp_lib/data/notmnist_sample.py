@@ -1,7 +1,6 @@
-"""A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format.
-From ``davidflanagan/notMNIST-to-MNIST`` (MIT) at a pinned commit, each file SHA-256-checked.
-No font is recorded, so the split is by letter, and every result says so (``SampleSource.label``).
-"""
+"""A sample of the real notMNIST: 10,000 images of ``notMNIST_small`` in MNIST's idx format, from
+``davidflanagan/notMNIST-to-MNIST`` (MIT) at a pinned commit, each file SHA-256-checked. No font
+is recorded, so the split is by letter, and every result says so (``SampleSource.label``)."""
 
 from __future__ import annotations
 
@@ -85,13 +84,9 @@ class NotTheSampleError(ValueError):
     """Files that match their pinned SHA-256 but not the sample's content (count, size, letters)."""
 
 
-def _source(source: SampleSource | None) -> SampleSource:
-    return SAMPLE if source is None else source
-
-
 def sample_dir(source: SampleSource | None = None) -> Path:
     """Where the idx files are kept: ``$DWP_CACHE/data/notmnist-sample/<commit>/``."""
-    return sources.data_dir("notmnist-sample", _source(source).commit)
+    return sources.data_dir("notmnist-sample", (source or SAMPLE).commit)
 
 
 def cache_path(split: str) -> Path:
@@ -123,10 +118,9 @@ def _reason(err: BaseException) -> str:
 
 
 def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], dict[str, str]]:
-    """The verified local copy of each idx file, and how each came (found or downloaded); a
-    missing or wrong file is downloaded where allowed, else :class:`DataUnavailableError` names
-    each file, its SHA-256 and the folder for a copy. Writes ``provenance.json`` there."""
-    source = _source(source)
+    """The verified local copy of each idx file and how it came; a missing or wrong one is fetched
+    where allowed, else :class:`DataUnavailableError` says where; writes ``provenance.json``."""
+    source = source or SAMPLE
     folder = sample_dir(source)
     attempts, problems, how = [], [], {}
     network = "skipped (DWP_OFFLINE=1)" if sources.offline() else None
@@ -164,7 +158,7 @@ def fetch_sample(source: SampleSource | None = None) -> tuple[dict[str, Path], d
 
 def provenance(source: SampleSource | None = None) -> dict:
     """What every result that uses the sample records about it."""
-    source = _source(source)
+    source = source or SAMPLE
     return {
         "label": source.label,
         "repo": source.repo,
@@ -221,7 +215,7 @@ def split_indices(labels: np.ndarray, source: SampleSource) -> dict[str, np.ndar
 
 def load_sample(split: str, source: SampleSource | None = None) -> ImageSet:
     """The sample's ``split`` (``"train"``: 8,500 images, ``"test"``: 1,500), letters A-J."""
-    source = _source(source)
+    source = source or SAMPLE
     expect = {"dataset": "notMNIST", "variant": "sample", "split": split}
     expect |= {"commit": source.commit, "sha256": dict(source.sha256)}
     expect |= {"split_rule": source.split_rule}

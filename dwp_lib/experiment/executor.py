@@ -1,6 +1,5 @@
-"""Where the units of a stage (source nets, grid cells) run: here, in local worker processes, or
-as Ray tasks. Units seed themselves and this process writes what they return, so the executor
-never changes a result (nor the config key). Ray is optional: ``pip install 'dwp_lib[ray]'``."""
+"""Where a stage's units (source nets, grid cells) run: here, in worker processes or as Ray tasks;
+they seed themselves, so no result (nor the key) depends on it. Ray: pip install 'dwp_lib[ray]'."""
 
 from __future__ import annotations
 

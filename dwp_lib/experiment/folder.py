@@ -1,6 +1,5 @@
-"""A run folder's checks and lock: :class:`RunFolder` refuses what would mix two runs under one
-name (other settings, rows of another config key or from other artifacts) and a second writer.
-Rows keyed before the library gained a field (same settings) are re-keyed explicitly."""
+"""A run folder's checks and lock: :class:`RunFolder` refuses other settings, rows of another key or
+from other artifacts, and a second writer; rows keyed before a field was added are re-keyed."""
 
 from __future__ import annotations
 

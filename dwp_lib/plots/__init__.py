@@ -1,6 +1,5 @@
-"""The book's figures, one function per figure, each returning a matplotlib Figure.
-They take plain tensors or result records and train nothing. One module per chapter (:mod:`.vi`,
-:mod:`.reparam`, :mod:`.vae`, :mod:`.implicit_prior`, :mod:`.experiment`) and :mod:`.common`."""
+"""The book's figures, one function each returning a Figure, from tensors or records (no training);
+one module per chapter (vi, reparam, vae, implicit_prior, experiment) and :mod:`.common`."""
 
 from __future__ import annotations
 

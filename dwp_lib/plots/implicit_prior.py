@@ -1,6 +1,5 @@
-"""Chapter 4, the implicit prior: the source nets' kernel bank (slices, norms, accuracy), kinds
-of slices, the true posterior against reverse models, the auxiliary bound and its gap,
-importance-weighted curves and the penalty sweep."""
+"""Chapter 4: the kernel bank (slices, norms, source accuracy), kinds of slices, the posterior vs
+reverse models, the auxiliary bound and its gap, importance-weighted curves, the penalty sweep."""
 
 from __future__ import annotations
 
@@ -111,10 +110,9 @@ def _ellipse(mean, var, n_sd: float, n: int = 100) -> np.ndarray:
 
 @torch.no_grad()
 def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4.0):
-    """The true posterior p(z|w) on a :class:`~dwp_lib.implicit_prior.LatentGrid` (filled
-    contours) against reverse models r(z|w) (1- and 2-sd ellipses), one panel per slice of
-    ``slices`` (``{title: (k, k)}``), at least ``zoom`` posterior sds wide. ``reverse``:
-    ``{label: KernelVAE}``, or ``{label: {title: KernelVAE}}`` for one per panel."""
+    """True posterior p(z|w) on a ``LatentGrid`` (filled) against reverse models r(z|w) (1, 2 sd),
+    one panel per slice of ``slices`` ``{title: (k, k)}``, >= ``zoom`` posterior sds wide.
+    ``reverse``: ``{label: KernelVAE}``, or ``{label: {title: KernelVAE}}`` for one per panel."""
     titles = list(slices)
     w = torch.stack([torch.as_tensor(slices[t]).float() for t in titles])
     post = grid.log_posterior(w).exp().cpu().numpy()  # (B, size, size), index [b, i(z1), j(z2)]
