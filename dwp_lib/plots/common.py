@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+__all__ = ["contact_sheet", "dataset_title", "finish", "slice_grid", "to_numpy"]
+
 
 def to_numpy(t) -> np.ndarray:
     """A tensor (detached, on the CPU) or anything array-like as a NumPy array."""

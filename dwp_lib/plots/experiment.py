@@ -8,6 +8,9 @@ import torch
 
 from .common import finish, slice_grid
 
+__all__ = ["plot_kernel_examples", "plot_latent_space", "plot_paired_effects", "real_and_sampled"]
+__all__ += ["slice_panel"]
+
 
 def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, seed: int = 0):
     """Per layer, real source slices (left) next to kernel VAE samples (decoder means at

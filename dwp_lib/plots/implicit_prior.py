@@ -9,6 +9,10 @@ import torch
 
 from .common import finish, slice_grid
 
+__all__ = ["KIND_COLOURS", "plot_bank_slices", "plot_bound_and_gap", "plot_iw_curves"]
+__all__ += ["plot_penalty_sweep", "plot_posterior_vs_reverse", "plot_slice_kinds"]
+__all__ += ["plot_slice_norms", "plot_source_accuracy"]
+
 KIND_COLOURS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
 
 

@@ -8,6 +8,9 @@ import numpy as np
 
 from .common import finish, to_numpy
 
+__all__ = ["plot_estimator_histograms", "plot_estimator_variance"]
+__all__ += ["plot_gradient_variance_vs_batch", "plot_pixel_posterior", "plot_vi_history"]
+
 
 def plot_estimator_histograms(samples: dict, exact: float, bins: int = 80, ax=None):
     """Histograms of one-sample gradient estimates (one coordinate) with the exact gradient."""

@@ -9,6 +9,10 @@ import torch
 
 from .common import finish, slice_grid
 
+__all__ = ["plot_image_samples", "plot_iw_bounds", "plot_kernel_vae_samples"]
+__all__ += ["plot_latent_manifold", "plot_reconstructions", "plot_vae_latent_space"]
+__all__ += ["plot_vae_training"]
+
 
 def plot_vae_training(history, test_elbo: float | None = None, smooth: int = 50, ax=None):
     """The ELBO per example during training (minus the loss of each minibatch, smoothed), and

@@ -8,6 +8,9 @@ import numpy as np
 
 from .common import finish, to_numpy
 
+__all__ = ["gaussian_ellipse", "plot_blr_grid", "plot_blr_posterior", "plot_mean_field_failure"]
+__all__ += ["plot_q_vs_posterior", "plot_vlb_traces"]
+
 
 def _ellipse_points(mean, cov, n_std: float) -> np.ndarray:
     """``(2, 200)``: the n_std contour of N(mean, cov) (2-D)."""
