@@ -1,5 +1,4 @@
-"""The paper authors' released kernel VAEs as :class:`~dwp_lib.kernel_vae.KernelVAE` objects
-(the files, verified and cached, come from :mod:`dwp_lib.release`)."""
+"""The paper authors' released kernel VAEs as ``KernelVAE`` objects (files from :mod:`.release`)."""
 
 from __future__ import annotations
 

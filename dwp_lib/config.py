@@ -51,8 +51,7 @@ def preset_of(cls: type[T], name: str, **overrides) -> T:
 
 
 class Presets:
-    """Mixin of every stage config: ``Cls.preset(name, **overrides)`` (:func:`preset_of`);
-    ``book()`` is the defaults where a class does not say otherwise."""
+    """Mixin of every stage config: ``Cls.preset(name, **overrides)``; ``book()``: ``cls()``."""
 
     @classmethod
     def preset(cls, name: str, **overrides):

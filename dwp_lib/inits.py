@@ -1,5 +1,4 @@
-"""Initialisations of the conv kernels, one interface (book/05): ``default`` (PyTorch's own),
-``xavier``, ``filters`` (kernels of the bank) and ``dwp`` (samples of the kernel VAE)."""
+"""Conv-kernel inits behind one interface (book/05): default, xavier, filters (bank), dwp (VAE)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Mini-batch VI of a Bayesian MLP (chapter 2, second half): mean-field linear layers, the
-mini-batch bound and the variance of its gradient under each way of sampling the weights."""
+"""Mini-batch VI of a Bayesian MLP (chapter 2): mean-field layers, the bound, its gradient noise."""
 
 from __future__ import annotations
 

@@ -228,8 +228,7 @@ CONV2_HELD_OUT = 0.2
 
 
 def released_bank_splits(release: Release | None = None, seed: int = 0) -> dict:
-    """The released banks as ``{layer: {"train", "test"}}`` slices, their 5x5 test file split
-    by a seeded permutation (``CONV2_HELD_OUT`` held out)."""
+    """The released banks as ``{layer: {"train", "test"}}``, the 5x5 test file split (seeded)."""
     bank = load_released_bank(release)
     out = {"conv1": dict(bank["conv1"])}
     w = bank["conv2"]["test"]

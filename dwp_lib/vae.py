@@ -297,8 +297,7 @@ def importance_weighted_curve(
     batch_size: int = 250,
     seed: int = 0,
 ) -> tuple[float, dict[int, float]]:
-    """``(elbo, {K: estimate})``: the mean ELBO of ``x`` (one z each) and the mean IW estimate of
-    log p(x) for each K in ``num_samples``, nats per example."""
+    """``(elbo, {K: estimate})``: the mean ELBO of ``x`` (one z each), the mean IW log p(x) by K."""
     vae.eval()
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(seed)

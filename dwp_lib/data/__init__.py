@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .imageset import DIGITS, LETTERS, ImageSet, balanced_subset
 from .mnist import load_mnist
-from .sources import SPLITS, Attempt, DataUnavailableError
+from .sources import SPLITS, Attempt, DataUnavailableError, check_split
 
 __all__ = ["DIGITS", "LETTERS", "SPLITS", "VARIANTS", "Attempt", "DataUnavailableError"]
 __all__ += ["ImageSet", "balanced_subset", "load_mnist", "load_notmnist"]
@@ -17,8 +17,6 @@ VARIANTS: tuple[str, ...] = ("small", "large", "synthetic", "sample")
 def load_notmnist(split: str = "train", variant: str = "synthetic", config=None) -> ImageSet:
     """notMNIST A-J, 28x28: ``"small"``/``"large"`` (real tarballs), ``"synthetic"`` (Debian fonts;
     ``config``: a ``SyntheticConfig``, else ``DWP_PRESET``'s) or ``"sample"`` (10,000 real)."""
-    from .sources import check_split
-
     check_split(split)
     if variant not in VARIANTS:
         raise ValueError(

@@ -1,5 +1,4 @@
-"""The prior grid: every (method, n, split seed) cell trained once, here, in worker processes or
-as Ray tasks, each row appended to ``results.csv`` as it finishes."""
+"""The prior grid: each (method, n, seed) cell trained once, its row appended as it finishes."""
 
 from __future__ import annotations
 

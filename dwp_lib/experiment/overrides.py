@@ -169,8 +169,7 @@ def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def load_config_file(path: str | os.PathLike) -> tuple[str | None, list[tuple[str, Any]]]:
-    """A JSON or TOML config file, nested like :class:`ExperimentConfig` or with dotted keys:
-    ``(its top-level preset or None, [(path, value), ...])``."""
+    """``(preset or None, [(path, value), ...])`` of a JSON or TOML file, nested or dotted keys."""
     path = Path(path)
     if not path.exists():
         raise ExperimentError(f"config file {path} does not exist")

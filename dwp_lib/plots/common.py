@@ -1,5 +1,4 @@
-"""What several chapters' figures share: tensors to arrays, tiled kernel slices, contact sheets.
-Like all of :mod:`dwp_lib.plots`, it takes plain tensors and records, importing no other module."""
+"""Shared by many chapters' figures: arrays, tiled slices, contact sheets (no library import)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,7 @@ __all__ += ["slice_panel"]
 
 
 def plot_kernel_examples(bank, kernel_vaes: dict, n: int = 24, ncols: int = 8, seed: int = 0):
-    """Per layer, real source slices (left) next to kernel VAE samples (decoder means at
-    z ~ N(0, I), the dwp init), each slice scaled to its own largest |weight|."""
+    """Per layer, source slices beside kernel-VAE samples (the dwp init), each at its own scale."""
     layers = [layer for layer in bank.layers if layer in kernel_vaes]
     fig, axes = plt.subplots(len(layers), 2, figsize=(8.4, 1.5 + 1.35 * len(layers)), squeeze=False)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")

@@ -1,5 +1,4 @@
-"""Chapter 2, the reparametrisation trick: gradient estimators (histograms, variance against
-the number of samples and the batch size), mini-batch VI and the pixel posterior."""
+"""Chapter 2: gradient estimators' histograms and variance, mini-batch VI, the pixel posterior."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Chapter 3, the VAE and the kernel VAE: training curves, reconstructions and samples,
-latent spaces and manifolds, importance-weighted bounds, kernel-VAE samples."""
+"""Chapter 3: VAE training curves, reconstructions, samples, latent spaces, manifolds, IW bounds."""
 
 from __future__ import annotations
 
@@ -93,8 +92,7 @@ def plot_latent_manifold(images, extent: float):
 
 
 def plot_iw_bounds(bounds: dict, elbo: float, ax=None):
-    """The importance-weighted estimate of log p(x) against the number of samples K (log axis),
-    with the ELBO as a dashed line: the gap is what the single-sample bound leaves."""
+    """The IW estimate of log p(x) against K (log axis), and the ELBO dashed: the one-sample gap."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4)) if ax is None else (ax.figure, ax)
     ks = sorted(bounds)
     ax.plot(ks, [bounds[k] for k in ks], "o-", label="importance-weighted estimate")

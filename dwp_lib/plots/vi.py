@@ -1,5 +1,4 @@
-"""Chapter 1, variational inference: q against the exact posterior, VLB traces, what
-mean-field q gets wrong, and Bayesian linear regression in weight and data space."""
+"""Chapter 1: q vs the exact posterior, VLB traces, what mean-field misses, Bayesian regression."""
 
 from __future__ import annotations
 
