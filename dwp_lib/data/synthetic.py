@@ -8,6 +8,7 @@ import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,6 @@ def _render_font(job: tuple[str, str, SyntheticConfig]):
     return name, images, hashlib.sha256(signature).hexdigest(), ""
 
 
-def _init_render_worker() -> None:
-    """A renderer worker ends within seconds of its parent (an orphan would render for nobody)."""
-    exit_with_parent(every=0.25)
-
-
 def _font_name(path: Path) -> str:
     try:
         from PIL import ImageFont
@@ -188,8 +184,8 @@ def render_set(
     kept = []  # (name, images, path)
     bar = progress(total=len(jobs), desc="rendering fonts", unit="font")
     pool = None
-    if workers > 1 and len(jobs) > 8:
-        pool = ProcessPoolExecutor(workers, initializer=_init_render_worker)
+    if workers > 1 and len(jobs) > 8:  # a worker ends within seconds of its parent (no orphans)
+        pool = ProcessPoolExecutor(workers, initializer=partial(exit_with_parent, every=0.25))
     try:
         done = 0
         while done < len(jobs) and (cfg.max_fonts is None or len(kept) < cfg.max_fonts):

@@ -20,7 +20,6 @@ KINDS = ("local", "ray")
 #: A task's GPU share when unset and the cluster has GPUs: a paper-size source net keeps one GPU
 #: busy; a grid cell (a small Bayesian CNN) leaves most of one idle, so four share it.
 GPU_SHARES = {"net": 1.0, "cell": 0.25}
-RAY_INSTALL = "pip install 'dwp_lib[ray]'"
 #: the ports of an address without one: Ray's GCS (``host``) and Ray Client (``ray://host``)
 RAY_PORTS = {"gcs": 6379, "client": 10001}
 
@@ -100,7 +99,7 @@ def import_ray():
     except ImportError:
         raise ExecutorError(
             "executor.kind=ray needs Ray, which is not installed here: run "
-            f"{RAY_INSTALL} (or pip install ray), or leave executor.kind=local"
+            "pip install 'dwp_lib[ray]' (or pip install ray), or leave executor.kind=local"
         ) from None
     return ray
 

@@ -49,8 +49,7 @@ def init_grid_worker(
 
 
 def grid_worker_cell(method: str, n: int, seed: int) -> dict:
-    w = _WORKER
-    return run_grid_cell(w["ctx"], method, n, seed, w["exp"].device)
+    return run_grid_cell(_WORKER["ctx"], method, n, seed, _WORKER["exp"].device)
 
 
 class GridStage:
