@@ -1,5 +1,4 @@
-"""The cache: every artifact is written atomically (no half-written file after a crash), with a
-sidecar ``<name>.json`` of its SHA-256 and provenance, and verified on load."""
+"""The cache: atomic writes, a sidecar ``<name>.json`` (SHA-256, provenance), verified loads."""
 
 from __future__ import annotations
 

@@ -156,8 +156,7 @@ class BayesianCNN(FConv):
 
     @torch.no_grad()
     def sampled_logits(self, x: Tensor, passes: int) -> Iterator[Tensor]:
-        """The logits of ``passes`` sampling passes of ``x``, the same draws as calling the model
-        ``passes`` times in ``train()`` mode, with ``conv1``'s moments computed once."""
+        """Logits of ``passes`` sampling passes (as many train-mode calls), conv1's moments once."""
         mean, var = self.conv1.moments(x)
         for _ in range(passes):
             yield self.fc(self.features_after_conv1(gaussian.sample_from_moments(mean, var)))

@@ -1,5 +1,4 @@
-"""The diagonal Gaussian N(mean, diag exp(logvar)), once: every density, sample, entropy and KL
-of the course, elementwise (callers sum over the axes of one event)."""
+"""The diagonal Gaussian N(mean, diag exp(logvar)), elementwise (callers sum over one event)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The kernel bank: the source nets' kernels cut into k x k slices (7x7 ``conv1``, 5x5 ``conv2``),
-pruned by a per-layer norm threshold (as the authors) and split into train and test."""
+"""The kernel bank: source nets' kernels cut into k x k slices, pruned by norm, split train/test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The one optimisation loop of the library (:func:`fit`), its schedule and its checks: a run
-stops at a non-finite loss, so a diverged run never ends in a reported accuracy."""
+"""The one optimisation loop (:func:`fit`), its schedule and checks: a diverged run stops."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""``python -m dwp_lib data prepare [--notmnist small|large|synthetic|sample] [--preset P]``:
-fetch, verify and cache MNIST and a notMNIST variant, saying what was used and how long it took."""
+"""``python -m dwp_lib data prepare``: fetch, verify and cache MNIST and a notMNIST variant."""
 
 from __future__ import annotations
 

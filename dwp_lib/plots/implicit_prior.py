@@ -51,8 +51,7 @@ def plot_bank_slices(
 
 
 def plot_slice_norms(bank, bins: int = 60):
-    """Histogram of slice L2 norms per layer: kept vs pruned, the pruning threshold, and the
-    typical norm of a Xavier-normal slice at initialisation (how far training moved the kernels)."""
+    """Slice L2 norms per layer: kept vs pruned, the threshold, a Xavier slice's typical norm."""
     layers = list(bank.layers)
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 3.0), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
