@@ -33,8 +33,7 @@ class CorruptArtifactError(ArtifactError):
 
 def cache_root() -> Path:
     """``$DWP_CACHE``, else ``$XDG_CACHE_HOME/dwp_lib`` (``~/.cache/dwp_lib``); not created."""
-    root = os.environ.get(CACHE_ENV)
-    if root:
+    if root := os.environ.get(CACHE_ENV):
         return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dwp_lib"
@@ -242,8 +241,7 @@ def verify_artifact(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")
     record = read_record(path)
-    actual = sha256_file(path)
-    if actual != record.get("sha256"):
+    if (actual := sha256_file(path)) != record.get("sha256"):
         raise CorruptArtifactError(
             f"{path} is corrupted or truncated: its SHA-256 is {actual[:12]}..., the record says "
             f"{str(record.get('sha256'))[:12]}...; delete it (and {sidecar_path(path).name}) and "

@@ -133,8 +133,7 @@ def fetch_release(
     release = release or AUTHORS_RELEASE
     root = release_dir(release)
     paths = list(release.files if paths is None else paths)
-    unknown = [p for p in paths if p not in release.files]
-    if unknown:
+    if unknown := [p for p in paths if p not in release.files]:
         raise ValueError(f"not files of the release: {unknown}; it has {sorted(release.files)}")
     if release.licence_file not in paths:
         paths.append(release.licence_file)

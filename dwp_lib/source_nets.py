@@ -315,8 +315,7 @@ def load_source_nets(
     out = Path(out_dir)
     if cfg is not None:
         paths = [out / NET_FILE.format(i) for i in range(cfg.n_nets)]
-        missing = [p.name for p in paths if not p.exists()]
-        if missing:
+        if missing := [p.name for p in paths if not p.exists()]:
             raise _artifacts.ArtifactError(
                 f"{out}: {len(missing)} of {cfg.n_nets} source nets are missing ({missing[0]}...); "
                 "run train_source_nets(cfg, out_dir) (or `python -m dwp_lib source-nets`) first"

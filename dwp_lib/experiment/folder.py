@@ -95,8 +95,7 @@ class RunFolder:
         config = prov.get("config") if prov is not None else None
         if not isinstance(config, dict):  # no record yet (or one older than the field)
             return
-        theirs = key_of(config)
-        if theirs not in (self.key, earlier):
+        if (theirs := key_of(config)) not in (self.key, earlier):
             raise ExperimentError(
                 f"{self.out / 'provenance.json'} records a run of other settings (config key "
                 f"{theirs}; this run's is {self.key}): the folder's config.json was replaced. "
@@ -133,8 +132,7 @@ class RunFolder:
 
     def check_row_keys(self, rows: Sequence[Mapping]) -> None:
         """Refuse rows that another config made (their ``config_key`` is not this run's)."""
-        bad = sorted({str(r.get("config_key")) for r in rows} - self.accepted_keys)
-        if bad:
+        if bad := sorted({str(r.get("config_key")) for r in rows} - self.accepted_keys):
             n = sum(str(r.get("config_key")) in bad for r in rows)
             raise ExperimentError(
                 f"{self.results_path} holds {n} row(s) made with other settings (config_key "

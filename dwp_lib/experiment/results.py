@@ -341,8 +341,7 @@ def describe_run(name: str, rows: Sequence[Mapping], provenance: Mapping | None)
     lines.append(f"command: {command}")
     wall = provenance.get("wall_seconds")
     where = f"{env.get('device', '?')}, {provenance.get('threads', '?')} thread(s), {env.get('platform', '?')}"
-    cell_hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
-    if cell_hours:
+    if cell_hours := sum(float(r.get("seconds") or 0) for r in rows) / 3600:
         lines.append(f"training time of the {len(rows)} cells, added up: {cell_hours:.1f} h")
     last = f"{wall:.0f} s" if wall and wall < 120 else f"{(wall or 0) / 60:.0f} min"
     lines.append(f"the command's last run: {last} on {where}" if wall else f"machine: {where}")
