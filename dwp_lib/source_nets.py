@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,12 @@ def train_one_net(
     data: SourceData,
     device: torch.device | str | None = None,
     show_progress: bool = True,
+    on_epoch: Callable[[int, int, FConv, float], object] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[FConv, dict]:
-    """Train net ``index`` from scratch; return it (on the CPU) and its record."""
+    """Train net ``index``; return it (on the CPU) and its record. After each epoch
+    ``on_epoch(epoch, steps, net, mean train loss)`` may measure the net, then the whole training
+    state goes to the file ``checkpoint``, from which a later call resumes (to the same bits)."""
     device = torch.device(device) if device is not None else default_device()
     seed = cfg.seed + index
     seed_everything(seed)
@@ -227,9 +232,18 @@ def train_one_net(
     used_threads = torch.get_num_threads()
     t0, cpu0 = time.perf_counter(), time.process_time()
     lrs: list[float] = []
+    state, done = {"net": net, "adam": opt, "schedule": sched}, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = read_checkpoint(checkpoint, cfg, index)
+        for key, part in state.items():
+            part.load_state_dict(saved[key])
+        order.set_state(saved["order"])
+        done, lrs, run_loss, run_correct = (saved[k] for k in ("epochs", "lrs", "loss", "correct"))
+        t0, cpu0 = t0 - saved["clock"][0], cpu0 - saved["clock"][1]
     try:
         bar = progress(total=total, desc=f"net {index}", position=1, disable=not show_progress)
-        for _epoch in range(cfg.epochs):
+        bar.update(len(lrs))  # the steps of a resumed run
+        for epoch in range(done, cfg.epochs):
             perm = torch.randperm(n, generator=order)
             run_loss, run_correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
             for i in range(0, n, cfg.batch_size):
@@ -242,8 +256,17 @@ def train_one_net(
                 run_loss += data_loss.cpu() * len(yb)
                 run_correct += (logits.argmax(1) == yb).sum().cpu()
                 bar.update()
-            check_finite(run_loss.item(), f"source net {index}, epoch {_epoch}", len(lrs))
+            check_finite(run_loss.item(), f"source net {index}, epoch {epoch}", len(lrs))
             bar.set_postfix(loss=f"{run_loss.item() / n:.3f}")
+            if on_epoch is not None:
+                on_epoch(epoch, len(lrs), net, run_loss.item() / n)
+            if checkpoint is not None:
+                clock = (time.perf_counter() - t0, time.process_time() - cpu0)
+                saved = {key: part.state_dict() for key, part in state.items()} | {"clock": clock}
+                saved |= {"order": order.get_state(), "epochs": epoch + 1, "lrs": lrs}
+                saved |= {"loss": run_loss, "correct": run_correct}
+                prov = {"training": cfg.training_dict(), "index": index, "epochs_done": epoch + 1}
+                _artifacts.save_artifact(checkpoint, saved, prov)
         bar.close()
     finally:
         torch.set_num_threads(threads)
@@ -272,6 +295,19 @@ def train_one_net(
         "threads": used_threads if device.type == "cpu" else None,
     }
     return net, record
+
+
+def read_checkpoint(path: str | Path, cfg: SourceNetsConfig, index: int) -> dict:
+    """The training state :func:`train_one_net` saved at ``path``, if it trains net ``index`` of
+    ``cfg`` (else an :class:`~dwp_lib.artifacts.ArtifactError`)."""
+    state, record = _artifacts.load_artifact(path)
+    prov = record.get("provenance", {})
+    if (prov.get("training"), prov.get("index")) != (cfg.training_dict(), index):
+        raise _artifacts.ArtifactError(
+            f"{_artifacts.shown(path)} trains net {prov.get('index')} with {prov.get('training')}, "
+            f"not net {index} with {cfg.training_dict()}; delete it, or name another checkpoint"
+        )
+    return state
 
 
 def net_provenance(cfg: SourceNetsConfig, record: dict, data: SourceData) -> dict:

@@ -113,6 +113,38 @@ def test_training_is_reproducible(data):
     assert ra["test_accuracy"] == rb["test_accuracy"]
 
 
+def test_an_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
+    """A run stopped after an epoch resumes from its checkpoint to the bits of one that was not."""
+    cfg = tiny(train_images=200, epochs=3)
+    whole, rw = source_nets.train_one_net(cfg, 0, data, "cpu", False)
+    ckpt, seen = tmp_path / "net_000.ckpt", []
+
+    def stop_at_second(epoch, steps, net, loss):
+        seen.append((epoch, steps))
+        if epoch == 1:  # after epoch 0's checkpoint: the resumed run repeats epoch 1
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        source_nets.train_one_net(cfg, 0, data, "cpu", False, stop_at_second, ckpt)
+    assert artifacts.read_record(ckpt)["provenance"]["epochs_done"] == 1
+    resumed, rr = source_nets.train_one_net(
+        cfg, 0, data, "cpu", False, lambda *a: seen.append(a[:2]), ckpt
+    )
+    steps = -(-200 // cfg.batch_size)
+    assert seen == [(0, steps), (1, 2 * steps), (1, 2 * steps), (2, 3 * steps)]
+    want, got = whole.state_dict(), resumed.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    for key in ("test_accuracy", "steps", "lr_first", "lr_last", "train_loss_last_epoch"):
+        assert rr[key] == rw[key], key
+    # a finished checkpoint gives the net again without training; another net's is refused
+    again, _ = source_nets.train_one_net(cfg, 0, data, "cpu", False, pytest.fail, ckpt)
+    assert torch.equal(again.conv2.weight, whole.conv2.weight)
+    with pytest.raises(artifacts.ArtifactError, match="trains net 0"):
+        source_nets.train_one_net(cfg, 1, data, "cpu", False, checkpoint=ckpt)
+    with pytest.raises(artifacts.ArtifactError, match="trains net 0"):
+        source_nets.train_one_net(tiny(train_images=200), 0, data, "cpu", False, checkpoint=ckpt)
+
+
 GOLDEN = os.path.join(os.path.dirname(__file__), os.pardir, "golden", "source_net.json")
 
 
