@@ -112,12 +112,11 @@ class FullRankGaussian(nn.Module):
             scale_tril = torch.eye(d, dtype=mu.dtype)
         if scale_tril.shape != (d, d) or (scale_tril.diagonal() <= 0).any():
             raise ValueError("scale_tril must be (D, D) lower-triangular with a positive diagonal")
+        scale_tril = scale_tril.detach()
         self.mu = nn.Parameter(mu.detach().clone(), requires_grad=requires_grad)
-        self.tril = nn.Parameter(
-            torch.tril(scale_tril.detach(), -1).clone(), requires_grad=requires_grad
-        )
+        self.tril = nn.Parameter(torch.tril(scale_tril, -1).clone(), requires_grad=requires_grad)
         self.log_diag = nn.Parameter(
-            scale_tril.detach().diagonal().log().clone(), requires_grad=requires_grad
+            scale_tril.diagonal().log().clone(), requires_grad=requires_grad
         )
 
     @property

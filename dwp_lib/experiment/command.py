@@ -144,8 +144,7 @@ def cli(args: argparse.Namespace) -> int:
         return 0
     if getattr(args, "estimate", False):
         counts = _device_counts(getattr(args, "devices", None))
-        saved = getattr(args, "estimate_from", None)
-        if saved:
+        if saved := getattr(args, "estimate_from", None):
             est = wall_from_saved_estimate(saved, cfg, counts)
         else:
             est = stages.estimate_cost(cfg, devices=counts)
