@@ -91,6 +91,8 @@ class GridStage:
                         save_cell_model(self.out, row, state, self.cfg)
                     append_row(self.results_path, row, RESULT_COLUMNS)
                     rows.append(row)
+                    if (self.out / "provenance.json").exists():  # a killed run's says how far
+                        self.write_provenance()
                     cell = f"{row['prior']}:{row['init']} n={row['n']} seed={row['seed']}"
                     bar.set_postfix_str(cell)
                     bar.update(1)

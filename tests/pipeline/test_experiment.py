@@ -680,6 +680,21 @@ def test_every_committed_results_folder_is_in_the_readme_table():
         assert (folder / "README.md").exists() or (folder / "FINDINGS.md").exists(), folder.name
 
 
+def test_a_run_folders_record_counts_each_row_as_it_lands(fake_world, tmp_path):
+    """provenance.json follows the rows one by one, so a run killed between two cells leaves a
+    record of how far it got (not the zero rows it had at the start)."""
+    exp = Experiment(micro_config(**{"init.enabled": "false"}), tmp_path / "run", "cpu")
+    exp.kernel_bank()
+    exp.write_provenance()
+    seen = []
+    real = exp.write_provenance
+    exp.write_provenance = lambda *a, **k: seen.append(
+        json.loads(real(*a, **k).read_text())["rows"]
+    )
+    rows = exp.prior_grid()
+    assert seen == list(range(1, len(rows) + 1))
+
+
 def test_saved_cell_networks_give_back_their_rows_accuracy(fake_world, tmp_path):
     """grid.save_models writes each cell's trained network; loaded again, it gives the row's
     ensemble accuracy to the bit. The option changes neither the config key nor the rows."""
