@@ -26,8 +26,7 @@ AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
 
 
 def load_authors_state_dict(vae: KernelVAE, state_dict: Mapping[str, Tensor]) -> KernelVAE:
-    """Load a state_dict of the authors' code into ``vae`` (``KernelVAEConfig.authors(k)``)
-    *strictly*, keys renamed by :data:`AUTHORS_KEY_MAP`; the error lists every misfit."""
+    """Load an authors' state_dict into ``vae`` strictly, keys renamed by ``AUTHORS_KEY_MAP``."""
     renamed, unknown = {}, []
     for key, value in state_dict.items():
         new = next((re.sub(p, r, key) for p, r in AUTHORS_KEY_MAP if re.match(p, key)), None)

@@ -139,8 +139,7 @@ class BayesConv2d(nn.Module):
 
 
 class BayesianCNN(FConv):
-    """The authors' target network :class:`~dwp_lib.nets.FConv` with :class:`BayesConv2d` as
-    ``conv1`` and ``conv2`` (book/05); the linear head is deterministic, without a prior."""
+    """The authors' FConv, its convolutions :class:`BayesConv2d` (book/05); no prior on fc."""
 
     def __init__(self, cfg: BayesConfig | None = None, alpha_parametrised: bool = False) -> None:
         cfg = cfg or BayesConfig()

@@ -28,8 +28,7 @@ def check_finite(value: float, what: str, step: int) -> float:
 
 
 def check_images_and_labels(x, y, what: str, num_classes: int | None = None) -> None:
-    """Raise a ValueError naming ``what`` unless ``x`` is a float tensor of images (N, ...) with
-    finite pixels and ``y`` an integer tensor (N,) of class indices in ``range(num_classes)``."""
+    """Raise a ValueError naming ``what`` unless ``x`` is finite float images, ``y`` class ids."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
             f"{what}: images and labels must be tensors, got "

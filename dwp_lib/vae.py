@@ -179,8 +179,7 @@ def binarize(images: Tensor, threshold: float = 0.5) -> Tensor:
 
 @dataclass
 class VAETrainConfig(Presets):
-    """How to fit a VAE: Adam, the rate decayed linearly (never to zero: ``linear_decay``) or
-    constant, for ``steps`` or ``epochs`` (passes over the data), not both."""
+    """Adam on a VAE, its rate decayed linearly (not to 0) or fixed, for ``steps`` or ``epochs``."""
 
     steps: int | None = 2000
     epochs: int | None = None

@@ -104,8 +104,7 @@ def _deb_of(package: str, folder: Path) -> Path | None:
 
 
 def fetch_debs(packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, str]]:
-    """``(debs, problems)``: the ``.deb`` of each package in ``<cache>/data/fonts/debs``
-    (downloaded if absent), and why each package that could not be had was not."""
+    """``(debs, problems)``: each package's ``.deb`` in the cache (fetched if absent) or why not."""
     if shutil.which("apt-get") is None:
         raise FontsUnavailableError("apt-get not found (not a Debian or Ubuntu machine)")
     debs_dir = fonts_dir() / "debs"

@@ -1,5 +1,4 @@
-"""``ImageSet``: labelled 28x28 greyscale images (stored as ``uint8``) with their provenance.
-A ``Dataset``: ``ds[i]`` is ``(image, label)``, image float32 ``(1, 28, 28)`` in ``[0, 1]``."""
+"""``ImageSet``: labelled 28x28 uint8 images, provenance; ``ds[i]``: (float (1, 28, 28), label)."""
 
 from __future__ import annotations
 

@@ -206,8 +206,7 @@ def from_wheel(path: Path) -> dict[str, ImageSet]:
 
 
 def load_mnist(split: str = "train") -> ImageSet:
-    """The full, real MNIST ``split`` (``"train"``: 60,000 images, ``"test"``: 10,000), from the
-    first source that works; else :class:`DataUnavailableError` listing each try."""
+    """The real MNIST ``split`` (60,000 train, 10,000 test) from the first source that works."""
     sources.check_split(split)
     path = cache_path(split)
     expect = {"dataset": "MNIST", "split": split, "count": COUNTS[split]}

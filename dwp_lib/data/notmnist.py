@@ -86,8 +86,7 @@ def is_test_font(name: str) -> bool:
 
 
 def read_tarball(path: Path, variant: str = "small") -> tuple[dict[str, ImageSet], dict]:
-    """Parse the tarball into both splits; unreadable PNGs are skipped and counted. A tarball
-    whose content is not notMNIST raises :class:`NotNotMNISTError` (:func:`check_content`)."""
+    """Both splits of a tarball (unreadable PNGs skipped, counted); raises if it isn't notMNIST."""
     from PIL import Image
 
     from ..progress import progress

@@ -173,8 +173,7 @@ def save_imageset(path: Path, ds: ImageSet) -> None:
 
 
 def load_imageset(path: Path, expect: dict | None = None) -> ImageSet | None:
-    """Load a cached set, or ``None`` if absent. A corrupted or unexpected file (hash, or a
-    provenance entry differing from ``expect``) is deleted with a warning, to be rebuilt."""
+    """A cached set, or None: an unusable file (hash, or provenance not ``expect``) is removed."""
     if not path.exists():
         return None
     try:

@@ -11,8 +11,7 @@ from .results import summarise
 
 
 def plot_init_curves(rows, ax=None):
-    """Test accuracy vs step from each initialisation (mean, and a band over seeds), beside a
-    zoom on the last third of the steps; ``rows``: those of ``init_curves.csv``."""
+    """Test accuracy vs step from each init (mean, band over seeds), and the last third zoomed."""
     if ax is None:
         fig, (ax, zoom) = plt.subplots(1, 2, figsize=(8.4, 3.6), width_ratios=(3, 2))
     else:

@@ -38,8 +38,7 @@ def slice_grid(slices, ncols: int = 8, pad: int = 1, scale: str = "each") -> np.
 
 
 def dataset_title(ds) -> str:
-    """What a figure of ``ds`` is called: "notMNIST-style (synthetic)" for the rendered set,
-    never plain "notMNIST"; the real sets are named with their variant."""
+    """A figure's name for ``ds``: "notMNIST-style (synthetic)", not "notMNIST"; or its variant."""
     p = ds.provenance
     if p.get("variant") == "synthetic":
         name = "notMNIST-style (synthetic)"
@@ -51,8 +50,7 @@ def dataset_title(ds) -> str:
 
 
 def contact_sheet(ds, per_class: int = 10, seed: int = 0, title: str | None = None, ax=None):
-    """A grid of samples of an :class:`~dwp_lib.data.ImageSet`, one row per class, as stored
-    (0 = black background, 255 = white ink), titled by :func:`dataset_title`. Returns the Figure."""
+    """Samples of an :class:`~dwp_lib.data.ImageSet`, a row per class, as stored (ink: 255)."""
     labels = ds.labels.numpy()
     rng = np.random.default_rng(seed)
     rows = []

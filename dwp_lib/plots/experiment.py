@@ -41,8 +41,7 @@ def slice_panel(ax, slices, title: str, cmap, ncols: int, fontsize: int) -> None
 
 @torch.no_grad()
 def plot_latent_space(bank, kernel_vaes: dict, max_points: int = 3000, seed: int = 0):
-    """The encoder means E[z | w] of the bank's training slices, one panel per layer, coloured by
-    the slice's L2 norm; of more than 2 latent dimensions, the two of largest spread."""
+    """Encoder means E[z | w] of the bank's slices per layer, coloured by norm (2 widest dims)."""
     layers = [layer for layer in bank.layers if layer in kernel_vaes]
     fig, axes = plt.subplots(1, len(layers), figsize=(4.6 * len(layers), 3.8), squeeze=False)
     g = torch.Generator().manual_seed(seed)

@@ -87,8 +87,7 @@ def plot_source_accuracy(bank):
 
 
 def plot_slice_kinds(kinds: dict, n: int = 8):
-    """``n`` slices of each kind (``{name: (N, k, k)}``), one row per kind labelled with its rms
-    weight, all on one colour scale so that sizes compare as well as shapes."""
+    """``n`` slices per kind ``{name: (N, k, k)}``, a row each with its rms, on one colour scale."""
     names = list(kinds)
     vmax = max(float(torch.as_tensor(kinds[k][:n]).abs().max()) for k in names) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")

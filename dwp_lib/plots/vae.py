@@ -14,8 +14,7 @@ __all__ += ["plot_vae_training"]
 
 
 def plot_vae_training(history, test_elbo: float | None = None, smooth: int = 50, ax=None):
-    """The ELBO per example during training (minus the loss of each minibatch, smoothed), and
-    the test-set ELBO of the final model as a dashed line. Returns the Figure."""
+    """Per-example training ELBO (minus each minibatch's loss, smoothed), the test ELBO dashed."""
     fig, ax = plt.subplots(figsize=(6, 3.4)) if ax is None else (ax.figure, ax)
     elbo = -np.asarray(history.loss, dtype=float)
     y = np.convolve(elbo, np.ones(smooth) / smooth, "valid") if 1 < smooth <= len(elbo) else elbo
