@@ -111,8 +111,7 @@ def gradient_variance_by_samples(
         if method == "score_loo":
             # the baseline couples the S samples of one estimate: draw the estimates one by one
             means = [_ESTIMATORS[method](q, f, s, generator).mean() for _ in range(n_repeats)]
-            mu_est = torch.stack([m[0] for m in means])
-            lv_est = torch.stack([m[1] for m in means])
+            mu_est, lv_est = (torch.stack(parts) for parts in zip(*means, strict=True))
         else:
             g = _ESTIMATORS[method](q, f, s * n_repeats, generator)
             mu_est = g.mu.reshape(n_repeats, s, *q.shape).mean(1)

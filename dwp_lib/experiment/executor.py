@@ -74,8 +74,7 @@ class ExecutorConfig:
 
     def share(self, unit: str, has_gpus: bool) -> float:
         """The GPU share a ``unit`` (``net`` or ``cell``) asks for."""
-        share = getattr(self, f"gpus_per_{unit}")
-        if share is None:
+        if (share := getattr(self, f"gpus_per_{unit}")) is None:
             return GPU_SHARES[unit] if has_gpus else 0.0
         return float(share)
 

@@ -139,8 +139,7 @@ def plot_posterior_vs_reverse(grid, slices: dict, reverse: dict, zoom: float = 4
         s2 = np.sqrt((mass.sum(0) * (axis - m2) ** 2).sum())
         cell = axis[1] - axis[0]
         half = zoom * max(s1, s2, cell)
-        lo = np.array([m1 - half, m2 - half])
-        hi = np.array([m1 + half, m2 + half])
+        lo, hi = np.array([m1 - half, m2 - half]), np.array([m1 + half, m2 + half])
         for mu, var in encoded.values():
             e = _ellipse(mu[b], var[b], 2.0)
             lo, hi = np.minimum(lo, e.min(0)), np.maximum(hi, e.max(0))
