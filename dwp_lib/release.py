@@ -81,8 +81,7 @@ RECORD = "release.json"
 
 def release_dir(release: Release | None = None) -> Path:
     """``$DWP_CACHE/data/authors-release/<commit>``; the files keep their repository paths."""
-    release = release or AUTHORS_RELEASE
-    return artifacts.cache_dir("data", "authors-release", release.commit)
+    return artifacts.cache_dir("data", "authors-release", (release or AUTHORS_RELEASE).commit)
 
 
 #: errors of this machine's file system: a download failing with one is the folder's fault

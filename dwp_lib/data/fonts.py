@@ -124,8 +124,7 @@ def fetch_debs(packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, st
                     problems.update({p: error or "not in the package archive" for p in missing})
             for f in Path(tmp).glob("*.deb"):  # whole files only: apt checked their hashes
                 f.replace(debs_dir / f.name)
-    debs = {p: d for p in packages if (d := _deb_of(p, debs_dir)) is not None}
-    return debs, problems
+    return {p: d for p in packages if (d := _deb_of(p, debs_dir)) is not None}, problems
 
 
 def _unpack(deb: Path, target: Path) -> None:

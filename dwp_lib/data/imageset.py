@@ -117,5 +117,4 @@ def balanced_subset(dataset: ImageSet, n: int, seed: int = 0) -> ImageSet:
             )
         rng = np.random.default_rng([int(seed), cls])
         chosen.append(idx[rng.permutation(len(idx))[:k]])
-    indices = np.sort(np.concatenate(chosen))
-    return dataset.subset(indices, n=n, seed=int(seed), per_class=k)
+    return dataset.subset(np.sort(np.concatenate(chosen)), n=n, seed=int(seed), per_class=k)

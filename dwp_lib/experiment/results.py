@@ -241,8 +241,7 @@ def results_table(rows: Iterable[Mapping], paper: bool = True) -> str:
 def load_results(folder: str | os.PathLike) -> tuple[list[dict], dict | None]:
     """The rows of ``folder/results.csv`` and its ``provenance.json`` (None if absent)."""
     folder = Path(folder)
-    rows = read_rows(folder / "results.csv", RESULT_COLUMNS)
-    return rows, read_provenance(folder)
+    return read_rows(folder / "results.csv", RESULT_COLUMNS), read_provenance(folder)
 
 
 def read_provenance(folder: str | os.PathLike) -> dict | None:
