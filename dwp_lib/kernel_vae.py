@@ -20,7 +20,7 @@ from .vae import VAE, VAETrainConfig, fit_vae
 
 
 def _log_softplus_plus(x: Tensor, floor: float) -> Tensor:
-    """log(softplus(x) + floor); for floor 0 finite where softplus underflows (-> x as x -> -inf)."""
+    """log(softplus(x) + floor); with floor 0 finite where softplus underflows (x as x -> -inf)."""
     if floor == 0:
         return torch.where(x < -20.0, x, torch.log(F.softplus(x.clamp_min(-20.0))))
     return torch.log(F.softplus(x) + floor)
