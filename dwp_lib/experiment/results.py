@@ -194,7 +194,8 @@ def summarise(rows: Iterable[Mapping], value: str = "acc_ensemble") -> dict[tupl
 def paired_difference(
     rows: Iterable[Mapping], a: str, b: str, n: int, value: str = "acc_ensemble"
 ) -> dict:
-    """``a`` minus ``b`` at ``n`` paired by split seed: differences, mean, std, ``a``'s wins."""
+    """``a`` minus ``b`` at ``n`` paired by split seed (book/05, eq-exp-paired): differences,
+    mean, std, ``a``'s wins."""
     pa, pb = parse_method(a), parse_method(b)
     by = {pa: {}, pb: {}}
     for r in rows:
