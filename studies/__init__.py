@@ -4,5 +4,23 @@ tests, reads the committed runs under ``results/`` and runs from the repository'
 
 from pathlib import Path
 
+from dwp_lib.experiment import ExperimentError
+
 #: The committed runs every study reads (``results/`` of the repository).
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+
+
+def format_or_blank(value: float | None, fmt: str) -> str:
+    """``value`` in ``fmt``, or an empty table cell for None."""
+    return "" if value is None else format(value, fmt)
+
+
+def with_table(text: str, table: str, where: str, begin: str, end: str) -> str:
+    """``text`` with the part between the markers ``begin`` and ``end`` replaced by ``table``."""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ExperimentError(
+            f"{where} needs one pair of markers, {begin!r} then {end!r}, around the table"
+        )
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{table}{end}{tail}"

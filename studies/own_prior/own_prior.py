@@ -22,7 +22,8 @@ from pathlib import Path
 
 from dwp_lib.experiment.names import ExperimentError, parse_method
 from dwp_lib.experiment.results import RESULT_COLUMNS, read_rows
-from studies import RESULTS_DIR
+from studies import RESULTS_DIR, format_or_blank
+from studies import with_table as _with_table
 
 REFERENCE = "released-authors-setting"  # the folder with the released prior and N(0, 1)
 RELEASED = "dwp@released:dwp@released"
@@ -218,10 +219,6 @@ def _diff(mean: float | None, count: int, seeds: Sequence[int]) -> str:
     return "" if mean is None else f"{100 * mean:+.1f} ({count}/{len(seeds)})"
 
 
-def format_or_blank(value: float | None, fmt: str) -> str:
-    return "" if value is None else format(value, fmt)
-
-
 def markdown(rows: Sequence[Mapping]) -> str:
     """The table, one line per cell (a cell without rows says so)."""
     lines = [
@@ -299,14 +296,8 @@ def observations(rows: Sequence[Mapping]) -> str:
 def with_table(
     text: str, table: str, where: str = "the findings note", begin: str = BEGIN, end: str = END
 ) -> str:
-    """``text`` with the part between the markers ``begin`` and ``end`` replaced by ``table``."""
-    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ExperimentError(
-            f"{where} needs one pair of markers, {begin!r} then {end!r}, around the table"
-        )
-    head, rest = text.split(begin)
-    _, tail = rest.split(end)
-    return f"{head}{begin}\n{table}{end}{tail}"
+    """``text`` with the findings note's table (or another between ``begin`` and ``end``)."""
+    return _with_table(text, table, where, begin, end)
 
 
 def update_note(text: str, rows: Sequence[Mapping], curve: Sequence[Mapping], where: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dwp_lib.experiment import ExperimentError, load_results
+from studies import format_or_blank, with_table
 
 N = 50
 BASELINE = "normal:xavier"
@@ -257,7 +258,7 @@ def settings(root: Path) -> list[Setting]:
 
 
 def _f(x: float | None, fmt: str = "+.1f") -> str:
-    return "" if x is None else format(x, fmt)
+    return format_or_blank(x, fmt)
 
 
 def markdown(found: Sequence[Setting]) -> str:
@@ -302,11 +303,7 @@ def update(note: Path, root: Path, check: bool = False) -> bool:
     """Write (or with ``check``, compare) the table between the note's markers; True when the
     note holds the table the runs give."""
     text = note.read_text()
-    if BEGIN not in text or END not in text:
-        raise ExperimentError(f"{note}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{markdown(settings(root))}\n{END}{tail}"
+    new = with_table(text, markdown(settings(root)) + "\n", str(note), BEGIN, END)
     if check:
         return new == text
     if new != text:
