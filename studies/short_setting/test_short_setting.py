@@ -83,6 +83,15 @@ def test_a_prior_rerun_with_other_vaes_pairs_with_its_own_rows():
     assert ours.authors_diff == pytest.approx(-32.0)
 
 
+def test_a_mixed_layer_prior_is_keyed_by_our_layers_bits():
+    """A prior with the released VAE on one layer and ours on the other pairs by our bits."""
+    mixed = row("dwp@released/dwp:dwp@released", 0, 0.6, bank="here", vae="ours")
+    assert v.vae_key(mixed) == "here/ours"
+    assert v.vae_key(row("dwp/dwp@released:dwp@released", 0, 0.7)) == "b1/v1"
+    assert v.vae_key(row("dwp@released:xavier", 0, 0.6)) == "released"
+    assert v.vae_key(row("normal:xavier", 0, 0.7)) == "-"
+
+
 def test_priors_not_run_at_the_setting_are_named():
     s = v.compare(*world(0.07, -0.20), "partial", required=("dwp:dwp", "dwp/dwp@released:x"),
                   elsewhere=("a line on another bank",))  # fmt: skip

@@ -30,6 +30,8 @@ REFERENCES = (
     "released-authors-setting",
     "released-prior-xavier-init",
     "book-prior-authors-setting",
+    "mixed-layer-priors",
+    "mixed-layer-priors-rebuilt-bank",
 )
 #: every prior measured at the authors' setting, by method (the candidate's own folder)...
 REQUIRED = (
@@ -53,11 +55,11 @@ def method(row: Mapping) -> str:
 def vae_key(row: Mapping) -> str:
     """What a row's prior and init were made of: the released files, our bank and VAEs, or
     neither (N(0, 1) or the plain CNN from Xavier)."""
-    uses = {row["prior"].split("/")[0], row["init"]}
+    uses = set(row["prior"].split("/")) | {row["init"]}  # a mixed prior names each layer's
+    if any(u.startswith("dwp") and "released" not in u for u in uses):
+        return f"{row['bank_sha256']}/{row['vae_sha256']}"  # ours on some layer: its bits
     if any("released" in u for u in uses):
         return "released"  # the files are pinned by their SHA-256
-    if any(u.startswith("dwp") for u in uses) or any("dwp" in p for p in row["prior"].split("/")):
-        return f"{row['bank_sha256']}/{row['vae_sha256']}"
     return "-"
 
 
