@@ -233,8 +233,8 @@ def train_one_net(
     t0, cpu0 = time.perf_counter(), time.process_time()
     lrs: list[float] = []
     state, done = {"net": net, "adam": opt, "schedule": sched}, 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        saved = read_checkpoint(checkpoint, cfg, index)
+    saved, slot = latest_checkpoint(checkpoint, cfg, index) if checkpoint else (None, None)
+    if saved is not None:
         for key, part in state.items():
             part.load_state_dict(saved[key])
         order.set_state(saved["order"])
@@ -266,7 +266,9 @@ def train_one_net(
                 saved |= {"order": order.get_state(), "epochs": epoch + 1, "lrs": lrs}
                 saved |= {"loss": run_loss, "correct": run_correct}
                 prov = {"training": cfg.training_dict(), "index": index, "epochs_done": epoch + 1}
-                _artifacts.save_artifact(checkpoint, saved, prov)
+                a, b = checkpoint_slots(checkpoint)
+                slot = b if slot == a else a  # never the newest: a kill while writing keeps it
+                _artifacts.save_artifact(slot, saved, prov)
         bar.close()
     finally:
         torch.set_num_threads(threads)
@@ -295,6 +297,48 @@ def train_one_net(
         "threads": used_threads if device.type == "cpu" else None,
     }
     return net, record
+
+
+def checkpoint_slots(path: str | Path) -> tuple[Path, Path]:
+    """The two files a checkpoint alternates between: ``path`` and ``NAME.b.pt`` beside it."""
+    path = Path(path)
+    return path, path.with_name(f"{path.stem}.b{path.suffix}")
+
+
+def latest_checkpoint(
+    path: str | Path, cfg: SourceNetsConfig, index: int
+) -> tuple[dict | None, Path | None]:
+    """The newest intact training state of ``path``'s slots and its slot, or ``(None, None)``.
+    A slot left incomplete by a run killed while writing it is named and passed over."""
+    best: tuple[int, dict, Path] | None = None
+    for slot in checkpoint_slots(path):
+        if not slot.exists() and not _artifacts.sidecar_path(slot).exists():
+            continue
+        if not _artifacts.is_valid_artifact(slot):
+            print(f"{_artifacts.shown(slot)}: incomplete (a run was stopped while writing it); "
+                  "passed over")  # fmt: skip
+            continue
+        saved = read_checkpoint(slot, cfg, index)
+        if best is None or saved["epochs"] > best[0]:
+            best = (saved["epochs"], saved, slot)
+    return (None, None) if best is None else (best[1], best[2])
+
+
+def checkpoint_epochs(path: str | Path) -> int:
+    """Epochs done in the newest intact slot of the checkpoint ``path`` (0 if none)."""
+    done = [
+        _artifacts.read_record(slot)["provenance"]["epochs_done"]
+        for slot in checkpoint_slots(path)
+        if _artifacts.is_valid_artifact(slot)
+    ]
+    return max(done, default=0)
+
+
+def delete_checkpoint(path: str | Path) -> None:
+    """Remove both slots of the checkpoint ``path`` and their records."""
+    for slot in checkpoint_slots(path):
+        for f in (slot, _artifacts.sidecar_path(slot)):
+            f.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | Path, cfg: SourceNetsConfig, index: int) -> dict:

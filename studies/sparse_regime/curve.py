@@ -31,7 +31,14 @@ from dwp_lib import config as _config
 from dwp_lib.experiment.names import ExperimentError
 from dwp_lib.nets import LAYERS, FConv, accuracy
 from dwp_lib.progress import progress
-from dwp_lib.source_nets import SourceData, SourceNetsConfig, load_source_data, train_one_net
+from dwp_lib.source_nets import (
+    SourceData,
+    SourceNetsConfig,
+    checkpoint_epochs,
+    delete_checkpoint,
+    load_source_data,
+    train_one_net,
+)
 
 CURVE = "curve.csv"
 PROVENANCE = "provenance.json"
@@ -189,13 +196,13 @@ def run_curve(
         return rows
     data = data if data is not None else load_source_data(cfg)
     ckpt = checkpoint_path(out, cfg)
-    done = artifacts.read_record(ckpt)["provenance"]["epochs_done"] if ckpt.exists() else 0
+    done = checkpoint_epochs(ckpt)
     if done > len(rows):  # the rows of some trained epochs are gone: train them again
         print(
             f"{artifacts.shown(ckpt)} is {done} epochs in, {out / CURVE} has {len(rows)} "
             "rows: training from the start again"
         )
-        ckpt.unlink()
+        delete_checkpoint(ckpt)
         done = 0
     run = {
         "command": command,

@@ -11,7 +11,7 @@ from support import fake_data
 from dwp_lib import artifacts
 from dwp_lib import release as rel
 from dwp_lib.nets import FConv
-from dwp_lib.source_nets import SourceNetsConfig, read_checkpoint
+from dwp_lib.source_nets import SourceNetsConfig, latest_checkpoint
 from studies.sparse_regime import curve, figure
 from studies.sparse_regime.__main__ import main
 
@@ -47,7 +47,7 @@ def test_a_row_per_epoch_measured_on_the_net(world):
     assert (cfg.batch_size, cfg.lr, cfg.l2) == (256, 1e-3, 1e-3)  # the authors' recipe
     # the last row is the trained net's: its checkpoint, measured again
     net = FConv(4, 8)
-    net.load_state_dict(read_checkpoint(curve.checkpoint_path(out, cfg), cfg, 0)["net"])
+    net.load_state_dict(latest_checkpoint(curve.checkpoint_path(out, cfg), cfg, 0)[0]["net"])
     again = curve.slice_measures(net, cfg)
     assert {k: float(rows[-1][k]) for k in again} == pytest.approx(again, rel=1e-12)
     for layer, slices in (("conv1", 4), ("conv2", 32)):

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,38 @@ def test_an_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
         source_nets.train_one_net(cfg, 1, data, "cpu", False, checkpoint=ckpt)
     with pytest.raises(artifacts.ArtifactError, match="trains net 0"):
         source_nets.train_one_net(tiny(train_images=200), 0, data, "cpu", False, checkpoint=ckpt)
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before(data, tmp_path):
+    """The checkpoint alternates between two files, so a kill while one is written leaves the
+    other: the run resumes from it, to the bits of a run that was never stopped."""
+    cfg = tiny(train_images=200, epochs=3)
+    whole, _ = source_nets.train_one_net(cfg, 0, data, "cpu", False)
+    ckpt = tmp_path / "net_000.ckpt"
+    first, second = source_nets.checkpoint_slots(ckpt)
+    real = artifacts.atomic_write_bytes
+
+    def killed_on_the_second_slot(path, blob):
+        if Path(path) == second:  # after save_artifact removed the old file and wrote its record
+            raise KeyboardInterrupt
+        real(path, blob)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(artifacts, "atomic_write_bytes", killed_on_the_second_slot)
+        with pytest.raises(KeyboardInterrupt):
+            source_nets.train_one_net(cfg, 0, data, "cpu", False, checkpoint=ckpt)
+    assert artifacts.is_valid_artifact(first) and not artifacts.is_valid_artifact(second)
+    assert source_nets.checkpoint_epochs(ckpt) == 1
+    seen = []
+    resumed, _ = source_nets.train_one_net(
+        cfg, 0, data, "cpu", False, lambda *a: seen.append(a[0]), ckpt
+    )
+    assert seen == [1, 2]  # epoch 0 came from the first slot
+    want, got = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert source_nets.checkpoint_epochs(ckpt) == 3
+    source_nets.delete_checkpoint(ckpt)
+    assert not any(p.exists() for p in tmp_path.iterdir())
 
 
 GOLDEN = os.path.join(os.path.dirname(__file__), os.pardir, "golden", "source_net.json")
