@@ -380,10 +380,13 @@ def read_net_record(path: Path, cfg: SourceNetsConfig) -> dict:
 def train_and_save_net(
     cfg: SourceNetsConfig, index: int, data: SourceData, device: torch.device, out: Path
 ) -> dict:
-    net, record = train_one_net(cfg, index, data, device, show_progress=False)
-    path = out / NET_FILE.format(index)
+    """Train net ``index`` into ``out``, checkpointed after every epoch (a stopped stage resumes
+    the net where it was, to the same bits); the checkpoint goes once the net is saved."""
+    path, ckpt = out / NET_FILE.format(index), out / f"training-{NET_FILE.format(index)}"
+    net, record = train_one_net(cfg, index, data, device, show_progress=False, checkpoint=ckpt)
     state = {"state_dict": net.state_dict(), "widths": cfg.widths}
     _artifacts.save_artifact(path, state, net_provenance(cfg, record, data))
+    delete_checkpoint(ckpt)
     return dict(record, path=str(path), resumed=False)
 
 

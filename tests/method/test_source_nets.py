@@ -178,6 +178,34 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before(dat
     assert not any(p.exists() for p in tmp_path.iterdir())
 
 
+def test_a_stage_stopped_inside_a_net_resumes_it(data, tmp_path, monkeypatch):
+    """The source stage checkpoints each net after every epoch: stopped inside net 0, it trains
+    only the rest of that net, to the weights of an unstopped run, and leaves no checkpoint."""
+    cfg = tiny(train_images=200, epochs=3)
+    whole = train_and_save_net(cfg, 0, data, torch.device("cpu"), tmp_path / "whole")
+    out, real, calls = tmp_path / "stopped", source_nets.training_step, []
+    per_epoch = -(-200 // cfg.batch_size)
+
+    def stop_in_epoch_two(*args):
+        calls.append(1)
+        if len(calls) > per_epoch:  # epoch 0 and its checkpoint are done
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(source_nets, "training_step", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_save_net(cfg, 0, data, torch.device("cpu"), out)
+    monkeypatch.undo()
+    assert [p.name for p in out.glob("net_*.pt")] == [] and source_nets.checkpoint_epochs(
+        out / "training-net_000.pt"
+    ) == 1
+    again = train_and_save_net(cfg, 0, data, torch.device("cpu"), out)
+    a, _ = artifacts.load_artifact(whole["path"])
+    b, _ = artifacts.load_artifact(again["path"])
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert sorted(p.name for p in out.iterdir()) == ["net_000.pt", "net_000.pt.json"]
+
+
 GOLDEN = os.path.join(os.path.dirname(__file__), os.pardir, "golden", "source_net.json")
 
 
