@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -86,8 +87,9 @@ def curve_figure(
         ax_n.axhline(threshold, color=color, lw=0.8, ls="-.", alpha=0.6)
         where = ("axes fraction", "data")
         ax_n.annotate(
-            f"{name} threshold", (0.01, threshold), xycoords=where, fontsize=7, color=color
-        )
+            f"{name} threshold", (0.99, threshold), xycoords=where, fontsize=7, color=color,
+            ha="right", va="bottom" if layer == "conv1" else "top",
+        )  # fmt: skip
         if reference is not None:
             ref = reference[layer]
             how = (
@@ -101,7 +103,7 @@ def curve_figure(
     ax_n.set_title("median norm of the live slices (dotted: of all)", fontsize=10)
     for ax in (ax_f, ax_n):
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=10)  # a long title wraps, not clips
     if notice:
         fig.text(0.01, 0.005, notice, fontsize=6, va="bottom")
     finish(fig)
