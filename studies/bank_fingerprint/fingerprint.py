@@ -31,6 +31,7 @@ from pathlib import Path
 
 from dwp_lib.experiment.names import ExperimentError
 from dwp_lib.nets import LAYERS
+from studies.short_setting.validation import ranks, spearman
 
 RELEASED = "released"
 XAVIER = "Xavier init"
@@ -236,21 +237,6 @@ def distance(u: Mapping[str, Mapping[str, float]], leave_out: Sequence[str] = ()
     return sum(terms) / len(terms)
 
 
-def ranks(v: Sequence[float]) -> list[float]:
-    """Ranks from 0, the mean rank for ties."""
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    out = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2
-        i = j + 1
-    return out
-
-
 def permutation_p(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Exact two-sided p of Spearman's rho under no association: the share of the n! orders of
     ``ys``'s ranks whose |rho| is at least the observed one (None below 3 or above 9 points).
@@ -331,8 +317,6 @@ def validation(root: Path, banks: Mapping[str, Bank]) -> dict[str, dict]:
 
 def rank_correlation(points: Sequence[tuple[float, float]]) -> dict:
     """Spearman's rho of ``(distance, difference)`` pairs, their count and :func:`permutation_p`."""
-    from studies.short_setting.validation import spearman
-
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     return {"rho": spearman(xs, ys), "n": len(points), "p": permutation_p(xs, ys)}
 
