@@ -64,7 +64,7 @@ def test_too_few_seeds_and_a_small_gain_are_named():
 
 def test_rows_whose_vaes_differ_are_not_paired():
     short, ref = world(0.07, -0.20)
-    short = [dict(r, bank_sha256="other") if r["prior"] == "dwp" else r for r in short]
+    short = [dict(r, vae_sha256="other") if r["prior"] == "dwp" else r for r in short]
     ours = next(line for line in compare(short, ref, "rebuilt").lines if line.method == "dwp:dwp")
     assert ours.seeds == [] and ours.unpaired == [0, 1, 2, 3, 4] and ours.short_diff is None
     assert (
@@ -75,9 +75,9 @@ def test_rows_whose_vaes_differ_are_not_paired():
 
 def test_a_prior_rerun_with_other_vaes_pairs_with_its_own_rows():
     short, ref = world(0.07, -0.20)
-    short = [dict(r, bank_sha256="here") if r["prior"] == "dwp" else r for r in short]
+    short = [dict(r, vae_sha256="here") if r["prior"] == "dwp" else r for r in short]
     # the authors' setting holds our prior twice: built on another host (v1) and rerun here
-    ref += [dict(r, bank_sha256="here", acc_ensemble=0.40) for r in ref if r["prior"] == "dwp"]
+    ref += [dict(r, vae_sha256="here", acc_ensemble=0.40) for r in ref if r["prior"] == "dwp"]
     ours = next(line for line in compare(short, ref, "rerun").lines if line.method == "dwp:dwp")
     assert ours.seeds == [0, 1, 2, 3, 4] and ours.unpaired == []
     assert ours.authors_diff == pytest.approx(-32.0)
@@ -86,10 +86,12 @@ def test_a_prior_rerun_with_other_vaes_pairs_with_its_own_rows():
 def test_a_mixed_layer_prior_is_keyed_by_our_layers_bits():
     """A prior with the released VAE on one layer and ours on the other pairs by our bits."""
     mixed = row("dwp@released/dwp:dwp@released", 0, 0.6, bank="here", vae="ours")
-    assert v.vae_key(mixed) == "here/ours"
-    assert v.vae_key(row("dwp/dwp@released:dwp@released", 0, 0.7)) == "b1/v1"
+    assert v.vae_key(mixed) == "ours"
+    assert v.vae_key(row("dwp/dwp@released:dwp@released", 0, 0.7)) == "v1"
     assert v.vae_key(row("dwp@released:xavier", 0, 0.6)) == "released"
     assert v.vae_key(row("normal:xavier", 0, 0.7)) == "-"
+    # the same VAEs from a bank file written by another version of the code: the same prior
+    assert v.vae_key(row("dwp:dwp", 0, 0.6, bank="old")) == v.vae_key(row("dwp:dwp", 0, 0.6))
 
 
 def test_priors_not_run_at_the_setting_are_named():
@@ -136,3 +138,42 @@ def test_the_bound_sentence_follows_the_two_medians():
 def test_the_committed_validation_table_is_current():
     note = Path(__file__).resolve().parents[2] / "results" / "short-setting-search" / "README.md"
     assert main(["--check", str(note)]) == 0, "run python -m studies.short_setting --update"
+
+
+def test_a_seed_run_on_two_hosts_banks_pairs_once_per_bank():
+    short, ref = world(0.07, -0.20)
+    # another host rebuilt the bank with other bits and ran seeds 0-1 on it at both settings
+    short += [row("dwp:dwp", s, 0.60, vae="v2") for s in (0, 1)]
+    ref += [row("dwp:dwp", s, 0.52, vae="v2") for s in (0, 1)]
+    ours = next(line for line in compare(short, ref, "two").lines if line.method == "dwp:dwp")
+    assert ours.seeds_text() == "0,1,2,3,4 + 0,1" and ours.unpaired == []
+    # 5 pairs at -20 and -25 points, 2 at -10 and -20
+    assert ours.short_diff == pytest.approx((5 * -20 + 2 * -10) / 7)
+    assert ours.authors_diff == pytest.approx((5 * -25 + 2 * -20) / 7)
+
+
+def _write(folder: Path, rows) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        append_row(folder / "results.csv", r, RESULT_COLUMNS)
+
+
+def test_sibling_folders_add_lines_on_other_banks_and_rows_on_other_hosts(tmp_path):
+    short, ref = world(0.07, -0.20)
+    _write(tmp_path / "released-authors-setting", ref)
+    _write(tmp_path / "short-setting-search" / "s1", short)
+    line = "source-width-128-256"
+    _write(tmp_path / line, [row("dwp:dwp", s, 0.62, vae="wide") for s in range(3)])
+    _write(tmp_path / "short-setting-search" / f"s1--{line}",
+           [row("dwp:dwp", s, 0.66, vae="wide") for s in range(3)])  # fmt: skip
+    _write(tmp_path / "short-setting-search" / "s1--another-host",
+           [row("dwp:dwp", s, 0.55, vae="v2") for s in range(2)])  # fmt: skip
+    (s,) = v.settings(tmp_path)
+    lines = {line.method: line for line in s.lines}
+    wide = lines[f"dwp:dwp ({line})"]
+    assert wide.seeds == [0, 1, 2] and wide.short_diff == pytest.approx(-4.0)
+    assert wide.authors_diff == pytest.approx(-10.0) and wide.sign_kept and wide.size_kept is False
+    assert lines["dwp:dwp"].unpaired == [0, 1]  # the other host's bank has no authors' rows
+    assert v.ELSEWHERE[line][0] not in s.missing
+    assert v.ELSEWHERE["released-bank-vaes-long"][0] in s.missing
+    assert s.cell_minutes == {"DWP": 1.0, "N(0, 1)": 1.0}  # the own folder's cells only

@@ -38,41 +38,47 @@ REQUIRED = (
     "dwp@released:dwp@released", "normal:dwp@released", "dwp@released:xavier", "dwp:dwp",
     "dwp@released/dwp:dwp@released", "dwp/dwp@released:dwp@released",
 )  # fmt: skip
-#: ...and the lines that need another bank or other VAEs than the book preset's: a run of their
-#: own at each setting, which this comparison does not pair yet
-REQUIRED_ELSEWHERE = (
-    "our VAE recipe on the released bank (long)",
-    "our bank from FConv(128, 256) source nets",
-)
+#: ...and the lines that need another bank or other VAEs than the book preset's: each is run at a
+#: short setting into the sibling folder ``<setting>--<line>`` and paired with its own folders at
+#: the authors' setting; its rows are labelled ``<prior>:<init> (<line>)``
+ELSEWHERE = {
+    "released-bank-vaes-long": (
+        "our VAE recipe on the released bank (long)",
+        ("released-bank-vaes-long-prior", "released-bank-vaes-long-retrained"),
+    ),
+    "source-width-128-256": (
+        "our bank from FConv(128, 256) source nets",
+        ("source-width-128-256",),
+    ),
+}
+REQUIRED_ELSEWHERE = tuple(label for label, _ in ELSEWHERE.values())
+#: a sibling folder ``<setting>--<suffix>`` whose suffix is not in :data:`ELSEWHERE` holds more
+#: rows of the setting's own priors, e.g. on a bank another host rebuilt: they pair by their bits
+SIBLING = "--"
 BEGIN = "<!-- short-setting-validation: written by `python -m studies.short_setting --update`; do not edit -->"
 END = "<!-- end short-setting-validation -->"
 
 
 def method(row: Mapping) -> str:
-    return f"{row['prior']}:{row['init']}"
+    """``prior:init``, and the line's name for a line on another bank (:data:`ELSEWHERE`)."""
+    line = row.get("line")
+    return f"{row['prior']}:{row['init']}" + (f" ({line})" if line else "")
 
 
 def vae_key(row: Mapping) -> str:
-    """What a row's prior and init were made of: the released files, our bank and VAEs, or
-    neither (N(0, 1) or the plain CNN from Xavier)."""
+    """What a row's prior and init were made of: the released files, our kernel VAEs, or
+    neither (N(0, 1) or the plain CNN from Xavier). A DWP prior and its init are functions of
+    the VAEs alone, so our VAEs' hashes name them (the bank's file also holds its provenance,
+    which changes with the code's version while its slices do not)."""
     uses = set(row["prior"].split("/")) | {row["init"]}  # a mixed prior names each layer's
     if any(u.startswith("dwp") and "released" not in u for u in uses):
-        return f"{row['bank_sha256']}/{row['vae_sha256']}"  # ours on some layer: its bits
+        return row["vae_sha256"]  # ours on some layer: its bits
     if any("released" in u for u in uses):
         return "released"  # the files are pinned by their SHA-256
     return "-"
 
 
-def accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, tuple[float, str]]]:
-    """{method: {seed: (accuracy, :func:`vae_key`)}} at n = 50."""
-    out: dict[str, dict[int, tuple[float, str]]] = {}
-    for r in rows:
-        if int(r["n"]) == N:
-            out.setdefault(method(r), {})[int(r["seed"])] = (float(r["acc_ensemble"]), vae_key(r))
-    return out
-
-
-def reference_accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[str, float]]]:
+def accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[str, float]]]:
     """{method: {seed: {:func:`vae_key`: accuracy}}} at n = 50: one method may have been run
     with several banks and VAEs (rebuilt on several hosts), each its own prior."""
     out: dict[str, dict[int, dict[str, float]]] = {}
@@ -81,6 +87,11 @@ def reference_accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[st
             by_seed = out.setdefault(method(r), {}).setdefault(int(r["seed"]), {})
             by_seed[vae_key(r)] = float(r["acc_ensemble"])
     return out
+
+
+def relabel(rows: Sequence[Mapping], line: str) -> list[dict]:
+    """The rows of a line on another bank, named after it by :func:`method`."""
+    return [dict(r, line=line) for r in rows]
 
 
 def ranks(v: Sequence[float]) -> list[float]:
@@ -112,12 +123,17 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 @dataclass
 class PriorLine:
     method: str
-    seeds: list[int]  # paired with the authors' setting (same seeds, same VAEs)
+    seeds: list[int]  # paired with the authors' setting (same seed, same VAEs; once per bank)
     short_diff: float | None  # mean difference to N(0, 1) from Xavier, points
     authors_diff: float | None
     short_acc: float | None
     authors_acc: float | None
     unpaired: list[int] = field(default_factory=list)  # seeds whose VAEs differ
+    by_bank: list[list[int]] = field(default_factory=list)  # the paired seeds, per bank and VAEs
+
+    def seeds_text(self) -> str:
+        """The paired seeds, a group per bank and VAEs (hosts' rebuilds): ``0,1,2 + 0,1``."""
+        return " + ".join(",".join(map(str, g)) for g in self.by_bank)
 
     @property
     def sign_kept(self) -> bool | None:
@@ -190,51 +206,55 @@ def compare(
     name: str,
     required: Sequence[str] = REQUIRED,
     elsewhere: Sequence[str] = REQUIRED_ELSEWHERE,
+    own_rows: Sequence[Mapping] | None = None,
 ) -> Setting:
-    """One short setting against the authors' setting, paired by seed and by VAE hashes;
-    ``required`` and ``elsewhere``: the priors the criteria need (named in the verdict when not
-    run)."""
-    short, ref = accuracies(short_rows), reference_accuracies(reference_rows)
-    if BASELINE not in short:
+    """One short setting against the authors' setting, paired by seed and by VAE hashes (a
+    seed run on two hosts' banks pairs twice); ``required`` and ``elsewhere``: the priors the
+    criteria need (named in the verdict when not run); ``own_rows``: the setting's own folder,
+    whose cells give the times and the bound (default: ``short_rows``)."""
+    own = short_rows if own_rows is None else own_rows
+    short, ref = accuracies(short_rows), accuracies(reference_rows)
+    base_short = {s: k["-"] for s, k in short.get(BASELINE, {}).items() if "-" in k}
+    base_ref = {s: k["-"] for s, k in ref.get(BASELINE, {}).items() if "-" in k}
+    if not base_short:
         raise ExperimentError(f"{name}: no {BASELINE} rows at n = {N} to pair the priors with")
-    seeds = sorted(short[BASELINE])
     a, b = (short.get(m, {}) for m in RELEASED_PAIR)
-    gain = {s: 100 * (a[s][0] - b[s][0]) for s in sorted(set(a) & set(b))}
+    gain = {
+        s: 100 * (a[s]["released"] - b[s]["released"])
+        for s in sorted(set(a) & set(b))
+        if "released" in a[s] and "released" in b[s]
+    }
     lines, xs, ys = [], [], []
     for m in sorted(short):
-        ref_m = {
-            s: by_key[short[m][s][1]]
-            for s, by_key in ref.get(m, {}).items()
-            if s in short[m] and short[m][s][1] in by_key
-        }
-        paired = [
-            s
-            for s in short[m]
-            if s in ref_m and s in ref.get(BASELINE, {}) and s in short[BASELINE]
+        pairs = [
+            (s, k)
+            for s in sorted(short[m])
+            for k in sorted(short[m][s])
+            if k in ref.get(m, {}).get(s, {}) and s in base_short and s in base_ref
         ]
-        unpaired = [s for s in short[m] if s in ref.get(m, {}) and s not in paired]
-        if paired:
-            sa = statistics.fmean(short[m][s][0] for s in paired)
-            ra = statistics.fmean(ref_m[s] for s in paired)
+        unpaired = sorted(
+            s for s in short[m] if s in ref.get(m, {}) and set(short[m][s]) - set(ref[m][s])
+        )
+        sa = ra = diff = rdiff = None
+        if pairs:
+            sa = statistics.fmean(short[m][s][k] for s, k in pairs)
+            ra = statistics.fmean(ref[m][s][k] for s, k in pairs)
             xs.append(sa)
             ys.append(ra)
-        else:
-            sa = ra = None
-        diff = None
-        rdiff = None
-        if m != BASELINE and paired:
-            diff = 100 * statistics.fmean(short[m][s][0] - short[BASELINE][s][0] for s in paired)
-            rdiff = 100 * statistics.fmean(ref_m[s] - ref[BASELINE][s]["-"] for s in paired)
-        lines.append(PriorLine(m, paired, diff, rdiff, sa, ra, unpaired))
+            if m != BASELINE:
+                diff = 100 * statistics.fmean(short[m][s][k] - base_short[s] for s, k in pairs)
+                rdiff = 100 * statistics.fmean(ref[m][s][k] - base_ref[s] for s, k in pairs)
+        by_bank = [[s for s, k in pairs if k == key] for key in dict.fromkeys(k for _, k in pairs)]
+        lines.append(PriorLine(m, [s for s, _ in pairs], diff, rdiff, sa, ra, unpaired, by_bank))
     minutes: dict[str, list[float]] = {}
-    for r in short_rows:
+    for r in own:
         kind = "DWP" if r["prior"].startswith("dwp") else "N(0, 1)"
         minutes.setdefault(kind, []).append(float(r["seconds"]) / 60)
-    released = [r for r in short_rows if method(r) == RELEASED_PAIR[0] and int(r["n"]) == N]
+    released = [r for r in own if method(r) == RELEASED_PAIR[0] and int(r["n"]) == N]
     ref_released = [r for r in reference_rows if method(r) == RELEASED_PAIR[0] and int(r["n"]) == N]
     return Setting(
         name,
-        seeds,
+        sorted(base_short),
         gain,
         lines,
         spearman(xs, ys),
@@ -247,17 +267,38 @@ def compare(
 
 
 def settings(root: Path) -> list[Setting]:
-    """Every candidate setting under ``root/short-setting-search`` against the references."""
+    """Every candidate setting under ``root/short-setting-search`` against the references, with
+    its sibling folders (:data:`ELSEWHERE` lines and rows on other hosts' banks)."""
     reference: list[dict] = []
     for folder in REFERENCES:
         if (root / folder / "results.csv").exists():
             reference += load_results(root / folder)[0]
     if not reference:
         raise ExperimentError(f"{root}: none of {REFERENCES} has a results.csv to compare with")
-    found = sorted((root / "short-setting-search").glob("*/results.csv"))
+    search = root / "short-setting-search"
+    found = sorted(p.parent for p in search.glob("*/results.csv") if SIBLING not in p.parent.name)
     if not found:
-        raise ExperimentError(f"{root / 'short-setting-search'}: no candidate setting has rows")
-    return [compare(load_results(p.parent)[0], reference, p.parent.name) for p in found]
+        raise ExperimentError(f"{search}: no candidate setting has rows")
+    out = []
+    for folder in found:
+        own = load_results(folder)[0]
+        rows, ref, missing = list(own), list(reference), []
+        siblings = {
+            p.parent.name.split(SIBLING, 1)[1]: p.parent
+            for p in search.glob(f"{folder.name}{SIBLING}*/results.csv")
+        }
+        for line, (label, authors) in ELSEWHERE.items():
+            if line not in siblings:
+                missing.append(label)
+                continue
+            rows += relabel(load_results(siblings.pop(line))[0], line)
+            for f in authors:
+                if (root / f / "results.csv").exists():
+                    ref += relabel(load_results(root / f)[0], line)
+        for sibling in siblings.values():
+            rows += load_results(sibling)[0]
+        out.append(compare(rows, ref, folder.name, elsewhere=missing, own_rows=own))
+    return out
 
 
 def _f(x: float | None, fmt: str = "+.1f") -> str:
@@ -295,7 +336,7 @@ def markdown(found: Sequence[Setting]) -> str:
                 continue
             yes = {True: "yes", False: "**no**", None: ""}
             out.append(
-                f"| {line.method} | {','.join(map(str, line.seeds))} | {_f(line.short_diff)} "
+                f"| {line.method} | {line.seeds_text()} | {_f(line.short_diff)} "
                 f"| {_f(line.authors_diff)} | {yes[line.sign_kept]} | {yes[line.size_kept]} "
                 f"| {','.join(map(str, line.unpaired))} |"
             )
