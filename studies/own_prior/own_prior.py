@@ -1,4 +1,4 @@
-"""A prior of our own (book/05, ``results/own-prior-FINDINGS.md``): every cell of the search for
+"""A prior of our own (book/05, ``studies/own_prior/FINDINGS.md``): every cell of the search for
 what our deep weight prior lacks, one line each, read from the committed runs.
 
 Each line is one prior at the authors' setting (FConv(32, 128), 10,000 full-batch steps from
@@ -14,6 +14,7 @@ when the note's table is not the one the committed runs give (a test runs it).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,8 +44,19 @@ SETTING: Mapping[str, object] = {
     "eval_samples": 10,
     "test_images": 10_000,
 }
+#: the short setting that judges candidate priors (``results/short-setting-search/``): 2,000
+#: full-batch Adam steps at lr 3e-3, otherwise the authors'; its folder holds the released prior
+#: and N(0, 1) every short line is paired with
+SHORT_REFERENCE = "short-setting-search/2000-steps-lr-3e-3"
+SHORT_SETTING: Mapping[str, object] = {**SETTING, "steps": 2_000, "lr": 0.003}
 BEGIN = "<!-- own-prior-table: written by `python -m studies.own_prior --update`; do not edit -->"
 END = "<!-- end own-prior-table -->"
+SHORT_BEGIN = (
+    "<!-- own-prior-short-table: written by `python -m studies.own_prior --update`; do not edit -->"
+)
+SHORT_END = "<!-- end own-prior-short-table -->"
+#: the book preset's prior built more than once from the same seeds (other machines' bits)
+BOOK_BUILDS = ("released-authors-setting", "book-prior-authors-setting", "paper-bnn-gpu")
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,27 @@ class PriorCell:
     method: str
     own: bool = True
     normal: str = NORMAL
+    short: bool = False  # run at the short setting, paired with :data:`SHORT_REFERENCE`
+
+    @property
+    def reference(self) -> tuple[str, Mapping[str, object]]:
+        """The folder of the released prior and N(0, 1) it pairs with, and its setting."""
+        return (SHORT_REFERENCE, SHORT_SETTING) if self.short else (REFERENCE, SETTING)
 
 
 CELLS: tuple[PriorCell, ...] = (
     PriorCell("released prior (their VAEs, their bank)", REFERENCE, RELEASED, own=False),
     PriorCell("ours: our VAEs, our bank (book preset)", REFERENCE, "dwp:dwp"),
+    PriorCell(
+        "ours: the book preset built again on another CPU (other bits)",
+        "book-prior-authors-setting",
+        "dwp:dwp",
+    ),
+    PriorCell(
+        "ours: the book preset built a third time (cells on a GPU; N(0, 1) the CPU's)",
+        "paper-bnn-gpu",
+        "dwp:dwp",
+    ),
     PriorCell("ours, their bank (1,000-step VAEs)", "released-bank-vaes", "dwp:dwp"),
     PriorCell(
         "ours, their bank (VAEs trained the authors' steps)",
@@ -128,20 +156,58 @@ CELLS: tuple[PriorCell, ...] = (
     ),
     PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL, own=False),
 )
+#: the lines judged at the short setting (a table of their own: 2,000 steps are not 10,000)
+SHORT_CELLS: tuple[PriorCell, ...] = (
+    PriorCell(
+        "released prior (their VAEs, their bank)", SHORT_REFERENCE, RELEASED, False, short=True
+    ),
+    PriorCell(
+        "ours: our VAEs, our bank (book preset, the AVX-512 build)",
+        SHORT_REFERENCE,
+        "dwp:dwp",
+        short=True,
+    ),
+    PriorCell(
+        "ours, our bank from FConv(128, 256) source nets (same VAE recipe)",
+        f"{SHORT_REFERENCE}--source-width-128-256",
+        "dwp:dwp",
+        short=True,
+    ),
+    PriorCell(
+        "our 5x5 prior on conv2, released 7x7 (released init)",
+        SHORT_REFERENCE,
+        "dwp@released/dwp:dwp@released",
+        False,
+        NORMAL_RELEASED_INIT,
+        short=True,
+    ),
+    PriorCell(
+        "our 7x7 prior on conv1, released 5x5 (released init)",
+        SHORT_REFERENCE,
+        "dwp/dwp@released:dwp@released",
+        False,
+        NORMAL_RELEASED_INIT,
+        short=True,
+    ),
+    PriorCell("N(0, 1), Xavier", SHORT_REFERENCE, NORMAL, own=False, short=True),
+)
 
 
-def _check_setting(row: Mapping, where: Path) -> None:
-    bad = {k: row.get(k) for k, v in SETTING.items() if row.get(k) != v}
+def _check_setting(row: Mapping, where: Path, setting: Mapping[str, object] = SETTING) -> None:
+    bad = {k: row.get(k) for k, v in setting.items() if row.get(k) != v}
     if bad:
+        what = "the short setting" if setting is SHORT_SETTING else "the authors' setting"
         raise ExperimentError(
             f"{where}: the row of {row.get('prior')}:{row.get('init')}, split seed "
-            f"{row.get('seed')}, was not run at the authors' setting ({bad} instead of "
-            f"{ {k: SETTING[k] for k in bad} }); move it to another folder or drop it from "
+            f"{row.get('seed')}, was not run at {what} ({bad} instead of "
+            f"{ {k: setting[k] for k in bad} }); move it to another folder or drop it from "
             "own_prior.CELLS"
         )
 
 
-def accuracies(root: Path, folder: str, method: str) -> dict[int, dict]:
+def accuracies(
+    root: Path, folder: str, method: str, setting: Mapping[str, object] = SETTING
+) -> dict[int, dict]:
     """``{split seed: row}`` of ``method`` at n = 50 in ``root/folder`` (empty if none)."""
     prior, init = parse_method(method)
     path = root / folder / "results.csv"
@@ -149,7 +215,7 @@ def accuracies(root: Path, folder: str, method: str) -> dict[int, dict]:
     for r in read_rows(path, RESULT_COLUMNS):
         if (r["prior"], r["init"]) != (prior, init) or int(r["n"]) != N:
             continue
-        _check_setting(r, path)
+        _check_setting(r, path, setting)
         seed = int(r["seed"])
         if seed in out:
             raise ExperimentError(f"{path}: two rows of {method} for split seed {seed}")
@@ -179,15 +245,19 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
     priors, float32 resolves that difference to ~0.004; at N(0, 1)'s ~209,000 only to ~0.03).
     A number a row lacks (``None``) is left out of its mean."""
     root = Path(root) if root is not None else RESULTS_DIR
-    released = accuracies(root, REFERENCE, RELEASED)
-    normals = {m: accuracies(root, REFERENCE, m) for m in {c.normal for c in cells}}
+    refs = {c.reference[0]: c.reference for c in cells}
+    released = {f: accuracies(root, f, RELEASED, s) for f, s in refs.values()}
+    normals = {(f, m): accuracies(root, f, m, s) for f, s in refs.values() for m in (NORMAL, NORMAL_RELEASED_INIT)}  # fmt: skip
     out = []
     for cell in cells:
-        mine = accuracies(root, cell.folder, cell.method)
+        ref, setting = cell.reference
+        mine = accuracies(root, cell.folder, cell.method, setting)
         acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
         seconds, ls2, nll = (_values(mine, c) for c in ("seconds", "log_sigma2_conv2", "nll"))
-        s_rel, d_rel = paired_accuracy(mine, released)
-        s_norm, d_norm = paired_accuracy(mine, normals[cell.normal])
+        prov = root / cell.folder / "provenance.json"
+        bank = (json.loads(prov.read_text()).get("bank") or {}) if prov.exists() else {}
+        s_rel, d_rel = paired_accuracy(mine, released[ref])
+        s_norm, d_norm = paired_accuracy(mine, normals[ref, cell.normal])
         out.append(
             {
                 "label": cell.label,
@@ -205,6 +275,10 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "above_normal": sum(d > 0 for d in d_norm),
                 "normal_seeds": s_norm,
                 "normal": cell.normal,
+                "normal_differences": d_norm,
+                "by_seed": {s: mine[s]["acc_ensemble"] for s in mine},
+                "bank_norms": bank.get("norms"),  # the kept slices' norm statistics, per layer
+                "short": cell.short,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
                 "devices": sorted({str(mine[s]["device"]) for s in mine}),
                 "log_sigma2_conv2": statistics.fmean(ls2) if ls2 else None,
@@ -219,10 +293,10 @@ def _diff(mean: float | None, count: int, seeds: Sequence[int]) -> str:
     return "" if mean is None else f"{100 * mean:+.1f} ({count}/{len(seeds)})"
 
 
-def markdown(rows: Sequence[Mapping]) -> str:
+def markdown(rows: Sequence[Mapping], setting: str = "authors' setting") -> str:
     """The table, one line per cell (a cell without rows says so)."""
     lines = [
-        "| prior (n = 50, authors' setting) | results folder | split seeds | accuracy "
+        f"| prior (n = 50, {setting}) | results folder | split seeds | accuracy "
         "| - released prior (points, seeds below) | - N(0, 1) (points, seeds above; init: *) "
         "| conv2 log sigma^2 | train nll (nats) | minutes per cell (device) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -263,7 +337,7 @@ def _span(values: Sequence[float], fmt: str) -> str:
 def observations(rows: Sequence[Mapping]) -> str:
     """What the trained networks' two columns say, computed from the same rows: how far conv2's
     log sigma^2 moves between split seeds of one prior, and both columns by conv2's prior."""
-    ran = [r for r in rows if r["seeds"]]
+    ran = [r for r in rows if r["seeds"] and not r.get("short")]
     if not ran:
         return ""
     spread = [
@@ -290,7 +364,43 @@ def observations(rows: Sequence[Mapping]) -> str:
         if rs
     ]
     lines.append("- By the prior on conv2 (means per line): " + "; ".join(parts) + ".")
-    return "\n".join(lines) + "\n"
+    builds = builds_sentence(rows)
+    return "\n".join(lines + ([builds] if builds else [])) + "\n"
+
+
+def builds_sentence(rows: Sequence[Mapping]) -> str:
+    """How far the book preset's prior moves between builds (:data:`BOOK_BUILDS`: the same seeds
+    and recipe, other machines' floating-point bits), against its spread within one build."""
+    got = [
+        r
+        for f in BOOK_BUILDS
+        for r in rows
+        if r["folder"] == f and r["method"] == "dwp:dwp" and len(r["normal_differences"]) > 1
+    ]
+    if len(got) < 2:
+        return ""
+    diffs = [100 * r["vs_normal"] for r in got]
+    se = [100 * statistics.stdev(r["normal_differences"]) / len(r["normal_differences"]) ** 0.5 for r in got]  # fmt: skip
+    each = ", ".join(f"{d:+.1f} (`{r['folder']}`)" for d, r in zip(diffs, got, strict=True))
+    text = (
+        f"- The book preset's prior, built {len(got)} times from the same seeds and recipe (each "
+        f"build's bank and VAEs with its machine's floating-point bits), against N(0, 1): {each} "
+        f"points. The builds lie {max(diffs) - min(diffs):.1f} points apart; within a build the "
+        f"standard error over its split seeds is {max(se):.1f} points at most."
+    )
+    for i, a in enumerate(got):  # two builds that cut the same slices differ in their VAEs only
+        for b in got[i + 1 :]:
+            if a["bank_norms"] and a["bank_norms"] == b["bank_norms"]:
+                seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+                d = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
+                text += (
+                    f" `{a['folder']}` and `{b['folder']}` cut the same bank (the norm statistics "
+                    f"of its kept slices agree in every digit) and differ in their VAEs' bits "
+                    f"(and where the cells ran): {statistics.fmean(d):+.1f} points from one to "
+                    f"the other over split seeds {','.join(map(str, seeds))} (per seed "
+                    f"{', '.join(f'{x:+.1f}' for x in d)})."
+                )
+    return text + " One build of this prior is not a measurement of the recipe."
 
 
 def with_table(
@@ -300,11 +410,24 @@ def with_table(
     return _with_table(text, table, where, begin, end)
 
 
-def update_note(text: str, rows: Sequence[Mapping], curve: Sequence[Mapping], where: str) -> str:
-    """The findings note with its table written, and its curve where it has the curve's markers."""
+SHORT_TITLE = "the short setting: 2,000 steps at lr 3e-3"
+
+
+def update_note(
+    text: str,
+    rows: Sequence[Mapping],
+    curve: Sequence[Mapping],
+    where: str,
+    short_rows: Sequence[Mapping] = (),
+) -> str:
+    """The findings note with its table written, and its short-setting table and curve where it
+    has their markers."""
     from .source_curve import CURVE_BEGIN, CURVE_END, curve_markdown
 
     new = with_table(text, markdown(rows) + "\n" + observations(rows), where)
+    if SHORT_BEGIN in new or SHORT_END in new:
+        short = markdown(short_rows, SHORT_TITLE)
+        new = with_table(new, short, where, SHORT_BEGIN, SHORT_END)
     if CURVE_BEGIN in new or CURVE_END in new:
         new = with_table(new, curve_markdown(curve), where, CURVE_BEGIN, CURVE_END)
     return new
@@ -348,15 +471,17 @@ def _cli(args: argparse.Namespace) -> int:
 
     args.results = results_root(args.results)
     rows = table_rows(args.results)
+    short_rows = table_rows(args.results, SHORT_CELLS)
     curve = curve_rows(args.results)
     if args.update is None and args.check is None:
-        sys.stdout.write(markdown(rows) + "\n" + observations(rows) + "\n" + curve_markdown(curve))
+        sys.stdout.write(markdown(rows) + "\n" + observations(rows) + "\n")
+        sys.stdout.write(markdown(short_rows, SHORT_TITLE) + "\n" + curve_markdown(curve))
         return 0
     path = Path(args.update or args.check)
     if not path.exists():
         raise ExperimentError(f"{path} does not exist; give the findings note's path")
     text = path.read_text()
-    new = update_note(text, rows, curve, str(path))
+    new = update_note(text, rows, curve, str(path), short_rows)
     if args.check is not None:
         if new != text:
             print(

@@ -1,4 +1,4 @@
-"""The search's curve (``results/own-prior-FINDINGS.md``, book/05): our own prior against the
+"""The search's curve (``studies/own_prior/FINDINGS.md``, book/05): our own prior against the
 released one, one point per source stage of our bank, against the compute its source nets cost.
 
 Each :class:`SourceStage` is a results folder whose ``dwp:dwp`` rows used one source stage (the

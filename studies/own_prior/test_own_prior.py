@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_update_writes_between_the_markers_and_check_sees_a_stale_table(root, tm
 
 
 def test_the_findings_table_is_the_one_the_committed_runs_give():
-    """results/own-prior-FINDINGS.md's table against the committed results/ folders."""
+    """studies/own_prior/FINDINGS.md's table against the committed results/ folders."""
     if not FINDINGS.exists():
         pytest.skip("no results/ in this installation (a plain pip install)")
     assert main(["--check", str(FINDINGS)]) == 0
@@ -451,3 +452,47 @@ def test_the_steps_sentence_says_when_the_gap_stopped_closing():
     assert says([0.02, 0.08]).endswith("the steps do not shrink.")
     stopped = says([0.08, 0.02, -0.02])
     assert "+8.0, then +2.0, then -2.0 points" in stopped and "stopped closing" in stopped
+
+
+def test_short_lines_pair_with_the_short_settings_own_released_prior_and_normal(root):
+    short = own_prior.SHORT_SETTING
+    write(
+        root,
+        own_prior.SHORT_REFERENCE,
+        [row("dwp@released", "dwp@released", s, 0.79, **short) for s in (0, 1)]
+        + [row("normal", "xavier", s, 0.71, **short) for s in (0, 1)],
+    )
+    write(root, "short-mine", [row("dwp", "dwp", s, 0.66, **short) for s in (0, 1)])
+    cells = (
+        own_prior.PriorCell("short mine", "short-mine", "dwp:dwp", short=True),
+        own_prior.PriorCell("mine", "mine", "dwp:dwp"),
+    )
+    short_mine, mine = own_prior.table_rows(root, cells)
+    assert short_mine["vs_released"] == pytest.approx(-0.13)
+    assert short_mine["vs_normal"] == pytest.approx(-0.05)
+    assert mine["vs_normal"] == pytest.approx(((0.75 - 0.70) + (0.76 - 0.72)) / 2)
+    assert "short setting" in own_prior.markdown([short_mine], own_prior.SHORT_TITLE)
+    assert own_prior.observations([short_mine]) == ""  # its trained networks ran 2,000 steps
+    # a row at the authors' setting in a short line's folder is refused, and the other way round
+    write(root, "short-mine", [row("dwp", "dwp", 2, 0.66)])
+    with pytest.raises(ExperimentError, match="not run at the short setting"):
+        own_prior.table_rows(root, cells[:1])
+
+
+def test_the_builds_sentence_names_the_spread_and_the_builds_that_share_a_bank(root):
+    norms = {"conv1": {"median": 0.7}}
+    for folder, accs, bank in (
+        ("released-authors-setting", (0.40, 0.44, 0.42), {"conv1": {"median": 0.6}}),
+        ("book-prior-authors-setting", (0.50, 0.52, 0.54), norms),
+        ("paper-bnn-gpu", (0.55, 0.55, 0.60), norms),
+    ):
+        write(root, folder, [row("dwp", "dwp", s, a) for s, a in enumerate(accs)])
+        (root / folder / "provenance.json").write_text(json.dumps({"bank": {"norms": bank}}))
+    cells = tuple(own_prior.PriorCell(f, f, "dwp:dwp") for f in own_prior.BOOK_BUILDS)
+    text = own_prior.builds_sentence(own_prior.table_rows(root, cells))
+    # against N(0, 1) (0.70, 0.72, 0.74): -30.0, -20.0 and -15.3 points
+    assert "-30.0 (`released-authors-setting`), -20.0 (`book-prior-authors-setting`)" in text
+    assert "The builds lie 14.7 points apart" in text
+    assert "`book-prior-authors-setting` and `paper-bnn-gpu` cut the same bank" in text
+    assert "+4.7 points from one to the other over split seeds 0,1,2" in text
+    assert own_prior.builds_sentence(own_prior.table_rows(root, cells[:1])) == ""
