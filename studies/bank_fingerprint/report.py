@@ -121,24 +121,17 @@ def markdown(s: Study, command: str) -> str:
             f"| {name} | {' | '.join(cells)} | {d['conv1']:.2f} | {d['conv2']:.2f} "
             f"| **{d['all']:.2f}** | {diff} | {folder} |"
         )
+    units = {n: [f"{u[layer][f.key]:.2f}" for layer in LAYERS for f in FEATURES] for n, u in s.units.items()}  # fmt: skip
+    rhos = [f"{s.terms[layer][f.key]['rho']:+.2f}" for layer in LAYERS for f in FEATURES]
     out += [
         "",
         "The distance's terms, |bank - released| / |Xavier - released| per feature:",
         "",
-        f"| bank | {head} |",
-        "|---|" + "---|" * (len(FEATURES) * len(LAYERS)),
-    ]
-    for name, u in s.units.items():
-        cells = [f"{u[layer][f.key]:.2f}" for layer in LAYERS for f in FEATURES]
-        out.append(f"| {name} | {' | '.join(cells)} |")
-    rhos = [f"{s.terms[layer][f.key]['rho']:+.2f}" for layer in LAYERS for f in FEATURES]
-    out += [
+        *_per_feature("bank", head, units),
         "",
         "Each term alone against the difference (Spearman's rho over the same lines):",
         "",
-        f"| | {head} |",
-        "|---|" + "---|" * (len(FEATURES) * len(LAYERS)),
-        f"| rho | {' | '.join(rhos)} |",
+        *_per_feature("", head, {"rho": rhos}),
     ]
     out += [
         "",
@@ -148,6 +141,13 @@ def markdown(s: Study, command: str) -> str:
     out += [f"- {n}: `{v['folder']}`, {v['relation']}." for n, v in s.validated.items()]
     out += ["", summary(s).rstrip("\n")]
     return "\n".join(out) + "\n"
+
+
+def _per_feature(first: str, head: str, rows: dict[str, list[str]]) -> list[str]:
+    """A Markdown table with a column per layer and feature: ``{row name: its cells}``."""
+    first = f"| {first} |" if first else "| |"
+    out = [f"{first} {head} |", "|---|" + "---|" * (len(FEATURES) * len(LAYERS))]
+    return out + [f"| {name} | {' | '.join(cells)} |" for name, cells in rows.items()]
 
 
 def figure(s: Study):
