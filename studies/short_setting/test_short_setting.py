@@ -177,3 +177,26 @@ def test_sibling_folders_add_lines_on_other_banks_and_rows_on_other_hosts(tmp_pa
     assert v.ELSEWHERE[line][0] not in s.missing
     assert v.ELSEWHERE["released-bank-vaes-long"][0] in s.missing
     assert s.cell_minutes == {"DWP": 1.0, "N(0, 1)": 1.0}  # the own folder's cells only
+
+
+def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_seeds():
+    slow = compare(*world(0.07, -0.04), "slow")  # forgives a bad prior: does not qualify
+    fast_rows, ref = world(0.07, -0.04)
+    fast = compare([dict(r, seconds=30.0) for r in fast_rows], ref, "fast")
+    few = compare(*world(0.07, -0.04, seeds=range(3)), "few")  # 3 seeds: not eligible
+    lost_rows, _ = world(0.07, -0.04)
+    lost_rows = [  # the released prior loses on seed 4
+        dict(r, acc_ensemble=0.5, seconds=1.0) if method_seed(r) == (v.RELEASED_PAIR[0], 4) else
+        dict(r, seconds=1.0) for r in lost_rows
+    ]  # fmt: skip
+    lost = compare(lost_rows, ref, "lost")
+    assert v.proxy([slow, fast, few, lost]) is fast
+    text = v.proxy_sentence([slow, fast, few, lost])
+    assert "No setting qualifies yet" in text and "**fast**" in text and "0.5 min" in text
+    good = compare(*world(0.07, -0.20), "good")
+    assert v.proxy_sentence([slow, good]) == "**Chosen**: good, which qualifies."
+    assert "none has kept" in v.proxy_sentence([few])
+
+
+def method_seed(r) -> tuple[str, int]:
+    return v.method(r), int(r["seed"])
