@@ -496,3 +496,11 @@ def test_the_builds_sentence_names_the_spread_and_the_builds_that_share_a_bank(r
     assert "`book-prior-authors-setting` and `paper-bnn-gpu` cut the same bank" in text
     assert "+4.7 points from one to the other over split seeds 0,1,2" in text
     assert own_prior.builds_sentence(own_prior.table_rows(root, cells[:1])) == ""
+
+
+def test_a_line_paired_with_n01_from_its_own_init_reads_it_from_its_own_folder(root):
+    write(root, "ours", [row("dwp", "dwp", 0, 0.60), row("normal", "dwp", 0, 0.64)])
+    cell = own_prior.PriorCell("ours", "ours", "dwp:dwp", normal=own_prior.NORMAL_SAME_INIT)
+    (ours,) = own_prior.table_rows(root, (cell,))
+    assert ours["vs_normal"] == pytest.approx(-0.04) and ours["normal_seeds"] == [0]
+    assert "| -4.0 (0/1) (same) |" in own_prior.markdown([ours])
