@@ -210,7 +210,7 @@ def _check_setting(row: Mapping, where: Path, setting: Mapping[str, object] = SE
             f"{where}: the row of {row.get('prior')}:{row.get('init')}, split seed "
             f"{row.get('seed')}, was not run at {what} ({bad} instead of "
             f"{ {k: setting[k] for k in bad} }); move it to another folder or drop it from "
-            "own_prior.CELLS"
+            "own_prior.CELLS or SHORT_CELLS"
         )
 
 
@@ -263,12 +263,14 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
         mine = accuracies(root, cell.folder, cell.method, setting)
         acc = [mine[s]["acc_ensemble"] for s in sorted(mine)]
         seconds, ls2, nll = (_values(mine, c) for c in ("seconds", "log_sigma2_conv2", "nll"))
-        prov = root / cell.folder / "provenance.json"
-        bank = (json.loads(prov.read_text()).get("bank") or {}) if prov.exists() else {}
+        prov_file = root / cell.folder / "provenance.json"
+        prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
         s_rel, d_rel = paired_accuracy(mine, released[ref])
-        if cell.normal == NORMAL_SAME_INIT:  # our VAEs' samples: the line's own folder's
-            normals[ref, cell.normal] = accuracies(root, cell.folder, cell.normal, setting)
-        s_norm, d_norm = paired_accuracy(mine, normals[ref, cell.normal])
+        if cell.normal == NORMAL_SAME_INIT:  # from our VAEs' samples: the line's own folder's
+            base = accuracies(root, cell.folder, cell.normal, setting)
+        else:
+            base = normals[ref, cell.normal]
+        s_norm, d_norm = paired_accuracy(mine, base)
         out.append(
             {
                 "label": cell.label,
@@ -288,7 +290,12 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "normal": cell.normal,
                 "normal_differences": d_norm,
                 "by_seed": {s: mine[s]["acc_ensemble"] for s in mine},
-                "bank_norms": bank.get("norms"),  # the kept slices' norm statistics, per layer
+                "bank_norms": (prov.get("bank") or {}).get("norms"),  # of the kept slices
+                "vaes": sorted({str(mine[s]["vae_sha256"]) for s in mine}),
+                "vae_held_out": {  # importance-weighted log p(w) per held-out slice, nats
+                    layer: (v.get("held_out") or {}).get("log_likelihood_iw")
+                    for layer, v in (prov.get("kernel_vaes") or {}).items()
+                },
                 "short": cell.short,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
                 "devices": sorted({str(mine[s]["device"]) for s in mine}),
@@ -394,23 +401,35 @@ def builds_sentence(rows: Sequence[Mapping]) -> str:
     se = [100 * statistics.stdev(r["normal_differences"]) / len(r["normal_differences"]) ** 0.5 for r in got]  # fmt: skip
     each = ", ".join(f"{d:+.1f} (`{r['folder']}`)" for d, r in zip(diffs, got, strict=True))
     text = (
-        f"- The book preset's prior, built {len(got)} times from the same seeds and recipe (each "
-        f"build's bank and VAEs with its machine's floating-point bits), against N(0, 1): {each} "
+        f"- The book preset's prior, built {len(got)} times from the same seeds and recipe (what "
+        f"each build trained has its machine's floating-point bits), against N(0, 1): {each} "
         f"points. The builds lie {max(diffs) - min(diffs):.1f} points apart; within a build the "
         f"standard error over its split seeds is {max(se):.1f} points at most."
     )
     for i, a in enumerate(got):  # two builds that cut the same slices differ in their VAEs only
         for b in got[i + 1 :]:
-            if a["bank_norms"] and a["bank_norms"] == b["bank_norms"]:
-                seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
-                d = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
-                text += (
-                    f" `{a['folder']}` and `{b['folder']}` cut the same bank (the norm statistics "
-                    f"of its kept slices agree in every digit) and differ in their VAEs' bits "
-                    f"(and where the cells ran): {statistics.fmean(d):+.1f} points from one to "
-                    f"the other over split seeds {','.join(map(str, seeds))} (per seed "
-                    f"{', '.join(f'{x:+.1f}' for x in d)})."
+            same_bank = a["bank_norms"] and a["bank_norms"] == b["bank_norms"]
+            if not same_bank or a["vaes"] == b["vaes"]:
+                continue
+            seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+            d = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
+            held = [
+                f"{layer} {a['vae_held_out'][layer]:.2f} against {b['vae_held_out'][layer]:.2f}"
+                for layer in sorted(set(a["vae_held_out"]) & set(b["vae_held_out"]))
+                if a["vae_held_out"][layer] is not None and b["vae_held_out"][layer] is not None
+            ]
+            text += (
+                f" `{a['folder']}` and `{b['folder']}` cut the same bank (the norm statistics "
+                f"of its kept slices agree in every digit) and differ in their VAEs' bits "
+                f"(and where the cells ran): {statistics.fmean(d):+.1f} points from one to "
+                f"the other over split seeds {','.join(map(str, seeds))} (per seed "
+                f"{', '.join(f'{x:+.1f}' for x in d)})"
+                + (
+                    f", with held-out log p(w) of {'; '.join(held)} nats per slice."
+                    if held
+                    else "."
                 )
+            )
     return text + " One build of this prior is not a measurement of the recipe."
 
 

@@ -486,8 +486,12 @@ def test_the_builds_sentence_names_the_spread_and_the_builds_that_share_a_bank(r
         ("book-prior-authors-setting", (0.50, 0.52, 0.54), norms),
         ("paper-bnn-gpu", (0.55, 0.55, 0.60), norms),
     ):
-        write(root, folder, [row("dwp", "dwp", s, a) for s, a in enumerate(accs)])
-        (root / folder / "provenance.json").write_text(json.dumps({"bank": {"norms": bank}}))
+        write(
+            root, folder, [row("dwp", "dwp", s, a, vae_sha256=folder) for s, a in enumerate(accs)]
+        )
+        held = {"conv1": {"held_out": {"log_likelihood_iw": len(folder)}}}
+        prov = {"bank": {"norms": bank}, "kernel_vaes": held}
+        (root / folder / "provenance.json").write_text(json.dumps(prov))
     cells = tuple(own_prior.PriorCell(f, f, "dwp:dwp") for f in own_prior.BOOK_BUILDS)
     text = own_prior.builds_sentence(own_prior.table_rows(root, cells))
     # against N(0, 1) (0.70, 0.72, 0.74): -30.0, -20.0 and -15.3 points
@@ -495,6 +499,7 @@ def test_the_builds_sentence_names_the_spread_and_the_builds_that_share_a_bank(r
     assert "The builds lie 14.7 points apart" in text
     assert "`book-prior-authors-setting` and `paper-bnn-gpu` cut the same bank" in text
     assert "+4.7 points from one to the other over split seeds 0,1,2" in text
+    assert "held-out log p(w) of conv1 26.00 against 13.00 nats per slice" in text
     assert own_prior.builds_sentence(own_prior.table_rows(root, cells[:1])) == ""
 
 

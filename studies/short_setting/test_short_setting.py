@@ -140,7 +140,7 @@ def test_the_committed_validation_table_is_current():
     assert main(["--check", str(note)]) == 0, "run python -m studies.short_setting --update"
 
 
-def test_a_seed_run_on_two_hosts_banks_pairs_once_per_bank():
+def test_a_seed_run_with_two_hosts_vaes_pairs_once_per_vaes():
     short, ref = world(0.07, -0.20)
     # another host rebuilt the bank with other bits and ran seeds 0-1 on it at both settings
     short += [row("dwp:dwp", s, 0.60, vae="v2") for s in (0, 1)]
@@ -177,6 +177,17 @@ def test_sibling_folders_add_lines_on_other_banks_and_rows_on_other_hosts(tmp_pa
     assert v.ELSEWHERE[line][0] not in s.missing
     assert v.ELSEWHERE["released-bank-vaes-long"][0] in s.missing
     assert s.cell_minutes == {"DWP": 1.0, "N(0, 1)": 1.0}  # the own folder's cells only
+    # another host's N(0, 1) rows do not replace the setting's own: its siblings add our priors
+    _write(tmp_path / "short-setting-search" / "s1--another-host", [row("normal:xavier", 0, 0.1)])
+    (s,) = v.settings(tmp_path)
+    assert next(line for line in s.lines if line.method == "dwp:dwp").short_diff == -20.0
+
+
+def test_the_same_row_twice_with_two_accuracies_is_refused():
+    short, ref = world(0.07, -0.20)
+    with pytest.raises(ExperimentError, match="two rows of dwp:dwp, split seed 0"):
+        compare([*short, row("dwp:dwp", 0, 0.1)], ref, "twice")
+    compare([*short, row("dwp:dwp", 0, 0.70 - 0.20)], ref, "the same row again")  # a copy: accepted
 
 
 def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_seeds():

@@ -2,7 +2,7 @@
 
 Each candidate setting is a run folder under ``results/short-setting-search/``; every prior in
 it is paired by split seed (n = 50) with the same prior at the authors' setting (10,000 steps),
-where the two rows used the same kernel bank and kernel VAEs (their hashes in ``results.csv``).
+where the two rows used the same kernel VAEs (their hashes in ``results.csv``).
 A setting qualifies when, over 5 split seeds:
 
 a. the released prior beats N(0, 1) from the same released init by >= 5 points on >= 4 seeds;
@@ -53,7 +53,7 @@ ELSEWHERE = {
 }
 REQUIRED_ELSEWHERE = tuple(label for label, _ in ELSEWHERE.values())
 #: a sibling folder ``<setting>--<suffix>`` whose suffix is not in :data:`ELSEWHERE` holds more
-#: rows of the setting's own priors, e.g. on a bank another host rebuilt: they pair by their bits
+#: rows of the setting's own priors with our VAEs, e.g. another host's rebuild: they pair by their bits
 SIBLING = "--"
 BEGIN = "<!-- short-setting-validation: written by `python -m studies.short_setting --update`; do not edit -->"
 END = "<!-- end short-setting-validation -->"
@@ -80,12 +80,19 @@ def vae_key(row: Mapping) -> str:
 
 def accuracies(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[str, float]]]:
     """{method: {seed: {:func:`vae_key`: accuracy}}} at n = 50: one method may have been run
-    with several banks and VAEs (rebuilt on several hosts), each its own prior."""
+    with several VAEs (rebuilt on several hosts), each its own prior; the same row twice
+    (method, seed and VAEs) with two accuracies is refused."""
     out: dict[str, dict[int, dict[str, float]]] = {}
     for r in rows:
         if int(r["n"]) == N:
             by_seed = out.setdefault(method(r), {}).setdefault(int(r["seed"]), {})
-            by_seed[vae_key(r)] = float(r["acc_ensemble"])
+            acc, key = float(r["acc_ensemble"]), vae_key(r)
+            if by_seed.setdefault(key, acc) != acc:
+                raise ExperimentError(
+                    f"two rows of {method(r)}, split seed {r['seed']}, with the same VAEs "
+                    f"({key}) give {by_seed[key]} and {acc}: one folder's row is another's copy "
+                    "run again; keep one"
+                )
     return out
 
 
@@ -123,17 +130,17 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 @dataclass
 class PriorLine:
     method: str
-    seeds: list[int]  # paired with the authors' setting (same seed, same VAEs; once per bank)
+    seeds: list[int]  # paired with the authors' setting (same seed, same VAEs; once per VAEs)
     short_diff: float | None  # mean difference to N(0, 1) from Xavier, points
     authors_diff: float | None
     short_acc: float | None
     authors_acc: float | None
     unpaired: list[int] = field(default_factory=list)  # seeds whose VAEs differ
-    by_bank: list[list[int]] = field(default_factory=list)  # the paired seeds, per bank and VAEs
+    by_vaes: list[list[int]] = field(default_factory=list)  # the paired seeds, per kernel VAEs
 
     def seeds_text(self) -> str:
-        """The paired seeds, a group per bank and VAEs (hosts' rebuilds): ``0,1,2 + 0,1``."""
-        return " + ".join(",".join(map(str, g)) for g in self.by_bank)
+        """The paired seeds, a group per kernel VAEs (hosts' rebuilds): ``0,1,2 + 0,1``."""
+        return " + ".join(",".join(map(str, g)) for g in self.by_vaes)
 
     @property
     def sign_kept(self) -> bool | None:
@@ -209,7 +216,7 @@ def compare(
     own_rows: Sequence[Mapping] | None = None,
 ) -> Setting:
     """One short setting against the authors' setting, paired by seed and by VAE hashes (a
-    seed run on two hosts' banks pairs twice); ``required`` and ``elsewhere``: the priors the
+    seed run with two hosts' VAEs pairs twice); ``required`` and ``elsewhere``: the priors the
     criteria need (named in the verdict when not run); ``own_rows``: the setting's own folder,
     whose cells give the times and the bound (default: ``short_rows``)."""
     own = short_rows if own_rows is None else own_rows
@@ -244,8 +251,8 @@ def compare(
             if m != BASELINE:
                 diff = 100 * statistics.fmean(short[m][s][k] - base_short[s] for s, k in pairs)
                 rdiff = 100 * statistics.fmean(ref[m][s][k] - base_ref[s] for s, k in pairs)
-        by_bank = [[s for s, k in pairs if k == key] for key in dict.fromkeys(k for _, k in pairs)]
-        lines.append(PriorLine(m, [s for s, _ in pairs], diff, rdiff, sa, ra, unpaired, by_bank))
+        by_vaes = [[s for s, k in pairs if k == key] for key in dict.fromkeys(k for _, k in pairs)]
+        lines.append(PriorLine(m, [s for s, _ in pairs], diff, rdiff, sa, ra, unpaired, by_vaes))
     minutes: dict[str, list[float]] = {}
     for r in own:
         kind = "DWP" if r["prior"].startswith("dwp") else "N(0, 1)"
@@ -268,7 +275,7 @@ def compare(
 
 def settings(root: Path) -> list[Setting]:
     """Every candidate setting under ``root/short-setting-search`` against the references, with
-    its sibling folders (:data:`ELSEWHERE` lines and rows on other hosts' banks)."""
+    its sibling folders (:data:`ELSEWHERE` lines, and rows of our priors from other hosts)."""
     reference: list[dict] = []
     for folder in REFERENCES:
         if (root / folder / "results.csv").exists():
@@ -295,8 +302,8 @@ def settings(root: Path) -> list[Setting]:
             for f in authors:
                 if (root / f / "results.csv").exists():
                     ref += relabel(load_results(root / f)[0], line)
-        for sibling in siblings.values():
-            rows += load_results(sibling)[0]
+        for sibling in siblings.values():  # our priors only: the released files and N(0, 1)
+            rows += [r for r in load_results(sibling)[0] if vae_key(r) not in ("-", "released")]
         out.append(compare(rows, ref, folder.name, elsewhere=missing, own_rows=own))
     return out
 
