@@ -177,10 +177,10 @@ def test_sibling_folders_add_lines_on_other_banks_and_rows_on_other_hosts(tmp_pa
     assert v.ELSEWHERE[line][0] not in s.missing
     assert v.ELSEWHERE["released-bank-vaes-long"][0] in s.missing
     assert s.cell_minutes == {"DWP": 1.0, "N(0, 1)": 1.0}  # the own folder's cells only
-    # another host's N(0, 1) rows do not replace the setting's own: its siblings add our priors
+    # a sibling adds seeds; a seed the setting already has, run again with another result, raises
     _write(tmp_path / "short-setting-search" / "s1--another-host", [row("normal:xavier", 0, 0.1)])
-    (s,) = v.settings(tmp_path)
-    assert next(line for line in s.lines if line.method == "dwp:dwp").short_diff == -20.0
+    with pytest.raises(ExperimentError, match="two rows of normal:xavier, split seed 0"):
+        v.settings(tmp_path)
 
 
 def test_the_same_row_twice_with_two_accuracies_is_refused():
@@ -211,3 +211,14 @@ def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_
 
 def method_seed(r) -> tuple[str, int]:
     return v.method(r), int(r["seed"])
+
+
+def test_a_sibling_folder_adds_the_released_pairs_seeds(tmp_path):
+    short, ref = world(0.07, -0.20, seeds=range(2))
+    _write(tmp_path / "released-authors-setting", ref)
+    _write(tmp_path / "short-setting-search" / "s1", short)
+    more = [row(m, s, a) for s in (2, 3, 4) for m, a in zip(v.RELEASED_PAIR, (0.75, 0.70), strict=True)]  # fmt: skip
+    _write(tmp_path / "short-setting-search" / "s1--more-seeds", more)
+    (s,) = v.settings(tmp_path)
+    assert sorted(s.released_gain) == [0, 1, 2, 3, 4] and s.released_gain[4] == pytest.approx(5.0)
+    assert s.seeds == [0, 1]  # N(0, 1) from Xavier: only the setting's own two seeds

@@ -53,7 +53,7 @@ ELSEWHERE = {
 }
 REQUIRED_ELSEWHERE = tuple(label for label, _ in ELSEWHERE.values())
 #: a sibling folder ``<setting>--<suffix>`` whose suffix is not in :data:`ELSEWHERE` holds more
-#: rows of the setting's own priors with our VAEs, e.g. another host's rebuild: they pair by their bits
+#: rows of the setting's own priors, e.g. more seeds run on another host: they pair by their bits
 SIBLING = "--"
 BEGIN = "<!-- short-setting-validation: written by `python -m studies.short_setting --update`; do not edit -->"
 END = "<!-- end short-setting-validation -->"
@@ -275,7 +275,7 @@ def compare(
 
 def settings(root: Path) -> list[Setting]:
     """Every candidate setting under ``root/short-setting-search`` against the references, with
-    its sibling folders (:data:`ELSEWHERE` lines, and rows of our priors from other hosts)."""
+    its sibling folders (:data:`ELSEWHERE` lines, and more rows of its priors from other hosts)."""
     reference: list[dict] = []
     for folder in REFERENCES:
         if (root / folder / "results.csv").exists():
@@ -302,8 +302,8 @@ def settings(root: Path) -> list[Setting]:
             for f in authors:
                 if (root / f / "results.csv").exists():
                     ref += relabel(load_results(root / f)[0], line)
-        for sibling in siblings.values():  # our priors only: the released files and N(0, 1)
-            rows += [r for r in load_results(sibling)[0] if vae_key(r) not in ("-", "released")]
+        for sibling in siblings.values():  # more seeds, or other VAEs (a seed run twice raises)
+            rows += load_results(sibling)[0]
         out.append(compare(rows, ref, folder.name, elsewhere=missing, own_rows=own))
     return out
 
