@@ -206,7 +206,10 @@ def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_
     assert "No setting qualifies yet" in text and "**fast**" in text and "0.5 min" in text
     good = compare(*world(0.07, -0.20), "good")
     assert v.proxy_sentence([slow, good]) == "**Chosen**: good, which qualifies."
-    assert "none has kept" in v.proxy_sentence([few])
+    assert "None has kept" in v.proxy_sentence([few])
+    # the closest: the fewest reasons not to qualify, then the cheapest (lost: one reason, 1 s)
+    assert "closest to qualifying is **lost** (not yet: a large difference" in text
+    assert "closest to qualifying is **slow**" in v.proxy_sentence([few, slow])
 
 
 def method_seed(r) -> tuple[str, int]:
