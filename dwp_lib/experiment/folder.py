@@ -19,7 +19,7 @@ from .config import (
     key_of,
     with_added_fields,
 )
-from .names import ExperimentError
+from .names import ExperimentError, uses_pipeline
 from .results import RESULT_COLUMNS, read_provenance, read_rows, rewrite_rows
 
 
@@ -103,10 +103,13 @@ class RunFolder:
             )
 
     def check_artifacts(self, rows: Sequence[Mapping], mine: Mapping[str, str]) -> None:
-        """Refuse rows from other artifacts than the rows here; ``mine``: the 12-digit SHA-256
-        of the bank (``"bank"``) and of each kernel VAE now in use."""
+        """Refuse rows from other artifacts than the rows here (the rows of methods that use
+        this pipeline's bank or VAEs); ``mine``: the 12-digit SHA-256 of the bank (``"bank"``) and
+        of each kernel VAE now in use."""
         theirs: dict[str, set[str]] = {}
         for r in rows:
+            if not uses_pipeline(f"{r['prior']}:{r['init']}"):
+                continue  # the released files, N(0, 1), Xavier: no bank or VAE of ours
             if r.get("bank_sha256"):
                 theirs.setdefault("bank", set()).add(str(r["bank_sha256"]))
             for part in str(r.get("vae_sha256") or "").split("/"):

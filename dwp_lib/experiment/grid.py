@@ -18,7 +18,7 @@ from ..progress import progress
 from .cells import MODEL_KEY, CellContext, ray_grid_cell, run_grid_cell, save_cell_model
 from .config import ExperimentConfig
 from .executor import run_on_ray
-from .names import parse_method, vae_sources
+from .names import parse_method, uses_pipeline, vae_sources
 from .results import RESULT_COLUMNS, append_row, read_rows
 from .stages import test_subset
 
@@ -71,11 +71,14 @@ class GridStage:
         t0, shown = time.perf_counter(), _artifacts.shown(self.results_path)
         if todo:
             sources = set().union(*(vae_sources(m) for m, _, _ in todo))
+            ours = any(uses_pipeline(m) for m, _, _ in todo)  # else the bank's bits do not matter
             bank = self.kernel_bank()
-            self.check_bank(rows)
+            if ours:
+                self.check_bank(rows)
             vaes = self.kernel_vaes() if "trained" in sources else None
             released = self.released_vaes() if "released" in sources else None
-            self.folder.check_artifacts(rows, self.artifact_hashes(vaes is not None))
+            if ours:
+                self.folder.check_artifacts(rows, self.artifact_hashes(vaes is not None))
             t0 = time.perf_counter()
             with self.folder.writing():
                 # read again under the lock: a writer that finished meanwhile added cells

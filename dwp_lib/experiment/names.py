@@ -61,6 +61,12 @@ def vae_sources(method: str) -> set[str]:
     return {"released" if n == RELEASED else "trained" for n in names if n in ("dwp", RELEASED)}
 
 
+def uses_pipeline(method: str) -> bool:
+    """Whether a method draws on this pipeline's kernel bank or VAEs (not only on the released
+    files, N(0, 1) or Xavier): only such cells depend on the cached bank's bits."""
+    return "trained" in vae_sources(method) or parse_method(method)[1] == "filters"
+
+
 def method_label(method: str) -> str:
     """``"dwp:dwp"`` -> ``"DWP (dwp init)"``."""
     prior, init = parse_method(method)

@@ -397,6 +397,28 @@ def test_rows_from_another_bank_are_refused_before_the_vaes_train(
             getattr(Experiment(more, out, "cpu", verbose=False), stage)()
 
 
+def test_cells_that_use_no_bank_of_ours_resume_beside_another_banks_rows(fake_world, tmp_path):
+    """N(0, 1) from Xavier (like the released files) never touches the bank: a folder whose
+    rows of our prior came from another bank still takes more of its seeds, and its own rows'
+    bank hashes refuse nothing."""
+    out = tmp_path / "run"
+    cfg = micro_config(**{"grid.methods": "dwp:dwp,normal:xavier", "init.enabled": "false"})
+    Experiment(cfg, out, "cpu", verbose=False).prior_grid()
+    rows = (out / "results.csv").read_text().splitlines()
+    col = rows[0].split(",").index("bank_sha256")
+    (out / "results.csv").write_text(
+        "\n".join([rows[0]] + [",".join(f if i != col else "012345678901"
+                                       for i, f in enumerate(r.split(","))) for r in rows[1:]])
+        + "\n"
+    )  # fmt: skip
+    normal = ex.apply_overrides(cfg, ["grid.methods=normal:xavier", "grid.split_seeds=[0,1,2]"])
+    got = Experiment(normal, out, "cpu", verbose=False).prior_grid()
+    assert sorted(int(r["seed"]) for r in got if r["prior"] == "normal") == [0, 1, 2]
+    ours = ex.apply_overrides(cfg, ["grid.split_seeds=[0,1,2]"])
+    with pytest.raises(ExperimentError, match=r"other artifacts.*bank: rows 012345678901"):
+        Experiment(ours, out, "cpu", verbose=False).prior_grid()
+
+
 def test_rows_from_other_artifacts_are_not_mixed_in(fake_world, tmp_path):
     """Same settings, but the cached kernel VAE was rebuilt with other bits in between (another
     machine or thread count): a run that would add rows to the folder is refused."""
