@@ -313,18 +313,23 @@ def settings(root: Path) -> list[Setting]:
     return out
 
 
+def _dwp_minutes(s: Setting) -> float:
+    """A setting's median DWP cell, in minutes (the cost every choice among settings compares)."""
+    return s.cell_minutes.get("DWP", float("inf"))
+
+
 def proxy(found: Sequence[Setting]) -> Setting | None:
     """The cheapest setting (median DWP cell) that keeps the released prior's sign against N(0, 1)
     from the same init on 5 of 5 seeds: what stands in for the authors' setting while none
     qualifies."""
     kept = [s for s in found if len(s.released_gain) >= 5 and all(d > 0 for d in s.released_gain.values())]  # fmt: skip
-    return min(kept, key=lambda s: s.cell_minutes.get("DWP", float("inf")), default=None)
+    return min(kept, key=_dwp_minutes, default=None)
 
 
 def proxy_sentence(found: Sequence[Setting]) -> str:
     """Which setting the course uses, and as what: a qualified short setting, or the proxy and
     the setting closest to qualifying (fewest reasons not to, then the cheapest)."""
-    minutes = lambda s: s.cell_minutes.get("DWP", float("inf"))  # noqa: E731
+    minutes = _dwp_minutes
     good = [s for s in found if not s.reasons()]
     if good:
         return f"**Chosen**: {min(good, key=minutes).name}, which qualifies."
