@@ -509,3 +509,38 @@ def test_a_line_paired_with_n01_from_its_own_init_reads_it_from_its_own_folder(r
     (ours,) = own_prior.table_rows(root, (cell,))
     assert ours["vs_normal"] == pytest.approx(-0.04) and ours["normal_seeds"] == [0]
     assert "| -4.0 (0/1) (same) |" in own_prior.markdown([ours])
+
+
+def test_adoption_is_met_failed_or_open_by_the_seeds_measured():
+    assert own_prior.adoption([0.05, 0.04, 0.031, 0.03]) == (4, "met")
+    assert own_prior.adoption([0.05, 0.02, 0.01]) == (1, "failed")  # two of five missed already
+    assert own_prior.adoption([0.05, 0.02]) == (1, "open")
+    assert own_prior.adoption([]) == (0, "open")
+
+
+def test_the_trainings_sentence_pairs_two_vae_trainings_of_one_bank(root):
+    a, b = own_prior.SPARSE_TRAININGS
+    for folder, accs, same in ((a, (0.70, 0.66), (0.72, 0.70)), (b, (0.74, 0.69), (0.70, 0.71))):
+        write(
+            root,
+            folder,
+            [row("dwp", "dwp", s, x, vae_sha256=folder) for s, x in enumerate(accs)]
+            + [row("normal", "dwp", s, x) for s, x in enumerate(same)],
+        )
+        (root / folder / "provenance.json").write_text(json.dumps({"bank": {"norms": {"m": 1}}}))
+    cells = tuple(
+        own_prior.PriorCell(f, f, "dwp:dwp", normal=own_prior.NORMAL_SAME_INIT)
+        for f in own_prior.SPARSE_TRAININGS
+    )
+    text = own_prior.trainings_sentence(own_prior.table_rows(root, cells))
+    # the first: -2.0 and -4.0 against its own N(0, 1); the second: +4.0 and -2.0
+    assert (
+        f"-3.0 (`{a}`, split seeds 0,1: -2.0, -4.0; 0 of 2 at or above 3 points, so it "
+        "cannot meet the adoption rule" in text
+    )
+    assert f"+1.0 (`{b}`, split seeds 0,1: +4.0, -2.0; 1 of 2" in text and "still open" in text
+    assert "+3.5 points over split seeds 0,1 (per seed +4.0, +3.0)" in text
+    assert own_prior.trainings_sentence(own_prior.table_rows(root, cells[:1])) == ""
+    (root / b / "provenance.json").write_text(json.dumps({"bank": {"norms": {"m": 2}}}))
+    with pytest.raises(ExperimentError, match="norm statistics of their banks differ"):
+        own_prior.trainings_sentence(own_prior.table_rows(root, cells))
