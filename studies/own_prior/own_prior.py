@@ -304,6 +304,10 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                 "by_seed": {s: mine[s]["acc_ensemble"] for s in mine},
                 "bank_norms": (prov.get("bank") or {}).get("norms"),  # of the kept slices
                 "vaes": sorted({str(mine[s]["vae_sha256"]) for s in mine}),
+                # the banks our VAEs were fitted to: "pipeline" (ours) or "released" (theirs)
+                "vae_banks": sorted(
+                    {str(v.get("bank")) for v in (prov.get("kernel_vaes") or {}).values()}
+                ),
                 "vae_held_out": {  # importance-weighted log p(w) per held-out slice, nats
                     layer: (v.get("held_out") or {}).get("log_likelihood_iw")
                     for layer, v in (prov.get("kernel_vaes") or {}).items()
@@ -488,7 +492,8 @@ def trainings_sentence(rows: Sequence[Mapping], folders: Sequence[str] = SPARSE_
     seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
     gap = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
     text = (
-        f"- One bank, its kernel VAEs trained {len(got)} times (the same recipe, other VAE "
+        f"- One bank, its kernel VAEs trained {'twice' if len(got) == 2 else f'{len(got)} times'} "
+        "(the same recipe, other VAE "
         f"seeds; the banks' norm statistics agree in every digit), against N(0, 1) from each "
         f"training's own init: {'; '.join(each)}. Adopting a prior needs "
         f"{ADOPT_POINTS:g} points or more on {ADOPT_SEEDS} of {ADOPT_OF} split seeds."
