@@ -402,6 +402,12 @@ def observations(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines + ([builds] if builds else [])) + "\n"
 
 
+def _per_seed_gap(a: Mapping, b: Mapping) -> tuple[list[int], list[float]]:
+    """The split seeds both lines ran, and ``b``'s accuracy minus ``a``'s on each (points)."""
+    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+    return seeds, [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
+
+
 def builds_sentence(rows: Sequence[Mapping]) -> str:
     """How far the book preset's prior moves between builds (:data:`BOOK_BUILDS`: the same seeds
     and recipe, other machines' floating-point bits), against its spread within one build."""
@@ -427,8 +433,7 @@ def builds_sentence(rows: Sequence[Mapping]) -> str:
             same_bank = a["bank_norms"] and a["bank_norms"] == b["bank_norms"]
             if not same_bank or a["vaes"] == b["vaes"]:
                 continue
-            seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
-            d = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
+            seeds, d = _per_seed_gap(a, b)
             held = [
                 f"{layer} {a['vae_held_out'][layer]:.2f} against {b['vae_held_out'][layer]:.2f}"
                 for layer in sorted(set(a["vae_held_out"]) & set(b["vae_held_out"]))
@@ -489,8 +494,7 @@ def trainings_sentence(rows: Sequence[Mapping], folders: Sequence[str] = SPARSE_
             f"{verdict[state]})"
         )
     a, b = got[0], got[1]
-    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
-    gap = [100 * (b["by_seed"][s] - a["by_seed"][s]) for s in seeds]
+    seeds, gap = _per_seed_gap(a, b)
     text = (
         f"- One bank, its kernel VAEs trained {'twice' if len(got) == 2 else f'{len(got)} times'} "
         "(the same recipe, other VAE "
