@@ -2,12 +2,22 @@
 tests, reads the committed runs under ``results/`` and runs from the repository's root
 (``python -m studies.<name>``). Not installed with ``dwp_lib``."""
 
+import shlex
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from dwp_lib.experiment import ExperimentError
 
 #: The committed runs every study reads (``results/`` of the repository).
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command a study ran as, for its provenance: ``python -m <module>`` and its
+    arguments (default: this process's), quoted so that a shell runs it again."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
 
 
 def format_or_blank(value: float | None, fmt: str) -> str:

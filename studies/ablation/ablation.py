@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ from dwp_lib.experiment import (
     parse_method,
     read_rows,
 )
+from studies import command_line
 
 from .tables import (
     BASELINE,
@@ -443,7 +443,7 @@ def cli(args) -> int:
     except Exception as err:  # noqa: BLE001 (provenance only: say what failed)
         mnist = {"error": str(err)}
     provenance = {
-        "command": "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("studies.ablation"),
         "preset": args.preset,
         "base_overrides": list(BASE_OVERRIDES[args.preset]),
         "extra_overrides": extra,

@@ -26,7 +26,6 @@ of another source-net config. The released banks are the authors' (GPL-3.0,
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from dwp_lib import artifacts
+from studies import command_line
 
 COLUMNS = (
     "bank",
@@ -140,6 +140,12 @@ def bank_rows(
     return rows
 
 
+def percent(share: float) -> str:
+    """A share as a percentage: whole percents, and two decimals below 1% (a sparse bank keeps
+    a fraction of a percent of its 5x5 slices, which "0%" would hide)."""
+    return f"{share:.0%}" if share >= 0.01 or share == 0 else f"{100 * share:.2f}%"
+
+
 def stats_markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table, one line per layer and bank."""
     head = (
@@ -148,7 +154,7 @@ def stats_markdown(rows: list[dict]) -> str:
     )
     lines = [head, "|" + "---|" * 8]
     for r in sorted(rows, key=lambda r: (r["layer"], r["bank"] != "Xavier init", r["bank"])):
-        kept = "" if r["kept_fraction"] in (None, "") else f"{float(r['kept_fraction']):.0%}"
+        kept = "" if r["kept_fraction"] in (None, "") else percent(float(r["kept_fraction"]))
         norms = " / ".join(
             f"{r[c]:.3f}" for c in ("norm_min", "norm_q10", "norm_median", "norm_q90")
         )
@@ -252,7 +258,7 @@ def cli(args: argparse.Namespace) -> int:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     prov = {
-        "command": "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("studies.bank_stats"),
         "preset": args.preset,
         "seed": args.seed,
         "ours": {

@@ -60,6 +60,11 @@ def test_bad_slices_are_refused():
         bs.slice_statistics(w)
 
 
+def test_percent_keeps_a_sparse_share_visible():
+    # the sparse banks keep a fraction of a percent of their 5x5 slices: not "0%"
+    assert [bs.percent(s) for s in (0.89, 0.0024, 0.0, 1.0)] == ["89%", "0.24%", "0%", "100%"]
+
+
 def test_rows_table_and_figure():
     banks = {
         "a": {"conv1": _noise(300, 7, 1), "conv2": _noise(300, 5, 2)},

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dwp_lib.experiment.names import ExperimentError, parse_method
 from dwp_lib.experiment.results import RESULT_COLUMNS, read_rows
-from studies import RESULTS_DIR, format_or_blank
+from studies import RESULTS_DIR, command_line, format_or_blank
 from studies import with_table as _with_table
 
 REFERENCE = "released-authors-setting"  # the folder with the released prior and N(0, 1)
@@ -573,10 +573,7 @@ def results_root(root: str | Path | None) -> Path:
 
 def _cli(args: argparse.Namespace) -> int:
     if getattr(args, "noise", None):
-        import shlex
-
-        command = "python -m studies.own_prior " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        return noise_cli(args.noise, command)
+        return noise_cli(args.noise, command_line("studies.own_prior"))
     from .source_curve import curve_markdown, curve_rows
 
     args.results = results_root(args.results)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from dwp_lib import artifacts
 from dwp_lib.experiment.names import ExperimentError
 from dwp_lib.implicit_prior import ImplicitPriorConfig, gaussian_slices, score_slices, xavier_slices
 from dwp_lib.kernel_vae import KernelVAE
+from studies import command_line
 
 COLUMNS = ("prior", "layer", "kind", "slices", "median_norm", "elbo", "log_p_iw", "iw_samples")
 TARGET = {"conv1": (1, 32, 7), "conv2": (32, 128, 5)}  # c_in, c_out, k of FConv(32, 128)
@@ -214,7 +214,7 @@ def cli(args: argparse.Namespace) -> int:
             fig.savefig(tmp, dpi=120, format="png")
         plt.close(fig)
     prov = {
-        "command": "python -m dwp_lib " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("studies.prior_scores"),
         "preset": args.preset,
         "scoring": dataclasses.asdict(icfg),
         "max_slices": args.max_slices,
