@@ -36,7 +36,12 @@ from studies.short_setting.validation import ranks, spearman
 RELEASED = "released"
 XAVIER = "Xavier init"
 #: the committed bank statistics read, in this order (``python -m studies.bank_stats``)
-STATS_FOLDERS = ("bank-stats", "bank-stats-source-factors", "bank-stats-wide-sources")
+STATS_FOLDERS = (
+    "bank-stats",
+    "bank-stats-source-factors",
+    "bank-stats-wide-sources",
+    "bank-stats-sparse-sample",
+)
 #: two files' rows of one name must agree to this relative tolerance (float noise)
 REL_TOL = 1e-6
 #: a row given another name: a different bank under a name another file uses. The book bank of
