@@ -174,6 +174,12 @@ SHORT_CELLS: tuple[PriorCell, ...] = (
         short=True,
     ),
     PriorCell(
+        "ours, their bank (VAEs trained the authors' steps)",
+        f"{SHORT_REFERENCE}--released-bank-vaes-long",
+        "dwp:dwp",
+        short=True,
+    ),
+    PriorCell(
         "ours, our bank from FConv(128, 256) source nets (same VAE recipe)",
         f"{SHORT_REFERENCE}--source-width-128-256",
         "dwp:dwp",
