@@ -541,6 +541,16 @@ def test_the_trainings_sentence_pairs_two_vae_trainings_of_one_bank(root):
     assert f"+1.0 (`{b}`, split seeds 0,1: +4.0, -2.0; 1 of 2" in text and "still open" in text
     assert "+3.5 points over split seeds 0,1 (per seed +4.0, +3.0)" in text
     assert own_prior.trainings_sentence(own_prior.table_rows(root, cells[:1])) == ""
+    # every split seed run: the rule has failed, there is nothing left to give
+    (root / a / "results.csv").unlink()
+    write(
+        root,
+        a,
+        [row("dwp", "dwp", s, 0.60, vae_sha256=a) for s in range(5)]
+        + [row("normal", "dwp", s, 0.70) for s in range(5)],
+    )
+    text = own_prior.trainings_sentence(own_prior.table_rows(root, cells))
+    assert "0 of 5 at or above 3 points, so it fails the adoption rule)" in text
     (root / b / "provenance.json").write_text(json.dumps({"bank": {"norms": {"m": 2}}}))
     with pytest.raises(ExperimentError, match="norm statistics of their banks differ"):
         own_prior.trainings_sentence(own_prior.table_rows(root, cells))

@@ -44,7 +44,11 @@ REQUIRED = (
 ELSEWHERE = {
     "released-bank-vaes-long": (
         "our VAE recipe on the released bank (long)",
-        ("released-bank-vaes-long-prior", "released-bank-vaes-long-retrained"),
+        (
+            "released-bank-vaes-long-prior",
+            "released-bank-vaes-long-retrained",
+            "released-bank-vaes-long-prior-more-seeds",
+        ),
     ),
     "source-width-128-256": (
         "our bank from FConv(128, 256) source nets",
