@@ -323,6 +323,10 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                     layer: (v.get("held_out") or {}).get("log_likelihood_iw")
                     for layer, v in (prov.get("kernel_vaes") or {}).items()
                 },
+                "vae_steps": {  # each kernel VAE's training steps, from the run's own config
+                    layer: (v.get("train") or {}).get("steps")
+                    for layer, v in ((prov.get("config") or {}).get("vae") or {}).items()
+                },
                 "short": cell.short,
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
                 "devices": sorted({str(mine[s]["device"]) for s in mine}),
