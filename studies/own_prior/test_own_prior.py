@@ -77,6 +77,14 @@ def test_rows_are_paired_by_split_seed_with_the_released_prior_and_normal(root):
     assert "| absent | `absent` | no row yet |" in table
 
 
+def test_each_rows_vae_steps_come_from_its_runs_config(root):
+    config = {"vae": {"conv1": {"train": {"steps": 600}}, "conv2": {"train": {"steps": 18000}}}}
+    (root / "mine" / "provenance.json").write_text(json.dumps({"config": config}))
+    released, mine, absent = own_prior.table_rows(root, CELLS)
+    assert mine["vae_steps"] == {"conv1": 600, "conv2": 18000}
+    assert released["vae_steps"] == {} and absent["vae_steps"] == {}  # no provenance: none
+
+
 def test_the_search_plot_draws_each_prior_but_the_released_one_against_it(root):
     import matplotlib
 
