@@ -210,6 +210,11 @@ def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_
     # the closest: the fewest reasons not to qualify, then the cheapest (lost: one reason, 1 s)
     assert "closest to qualifying is **lost** (not yet: a large difference" in text
     assert "closest to qualifying is **slow**" in v.proxy_sentence([few, slow])
+    # a screen that failed nothing yet is not closer than a setting measured in full
+    screen = compare(*world(0.07, -0.20, seeds=range(2)), "screen")
+    assert screen.reasons()[0] == "2 of 5 seeds" and "shrinks" not in screen.verdict()
+    assert "closest to qualifying is **slow**" in v.proxy_sentence([screen, slow])
+    assert "closest to qualifying is **screen**" in v.proxy_sentence([screen, few])
 
 
 def method_seed(r) -> tuple[str, int]:
