@@ -230,3 +230,15 @@ def test_a_sibling_folder_adds_the_released_pairs_seeds(tmp_path):
     (s,) = v.settings(tmp_path)
     assert sorted(s.released_gain) == [0, 1, 2, 3, 4] and s.released_gain[4] == pytest.approx(5.0)
     assert s.seeds == [0, 1]  # N(0, 1) from Xavier: only the setting's own two seeds
+
+
+def test_the_forgiven_prior_sentence_names_the_share_each_setting_keeps():
+    forgiving = compare(*world(0.07, -0.04), "forgiving")
+    faithful = compare(*world(0.07, -0.20), "faithful")
+    text = v.forgiven_sentence([forgiving], "dwp:dwp")
+    assert "forgiving: -4.0 against -25.0 points (16% of it, split seeds 0,1,2,3,4)" in text
+    assert "None keeps the half" in text
+    text = v.forgiven_sentence([forgiving, faithful], "dwp:dwp")
+    assert "faithful: -20.0 against -25.0 points (80%" in text
+    assert text.endswith("Half of it or more is kept by faithful.")
+    assert v.forgiven_sentence([faithful], "a prior no setting ran") == ""

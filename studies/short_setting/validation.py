@@ -363,6 +363,42 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
     return " ".join(text)
 
 
+#: the prior whose harm the candidates shrink most (criterion c): our VAEs on the wide bank
+FORGIVEN = "dwp:dwp (source-width-128-256)"
+
+
+def forgiven_sentence(found: Sequence[Setting], method: str = FORGIVEN) -> str:
+    """Each setting's paired difference of ``method`` to N(0, 1) beside the authors' setting's,
+    as the share it keeps, and which settings keep the half that criterion c asks for."""
+    kept = {
+        s.name: line
+        for s in found
+        for line in s.lines
+        if line.method == method and line.short_diff is not None and line.authors_diff
+    }
+    if not kept:
+        return ""
+    share = {name: line.short_diff / line.authors_diff for name, line in kept.items()}
+    parts = [
+        f"{name}: {line.short_diff:+.1f} against {line.authors_diff:+.1f} points "
+        f"({100 * share[name]:.0f}% of it, split seeds {line.seeds_text()})"
+        for name, line in kept.items()
+    ]
+    enough = [name for name in kept if share[name] >= 0.5]
+    verdict = (
+        f"Half of it or more is kept by {', '.join(enough)}."
+        if enough
+        else "None keeps the half that criterion c asks for: neither a larger learning rate nor "
+        "more steps has brought a short run's harm of this prior up to the authors' setting's."
+    )
+    return (
+        f"{method} against N(0, 1) from Xavier, each setting beside the authors': "
+        + "; ".join(parts)
+        + ". "
+        + verdict
+    )
+
+
 def _f(x: float | None, fmt: str = "+.1f") -> str:
     return format_or_blank(x, fmt)
 
@@ -383,6 +419,8 @@ def markdown(found: Sequence[Setting]) -> str:
             f"{_f(s.nll_end, '.3g')} | {s.verdict()} |"
         )
     out += ["", proxy_sentence(found)]
+    if forgiven := forgiven_sentence(found):
+        out += ["", forgiven]
     for s in found:
         out += [
             "",
