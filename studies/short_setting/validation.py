@@ -388,8 +388,7 @@ def forgiven_sentence(found: Sequence[Setting], method: str = FORGIVEN) -> str:
     verdict = (
         f"Half of it or more is kept by {', '.join(enough)}."
         if enough
-        else "None keeps the half that criterion c asks for: neither a larger learning rate nor "
-        "more steps has brought a short run's harm of this prior up to the authors' setting's."
+        else "None keeps the half that criterion c asks for."
     )
     return (
         f"{method} against N(0, 1) from Xavier, each setting beside the authors': "
