@@ -62,6 +62,20 @@ def test_too_few_seeds_and_a_small_gain_are_named():
     assert "on 0 of 5 seeds" in compare(*world(0.02, -0.2), "small").verdict()
 
 
+def test_a_screen_that_can_no_longer_reach_four_seeds_says_so():
+    short, ref = world(0.07, -0.2, seeds=range(3))
+    short = [dict(r, acc_ensemble=0.72) if r["prior"] == "dwp@released" and r["seed"] < 2 else r
+             for r in short]  # fmt: skip
+    why = compare(short, ref, "screen").reasons()
+    assert why[:2] == ["3 of 5 seeds", "released gain under 5 points on 2 of 3 seeds run, so >= 5 on at most 3 of 5"]  # fmt: skip
+    one = [dict(r, acc_ensemble=0.72) if r["prior"] == "dwp@released" and r["seed"] == 0 else r
+           for r in world(0.07, -0.2, seeds=range(3))[0]]  # fmt: skip
+    assert compare(short, ref, "screen").verdict().startswith("cannot qualify: 3 of 5 seeds;")
+    assert not any("at most" in w for w in compare(one, ref, "screen").reasons())
+    assert compare(one, ref, "screen").verdict().startswith("not yet: ")
+    assert compare(*world(0.02, -0.2), "small").verdict().startswith("cannot qualify: ")
+
+
 def test_rows_whose_vaes_differ_are_not_paired():
     short, ref = world(0.07, -0.20)
     short = [dict(r, vae_sha256="other") if r["prior"] == "dwp" else r for r in short]

@@ -191,9 +191,13 @@ class Setting:
 
     def reasons(self) -> list[str]:
         """Why the setting does not qualify yet (empty when it does)."""
-        why = []
-        if len(self.released_gain) < 5:
-            why.append(f"{len(self.released_gain)} of 5 seeds")
+        why, run = [], len(self.released_gain)
+        lost = run - self.gain_wins  # seeds already under 5 points: two settle criterion a
+        if run < 5:
+            why.append(f"{run} of 5 seeds")
+            if lost >= 2:
+                why.append(f"released gain under 5 points on {lost} of {run} seeds run, so "
+                           f">= 5 on at most {5 - lost} of 5")  # fmt: skip
         elif self.gain_wins < 4:
             why.append(f"released gain >= 5 points on {self.gain_wins} of 5 seeds")
         if any(line.sign_kept is False for line in self.lines):
@@ -211,9 +215,16 @@ class Setting:
             why.append(f"not run: {', '.join(self.missing)}")
         return why
 
+    @property
+    def settled(self) -> bool:
+        """Criterion a fails whatever seeds are added: two seeds under 5 points already."""
+        return len(self.released_gain) - self.gain_wins >= 2
+
     def verdict(self) -> str:
         why = self.reasons()
-        return "qualifies" if not why else "not yet: " + "; ".join(why)
+        if not why:
+            return "qualifies"
+        return ("cannot qualify: " if self.settled else "not yet: ") + "; ".join(why)
 
 
 def compare(
@@ -338,8 +349,8 @@ def measured(found: Sequence[Setting]) -> list[Setting]:
 
 def proxy_sentence(found: Sequence[Setting]) -> str:
     """Which setting the course uses, and as what: a qualified short setting, or the proxy and
-    the setting closest to qualifying: among those :func:`measured` (else all), the fewest
-    reasons not to, then the cheapest."""
+    the setting closest to qualifying: among those :func:`measured` (else all), one that can
+    still qualify, then the fewest reasons not to, then the cheapest."""
     minutes = _dwp_minutes
     good = [s for s in found if not s.reasons()]
     if good:
@@ -354,11 +365,13 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
             f"{len(best.released_gain)} of its seeds is **{best.name}** (a DWP cell's median wall "
             f"time in its folder: {minutes(best):.1f} min): a proxy for that comparison alone."
         )
-    closest = min(measured(found) or found, key=lambda s: (len(s.reasons()), minutes(s)))
+    closest = min(
+        measured(found) or found, key=lambda s: (s.settled, len(s.reasons()), minutes(s))
+    )
     text.append(
-        f"The closest to qualifying is **{closest.name}** (not yet: "
-        f"{'; '.join(closest.reasons())}): the course's short setting, whose other differences "
-        "are indications, each to be confirmed at the authors' setting."
+        f"The closest to qualifying is **{closest.name}** ({closest.verdict()}): the course's "
+        "short setting, whose other differences are indications, each to be confirmed at the "
+        "authors' setting."
     )
     return " ".join(text)
 
