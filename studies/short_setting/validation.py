@@ -365,9 +365,7 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
             f"{len(best.released_gain)} of its seeds is **{best.name}** (a DWP cell's median wall "
             f"time in its folder: {minutes(best):.1f} min): a proxy for that comparison alone."
         )
-    closest = min(
-        measured(found) or found, key=lambda s: (s.settled, len(s.reasons()), minutes(s))
-    )
+    closest = min(measured(found) or found, key=lambda s: (s.settled, len(s.reasons()), minutes(s)))
     text.append(
         f"The closest to qualifying is **{closest.name}** ({closest.verdict()}): the course's "
         "short setting, whose other differences are indications, each to be confirmed at the "
