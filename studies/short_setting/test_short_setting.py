@@ -154,6 +154,21 @@ def test_the_committed_validation_table_is_current():
     assert main(["--check", str(note)]) == 0, "run python -m studies.short_setting --update"
 
 
+def test_the_chapter_and_the_own_prior_study_train_the_course_setting():
+    """Chapter 5's live cell and the own-prior study's short runs pair with the setting the
+    validation names for the course (the chapter cannot import the studies, so it names it)."""
+    import re
+
+    from studies.own_prior import own_prior
+
+    repo = Path(__file__).resolve().parents[2]
+    course = v.course_setting(v.settings(repo / "results")).name
+    chapter = (repo / "book" / "05_experiment.md").read_text()
+    named = re.findall(r'short_run = runs / "short-setting-search" / "([^"]+)"', chapter)
+    assert named == [course], f"chapter 5 trains {named}, the validation names {course}"
+    assert own_prior.SHORT_REFERENCE == f"short-setting-search/{course}"
+
+
 def test_a_seed_run_with_two_hosts_vaes_pairs_once_per_vaes():
     short, ref = world(0.07, -0.20)
     # another host rebuilt the bank with other bits and ran seeds 0-1 on it at both settings
@@ -256,3 +271,16 @@ def test_the_forgiven_prior_sentence_names_the_share_each_setting_keeps():
     assert "faithful: -20.0 against -25.0 points (80%" in text
     assert text.endswith("Half of it or more is kept by faithful.")
     assert v.forgiven_sentence([faithful], "a prior no setting ran") == ""
+
+
+def test_the_drift_table_says_which_side_of_the_released_pair_moved():
+    short, ref = world(0.10, -0.20)  # the released prior 1 point above the authors' setting
+    short = [dict(r, acc_ensemble=0.75) if v.method(r) == "normal:dwp@released" else r
+             for r in short]  # fmt: skip
+    s = compare(short, ref, "held")
+    assert v.drift(s) == ([0, 1, 2, 3, 4], pytest.approx(1.0), pytest.approx(4.0))
+    text = v.drift_markdown([s])
+    assert "| held | 0,1,2,3,4 | +1.0 | +4.0 |" in text and "within 1.0 points" in text
+    dropped = compare(*world(0.05, -0.20), "dropped")  # the released prior 4 points lower
+    assert v.drift(dropped)[1] == pytest.approx(-4.0)
+    assert "ends higher" not in v.drift_markdown([dropped])

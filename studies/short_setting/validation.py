@@ -171,6 +171,9 @@ class Setting:
     nll_end: float | None
     kl_authors: float | None = None  # the same at the authors' setting
     missing: list[str] = field(default_factory=list)  # priors of the criteria not run here
+    #: seed -> (released prior, N(0, 1) from its samples): accuracy here and at the authors'
+    pair: dict[int, tuple[float, float]] = field(default_factory=dict)
+    pair_authors: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def bound_sentence(self) -> str:
         """Whether the short run's bound means anything, from the two medians."""
@@ -246,10 +249,17 @@ def compare(
     if not base_short:
         raise ExperimentError(f"{name}: no {BASELINE} rows at n = {N} to pair the priors with")
     a, b = (short.get(m, {}) for m in RELEASED_PAIR)
-    gain = {
-        s: 100 * (a[s]["released"] - b[s]["released"])
+    pair = {
+        s: (a[s]["released"], b[s]["released"])
         for s in sorted(set(a) & set(b))
         if "released" in a[s] and "released" in b[s]
+    }
+    gain = {s: 100 * (x - y) for s, (x, y) in pair.items()}
+    ra, rb = (ref.get(m, {}) for m in RELEASED_PAIR)
+    pair_authors = {
+        s: (ra[s]["released"], rb[s]["released"])
+        for s in pair
+        if "released" in ra.get(s, {}) and "released" in rb.get(s, {})
     }
     lines, xs, ys = [], [], []
     for m in sorted(short):
@@ -290,6 +300,8 @@ def compare(
         statistics.median(float(r["nll"]) for r in released) if released else None,
         statistics.median(float(r["kl"]) for r in ref_released) if ref_released else None,
         [m for m in required if m not in short] + list(elsewhere),
+        pair,
+        pair_authors,
     )
 
 
@@ -347,14 +359,22 @@ def measured(found: Sequence[Setting]) -> list[Setting]:
     return [s for s in found if len(s.released_gain) >= 5 and not s.missing]
 
 
+def course_setting(found: Sequence[Setting]) -> Setting:
+    """The setting the course trains (chapter 5's live cell): the cheapest that qualifies, else
+    the closest to qualifying among those :func:`measured` (else all): one that can still
+    qualify, then the fewest reasons not to, then the cheapest."""
+    if good := [s for s in found if not s.reasons()]:
+        return min(good, key=_dwp_minutes)
+    pool = measured(found) or found
+    return min(pool, key=lambda s: (s.settled, len(s.reasons()), _dwp_minutes(s)))
+
+
 def proxy_sentence(found: Sequence[Setting]) -> str:
-    """Which setting the course uses, and as what: a qualified short setting, or the proxy and
-    the setting closest to qualifying: among those :func:`measured` (else all), one that can
-    still qualify, then the fewest reasons not to, then the cheapest."""
-    minutes = _dwp_minutes
-    good = [s for s in found if not s.reasons()]
-    if good:
-        return f"**Chosen**: {min(good, key=minutes).name}, which qualifies."
+    """Which setting the course uses (:func:`course_setting`), and as what: a qualified short
+    setting, or the proxy and the setting closest to qualifying."""
+    course = course_setting(found)
+    if not course.reasons():
+        return f"**Chosen**: {course.name}, which qualifies."
     best = proxy(found)
     text = ["**No setting qualifies yet.**"]
     if best is None:
@@ -363,11 +383,10 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
         text.append(
             f"The cheapest that keeps the released prior above N(0, 1) from the same init on all "
             f"{len(best.released_gain)} of its seeds is **{best.name}** (a DWP cell's median wall "
-            f"time in its folder: {minutes(best):.1f} min): a proxy for that comparison alone."
+            f"time in its folder: {_dwp_minutes(best):.1f} min): a proxy for that comparison alone."
         )
-    closest = min(measured(found) or found, key=lambda s: (s.settled, len(s.reasons()), minutes(s)))
     text.append(
-        f"The closest to qualifying is **{closest.name}** ({closest.verdict()}): the course's "
+        f"The closest to qualifying is **{course.name}** ({course.verdict()}): the course's "
         "short setting, whose other differences are indications, each to be confirmed at the "
         "authors' setting."
     )
@@ -409,6 +428,42 @@ def forgiven_sentence(found: Sequence[Setting], method: str = FORGIVEN) -> str:
     )
 
 
+def drift(s: Setting) -> tuple[list[int], float, float] | None:
+    """Where the released gain goes at a short setting: its seeds paired with the authors'
+    setting, and how far (points, mean) the released prior and N(0, 1) from its samples each
+    end from their own accuracy there."""
+    seeds = sorted(s.pair_authors)
+    if not seeds:
+        return None
+    side = [100 * statistics.fmean(s.pair[k][i] - s.pair_authors[k][i] for k in seeds) for i in (0, 1)]  # fmt: skip
+    return seeds, side[0], side[1]
+
+
+def drift_markdown(found: Sequence[Setting]) -> str:
+    """A table of :func:`drift` per setting and what it says: whether the gain a short run
+    lacks is the released prior doing worse or N(0, 1) from the same init doing better."""
+    rows = [(s.name, d) for s in found if (d := drift(s))]
+    if not rows:
+        return ""
+    out = [
+        "Each side of the released pair, short setting minus authors' setting on the same split "
+        "seeds (points):",
+        "",
+        "| setting | seeds | released prior | N(0, 1) from its samples |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {n} | {','.join(map(str, k))} | {r:+.1f} | {g:+.1f} |" for n, (k, r, g) in rows]
+    released = max(abs(r) for _, (_, r, _) in rows)
+    normal = max(g for _, (_, _, g) in rows)
+    if normal > 2 * released:
+        out += ["", f"Where a short setting's released gain is smaller, N(0, 1) from the same samples "
+                f"ends higher (by up to {normal:.1f} points), not the released prior lower (it "
+                f"ends within {released:.1f} points of the authors' setting everywhere): what a "
+                "short run lacks of the gain at 10,000 steps is N(0, 1)'s further drift away from "
+                "the released samples."]  # fmt: skip
+    return "\n".join(out)
+
+
 def _f(x: float | None, fmt: str = "+.1f") -> str:
     return format_or_blank(x, fmt)
 
@@ -431,6 +486,8 @@ def markdown(found: Sequence[Setting]) -> str:
     out += ["", proxy_sentence(found)]
     if forgiven := forgiven_sentence(found):
         out += ["", forgiven]
+    if where := drift_markdown(found):
+        out += ["", where]
     for s in found:
         out += [
             "",
