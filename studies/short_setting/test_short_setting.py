@@ -284,3 +284,11 @@ def test_the_drift_table_says_which_side_of_the_released_pair_moved():
     dropped = compare(*world(0.05, -0.20), "dropped")  # the released prior 4 points lower
     assert v.drift(dropped)[1] == pytest.approx(-4.0)
     assert "ends higher" not in v.drift_markdown([dropped])
+
+
+def test_the_harms_paragraph_has_one_sentence_per_prior_some_setting_ran():
+    short, ref = world(0.07, -0.04)  # our prior's harm forgiven
+    s = compare(short, ref, "forgiving")
+    text = v.harms_markdown([s], ("dwp:dwp", "a prior no setting ran"))
+    assert text == v.forgiven_sentence([s], "dwp:dwp") and "forgiving: -4.0 against -25.0" in text
+    assert v.harms_markdown([s], ("a prior no setting ran",)) == ""

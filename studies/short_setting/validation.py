@@ -395,6 +395,8 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
 
 #: the prior whose harm the candidates shrink most (criterion c): our VAEs on the wide bank
 FORGIVEN = "dwp:dwp (source-width-128-256)"
+#: the large harms at the authors' setting that tell the candidates apart (criterion c)
+HARMS = (FORGIVEN, "dwp@released:xavier")
 
 
 def forgiven_sentence(found: Sequence[Setting], method: str = FORGIVEN) -> str:
@@ -426,6 +428,11 @@ def forgiven_sentence(found: Sequence[Setting], method: str = FORGIVEN) -> str:
         + ". "
         + verdict
     )
+
+
+def harms_markdown(found: Sequence[Setting], methods: Sequence[str] = HARMS) -> str:
+    """:func:`forgiven_sentence` for each of ``methods`` (those some setting ran), a paragraph each."""
+    return "\n\n".join(t for m in methods if (t := forgiven_sentence(found, m)))
 
 
 def drift(s: Setting) -> tuple[list[int], float, float] | None:
@@ -484,8 +491,7 @@ def markdown(found: Sequence[Setting]) -> str:
             f"{_f(s.nll_end, '.3g')} | {s.verdict()} |"
         )
     out += ["", proxy_sentence(found)]
-    if forgiven := forgiven_sentence(found):
-        out += ["", forgiven]
+    out += ["", text] if (text := harms_markdown(found)) else []
     if where := drift_markdown(found):
         out += ["", where]
     for s in found:
