@@ -192,13 +192,18 @@ class Setting:
     def gain_wins(self) -> int:
         return sum(d >= 5 for d in self.released_gain.values())
 
+    @property
+    def settled(self) -> bool:
+        """Criterion a fails whatever seeds are added: two seeds under 5 points already."""
+        return len(self.released_gain) - self.gain_wins >= 2
+
     def reasons(self) -> list[str]:
         """Why the setting does not qualify yet (empty when it does)."""
         why, run = [], len(self.released_gain)
-        lost = run - self.gain_wins  # seeds already under 5 points: two settle criterion a
+        lost = run - self.gain_wins  # seeds already under 5 points
         if run < 5:
             why.append(f"{run} of 5 seeds")
-            if lost >= 2:
+            if self.settled:
                 why.append(f"released gain under 5 points on {lost} of {run} seeds run, so "
                            f">= 5 on at most {5 - lost} of 5")  # fmt: skip
         elif self.gain_wins < 4:
@@ -217,11 +222,6 @@ class Setting:
         if self.missing:
             why.append(f"not run: {', '.join(self.missing)}")
         return why
-
-    @property
-    def settled(self) -> bool:
-        """Criterion a fails whatever seeds are added: two seeds under 5 points already."""
-        return len(self.released_gain) - self.gain_wins >= 2
 
     def verdict(self) -> str:
         why = self.reasons()
