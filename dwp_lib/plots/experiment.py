@@ -66,7 +66,7 @@ def plot_paired_effects(effects, title: str = "", ax=None):
     """Paired differences in accuracy points, one row per comparison, top to bottom (``effects``:
     :func:`dwp_lib.conclusions.paired_effect` dicts): the mean, 2 SE bars, the seeds as dots."""
     n = len(effects)
-    fig, ax = plt.subplots(figsize=(7.0, 0.7 * n + 1.3)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(7.0, 0.6 * n + 1.2)) if ax is None else (ax.figure, ax)
     y = np.arange(n)[::-1]
     for yi, e in zip(y, effects, strict=True):
         color = "C2" if e["mean"] > 0 else "C3"

@@ -45,10 +45,14 @@ def plot_reconstructions(images, reconstructions, n: int = 12):
     return _image_rows([images[:n], reconstructions[:n]], ["data", "reconstruction"])
 
 
-def plot_image_samples(samples, ncols: int = 12, title: str = "samples"):
-    """Images ``(n, 28, 28)`` in rows of ``ncols`` (pixel probabilities in [0, 1])."""
+def plot_image_samples(samples, ncols: int = 12, title: str = "samples", row_titles=None):
+    """Images ``(n, 28, 28)`` in rows of ``ncols`` (pixel probabilities in [0, 1]), ``title``
+    beside the first row, or one of ``row_titles`` beside each row."""
     rows = [samples[i : i + ncols] for i in range(0, len(samples), ncols)]
-    return _image_rows(rows, [title] + [""] * (len(rows) - 1))
+    titles = [title] + [""] * (len(rows) - 1) if row_titles is None else list(row_titles)
+    if len(titles) != len(rows):
+        raise ValueError(f"{len(rows)} rows of {ncols} images but {len(titles)} row_titles")
+    return _image_rows(rows, titles)
 
 
 def plot_vae_latent_space(z, values, labels=None, title: str = "", ax=None, cmap: str = "tab10"):

@@ -274,6 +274,10 @@ def test_chapter3_figures(fitted_vae):
     fig = plots.plot_image_samples(images, ncols=10)
     assert [a.get_ylabel() for a in fig.axes] == ["samples", ""]
     np.testing.assert_allclose(image(fig.axes[1])[:, :28], images[10].numpy())
+    fig = plots.plot_image_samples(images, ncols=10, row_titles=["first", "second"])
+    assert [a.get_ylabel() for a in fig.axes] == ["first", "second"]
+    with pytest.raises(ValueError, match="2 rows of 10 images but 1 row_titles"):
+        plots.plot_image_samples(images, ncols=10, row_titles=["only one"])
 
     # latent space: classes get one scatter and a legend, floats a colour bar
     z = torch.randn(50, 2)
