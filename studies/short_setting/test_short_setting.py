@@ -57,6 +57,28 @@ def test_a_setting_that_forgives_a_bad_prior_does_not_qualify():
     assert "shrinks below half" in s.verdict()
 
 
+def test_a_sign_flips_only_where_a_setting_resolves_it():
+    """A difference within noise at both settings has no sign to keep; one resolved flips."""
+    short, ref = world(0.07, -0.20)
+    wobble = [+0.01, -0.01, +0.012, -0.008, +0.004]  # N(0, 1) from the released init: noise
+    short = [dict(r, acc_ensemble=0.70 - w) if r["prior"] == "normal" and r["init"] != "xavier" else r
+             for r, w in zip(short, [w for w in wobble for _ in range(4)], strict=True)]  # fmt: skip
+    ref = [dict(r, acc_ensemble=0.72 + w) if r["prior"] == "normal" and r["init"] != "xavier" else r
+           for r, w in zip(ref, [w for w in wobble for _ in range(4)], strict=True)]  # fmt: skip
+    s = compare(short, ref, "noisy")
+    line = next(x for x in s.lines if x.method == "normal:dwp@released")
+    assert line.short_diff == pytest.approx(-0.16) and line.authors_diff == pytest.approx(0.16)
+    assert line.sign_kept is None and line.within_noise and s.verdict() == "qualifies"
+    assert "flips within noise (2 SE: " in v.markdown([s])
+    # the same flip, resolved at the authors' setting (every seed +3 points), counts
+    ref = [dict(r, acc_ensemble=0.75) if r["prior"] == "normal" and r["init"] != "xavier" else r
+           for r in ref]  # fmt: skip
+    line = next(x for x in compare(short, ref, "flip").lines if x.method == "normal:dwp@released")
+    assert line.sign_kept is False and not line.within_noise
+    assert "a prior's sign flips" in compare(short, ref, "flip").verdict()
+    assert not v.resolved(5.0, None) and v.resolved(-2.0, 1.0) and not v.resolved(1.9, 1.0)
+
+
 def test_too_few_seeds_and_a_small_gain_are_named():
     assert "3 of 5 seeds" in compare(*world(0.07, -0.2, seeds=range(3)), "few").verdict()
     assert "on 0 of 5 seeds" in compare(*world(0.02, -0.2), "small").verdict()

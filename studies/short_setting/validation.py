@@ -7,7 +7,9 @@ A setting qualifies when, over 5 split seeds:
 
 a. the released prior beats N(0, 1) from the same released init by >= 5 points on >= 4 seeds;
 b. every prior's paired difference to N(0, 1) (Xavier init) keeps its sign, and the rank
-   correlation of the priors' mean accuracies with the authors' setting is >= 0.8;
+   correlation of the priors' mean accuracies with the authors' setting is >= 0.8. A sign flips
+   only where one of the two settings resolves it (its mean two standard errors from zero over
+   the paired seeds): a difference that is noise at both has no sign to keep;
 c. every difference larger than 5 points at the authors' setting keeps at least half its size.
 """
 
@@ -131,6 +133,16 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     return cov / var if var else float("nan")
 
 
+def resolved(diff: float, se: float | None) -> bool:
+    """A mean difference at least two standard errors from zero; one seed (no SE) resolves
+    nothing."""
+    return se is not None and abs(diff) >= 2 * se
+
+
+def standard_error(values: Sequence[float]) -> float | None:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+
+
 @dataclass
 class PriorLine:
     method: str
@@ -141,6 +153,8 @@ class PriorLine:
     authors_acc: float | None
     unpaired: list[int] = field(default_factory=list)  # seeds whose VAEs differ
     by_vaes: list[list[int]] = field(default_factory=list)  # the paired seeds, per kernel VAEs
+    short_se: float | None = None  # standard error of short_diff over the paired seeds, points
+    authors_se: float | None = None
 
     def seeds_text(self) -> str:
         """The paired seeds, a group per kernel VAEs (hosts' rebuilds): ``0,1,2 + 0,1``."""
@@ -148,9 +162,21 @@ class PriorLine:
 
     @property
     def sign_kept(self) -> bool | None:
+        """None where not measured, or where the sign flips within noise at both settings."""
         if self.short_diff is None or self.authors_diff is None:
             return None
-        return (self.short_diff > 0) == (self.authors_diff > 0)
+        if (self.short_diff > 0) == (self.authors_diff > 0):
+            return True
+        if resolved(self.short_diff, self.short_se) or resolved(self.authors_diff, self.authors_se):
+            return False
+        return None
+
+    @property
+    def within_noise(self) -> bool:
+        """The sign flips, but neither setting tells it from zero."""
+        return (
+            self.short_diff is not None and self.authors_diff is not None and self.sign_kept is None
+        )
 
     @property
     def size_kept(self) -> bool | None:
@@ -272,17 +298,19 @@ def compare(
         unpaired = sorted(
             s for s in short[m] if s in ref.get(m, {}) and set(short[m][s]) - set(ref[m][s])
         )
-        sa = ra = diff = rdiff = None
+        sa = ra = diff = rdiff = se = rse = None
         if pairs:
             sa = statistics.fmean(short[m][s][k] for s, k in pairs)
             ra = statistics.fmean(ref[m][s][k] for s, k in pairs)
             xs.append(sa)
             ys.append(ra)
             if m != BASELINE:
-                diff = 100 * statistics.fmean(short[m][s][k] - base_short[s] for s, k in pairs)
-                rdiff = 100 * statistics.fmean(ref[m][s][k] - base_ref[s] for s, k in pairs)
+                ds = [100 * (short[m][s][k] - base_short[s]) for s, k in pairs]
+                rds = [100 * (ref[m][s][k] - base_ref[s]) for s, k in pairs]
+                diff, rdiff = statistics.fmean(ds), statistics.fmean(rds)
+                se, rse = standard_error(ds), standard_error(rds)
         by_vaes = [[s for s, k in pairs if k == key] for key in dict.fromkeys(k for _, k in pairs)]
-        lines.append(PriorLine(m, [s for s, _ in pairs], diff, rdiff, sa, ra, unpaired, by_vaes))
+        lines.append(PriorLine(m, [s for s, _ in pairs], diff, rdiff, sa, ra, unpaired, by_vaes, se, rse))  # fmt: skip
     minutes: dict[str, list[float]] = {}
     for r in own:
         kind = "DWP" if r["prior"].startswith("dwp") else "N(0, 1)"
@@ -509,9 +537,14 @@ def markdown(found: Sequence[Setting]) -> str:
             if line.method == BASELINE:
                 continue
             yes = {True: "yes", False: "**no**", None: ""}
+            sign = yes[line.sign_kept]
+            if line.within_noise and line.short_se is not None and line.authors_se is not None:
+                sign = f"flips within noise (2 SE: {2 * line.short_se:.1f} / {2 * line.authors_se:.1f})"
+            elif line.within_noise:
+                sign = "flips on one seed (no SE)"
             out.append(
                 f"| {line.method} | {line.seeds_text()} | {_f(line.short_diff)} "
-                f"| {_f(line.authors_diff)} | {yes[line.sign_kept]} | {yes[line.size_kept]} "
+                f"| {_f(line.authors_diff)} | {sign} | {yes[line.size_kept]} "
                 f"| {','.join(map(str, line.unpaired))} |"
             )
     return "\n".join(out)
