@@ -57,7 +57,12 @@ SHORT_BEGIN = (
 )
 SHORT_END = "<!-- end own-prior-short-table -->"
 #: the book preset's prior built more than once from the same seeds (other machines' bits)
-BOOK_BUILDS = ("released-authors-setting", "book-prior-authors-setting", "paper-bnn-gpu")
+BOOK_BUILDS = (
+    "released-authors-setting",
+    "book-prior-authors-setting",
+    "paper-bnn-gpu",
+    "book-prior-authors-setting-bank-5b47e78e",
+)
 #: one bank, its kernel VAEs trained twice (other VAE seeds): the spread between VAE trainings
 SPARSE_TRAININGS = ("sparse-bank-128-256-sample", "sparse-bank-128-256-sample-vae-seed-1")
 #: a candidate prior is adopted when it beats N(0, 1) from its own init by this many points on
@@ -96,6 +101,11 @@ CELLS: tuple[PriorCell, ...] = (
     PriorCell(
         "ours: the book preset built a third time (cells on a GPU; N(0, 1) the CPU's)",
         "paper-bnn-gpu",
+        "dwp:dwp",
+    ),
+    PriorCell(
+        "ours: the book preset built a fourth time (the first build's slices, VAEs on two threads)",
+        "book-prior-authors-setting-bank-5b47e78e",
         "dwp:dwp",
     ),
     PriorCell("ours, their bank (1,000-step VAEs)", "released-bank-vaes", "dwp:dwp"),

@@ -32,8 +32,10 @@ REFERENCES = (
     "released-authors-setting",
     "released-prior-xavier-init",
     "book-prior-authors-setting",
+    "book-prior-authors-setting-bank-5b47e78e",
     "mixed-layer-priors",
     "mixed-layer-priors-rebuilt-bank",
+    "mixed-layer-priors-bank-5b47e78e",
 )
 #: every prior measured at the authors' setting, by method (the candidate's own folder)...
 REQUIRED = (
