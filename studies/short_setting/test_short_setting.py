@@ -268,6 +268,20 @@ def test_the_proxy_is_the_cheapest_setting_that_keeps_the_released_sign_on_five_
     assert "closest to qualifying is **screen**" in v.proxy_sentence([screen, few])
 
 
+def test_a_setting_that_fails_nothing_but_lacks_a_prior_is_named_with_what_it_waits_for():
+    slow = compare(*world(0.07, -0.04), "slow")  # measured in full, fails criterion c
+    waiting = v.compare(*world(0.07, -0.20), "waiting", required=("dwp/dwp:xavier",), elsewhere=())
+    assert waiting.failures() == [] and waiting.pending() == ["not run: dwp/dwp:xavier"]
+    text = v.proxy_sentence([slow, waiting])
+    assert "closest to qualifying is **slow**" in text  # only settings with every prior run
+    assert text.endswith("**waiting** fails no criterion on the rows it has; it waits for: "
+                         "not run: dwp/dwp:xavier.")  # fmt: skip
+    assert "**slow** fails no criterion" not in text
+    # a screen on fewer seeds is not named: criterion a is not measured yet
+    screen = compare(*world(0.07, -0.20, seeds=range(2)), "screen")
+    assert "**screen** fails no criterion" not in v.proxy_sentence([slow, screen])
+
+
 def method_seed(r) -> tuple[str, int]:
     return v.method(r), int(r["seed"])
 

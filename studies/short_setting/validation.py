@@ -226,15 +226,20 @@ class Setting:
         return len(self.released_gain) - self.gain_wins >= 2
 
     def reasons(self) -> list[str]:
-        """Why the setting does not qualify yet (empty when it does)."""
+        """Why the setting does not qualify yet (empty when it does): how many seeds first."""
+        pending = self.pending()
+        seeds = pending[:1] if len(self.released_gain) < 5 else []
+        return seeds + self.failures() + pending[len(seeds) :]
+
+    def failures(self) -> list[str]:
+        """The criteria the rows so far fail (criterion a counts only once 5 seeds are in, or
+        once it is settled)."""
         why, run = [], len(self.released_gain)
         lost = run - self.gain_wins  # seeds already under 5 points
-        if run < 5:
-            why.append(f"{run} of 5 seeds")
-            if self.settled:
-                why.append(f"released gain under 5 points on {lost} of {run} seeds run, so "
-                           f">= 5 on at most {5 - lost} of 5")  # fmt: skip
-        elif self.gain_wins < 4:
+        if run < 5 and self.settled:
+            why.append(f"released gain under 5 points on {lost} of {run} seeds run, so "
+                       f">= 5 on at most {5 - lost} of 5")  # fmt: skip
+        elif run >= 5 and self.gain_wins < 4:
             why.append(f"released gain >= 5 points on {self.gain_wins} of 5 seeds")
         if any(line.sign_kept is False for line in self.lines):
             why.append("a prior's sign flips")
@@ -242,6 +247,11 @@ class Setting:
             why.append(f"rank correlation {self.rank_correlation:.2f}")
         if any(line.size_kept is False for line in self.lines):
             why.append("a large difference shrinks below half")
+        return why
+
+    def pending(self) -> list[str]:
+        """What is still to be run before the setting can qualify."""
+        why = [f"{len(self.released_gain)} of 5 seeds"] if len(self.released_gain) < 5 else []
         ours = [line for line in self.lines if line.method != BASELINE]
         if unpaired := [line.method for line in ours if not line.seeds]:
             why.append(f"not paired with the authors' setting (other VAEs): {', '.join(unpaired)}")
@@ -420,6 +430,12 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
         "short setting, whose other differences are indications, each to be confirmed at the "
         "authors' setting."
     )
+    waiting = [s for s in found if len(s.released_gain) >= 5 and not s.failures() and s is not course]  # fmt: skip
+    for s in sorted(waiting, key=_dwp_minutes):
+        text.append(
+            f"**{s.name}** fails no criterion on the rows it has; it waits for: "
+            f"{'; '.join(s.pending())}."
+        )
     return " ".join(text)
 
 
