@@ -32,8 +32,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check dwp_lib tests studies benchmarks scripts conftest.py
 
+# The unit tests on every core, each test file on one worker (its module fixtures built once);
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 unit: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 chapters: $(STAMP)
 	$(PY) scripts/run_chapters.py $(CHAPTERS) book/conclusion.md book/reproduction_log.md
