@@ -227,9 +227,8 @@ class Setting:
 
     def reasons(self) -> list[str]:
         """Why the setting does not qualify yet (empty when it does): how many seeds first."""
-        pending = self.pending()
-        seeds = pending[:1] if len(self.released_gain) < 5 else []
-        return seeds + self.failures() + pending[len(seeds) :]
+        run = len(self.released_gain)
+        return ([f"{run} of 5 seeds"] if run < 5 else []) + self.failures() + self.pending()
 
     def failures(self) -> list[str]:
         """The criteria the rows so far fail (criterion a counts only once 5 seeds are in, or
@@ -250,8 +249,8 @@ class Setting:
         return why
 
     def pending(self) -> list[str]:
-        """What is still to be run before the setting can qualify."""
-        why = [f"{len(self.released_gain)} of 5 seeds"] if len(self.released_gain) < 5 else []
+        """The priors still to be run or paired with the authors' setting (seeds aside)."""
+        why = []
         ours = [line for line in self.lines if line.method != BASELINE]
         if unpaired := [line.method for line in ours if not line.seeds]:
             why.append(f"not paired with the authors' setting (other VAEs): {', '.join(unpaired)}")
@@ -430,7 +429,9 @@ def proxy_sentence(found: Sequence[Setting]) -> str:
         "short setting, whose other differences are indications, each to be confirmed at the "
         "authors' setting."
     )
-    waiting = [s for s in found if len(s.released_gain) >= 5 and not s.failures() and s is not course]  # fmt: skip
+    waiting = [
+        s for s in found if len(s.released_gain) >= 5 and not s.failures() and s is not course
+    ]
     for s in sorted(waiting, key=_dwp_minutes):
         text.append(
             f"**{s.name}** fails no criterion on the rows it has; it waits for: "
