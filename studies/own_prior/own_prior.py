@@ -45,11 +45,16 @@ SETTING: Mapping[str, object] = {
     "eval_samples": 10,
     "test_images": 10_000,
 }
-#: the short setting that judges candidate priors (``results/short-setting-search/``): 2,000
-#: full-batch Adam steps at lr 3e-3, otherwise the authors'; its folder holds the released prior
-#: and N(0, 1) every short line is paired with
+#: the short settings own-prior lines ran at (``results/short-setting-search/``): far fewer
+#: full-batch Adam steps, otherwise the authors'; each folder holds the released prior and
+#: N(0, 1) its short lines are paired with
+SHORT_SETTINGS: Mapping[str, Mapping[str, object]] = {
+    "short-setting-search/2000-steps-lr-3e-3": {**SETTING, "steps": 2_000, "lr": 0.003},
+    "short-setting-search/3000-steps-lr-2e-3": {**SETTING, "steps": 3_000, "lr": 0.002},
+}
+#: the course's short setting (chapter 5's live cell), which judges candidate priors
 SHORT_REFERENCE = "short-setting-search/2000-steps-lr-3e-3"
-SHORT_SETTING: Mapping[str, object] = {**SETTING, "steps": 2_000, "lr": 0.003}
+SHORT_SETTING = SHORT_SETTINGS[SHORT_REFERENCE]
 BEGIN = "<!-- own-prior-table: written by `python -m studies.own_prior --update`; do not edit -->"
 END = "<!-- end own-prior-table -->"
 SHORT_BEGIN = (
@@ -65,6 +70,8 @@ BOOK_BUILDS = (
 )
 #: one bank, its kernel VAEs trained twice (other VAE seeds): the spread between VAE trainings
 SPARSE_TRAININGS = ("sparse-bank-128-256-sample", "sparse-bank-128-256-sample-vae-seed-1")
+#: the short setting the sparse bank's priors were screened at
+SPARSE_SCREEN = "short-setting-search/2000-steps-lr-3e-3"
 #: a candidate prior is adopted when it beats N(0, 1) from its own init by this many points on
 #: at least ADOPT_SEEDS of 5 split seeds at the short setting (then confirmed at the authors')
 ADOPT_POINTS, ADOPT_SEEDS, ADOPT_OF = 3.0, 4, 5
@@ -82,12 +89,22 @@ class PriorCell:
     method: str
     own: bool = True
     normal: str = NORMAL
-    short: bool = False  # run at the short setting, paired with :data:`SHORT_REFERENCE`
+    #: run at a short setting: True for the course's (:data:`SHORT_REFERENCE`), or the folder
+    #: of another in :data:`SHORT_SETTINGS` (a line screened before the course's setting moved)
+    short: bool | str = False
 
     @property
     def reference(self) -> tuple[str, Mapping[str, object]]:
         """The folder of the released prior and N(0, 1) it pairs with, and its setting."""
-        return (SHORT_REFERENCE, SHORT_SETTING) if self.short else (REFERENCE, SETTING)
+        if not self.short:
+            return REFERENCE, SETTING
+        folder = SHORT_REFERENCE if self.short is True else self.short
+        if folder not in SHORT_SETTINGS:
+            raise ExperimentError(
+                f"{self.label}: {folder!r} is not a short setting the study knows; add it to "
+                f"own_prior.SHORT_SETTINGS ({', '.join(SHORT_SETTINGS)})"
+            )
+        return folder, SHORT_SETTINGS[folder]
 
 
 CELLS: tuple[PriorCell, ...] = (
@@ -222,14 +239,14 @@ SHORT_CELLS: tuple[PriorCell, ...] = (
         SPARSE_TRAININGS[0],
         "dwp:dwp",
         normal=NORMAL_SAME_INIT,
-        short=True,
+        short=SPARSE_SCREEN,
     ),
     PriorCell(
         "ours, the same sparse bank, a second VAE training (VAE seeds 1)",
         SPARSE_TRAININGS[1],
         "dwp:dwp",
         normal=NORMAL_SAME_INIT,
-        short=True,
+        short=SPARSE_SCREEN,
     ),
     PriorCell("N(0, 1), Xavier", SHORT_REFERENCE, NORMAL, own=False, short=True),
 )
@@ -238,7 +255,11 @@ SHORT_CELLS: tuple[PriorCell, ...] = (
 def _check_setting(row: Mapping, where: Path, setting: Mapping[str, object] = SETTING) -> None:
     bad = {k: row.get(k) for k, v in setting.items() if row.get(k) != v}
     if bad:
-        what = "the short setting" if setting is SHORT_SETTING else "the authors' setting"
+        what = (
+            "the authors' setting"
+            if setting is SETTING
+            else f"the short setting ({setting_title(setting)})"
+        )
         raise ExperimentError(
             f"{where}: the row of {row.get('prior')}:{row.get('init')}, split seed "
             f"{row.get('seed')}, was not run at {what} ({bad} instead of "
@@ -338,6 +359,7 @@ def table_rows(root: str | Path | None = None, cells: Sequence[PriorCell] = CELL
                     for layer, v in ((prov.get("config") or {}).get("vae") or {}).items()
                 },
                 "short": cell.short,
+                "reference": ref,  # the folder of the released prior and N(0, 1) it pairs with
                 "minutes": statistics.fmean(seconds) / 60 if seconds else None,
                 "devices": sorted({str(mine[s]["device"]) for s in mine}),
                 "log_sigma2_conv2": statistics.fmean(ls2) if ls2 else None,
@@ -366,10 +388,13 @@ def markdown(rows: Sequence[Mapping], setting: str = "authors' setting") -> str:
             lines.append(f"| {r['label']} | {folder} | no row yet | | | | | | |")
             continue
         seeds = ",".join(str(s) for s in r["seeds"])
+        label = r["label"]
+        if r.get("short") and r["reference"] != SHORT_REFERENCE:  # another short setting's line
+            label += f" (at {setting_title(SHORT_SETTINGS[r['reference']])})"
         mark = {NORMAL: "", NORMAL_RELEASED_INIT: " (released)"}.get(r["normal"], " (same)")
         acc = f"{r['mean']:.3f} ± {r['std']:.3f}" if len(r["seeds"]) > 1 else f"{r['mean']:.3f}"
         lines.append(
-            f"| {r['label']} | {folder} | {seeds} | {acc} "
+            f"| {label} | {folder} | {seeds} | {acc} "
             f"| {_diff(r['vs_released'], r['below_released'], r['released_seeds'])} "
             f"| {_diff(r['vs_normal'], r['above_normal'], r['normal_seeds'])}{mark} "
             f"| {format_or_blank(r['log_sigma2_conv2'], '.2f')} | {format_or_blank(r['nll'], '.2f')} "
@@ -545,7 +570,13 @@ def with_table(
     return _with_table(text, table, where, begin, end)
 
 
-SHORT_TITLE = "the short setting: 2,000 steps at lr 3e-3"
+def setting_title(setting: Mapping[str, object]) -> str:
+    """``"3,000 steps at lr 2e-3"``: what a short setting changes of the authors'."""
+    lr = f"{setting['lr']:.0e}".replace("e-0", "e-")  # 0.003 -> 3e-3
+    return f"{setting['steps']:,} steps at lr {lr}"
+
+
+SHORT_TITLE = f"the short setting: {setting_title(SHORT_SETTING)}"
 
 
 def update_note(

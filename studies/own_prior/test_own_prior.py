@@ -487,6 +487,27 @@ def test_short_lines_pair_with_the_short_settings_own_released_prior_and_normal(
         own_prior.table_rows(root, cells[:1])
 
 
+def test_a_line_screened_at_another_short_setting_pairs_with_that_settings_folder(root):
+    other = next(f for f in own_prior.SHORT_SETTINGS if f != own_prior.SHORT_REFERENCE)
+    setting = own_prior.SHORT_SETTINGS[other]
+    for folder, acc in ((own_prior.SHORT_REFERENCE, 0.70), (other, 0.80)):
+        at = own_prior.SHORT_SETTINGS[folder]
+        write(root, folder, [row("dwp@released", "dwp@released", s, acc, **at) for s in (0, 1)])
+        write(root, folder, [row("normal", "xavier", s, acc - 0.1, **at) for s in (0, 1)])
+    write(root, "old-screen", [row("dwp", "dwp", s, 0.66, **setting) for s in (0, 1)])
+    cell = own_prior.PriorCell("screened", "old-screen", "dwp:dwp", short=other)
+    (screened,) = own_prior.table_rows(root, (cell,))
+    assert screened["reference"] == other
+    assert screened["vs_released"] == pytest.approx(-0.14)  # that setting's released prior
+    title = own_prior.setting_title(setting)
+    assert f"screened (at {title})" in own_prior.markdown([screened], own_prior.SHORT_TITLE)
+    # the course's setting is refused for its rows, and an unknown short setting is named
+    with pytest.raises(ExperimentError, match="not run at the short setting"):
+        own_prior.table_rows(root, (own_prior.PriorCell("s", "old-screen", "dwp:dwp", short=True),))
+    with pytest.raises(ExperimentError, match="not a short setting the study knows"):
+        own_prior.table_rows(root, (own_prior.PriorCell("s", "old-screen", "dwp:dwp", short="x"),))
+
+
 def test_the_builds_sentence_names_the_spread_and_the_builds_that_share_a_bank(root):
     norms = {"conv1": {"median": 0.7}}
     for folder, accs, bank in (
