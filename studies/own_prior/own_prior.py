@@ -194,7 +194,7 @@ CELLS: tuple[PriorCell, ...] = (
     ),
     PriorCell("N(0, 1), Xavier", REFERENCE, NORMAL, own=False),
 )
-#: the lines judged at the short setting (a table of their own: 2,000 steps are not 10,000)
+#: the lines judged at a short setting (a table of their own: 3,000 steps are not 10,000)
 SHORT_CELLS: tuple[PriorCell, ...] = (
     PriorCell(
         "released prior (their VAEs, their bank)", SHORT_REFERENCE, RELEASED, False, short=True
