@@ -53,7 +53,7 @@ SHORT_SETTINGS: Mapping[str, Mapping[str, object]] = {
     "short-setting-search/3000-steps-lr-2e-3": {**SETTING, "steps": 3_000, "lr": 0.002},
 }
 #: the course's short setting (chapter 5's live cell), which judges candidate priors
-SHORT_REFERENCE = "short-setting-search/2000-steps-lr-3e-3"
+SHORT_REFERENCE = "short-setting-search/3000-steps-lr-2e-3"
 SHORT_SETTING = SHORT_SETTINGS[SHORT_REFERENCE]
 BEGIN = "<!-- own-prior-table: written by `python -m studies.own_prior --update`; do not edit -->"
 END = "<!-- end own-prior-table -->"
@@ -200,7 +200,7 @@ SHORT_CELLS: tuple[PriorCell, ...] = (
         "released prior (their VAEs, their bank)", SHORT_REFERENCE, RELEASED, False, short=True
     ),
     PriorCell(
-        "ours: our VAEs, our bank (book preset, the AVX-512 build)",
+        "ours: our VAEs, our bank (book preset, its fourth build)",
         SHORT_REFERENCE,
         "dwp:dwp",
         short=True,
