@@ -55,6 +55,15 @@ SHORT_SETTINGS: Mapping[str, Mapping[str, object]] = {
 #: the course's short setting (chapter 5's live cell), which judges candidate priors
 SHORT_REFERENCE = "short-setting-search/3000-steps-lr-2e-3"
 SHORT_SETTING = SHORT_SETTINGS[SHORT_REFERENCE]
+
+
+def setting_title(setting: Mapping[str, object]) -> str:
+    """``"3,000 steps at lr 2e-3"``: what a short setting changes of the authors'."""
+    lr = f"{setting['lr']:.0e}".replace("e-0", "e-")  # 0.003 -> 3e-3
+    return f"{setting['steps']:,} steps at lr {lr}"
+
+
+SHORT_TITLE = f"the short setting: {setting_title(SHORT_SETTING)}"
 BEGIN = "<!-- own-prior-table: written by `python -m studies.own_prior --update`; do not edit -->"
 END = "<!-- end own-prior-table -->"
 SHORT_BEGIN = (
@@ -568,15 +577,6 @@ def with_table(
 ) -> str:
     """``text`` with the findings note's table (or another between ``begin`` and ``end``)."""
     return _with_table(text, table, where, begin, end)
-
-
-def setting_title(setting: Mapping[str, object]) -> str:
-    """``"3,000 steps at lr 2e-3"``: what a short setting changes of the authors'."""
-    lr = f"{setting['lr']:.0e}".replace("e-0", "e-")  # 0.003 -> 3e-3
-    return f"{setting['steps']:,} steps at lr {lr}"
-
-
-SHORT_TITLE = f"the short setting: {setting_title(SHORT_SETTING)}"
 
 
 def update_note(
